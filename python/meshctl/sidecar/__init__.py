@@ -1,0 +1,1 @@
+"""Supervisors around the data plane: config sources, reloads, signals."""

@@ -1,0 +1,86 @@
+"""A data plane fed from a config file: reload on SIGHUP or when the file
+changes; a bad file is reported and ignored, traffic stays on the old config."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from meshctl import ConfigError, DataPlane
+
+log = logging.getLogger("meshctl.proxy")
+
+POLL_SECONDS = 1.0
+
+
+class FileConfigProxy:
+    """Owns one DataPlane and the file it is configured from."""
+
+    def __init__(self, path: Path, *, workers: int | None = None, grace: float = 10.0, watch: bool = True):
+        self.path = path
+        self.grace = grace
+        self.watch = watch
+        self._stamp = self._file_stamp()
+        self.dataplane = DataPlane(path.read_text(), workers=workers)
+        self._wake = threading.Event()
+        self._stop_requested = False
+        self._reload_requested = False
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def start(self) -> None:
+        self.dataplane.start()
+        for name, address in sorted(self.dataplane.addresses().items()):
+            log.info("listener %s on %s", name, address)
+
+    def reload(self) -> bool:
+        """Apply the file again; False (and the old config kept) when it is bad."""
+        self._stamp = self._file_stamp()
+        try:
+            version = self.dataplane.update(self.path.read_text())
+        except (OSError, ConfigError) as e:
+            log.error("config %s rejected, keeping the running one: %s", self.path, e)
+            return False
+        log.info("config %s applied (version %d)", self.path, version)
+        return True
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.request_reload()
+        else:
+            self.request_stop()
+
+    def run_until_signalled(self) -> None:
+        """Block until SIGINT/SIGTERM (or request_stop), reloading as asked; then drain."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.run()
+
+    def run(self) -> None:
+        while not self._stop_requested:
+            self._wake.wait(POLL_SECONDS if self.watch else None)
+            self._wake.clear()
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
+            elif self.watch and self._file_stamp() != self._stamp:
+                self.reload()
+        log.info("stopping: draining for up to %.1fs", self.grace)
+        self.dataplane.stop(self.grace)
+        log.info("stopped")

@@ -1,0 +1,168 @@
+//! A cluster at run time: its endpoints with passive health, its balancer,
+//! its upstream connection pool and its stats. Built once per config change
+//! and reused unchanged by later configs that do not touch it.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::balance::{Balancer, Loads};
+use crate::config::{ClusterConfig, UpstreamProtocol};
+use crate::http::body::ProxyBody;
+use crate::stats::{ClusterStats, EndpointStats, Registry};
+
+pub type HttpClient = Client<HttpConnector, ProxyBody>;
+
+/// Milliseconds since the process first asked; never 0 (0 means "not ejected").
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+pub struct Endpoint {
+    pub address: String,
+    pub authority: Authority,
+    pub weight: u32,
+    pub stats: Arc<EndpointStats>,
+    consecutive_failures: AtomicU32,
+    ejected_until: AtomicU64,
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub spec: ClusterConfig,
+    pub endpoints: Vec<Endpoint>,
+    pub stats: Arc<ClusterStats>,
+    pub client: HttpClient,
+    balancer: Balancer,
+    /// Endpoints currently marked ejected; lets picks skip the clock when 0.
+    ejected: AtomicUsize,
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    pub fn new(spec: &ClusterConfig, registry: &Registry) -> Self {
+        let endpoints: Vec<Endpoint> = spec
+            .endpoints
+            .iter()
+            .map(|e| Endpoint {
+                // Validation checked host:port; an odd host still must not panic.
+                authority: e
+                    .address
+                    .parse()
+                    .unwrap_or_else(|_| Authority::from_static("invalid.invalid:1")),
+                address: e.address.clone(),
+                weight: e.weight,
+                stats: registry.endpoint(&spec.name, &e.address),
+                consecutive_failures: AtomicU32::new(0),
+                ejected_until: AtomicU64::new(0),
+            })
+            .collect();
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        let keys: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
+        Cluster {
+            name: spec.name.clone(),
+            balancer: Balancer::new(spec.lb, &weights, &keys),
+            client: build_client(spec),
+            stats: registry.cluster(&spec.name),
+            endpoints,
+            spec: spec.clone(),
+            ejected: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn pick(&self, hash: Option<u64>) -> Option<&Endpoint> {
+        self.balancer.pick(self, hash).map(|i| &self.endpoints[i])
+    }
+
+    pub fn report_success(&self, ep: &Endpoint) {
+        // Read first: avoid a shared write on every successful request.
+        if ep.consecutive_failures.load(Relaxed) != 0 {
+            ep.consecutive_failures.store(0, Relaxed);
+        }
+    }
+
+    /// Counts a connect failure; ejects the endpoint after too many in a row,
+    /// unless it is the last one available.
+    pub fn report_connect_failure(&self, ep: &Endpoint) {
+        self.stats.connect_failures.inc();
+        ep.stats.connect_failures.inc();
+        let threshold = self.spec.outlier.consecutive_failures;
+        let n = ep.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        if threshold == 0 || n < threshold || ep.ejected_until.load(Relaxed) != 0 {
+            return;
+        }
+        let available = (0..self.endpoints.len())
+            .filter(|&i| self.available(i))
+            .count();
+        if available <= 1 {
+            return;
+        }
+        let until = now_ms() + self.spec.outlier.ejection.as_millis() as u64;
+        if ep
+            .ejected_until
+            .compare_exchange(0, until, Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.ejected.fetch_add(1, Relaxed);
+            ep.stats.ejections.inc();
+            ep.consecutive_failures.store(0, Relaxed);
+            tracing::warn!(cluster = %self.name, endpoint = %ep.address, "ejected after {n} connect failures");
+        }
+    }
+
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.available(i)
+    }
+}
+
+impl Loads for Cluster {
+    fn available(&self, i: usize) -> bool {
+        if self.ejected.load(Relaxed) == 0 {
+            return true;
+        }
+        let ep = &self.endpoints[i];
+        let until = ep.ejected_until.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if until > now_ms() {
+            return false;
+        }
+        if ep
+            .ejected_until
+            .compare_exchange(until, 0, Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.ejected.fetch_sub(1, Relaxed);
+        }
+        true
+    }
+
+    fn active(&self, i: usize) -> u64 {
+        self.endpoints[i].stats.active.get()
+    }
+}
+
+fn build_client(spec: &ClusterConfig) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(spec.connect_timeout));
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        // Host comes from the downstream request; do not invent one from the endpoint.
+        .set_host(false)
+        .http2_only(spec.protocol == UpstreamProtocol::Http2);
+    builder.build(connector)
+}

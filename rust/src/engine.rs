@@ -1,0 +1,346 @@
+//! The data plane as a Rust object: start, update, stop, stats. It owns the
+//! tokio runtime and the bound sockets; the Python class is a thin shell
+//! around it, and Rust tests drive it directly.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
+use tokio::runtime::Runtime;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::listener::{self, Drain};
+use crate::snapshot::{Bindings, ListenerId, Snapshot};
+use crate::stats::Registry;
+
+/// What request handlers share: the active snapshot and the stats registry.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Registry,
+    ready: AtomicBool,
+}
+
+impl Shared {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Key of a bound socket: admin, or a listener by name.
+#[derive(Clone, PartialEq, Eq, Debug)]
+enum Slot {
+    Admin,
+    Named(String),
+}
+
+impl Slot {
+    fn label(&self) -> &str {
+        match self {
+            Slot::Admin => "admin",
+            Slot::Named(n) => n,
+        }
+    }
+}
+
+struct Bound {
+    id: ListenerId,
+    slot: Slot,
+    configured: SocketAddr,
+    local: SocketAddr,
+    drain: Drain,
+}
+
+/// A socket bound for an update but not yet serving.
+struct Fresh {
+    bound: Bound,
+    socket: std::net::TcpListener,
+}
+
+enum Phase {
+    Created,
+    Running(Runtime),
+    Stopped,
+}
+
+struct State {
+    phase: Phase,
+    config: Arc<Config>,
+    bound: Vec<Bound>,
+    next_id: ListenerId,
+    version: u64,
+    workers: usize,
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    state: Mutex<State>,
+}
+
+// === impl Engine ===
+
+impl Engine {
+    pub fn new(config: Config, workers: Option<usize>) -> Self {
+        let workers = workers
+            .filter(|&w| w > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Engine {
+            shared: Arc::new(Shared {
+                snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+                registry: Registry::default(),
+                ready: AtomicBool::new(false),
+            }),
+            state: Mutex::new(State {
+                phase: Phase::Created,
+                config: Arc::new(config),
+                bound: Vec::new(),
+                next_id: 1,
+                version: 0,
+                workers,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds every listener, then serves; returns once all are bound.
+    pub fn start(&self) -> Result<()> {
+        let mut st = self.lock();
+        match st.phase {
+            Phase::Created => {}
+            Phase::Running(_) => {
+                return Err(Error::State("the data plane is already running".into()))
+            }
+            Phase::Stopped => {
+                return Err(Error::State(
+                    "a stopped data plane cannot be started again".into(),
+                ))
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(st.workers)
+            .thread_name("meshctl-worker")
+            .enable_all()
+            .build()?;
+        let config = st.config.clone();
+        st.phase = Phase::Running(runtime);
+        if let Err(e) = self.apply(&mut st, config) {
+            if let Phase::Running(rt) = std::mem::replace(&mut st.phase, Phase::Created) {
+                rt.shutdown_background();
+            }
+            return Err(e);
+        }
+        self.shared.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Swaps in a new config atomically. Before start it only replaces the
+    /// config to start with. A config that fails leaves everything as it was.
+    pub fn update(&self, config: Config) -> Result<u64> {
+        let mut st = self.lock();
+        match st.phase {
+            Phase::Created => {
+                st.config = Arc::new(config);
+                Ok(st.version)
+            }
+            Phase::Running(_) => self.apply(&mut st, Arc::new(config)),
+            Phase::Stopped => Err(Error::State("the data plane is stopped".into())),
+        }
+    }
+
+    fn apply(&self, st: &mut State, config: Arc<Config>) -> Result<u64> {
+        let Phase::Running(rt) = &st.phase else {
+            return Err(Error::State("the data plane is not running".into()));
+        };
+        let handle = rt.handle().clone();
+        let _enter = handle.enter();
+
+        // Which sockets stay, which are new; bind the new ones before touching anything.
+        let mut wanted: Vec<(Slot, SocketAddr)> = Vec::new();
+        if let Some(a) = &config.admin {
+            wanted.push((Slot::Admin, a.address));
+        }
+        wanted.extend(
+            config
+                .listeners
+                .iter()
+                .map(|l| (Slot::Named(l.name.clone()), l.address)),
+        );
+
+        let mut keep: Vec<Option<usize>> = Vec::with_capacity(wanted.len());
+        let mut claimed = vec![false; st.bound.len()];
+        for (slot, addr) in &wanted {
+            // Same socket: same configured address, or the address it was actually bound to
+            // (a config that names the port a `:0` listener got). A `:0` is only reused by name.
+            let same = |b: &Bound| {
+                (b.configured == *addr && (b.slot == *slot || addr.port() != 0)) || b.local == *addr
+            };
+            let found = st
+                .bound
+                .iter()
+                .enumerate()
+                .filter(|(i, b)| !claimed[*i] && same(b))
+                .min_by_key(|(_, b)| b.slot != *slot)
+                .map(|(i, _)| i);
+            if let Some(i) = found {
+                claimed[i] = true;
+            }
+            keep.push(found);
+        }
+        let mut fresh: Vec<Option<Fresh>> = Vec::with_capacity(wanted.len());
+        for ((slot, addr), kept) in wanted.iter().zip(&keep) {
+            if kept.is_some() {
+                fresh.push(None);
+                continue;
+            }
+            let socket = listener::bind(*addr).map_err(|source| Error::Bind {
+                listener: slot.label().to_string(),
+                address: *addr,
+                source,
+            })?;
+            let local = socket.local_addr()?;
+            let id = st.next_id;
+            st.next_id += 1;
+            fresh.push(Some(Fresh {
+                bound: Bound {
+                    id,
+                    slot: slot.clone(),
+                    configured: *addr,
+                    local,
+                    drain: Drain::default(),
+                },
+                socket,
+            }));
+        }
+
+        let placement = |i: usize| -> (ListenerId, SocketAddr) {
+            match (&keep[i], &fresh[i]) {
+                (Some(k), _) => (st.bound[*k].id, st.bound[*k].local),
+                (None, Some(f)) => (f.bound.id, f.bound.local),
+                (None, None) => unreachable!("every wanted socket is kept or fresh"),
+            }
+        };
+        let has_admin = config.admin.is_some();
+        let bindings = Bindings {
+            admin: has_admin.then(|| placement(0)),
+            listeners: (usize::from(has_admin)..wanted.len())
+                .map(placement)
+                .collect(),
+        };
+        let version = st.version + 1;
+        let previous = self.shared.snapshot.load_full();
+        let snapshot = Snapshot::compile(
+            config.clone(),
+            &bindings,
+            &previous,
+            &self.shared.registry,
+            version,
+        )?;
+
+        // Commit: swap, start new accept loops, drain the sockets no longer wanted.
+        self.shared.snapshot.store(Arc::new(snapshot));
+        st.version = version;
+        st.config = config.clone();
+        let old = std::mem::take(&mut st.bound);
+        let mut next = Vec::with_capacity(wanted.len());
+        let mut old: Vec<Option<Bound>> = old.into_iter().map(Some).collect();
+        for (i, f) in fresh.into_iter().enumerate() {
+            match (keep[i], f) {
+                (Some(k), _) => {
+                    let mut b = old[k].take().expect("kept once");
+                    b.slot = wanted[i].0.clone();
+                    next.push(b);
+                }
+                (None, Some(f)) => {
+                    let listener = tokio::net::TcpListener::from_std(f.socket)?;
+                    let d = f.bound.drain.clone();
+                    d.tracker.spawn(listener::accept_loop(
+                        listener,
+                        f.bound.id,
+                        self.shared.clone(),
+                        d.clone(),
+                    ));
+                    tracing::info!(
+                        "listener '{}' serving on {}",
+                        f.bound.slot.label(),
+                        f.bound.local
+                    );
+                    next.push(f.bound);
+                }
+                (None, None) => unreachable!(),
+            }
+        }
+        for gone in old.into_iter().flatten() {
+            tracing::info!(
+                "listener '{}' on {} removed; draining",
+                gone.slot.label(),
+                gone.local
+            );
+            let grace = config.drain_timeout;
+            handle.spawn(async move { gone.drain.drain(grace).await });
+        }
+        st.bound = next;
+        tracing::info!(version, "config applied");
+        Ok(version)
+    }
+
+    /// Stops accepting, lets in-flight work finish for up to `grace`, then
+    /// closes everything. Idempotent.
+    pub fn stop(&self, grace: Duration) {
+        let mut st = self.lock();
+        self.shared.ready.store(false, Ordering::Release);
+        let Phase::Running(rt) = std::mem::replace(&mut st.phase, Phase::Stopped) else {
+            st.phase = Phase::Stopped;
+            return;
+        };
+        let drains: Vec<Drain> = st.bound.drain(..).map(|b| b.drain).collect();
+        rt.block_on(listener::drain_all(&drains, grace));
+        rt.shutdown_timeout(Duration::from_secs(1));
+        tracing::info!("data plane stopped");
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.lock().phase, Phase::Running(_))
+    }
+
+    pub fn stats(&self) -> Value {
+        self.shared.snapshot.load().stats()
+    }
+
+    /// The active config, secrets redacted; before start, the one to start with.
+    pub fn config(&self) -> Value {
+        self.lock().config.redacted()
+    }
+
+    /// Bound address of each listener by name (useful with port 0).
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.lock()
+            .bound
+            .iter()
+            .map(|b| (b.slot.label().to_string(), b.local))
+            .collect()
+    }
+
+    pub fn addresses_json(&self) -> Value {
+        Value::Object(
+            self.addresses()
+                .into_iter()
+                .map(|(n, a)| (n, Value::String(a.to_string())))
+                .collect::<Map<_, _>>(),
+        )
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Phase::Running(rt) = std::mem::replace(&mut st.phase, Phase::Stopped) {
+            rt.shutdown_background();
+        }
+    }
+}

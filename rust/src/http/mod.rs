@@ -1,0 +1,25 @@
+//! HTTP: the server side of each listener, the forwarding path, header
+//! hygiene, protocol upgrades and the admin endpoints.
+
+pub mod admin;
+pub mod body;
+pub mod headers;
+pub mod proxy;
+pub mod server;
+
+use http::{header, Response, StatusCode};
+
+use body::ProxyBody;
+
+/// A short plain-text reply made by the proxy itself.
+pub fn local_reply(status: StatusCode, kind: &'static str, text: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::local(text));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert("x-meshctl-error", header::HeaderValue::from_static(kind));
+    resp
+}

@@ -1,0 +1,253 @@
+//! The forwarding path of one HTTP request: route, pick, rewrite headers,
+//! send through the cluster's pool, stream the answer back.
+
+use std::sync::Arc;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::{Direction, Meter, ProxyBody};
+use super::headers::{
+    add_forwarded, ensure_request_id, request_host, strip_hop_by_hop, wants_upgrade,
+};
+use super::local_reply;
+use super::server::ConnInfo;
+use crate::balance::hash_bytes;
+use crate::cluster::Cluster;
+use crate::config::{LbPolicy, UpstreamProtocol};
+use crate::engine::Shared;
+use crate::route::{first_match, RequestView};
+use crate::snapshot::{Listener, Role};
+use crate::stats::Active;
+
+pub async fn handle(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    // One snapshot for the whole request: an update mid-flight does not touch it.
+    let snapshot = shared.snapshot.load_full();
+    let Some(listener) = snapshot.listeners.get(&conn.listener) else {
+        return local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "meshctl: listener is closing\n".into(),
+        );
+    };
+    listener.stats.requests.inc();
+    let resp = route(listener, conn, req).await;
+    listener.stats.responses.record(resp.status().as_u16());
+    resp
+}
+
+async fn route(
+    listener: &Arc<Listener>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Role::Http { routes } = &listener.role else {
+        return local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "meshctl: listener changed protocol\n".into(),
+        );
+    };
+    let host = request_host(req.uri(), req.headers());
+    let view = RequestView {
+        method: req.method(),
+        host: &host,
+        path: req.uri().path(),
+        headers: req.headers(),
+    };
+    let Some(route) = first_match(routes, &view) else {
+        listener.stats.no_route.inc();
+        let msg = format!(
+            "meshctl: no route on listener '{}' for {} {}{}\n",
+            listener.name,
+            req.method(),
+            host,
+            req.uri().path()
+        );
+        return local_reply(StatusCode::NOT_FOUND, "no_route", msg);
+    };
+    let Some(cluster) = route.pick_backend() else {
+        let msg = format!(
+            "meshctl: route '{}' has no backend with weight\n",
+            route.name
+        );
+        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no_backend", msg);
+    };
+    let forwarded = forward(listener, cluster, conn, req);
+    match route.timeout {
+        None => forwarded.await,
+        Some(limit) => match tokio::time::timeout(limit, forwarded).await {
+            Ok(resp) => resp,
+            Err(_) => {
+                cluster.stats.timeouts.inc();
+                let msg = format!(
+                    "meshctl: cluster '{}' did not answer within {limit:?}\n",
+                    cluster.name
+                );
+                local_reply(StatusCode::GATEWAY_TIMEOUT, "timeout", msg)
+            }
+        },
+    }
+}
+
+fn request_hash(cluster: &Cluster, req: &Request<Incoming>, conn: &ConnInfo) -> Option<u64> {
+    if cluster.spec.lb != LbPolicy::RingHash {
+        return None;
+    }
+    let by_header = cluster
+        .spec
+        .hash_header
+        .as_ref()
+        .and_then(|h| req.headers().get(h))
+        .map(|v| hash_bytes(v.as_bytes()));
+    Some(by_header.unwrap_or_else(|| hash_bytes(conn.peer.ip().to_string().as_bytes())))
+}
+
+async fn forward(
+    listener: &Arc<Listener>,
+    cluster: &Arc<Cluster>,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    cluster.stats.requests.inc();
+    let Some(ep) = cluster.pick(request_hash(cluster, &req, conn)) else {
+        cluster.stats.no_healthy_endpoint.inc();
+        let msg = format!(
+            "meshctl: no healthy endpoint in cluster '{}'\n",
+            cluster.name
+        );
+        return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_endpoint", msg);
+    };
+    ep.stats.requests.inc();
+    let guards = (Active::enter(&cluster.stats), Active::enter(&ep.stats));
+
+    let downstream_version = req.version();
+    let upgrade = downstream_version == Version::HTTP_11 && wants_upgrade(req.headers());
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarded(&mut parts.headers, conn.peer.ip());
+    ensure_request_id(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(ep.authority.clone())
+        .path_and_query(pq);
+    parts.version = match cluster.spec.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http2 => {
+            // :authority carries the endpoint; a Host header would contradict it.
+            parts.headers.remove(header::HOST);
+            Version::HTTP_2
+        }
+    };
+    parts.uri = match uri.build() {
+        Ok(u) => u,
+        Err(e) => {
+            return local_reply(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("meshctl: bad request target: {e}\n"),
+            );
+        }
+    };
+    let meter = Meter {
+        listener: listener.stats.clone(),
+        cluster: cluster.stats.clone(),
+        direction: Direction::Request,
+    };
+    let upstream_req = Request::from_parts(parts, ProxyBody::streamed(body, meter, None));
+
+    let mut resp = match cluster.client.request(upstream_req).await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => {
+            cluster.report_connect_failure(ep);
+            tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
+            let msg = format!(
+                "meshctl: upstream connect failure in cluster '{}'\n",
+                cluster.name
+            );
+            return local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg);
+        }
+        Err(e) => {
+            cluster.stats.upstream_errors.inc();
+            tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "upstream error: {e:?}");
+            let msg = format!("meshctl: upstream error in cluster '{}'\n", cluster.name);
+            return local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg);
+        }
+    };
+    cluster.report_success(ep);
+    cluster.stats.responses.record(resp.status().as_u16());
+
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        if let Some(down) = downstream_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            conn.drain.tracker.spawn(tunnel(
+                down,
+                up,
+                listener.clone(),
+                cluster.clone(),
+                conn.drain.abort.clone(),
+            ));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switching && upgrade);
+    parts.version = downstream_version;
+    let meter = Meter {
+        listener: listener.stats.clone(),
+        cluster: cluster.stats.clone(),
+        direction: Direction::Response,
+    };
+    Response::from_parts(
+        parts,
+        ProxyBody::streamed(body, meter, Some(Box::new(guards))),
+    )
+}
+
+/// After a 101, the two upgraded connections are joined byte for byte.
+async fn tunnel(
+    down: hyper::upgrade::OnUpgrade,
+    up: hyper::upgrade::OnUpgrade,
+    listener: Arc<Listener>,
+    cluster: Arc<Cluster>,
+    abort: tokio_util::sync::CancellationToken,
+) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut down, &mut up) => {
+            if let Ok((sent, received)) = res {
+                listener.stats.bytes_in.add(sent);
+                cluster.stats.bytes_sent.add(sent);
+                listener.stats.bytes_out.add(received);
+                cluster.stats.bytes_received.add(received);
+            }
+        }
+        _ = abort.cancelled() => {}
+    }
+}

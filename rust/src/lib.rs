@@ -1,0 +1,28 @@
+//! meshctl's data plane: a tokio/hyper proxy driven from Python as
+//! `meshctl._core`. Nothing on the request path touches Python.
+
+pub mod balance;
+pub mod cluster;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod listener;
+pub mod logging;
+pub mod route;
+pub mod snapshot;
+pub mod stats;
+pub mod tcp;
+
+#[cfg(feature = "python")]
+mod dataplane;
+
+pub use config::Config;
+pub use engine::Engine;
+pub use error::{ConfigIssue, Error};
+
+#[cfg(feature = "python")]
+#[pyo3::pymodule]
+fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+    dataplane::register(m)
+}

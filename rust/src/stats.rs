@@ -1,0 +1,253 @@
+//! Counters per listener, cluster and endpoint. They live in a registry keyed
+//! by name so that they survive config updates; compiled config objects hold
+//! `Arc`s to them, so the request path never looks anything up or locks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    #[inline]
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Responses by status class, 1xx to 5xx.
+#[derive(Debug, Default)]
+pub struct StatusCounters([Counter; 5]);
+
+impl StatusCounters {
+    #[inline]
+    pub fn record(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.0[class].inc();
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "1xx": self.0[0].get(), "2xx": self.0[1].get(), "3xx": self.0[2].get(),
+            "4xx": self.0[3].get(), "5xx": self.0[4].get(),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub connections: Counter,
+    pub active_connections: Counter,
+    pub requests: Counter,
+    pub responses: StatusCounters,
+    pub no_route: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+}
+
+impl ListenerStats {
+    pub fn to_json(&self, protocol: &str, address: String) -> Value {
+        json!({
+            "protocol": protocol,
+            "address": address,
+            "connections": self.connections.get(),
+            "active_connections": self.active_connections.get(),
+            "requests": self.requests.get(),
+            "responses": self.responses.to_json(),
+            "no_route": self.no_route.get(),
+            "bytes_in": self.bytes_in.get(),
+            "bytes_out": self.bytes_out.get(),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub requests: Counter,
+    pub active_requests: Counter,
+    pub responses: StatusCounters,
+    pub connect_failures: Counter,
+    pub upstream_errors: Counter,
+    pub timeouts: Counter,
+    pub no_healthy_endpoint: Counter,
+    pub connections: Counter,
+    pub active_connections: Counter,
+    pub bytes_sent: Counter,
+    pub bytes_received: Counter,
+}
+
+impl ClusterStats {
+    pub fn to_json(&self, endpoints: Value) -> Value {
+        json!({
+            "requests": self.requests.get(),
+            "active_requests": self.active_requests.get(),
+            "responses": self.responses.to_json(),
+            "connect_failures": self.connect_failures.get(),
+            "upstream_errors": self.upstream_errors.get(),
+            "timeouts": self.timeouts.get(),
+            "no_healthy_endpoint": self.no_healthy_endpoint.get(),
+            "connections": self.connections.get(),
+            "active_connections": self.active_connections.get(),
+            "bytes_sent": self.bytes_sent.get(),
+            "bytes_received": self.bytes_received.get(),
+            "endpoints": endpoints,
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    pub requests: Counter,
+    pub active: Counter,
+    pub connect_failures: Counter,
+    pub ejections: Counter,
+}
+
+impl EndpointStats {
+    pub fn to_json(&self, weight: u32, healthy: bool) -> Value {
+        json!({
+            "weight": weight,
+            "healthy": healthy,
+            "requests": self.requests.get(),
+            "active": self.active.get(),
+            "connect_failures": self.connect_failures.get(),
+            "ejections": self.ejections.get(),
+        })
+    }
+}
+
+/// Decrements a gauge when dropped: ties "active" counts to object lifetimes.
+pub struct Active<T: ActiveGauge>(Arc<T>);
+
+pub trait ActiveGauge {
+    fn gauge(&self) -> &Counter;
+}
+
+impl ActiveGauge for ListenerStats {
+    fn gauge(&self) -> &Counter {
+        &self.active_connections
+    }
+}
+
+impl ActiveGauge for ClusterStats {
+    fn gauge(&self) -> &Counter {
+        &self.active_requests
+    }
+}
+
+impl ActiveGauge for EndpointStats {
+    fn gauge(&self) -> &Counter {
+        &self.active
+    }
+}
+
+impl<T: ActiveGauge> Active<T> {
+    pub fn enter(stats: &Arc<T>) -> Self {
+        stats.gauge().inc();
+        Active(stats.clone())
+    }
+}
+
+impl<T: ActiveGauge> Drop for Active<T> {
+    fn drop(&mut self) {
+        self.0.gauge().dec();
+    }
+}
+
+/// Stats by name. Locked only when a config is compiled or stats are read.
+#[derive(Default)]
+pub struct Registry {
+    listeners: Mutex<HashMap<String, Arc<ListenerStats>>>,
+    clusters: Mutex<HashMap<String, Arc<ClusterStats>>>,
+    endpoints: Mutex<HashMap<(String, String), Arc<EndpointStats>>>,
+}
+
+fn entry<K: std::hash::Hash + Eq, V: Default>(map: &Mutex<HashMap<K, Arc<V>>>, key: K) -> Arc<V> {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default()
+        .clone()
+}
+
+impl Registry {
+    pub fn listener(&self, name: &str) -> Arc<ListenerStats> {
+        entry(&self.listeners, name.to_string())
+    }
+
+    pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
+        entry(&self.clusters, name.to_string())
+    }
+
+    pub fn endpoint(&self, cluster: &str, address: &str) -> Arc<EndpointStats> {
+        entry(&self.endpoints, (cluster.to_string(), address.to_string()))
+    }
+
+    /// Forgets stats of names no longer configured (holders keep theirs alive).
+    pub fn retain(&self, listeners: &[&str], clusters: &[&str]) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| listeners.contains(&k.as_str()));
+        self.clusters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| clusters.contains(&k.as_str()));
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(c, _), _| clusters.contains(&c.as_str()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        let s = StatusCounters::default();
+        for code in [101, 200, 204, 302, 404, 503, 599] {
+            s.record(code);
+        }
+        assert_eq!(
+            s.to_json(),
+            json!({"1xx": 1, "2xx": 2, "3xx": 1, "4xx": 1, "5xx": 2})
+        );
+    }
+
+    #[test]
+    fn active_guard_tracks_lifetime() {
+        let l = Arc::new(ListenerStats::default());
+        let a = Active::enter(&l);
+        let b = Active::enter(&l);
+        assert_eq!(l.active_connections.get(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(l.active_connections.get(), 0);
+    }
+
+    #[test]
+    fn registry_keeps_stats_across_lookups() {
+        let r = Registry::default();
+        r.cluster("a").requests.inc();
+        assert_eq!(r.cluster("a").requests.get(), 1);
+        r.retain(&[], &["b"]);
+        assert_eq!(r.cluster("a").requests.get(), 0);
+    }
+}
