@@ -1,0 +1,97 @@
+"""A small HTTP/1.1 backend that says who it is; used by the demo and the tests.
+
+Paths: ``/status/N`` answers N; ``?ms=N`` on any path waits N ms first (and
+``delay_ms`` slows every request); everything else answers JSON naming the
+backend and the request, with the request body echoed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet: the proxy logs
+        pass
+
+    def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Backend", self.server.name)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        with self.server.lock:
+            self.server.requests += 1
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        delay_ms = int(query["ms"][0]) if "ms" in query else self.server.delay_ms
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if url.path.startswith("/status/"):
+            self._reply(int(url.path.rsplit("/", 1)[1]), b"")
+            return
+        info = {
+            "backend": self.server.name,
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body.decode("utf-8", "replace"),
+        }
+        self._reply(200, json.dumps(info).encode())
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, name: str, host: str, port: int, delay_ms: int):
+        super().__init__((host, port), _Handler)
+        self.name = name
+        self.delay_ms = delay_ms
+        self.requests = 0
+        self.lock = threading.Lock()
+
+
+class DemoBackend:
+    """An HTTP/1.1 server on its own thread; ``address`` is ``host:port``."""
+
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, delay_ms: int = 0):
+        self._server = _Server(name, host, port, delay_ms)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"backend-{name}", daemon=True)
+
+    @property
+    def name(self) -> str:
+        return self._server.name
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{host!s}:{port}"
+
+    @property
+    def requests(self) -> int:
+        return self._server.requests
+
+    def start(self) -> DemoBackend:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,40 @@
+"""Fixtures: real backends and real data planes on 127.0.0.1, stopped after each test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from meshctl import DataPlane
+from meshctl.demo.backends import DemoBackend
+
+
+@pytest.fixture
+def backend() -> Iterator[Callable[..., DemoBackend]]:
+    started: list[DemoBackend] = []
+
+    def make(name: str, delay_ms: int = 0) -> DemoBackend:
+        b = DemoBackend(name, delay_ms=delay_ms).start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Callable[..., DataPlane]]:
+    started: list[DataPlane] = []
+
+    def make(config: dict[str, Any] | str, workers: int = 2) -> DataPlane:
+        dp = DataPlane(config, workers=workers)
+        dp.start()
+        started.append(dp)
+        return dp
+
+    yield make
+    for dp in started:
+        dp.stop(0.5)
