@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod io;
 pub mod listener;
 pub mod logging;
 pub mod route;

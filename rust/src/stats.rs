@@ -131,6 +131,37 @@ impl EndpointStats {
     }
 }
 
+#[derive(Clone, Copy)]
+pub enum Direction {
+    /// Downstream -> upstream.
+    Request,
+    /// Upstream -> downstream.
+    Response,
+}
+
+/// Where a body's bytes are counted.
+pub struct Meter {
+    pub listener: Arc<ListenerStats>,
+    pub cluster: Arc<ClusterStats>,
+    pub direction: Direction,
+}
+
+impl Meter {
+    #[inline]
+    pub fn record(&self, n: u64) {
+        match self.direction {
+            Direction::Request => {
+                self.listener.bytes_in.add(n);
+                self.cluster.bytes_sent.add(n);
+            }
+            Direction::Response => {
+                self.listener.bytes_out.add(n);
+                self.cluster.bytes_received.add(n);
+            }
+        }
+    }
+}
+
 /// Decrements a gauge when dropped: ties "active" counts to object lifetimes.
 pub struct Active<T: ActiveGauge>(Arc<T>);
 

@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::balance::hash_bytes;
 use crate::cluster::Cluster;
 use crate::config::LbPolicy;
+use crate::io::join_streams;
 use crate::snapshot::{Listener, Role};
-use crate::stats::{Active, ClusterStats, Counter};
+use crate::stats::{Active, ClusterStats};
 
 /// Counts a cluster connection as active for its lifetime.
 struct ActiveConnection(Arc<ClusterStats>);
@@ -36,7 +37,7 @@ pub fn client_hash(cluster: &Cluster, peer: SocketAddr) -> Option<u64> {
 }
 
 pub async fn forward(
-    mut inbound: TcpStream,
+    inbound: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
     abort: CancellationToken,
@@ -58,7 +59,7 @@ pub async fn forward(
         cluster.spec.connect_timeout,
         TcpStream::connect(ep.address.as_str()),
     );
-    let mut upstream = match connect.await {
+    let upstream = match connect.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             cluster.report_connect_failure(ep);
@@ -72,18 +73,7 @@ pub async fn forward(
     };
     cluster.report_success(ep);
     let _ = upstream.set_nodelay(true);
-    tokio::select! {
-        res = tokio::io::copy_bidirectional(&mut inbound, &mut upstream) => {
-            if let Ok((sent, received)) = res {
-                record(&listener.stats.bytes_in, &cluster.stats.bytes_sent, sent);
-                record(&listener.stats.bytes_out, &cluster.stats.bytes_received, received);
-            }
-        }
-        _ = abort.cancelled() => {}
+    if let Err(e) = join_streams(inbound, upstream, &listener.stats, &cluster.stats, &abort).await {
+        tracing::debug!(listener = %listener.name, "connection ended: {e}");
     }
-}
-
-fn record(a: &Counter, b: &Counter, n: u64) {
-    a.add(n);
-    b.add(n);
 }

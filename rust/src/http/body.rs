@@ -3,48 +3,16 @@
 //! local reply.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::stats::{ClusterStats, ListenerStats};
+use crate::stats::Meter;
 
 /// Dropped with the body: releases in-flight gauges once the stream is done.
 pub type Guards = Box<dyn Send + Sync>;
-
-#[derive(Clone, Copy)]
-pub enum Direction {
-    /// Downstream -> upstream.
-    Request,
-    /// Upstream -> downstream.
-    Response,
-}
-
-/// Where a body's bytes are counted.
-pub struct Meter {
-    pub listener: Arc<ListenerStats>,
-    pub cluster: Arc<ClusterStats>,
-    pub direction: Direction,
-}
-
-impl Meter {
-    #[inline]
-    fn record(&self, n: u64) {
-        match self.direction {
-            Direction::Request => {
-                self.listener.bytes_in.add(n);
-                self.cluster.bytes_sent.add(n);
-            }
-            Direction::Response => {
-                self.listener.bytes_out.add(n);
-                self.cluster.bytes_received.add(n);
-            }
-        }
-    }
-}
 
 pub enum ProxyBody {
     Streamed {

@@ -8,7 +8,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::{Direction, Meter, ProxyBody};
+use super::body::ProxyBody;
 use super::headers::{
     add_forwarded, ensure_request_id, request_host, strip_hop_by_hop, wants_upgrade,
 };
@@ -18,9 +18,10 @@ use crate::balance::hash_bytes;
 use crate::cluster::Cluster;
 use crate::config::{LbPolicy, UpstreamProtocol};
 use crate::engine::Shared;
+use crate::io::join_streams;
 use crate::route::{first_match, RequestView};
 use crate::snapshot::{Listener, Role};
-use crate::stats::Active;
+use crate::stats::{Active, Direction, Meter};
 
 pub async fn handle(
     shared: &Shared,
@@ -196,21 +197,20 @@ async fn forward(
     cluster.report_success(ep);
     cluster.stats.responses.record(resp.status().as_u16());
 
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(down) = downstream_upgrade {
             let up = hyper::upgrade::on(&mut resp);
-            conn.drain.tracker.spawn(tunnel(
-                down,
-                up,
-                listener.clone(),
-                cluster.clone(),
-                conn.drain.abort.clone(),
-            ));
+            let abort = conn.drain.abort.clone();
+            let tunnel = tunnel(down, up, listener.clone(), cluster.clone(), abort, guards);
+            conn.drain.tracker.spawn(tunnel);
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            parts.version = downstream_version;
+            return Response::from_parts(parts, ProxyBody::empty());
         }
     }
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, switching && upgrade);
+    strip_hop_by_hop(&mut parts.headers, false);
     parts.version = downstream_version;
     let meter = Meter {
         listener: listener.stats.clone(),
@@ -223,31 +223,29 @@ async fn forward(
     )
 }
 
-/// After a 101, the two upgraded connections are joined byte for byte.
+/// After a 101, the two upgraded connections are joined byte for byte; the
+/// request stays "active" (for stats and least_request) while the tunnel lives.
 async fn tunnel(
     down: hyper::upgrade::OnUpgrade,
     up: hyper::upgrade::OnUpgrade,
     listener: Arc<Listener>,
     cluster: Arc<Cluster>,
     abort: tokio_util::sync::CancellationToken,
+    _guards: impl Send,
 ) {
-    let (down, up) = match tokio::try_join!(down, up) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!("upgrade failed: {e}");
-            return;
-        }
-    };
-    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-    tokio::select! {
-        res = tokio::io::copy_bidirectional(&mut down, &mut up) => {
-            if let Ok((sent, received)) = res {
-                listener.stats.bytes_in.add(sent);
-                cluster.stats.bytes_sent.add(sent);
-                listener.stats.bytes_out.add(received);
-                cluster.stats.bytes_received.add(received);
+    match tokio::try_join!(down, up) {
+        Ok((down, up)) => {
+            let joined = join_streams(
+                TokioIo::new(down),
+                TokioIo::new(up),
+                &listener.stats,
+                &cluster.stats,
+                &abort,
+            );
+            if let Err(e) = joined.await {
+                tracing::debug!("tunnel ended: {e}");
             }
         }
-        _ = abort.cancelled() => {}
+        Err(e) => tracing::debug!("upgrade failed: {e}"),
     }
 }

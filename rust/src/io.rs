@@ -1,0 +1,94 @@
+//! Byte streams that count what they read, so that long-lived tunnels and
+//! TCP connections show their traffic in stats while they run.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::stats::Meter;
+
+pub struct Metered<T> {
+    inner: T,
+    meter: Meter,
+}
+
+impl<T> Metered<T> {
+    /// Counts every byte read from `inner` with `meter`.
+    pub fn new(inner: T, meter: Meter) -> Self {
+        Metered { inner, meter }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            this.meter.record((buf.filled().len() - before) as u64);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Copies both ways between a downstream and an upstream stream, counting
+/// bytes as they pass, until both sides are done or `abort` fires.
+pub async fn join_streams<D, U>(
+    down: D,
+    up: U,
+    listener: &std::sync::Arc<crate::stats::ListenerStats>,
+    cluster: &std::sync::Arc<crate::stats::ClusterStats>,
+    abort: &tokio_util::sync::CancellationToken,
+) -> io::Result<()>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let meter = |direction| Meter {
+        listener: listener.clone(),
+        cluster: cluster.clone(),
+        direction,
+    };
+    let mut down = Metered::new(down, meter(crate::stats::Direction::Request));
+    let mut up = Metered::new(up, meter(crate::stats::Direction::Response));
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut down, &mut up) => res.map(|_| ()),
+        _ = abort.cancelled() => Ok(()),
+    }
+}

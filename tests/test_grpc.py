@@ -1,0 +1,96 @@
+"""gRPC through an HTTP/2 listener and an http2 cluster: unary, streaming, and
+status codes carried in trailers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from helpers import cluster, http_listener, route
+
+SERVICE = "demo.Echo"
+NO_PROXY = [("grpc.enable_http_proxy", 0)]
+
+
+def _unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+    if request == b"missing":
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+    context.set_trailing_metadata((("x-served-by", "grpc-backend"),))
+    return b"echo:" + request
+
+
+def _server_stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    for i in range(int(request)):
+        yield f"item-{i}".encode()
+
+
+def _bidi(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+    for r in requests:
+        yield r.upper()
+
+
+@pytest.fixture
+def grpc_backend() -> Iterator[str]:
+    server = grpc.server(ThreadPoolExecutor(max_workers=8), options=NO_PROXY)
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+@pytest.fixture
+def channel(grpc_backend, proxy) -> Iterator[grpc.Channel]:
+    dp = proxy(
+        {
+            "listeners": [http_listener("grpc", [route("echo", path_prefix=f"/{SERVICE}")])],
+            "clusters": [cluster("echo", [grpc_backend], protocol="http2")],
+        }
+    )
+    with grpc.insecure_channel(dp.addresses()["grpc"], options=NO_PROXY) as ch:
+        yield ch
+
+
+def test_unary_call_and_trailers(channel) -> None:
+    unary = channel.unary_unary(f"/{SERVICE}/Unary")
+    reply, call = unary.with_call(b"hello", timeout=10)
+    assert reply == b"echo:hello"
+    assert call.code() == grpc.StatusCode.OK
+    assert ("x-served-by", "grpc-backend") in call.trailing_metadata()
+
+
+def test_error_status_passes_through(channel) -> None:
+    unary = channel.unary_unary(f"/{SERVICE}/Unary")
+    with pytest.raises(grpc.RpcError) as exc:
+        unary(b"missing", timeout=10)
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+    assert exc.value.details() == "no such thing"
+
+
+def test_server_streaming(channel) -> None:
+    stream = channel.unary_stream(f"/{SERVICE}/ServerStream")
+    items = list(stream(b"200", timeout=10))
+    assert items == [f"item-{i}".encode() for i in range(200)]
+
+
+def test_bidirectional_streaming(channel) -> None:
+    bidi = channel.stream_stream(f"/{SERVICE}/Bidi")
+    words = [f"word{i}".encode() for i in range(50)]
+    assert list(bidi(iter(words), timeout=10)) == [w.upper() for w in words]
+
+
+def test_many_concurrent_calls_share_one_connection(channel) -> None:
+    unary = channel.unary_unary(f"/{SERVICE}/Unary")
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda i: unary(str(i).encode(), timeout=10), range(200)))
+    assert replies == [f"echo:{i}".encode() for i in range(200)]
