@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from helpers import cluster, http_listener, route
 
 import meshctl
+from helpers import cluster, http_listener, route
 from meshctl import ConfigError, DataPlane
 
 
@@ -33,11 +33,13 @@ def test_yaml_text_and_validate_only() -> None:
     with pytest.raises(ConfigError, match="not a YAML/JSON document"):
         meshctl.validate_config("listeners: [")
     with pytest.raises(ConfigError, match=r"listeners\[0\]\.colour: unknown field"):
-        meshctl.validate_config({"listeners": [{"name": "x", "address": "127.0.0.1:1", "routes": [], "colour": 1}]})
+        meshctl.validate_config(
+            {"listeners": [{"name": "x", "address": "127.0.0.1:1", "routes": [], "colour": 1}]}
+        )
 
 
 def test_admin_must_be_loopback() -> None:
-    with pytest.raises(ConfigError, match="admin.address: 0.0.0.0:15000 is not a loopback address"):
+    with pytest.raises(ConfigError, match=r"admin\.address: 0\.0\.0\.0:15000 is not a loopback address"):
         meshctl.validate_config({"admin": {"address": "0.0.0.0:15000"}})
 
 

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+
 from helpers import cluster, http_listener, route
 
 SERVICE = "demo.Echo"

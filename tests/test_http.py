@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+
 from helpers import cluster, http_listener, route, unused_port, wait_until
 
 
@@ -23,7 +24,9 @@ def simple(backend, proxy):
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, check=False
+    )
 
 
 def test_http1_with_curl_and_forwarding_headers(simple) -> None:
@@ -35,7 +38,10 @@ def test_http1_with_curl_and_forwarding_headers(simple) -> None:
     assert seen["path"] == "/hello?x=1"
     assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
     assert seen["headers"]["x-forwarded-proto"] == "http"
-    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", seen["headers"]["x-request-id"])
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+        seen["headers"]["x-request-id"],
+    )
     assert seen["headers"]["host"] == addr
 
     with httpx.Client() as c:
@@ -56,7 +62,12 @@ def test_hop_by_hop_headers_stay_on_their_hop(simple) -> None:
     conn.request(
         "GET",
         "/",
-        headers={"Connection": "keep-alive, x-hop", "x-hop": "secret", "Keep-Alive": "timeout=5", "x-end": "1"},
+        headers={
+            "Connection": "keep-alive, x-hop",
+            "x-hop": "secret",
+            "Keep-Alive": "timeout=5",
+            "x-end": "1",
+        },
     )
     seen = json.loads(conn.getresponse().read())["headers"]
     assert "x-hop" not in seen
@@ -67,7 +78,9 @@ def test_hop_by_hop_headers_stay_on_their_hop(simple) -> None:
 
 def test_http2_prior_knowledge(simple) -> None:
     _, addr, _ = simple
-    out = curl("--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", f"http://{addr}/")
+    out = curl(
+        "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", f"http://{addr}/"
+    )
     assert out.stdout == "200 2"
     body = b"x" * (1 << 20)
     with httpx.Client(http1=False, http2=True) as c:
@@ -100,7 +113,12 @@ def test_routing_on_path_method_headers_and_host(backend, proxy) -> None:
         route("host", host="*.example.com"),
         route("rest", path_prefix="/"),
     ]
-    dp = proxy({"listeners": [http_listener("web", routes)], "clusters": [cluster(n, [bs[n].address]) for n in names]})
+    dp = proxy(
+        {
+            "listeners": [http_listener("web", routes)],
+            "clusters": [cluster(n, [bs[n].address]) for n in names],
+        }
+    )
     addr = dp.addresses()["web"]
     cases = [
         ("GET", "/exact", {}, "exact"),
@@ -122,7 +140,12 @@ def test_routing_on_path_method_headers_and_host(backend, proxy) -> None:
 
 def test_no_route_is_404_naming_the_listener(backend, proxy) -> None:
     b = backend("b")
-    dp = proxy({"listeners": [http_listener("web", [route("c", path_prefix="/api")])], "clusters": [cluster("c", [b.address])]})
+    dp = proxy(
+        {
+            "listeners": [http_listener("web", [route("c", path_prefix="/api")])],
+            "clusters": [cluster("c", [b.address])],
+        }
+    )
     r = httpx.get(f"http://{dp.addresses()['web']}/nope")
     assert r.status_code == 404
     assert "no route on listener 'web'" in r.text
@@ -131,7 +154,12 @@ def test_no_route_is_404_naming_the_listener(backend, proxy) -> None:
 
 
 def test_upstream_down_is_502_promptly(proxy) -> None:
-    dp = proxy({"listeners": [http_listener("web", [route("down")])], "clusters": [cluster("down", [f"127.0.0.1:{unused_port()}"])]})
+    dp = proxy(
+        {
+            "listeners": [http_listener("web", [route("down")])],
+            "clusters": [cluster("down", [f"127.0.0.1:{unused_port()}"])],
+        }
+    )
     start = time.monotonic()
     r = httpx.get(f"http://{dp.addresses()['web']}/", timeout=5)
     assert r.status_code == 502
@@ -150,7 +178,9 @@ def test_no_endpoint_is_503(proxy) -> None:
 def test_failing_endpoint_is_ejected(backend, proxy) -> None:
     good = backend("good")
     down = f"127.0.0.1:{unused_port()}"
-    c = cluster("c", [good.address, down], outlier_detection={"consecutive_failures": 2, "ejection_ms": 60000})
+    c = cluster(
+        "c", [good.address, down], outlier_detection={"consecutive_failures": 2, "ejection_ms": 60000}
+    )
     dp = proxy({"listeners": [http_listener("web", [route("c")])], "clusters": [c]})
     with httpx.Client() as client:
         statuses = [client.get(f"http://{dp.addresses()['web']}/").status_code for _ in range(20)]

@@ -7,9 +7,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from helpers import cluster, http_listener, route, wait_until
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
+
+from helpers import cluster, http_listener, route, wait_until
 
 
 def _echo(ws: ServerConnection) -> None:

@@ -1,6 +1,8 @@
 """Type stubs for the Rust extension (hand-written; checked by mypy.stubtest)."""
 
-from typing import Any, Final
+from typing import Any, Final, final
+
+__all__ = ["BindError", "ConfigError", "DataPlane", "__version__", "validate_config"]
 
 __version__: Final[str]
 
@@ -12,6 +14,7 @@ class ConfigError(ValueError):
 class BindError(OSError):
     """A listener could not bind its address."""
 
+@final
 class DataPlane:
     """The data plane: listeners, routes and clusters served from Rust threads."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,10 +14,10 @@ from meshctl.demo.run import Demo, drive, percentile
 
 
 def demo(
-    requests: int = typer.Option(2000, help="Requests to send through the proxy."),
-    connections: int = typer.Option(4, help="Keep-alive client connections."),
-    listen: str = typer.Option("127.0.0.1:0", help="Address of the demo's HTTP listener."),
-    keep: bool = typer.Option(False, "--keep", help="Keep running until Ctrl-C."),
+    requests: Annotated[int, typer.Option(help="Requests to send through the proxy.")] = 2000,
+    connections: Annotated[int, typer.Option(help="Keep-alive client connections.")] = 4,
+    listen: Annotated[str, typer.Option(help="Address of the demo's HTTP listener.")] = "127.0.0.1:0",
+    keep: Annotated[bool, typer.Option("--keep", help="Keep running until Ctrl-C.")] = False,
 ) -> None:
     """Start backends and a proxy with a 90/10 canary split, send traffic, show what happened."""
     console = Console()

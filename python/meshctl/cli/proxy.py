@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -12,10 +13,10 @@ from meshctl.sidecar.file_config import FileConfigProxy
 
 
 def proxy(
-    config: Path = typer.Option(..., "--config", "-c", help="Data-plane config (YAML or JSON)."),
-    workers: int = typer.Option(0, help="Worker threads (0: one per CPU)."),
-    grace: float = typer.Option(10.0, help="Seconds to drain in-flight work on SIGINT/SIGTERM."),
-    watch: bool = typer.Option(True, help="Reload when the file changes (SIGHUP always reloads)."),
+    config: Annotated[Path, typer.Option("--config", "-c", help="Data-plane config (YAML or JSON).")],
+    workers: Annotated[int, typer.Option(help="Worker threads (0: one per CPU).")] = 0,
+    grace: Annotated[float, typer.Option(help="Seconds to drain in-flight work on SIGINT/SIGTERM.")] = 10.0,
+    watch: Annotated[bool, typer.Option(help="Reload when the file changes (SIGHUP always reloads).")] = True,
 ) -> None:
     """Run the data plane in the foreground. SIGINT/SIGTERM drain and exit; SIGHUP reloads."""
     log = logs.setup()

@@ -1,0 +1,5 @@
+"""``python -m meshctl`` runs the CLI."""
+
+from meshctl.cli import main
+
+main()
