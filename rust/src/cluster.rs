@@ -38,7 +38,8 @@ pub struct Cluster {
     pub spec: ClusterConfig,
     pub endpoints: Vec<Endpoint>,
     pub stats: Arc<ClusterStats>,
-    pub client: HttpClient,
+    /// One pool per worker thread: no pool lock is shared between workers.
+    clients: Vec<HttpClient>,
     balancer: Balancer,
     /// Endpoints currently marked ejected; lets picks skip the clock when 0.
     ejected: AtomicUsize,
@@ -47,7 +48,7 @@ pub struct Cluster {
 // === impl Cluster ===
 
 impl Cluster {
-    pub fn new(spec: &ClusterConfig, registry: &Registry) -> Self {
+    pub fn new(spec: &ClusterConfig, registry: &Registry, workers: usize) -> Self {
         let endpoints: Vec<Endpoint> = spec
             .endpoints
             .iter()
@@ -69,12 +70,18 @@ impl Cluster {
         Cluster {
             name: spec.name.clone(),
             balancer: Balancer::new(spec.lb, &weights, &keys),
-            client: build_client(spec),
+            clients: (0..workers.max(1)).map(|_| build_client(spec)).collect(),
             stats: registry.cluster(&spec.name),
             endpoints,
             spec: spec.clone(),
             ejected: AtomicUsize::new(0),
         }
+    }
+
+    /// The connection pool of the calling worker thread.
+    #[inline]
+    pub fn client(&self) -> &HttpClient {
+        &self.clients[crate::worker::index() % self.clients.len()]
     }
 
     pub fn pick(&self, hash: Option<u64>) -> Option<&Endpoint> {

@@ -125,6 +125,7 @@ impl Engine {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(st.workers)
             .thread_name("meshctl-worker")
+            .on_thread_start(crate::worker::numbering())
             .enable_all()
             .build()?;
         let config = st.config.clone();
@@ -240,6 +241,7 @@ impl Engine {
             &previous,
             &self.shared.registry,
             version,
+            st.workers,
         )?;
 
         // Commit: swap, start new accept loops, drain the sockets no longer wanted.

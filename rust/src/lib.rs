@@ -14,6 +14,7 @@ pub mod route;
 pub mod snapshot;
 pub mod stats;
 pub mod tcp;
+pub mod worker;
 
 #[cfg(feature = "python")]
 mod dataplane;

@@ -70,6 +70,7 @@ impl Snapshot {
         previous: &Snapshot,
         registry: &Registry,
         version: u64,
+        workers: usize,
     ) -> Result<Snapshot> {
         let clusters: Vec<Arc<Cluster>> = config
             .clusters
@@ -80,7 +81,7 @@ impl Snapshot {
                     .iter()
                     .find(|c| c.spec == *spec)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Cluster::new(spec, registry)))
+                    .unwrap_or_else(|| Arc::new(Cluster::new(spec, registry, workers)))
             })
             .collect();
         let by_name: HashMap<&str, &Arc<Cluster>> =
@@ -188,5 +189,81 @@ impl Snapshot {
             clusters.insert(c.name.clone(), c.stats.to_json(Value::Object(endpoints)));
         }
         json!({"version": self.version, "listeners": listeners, "clusters": clusters})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(text: &str, previous: &Snapshot, registry: &Registry) -> Snapshot {
+        let config = Arc::new(Config::parse(text).unwrap());
+        let bindings = Bindings {
+            admin: None,
+            listeners: (0..config.listeners.len())
+                .map(|i| (i as u64 + 1, "127.0.0.1:1".parse().unwrap()))
+                .collect(),
+        };
+        Snapshot::compile(
+            config,
+            &bindings,
+            previous,
+            registry,
+            previous.version + 1,
+            2,
+        )
+        .unwrap()
+    }
+
+    const BASE: &str = "listeners: [{name: web, address: '127.0.0.1:0', routes: [{backends: [{cluster: a}, {cluster: b}]}]}]\nclusters: [{name: a, endpoints: [{address: '127.0.0.1:1'}]}, {name: b, endpoints: []}]\n";
+
+    #[test]
+    fn unchanged_clusters_are_reused_changed_ones_rebuilt() {
+        let registry = Registry::default();
+        let first = compile(BASE, &Snapshot::empty(), &registry);
+        let second = compile(
+            &BASE.replace(
+                "name: b, endpoints: []",
+                "name: b, endpoints: [{address: '127.0.0.1:2'}]",
+            ),
+            &first,
+            &registry,
+        );
+        assert!(
+            Arc::ptr_eq(&first.clusters[0], &second.clusters[0]),
+            "cluster a kept its pool"
+        );
+        assert!(
+            !Arc::ptr_eq(&first.clusters[1], &second.clusters[1]),
+            "cluster b was rebuilt"
+        );
+        let Role::Http { routes } = &second.listeners[&1].role else {
+            panic!()
+        };
+        assert!(
+            Arc::ptr_eq(&routes[0].backends[1], &second.clusters[1]),
+            "routes point at the new cluster"
+        );
+    }
+
+    #[test]
+    fn stats_survive_recompiles_and_list_everything() {
+        let registry = Registry::default();
+        let first = compile(BASE, &Snapshot::empty(), &registry);
+        first.clusters[0].stats.requests.inc();
+        first.listeners[&1].stats.requests.inc();
+        let second = compile(
+            &BASE.replace("'127.0.0.1:1'}]}, {name: b", "'127.0.0.1:3'}]}, {name: b"),
+            &first,
+            &registry,
+        );
+        let stats = second.stats();
+        assert_eq!(stats["version"], 2);
+        assert_eq!(stats["clusters"]["a"]["requests"], 1);
+        assert_eq!(stats["listeners"]["web"]["requests"], 1);
+        assert_eq!(
+            stats["clusters"]["a"]["endpoints"]["127.0.0.1:3"]["healthy"],
+            true
+        );
     }
 }

@@ -176,7 +176,7 @@ async fn forward(
     };
     let upstream_req = Request::from_parts(parts, ProxyBody::streamed(body, meter, None));
 
-    let mut resp = match cluster.client.request(upstream_req).await {
+    let mut resp = match cluster.client().request(upstream_req).await {
         Ok(r) => r,
         Err(e) if e.is_connect() => {
             cluster.report_connect_failure(ep);
