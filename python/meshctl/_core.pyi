@@ -2,7 +2,15 @@
 
 from typing import Any, Final, final
 
-__all__ = ["BindError", "ConfigError", "DataPlane", "__version__", "validate_config"]
+__all__ = [
+    "Bench",
+    "BindError",
+    "ConfigError",
+    "DataPlane",
+    "TestBackend",
+    "__version__",
+    "validate_config",
+]
 
 __version__: Final[str]
 
@@ -29,3 +37,34 @@ class DataPlane:
     def running(self) -> bool: ...
 
 def validate_config(config: str | dict[str, Any]) -> None: ...
+
+@final
+class Bench:
+    """One load-generation run on Rust threads: start(), poll progress(), wait()."""
+
+    def __new__(cls, options: str | dict[str, Any]) -> Bench: ...
+    def start(self) -> None: ...
+    def progress(self) -> tuple[int, int, int, bool]: ...
+    def cancel(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> dict[str, Any] | None: ...
+    @property
+    def planned_seconds(self) -> float | None: ...
+    @property
+    def planned_requests(self) -> int | None: ...
+
+@final
+class TestBackend:
+    """A fast backend for benchmarks: fixed HTTP answers, a TCP sink, a TCP echo."""
+
+    def __new__(
+        cls,
+        *,
+        http: str | None = None,
+        tcp_sink: str | None = None,
+        tcp_echo: str | None = None,
+        body: str = "ok\n",
+        threads: int = 1,
+    ) -> TestBackend: ...
+    @property
+    def addresses(self) -> dict[str, str]: ...
+    def stop(self) -> None: ...

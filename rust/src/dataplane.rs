@@ -6,11 +6,12 @@ use std::time::Duration;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::PyList;
 
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::python_util::{json_text, to_python};
 
 create_exception!(
     _core,
@@ -44,20 +45,6 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
     }
 }
 
-/// YAML/JSON text as is; anything else (a dict) goes through `json.dumps`.
-fn config_text(config: &Bound<'_, PyAny>) -> PyResult<String> {
-    if let Ok(s) = config.cast::<PyString>() {
-        return Ok(s.to_str()?.to_owned());
-    }
-    let json = config.py().import("json")?;
-    json.call_method1("dumps", (config,))?.extract()
-}
-
-fn to_python(py: Python<'_>, v: &serde_json::Value) -> PyResult<Py<PyAny>> {
-    let json = py.import("json")?;
-    Ok(json.call_method1("loads", (v.to_string(),))?.unbind())
-}
-
 /// A running proxy: listeners, routes, clusters, all in Rust.
 #[pyclass(frozen, module = "meshctl._core")]
 pub struct DataPlane {
@@ -70,7 +57,7 @@ impl DataPlane {
     #[pyo3(signature = (config, *, workers = None))]
     fn new(py: Python<'_>, config: &Bound<'_, PyAny>, workers: Option<usize>) -> PyResult<Self> {
         crate::logging::init();
-        let text = config_text(config)?;
+        let text = json_text(config)?;
         let config = py
             .detach(|| Config::parse(&text))
             .map_err(|e| to_py(py, e))?;
@@ -86,7 +73,7 @@ impl DataPlane {
 
     /// Validates and swaps in a new config; returns its version.
     fn update(&self, py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let text = config_text(config)?;
+        let text = json_text(config)?;
         py.detach(|| Config::parse(&text).and_then(|c| self.engine.update(c)))
             .map_err(|e| to_py(py, e))
     }
@@ -131,7 +118,7 @@ impl DataPlane {
 /// Checks a config without starting anything; raises ConfigError.
 #[pyfunction]
 fn validate_config(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<()> {
-    let text = config_text(config)?;
+    let text = json_text(config)?;
     py.detach(|| Config::parse(&text))
         .map(|_| ())
         .map_err(|e| to_py(py, e))
@@ -144,6 +131,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(validate_config, m)?)?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("BindError", py.get_type::<BindError>())?;
-    let _ = PyTuple::empty(py);
+    m.add_class::<crate::python_bench::Bench>()?;
+    m.add_class::<crate::python_bench::TestBackend>()?;
     Ok(())
 }

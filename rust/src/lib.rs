@@ -2,6 +2,7 @@
 //! `meshctl._core`. Nothing on the request path touches Python.
 
 pub mod balance;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod engine;
@@ -18,6 +19,10 @@ pub mod worker;
 
 #[cfg(feature = "python")]
 mod dataplane;
+#[cfg(feature = "python")]
+mod python_bench;
+#[cfg(feature = "python")]
+mod python_util;
 
 pub use config::Config;
 pub use engine::Engine;

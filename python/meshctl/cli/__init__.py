@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from meshctl import __version__
-from meshctl.cli import demo, proxy
+from meshctl.cli import backend, bench, demo, proxy
 
 app = typer.Typer(
     name="meshctl",
@@ -36,6 +36,8 @@ def _root(
 
 app.command("proxy")(proxy.proxy)
 app.command("demo")(demo.demo)
+app.command("bench")(bench.bench)
+app.command("backend")(backend.backend)
 
 
 def main() -> None:
