@@ -93,9 +93,7 @@ def test_proxy_reloads_and_drains_on_signals(backend, run_proxy) -> None:
 
     # A good file is picked up by the watcher, no signal needed.
     path.write_text(yaml.safe_dump(mesh(web, admin, "b", backends)))
-    wait_until(
-        lambda: httpx.get(f"http://{web}/").headers["x-backend"] == "b", what="the watched file to apply"
-    )
+    wait_until(lambda: httpx.get(f"http://{web}/").headers["x-backend"] == "b", what="the watched file to apply")
 
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.wait_exit() == 0
@@ -121,18 +119,14 @@ def test_sigint_finishes_in_flight_requests(backend, run_proxy) -> None:
 
 
 def test_bad_initial_config_exits_2_with_paths(run_proxy) -> None:
-    proc, _ = run_proxy(
-        {"listeners": [{"name": "web", "address": "127.0.0.1:1", "routes": [route("ghost")]}]}
-    )
+    proc, _ = run_proxy({"listeners": [{"name": "web", "address": "127.0.0.1:1", "routes": [route("ghost")]}]})
     assert proc.wait_exit() == 2
     assert "listeners[0].routes[0].backends[0].cluster: unknown cluster 'ghost'" in proc.output()
 
 
 def test_demo_runs_end_to_end() -> None:
     env = {**os.environ, "COLUMNS": "120"}
-    out = subprocess.run(
-        [*MESHCTL, "demo", "--requests", "300"], capture_output=True, text=True, timeout=120, env=env
-    )
+    out = subprocess.run([*MESHCTL, "demo", "--requests", "300"], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "catalog-v2" in out.stdout
     assert "100.0%" in out.stdout

@@ -33,9 +33,7 @@ def test_yaml_text_and_validate_only() -> None:
     with pytest.raises(ConfigError, match="not a YAML/JSON document"):
         meshctl.validate_config("listeners: [")
     with pytest.raises(ConfigError, match=r"listeners\[0\]\.colour: unknown field"):
-        meshctl.validate_config(
-            {"listeners": [{"name": "x", "address": "127.0.0.1:1", "routes": [], "colour": 1}]}
-        )
+        meshctl.validate_config({"listeners": [{"name": "x", "address": "127.0.0.1:1", "routes": [], "colour": 1}]})
 
 
 def test_admin_must_be_loopback() -> None:

@@ -24,9 +24,7 @@ def simple(backend, proxy):
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, check=False
-    )
+    return subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, check=False)
 
 
 def test_http1_with_curl_and_forwarding_headers(simple) -> None:
@@ -78,9 +76,7 @@ def test_hop_by_hop_headers_stay_on_their_hop(simple) -> None:
 
 def test_http2_prior_knowledge(simple) -> None:
     _, addr, _ = simple
-    out = curl(
-        "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", f"http://{addr}/"
-    )
+    out = curl("--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", f"http://{addr}/")
     assert out.stdout == "200 2"
     body = b"x" * (1 << 20)
     with httpx.Client(http1=False, http2=True) as c:
@@ -178,9 +174,7 @@ def test_no_endpoint_is_503(proxy) -> None:
 def test_failing_endpoint_is_ejected(backend, proxy) -> None:
     good = backend("good")
     down = f"127.0.0.1:{unused_port()}"
-    c = cluster(
-        "c", [good.address, down], outlier_detection={"consecutive_failures": 2, "ejection_ms": 60000}
-    )
+    c = cluster("c", [good.address, down], outlier_detection={"consecutive_failures": 2, "ejection_ms": 60000})
     dp = proxy({"listeners": [http_listener("web", [route("c")])], "clusters": [c]})
     with httpx.Client() as client:
         statuses = [client.get(f"http://{dp.addresses()['web']}/").status_code for _ in range(20)]

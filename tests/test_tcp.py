@@ -99,6 +99,4 @@ def test_upstream_down_closes_promptly(proxy) -> None:
         with contextlib.suppress(ConnectionResetError):
             assert _read_all(s) == b""
     assert time.monotonic() - start < 2
-    wait_until(
-        lambda: dp.stats()["clusters"]["echo"]["connect_failures"] == 1, what="connect failure counted"
-    )
+    wait_until(lambda: dp.stats()["clusters"]["echo"]["connect_failures"] == 1, what="connect failure counted")

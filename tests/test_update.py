@@ -128,9 +128,7 @@ def test_bad_update_is_rejected_and_traffic_continues(backend, proxy) -> None:
 
 def test_bind_failure_on_update_changes_nothing(backend, proxy) -> None:
     a = backend("a")
-    dp = proxy(
-        {"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [a.address])]}
-    )
+    dp = proxy({"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [a.address])]})
     addr = dp.addresses()["web"]
     with socket.create_server(("127.0.0.1", 0)) as taken:
         busy = f"127.0.0.1:{taken.getsockname()[1]}"
@@ -183,9 +181,7 @@ def test_listeners_open_and_close_with_updates(backend, proxy) -> None:
 def test_update_before_start_replaces_the_initial_config(backend) -> None:
     a = backend("a")
     dp = DataPlane({"listeners": []})
-    dp.update(
-        {"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [a.address])]}
-    )
+    dp.update({"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [a.address])]})
     dp.start()
     try:
         assert httpx.get(f"http://{dp.addresses()['web']}/").status_code == 200
@@ -195,9 +191,7 @@ def test_update_before_start_replaces_the_initial_config(backend) -> None:
 
 def test_stop_finishes_requests_in_flight(backend, proxy) -> None:
     slow = backend("slow")
-    dp = proxy(
-        {"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [slow.address])]}
-    )
+    dp = proxy({"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [slow.address])]})
     addr = dp.addresses()["web"]
     result: dict[str, httpx.Response] = {}
     t = threading.Thread(target=lambda: result.update(r=httpx.get(f"http://{addr}/?ms=800", timeout=10)))
@@ -215,9 +209,7 @@ def test_stop_finishes_requests_in_flight(backend, proxy) -> None:
 
 def test_stop_cuts_off_what_outlives_the_grace(backend, proxy) -> None:
     slow = backend("slow")
-    dp = proxy(
-        {"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [slow.address])]}
-    )
+    dp = proxy({"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [slow.address])]})
     addr = dp.addresses()["web"]
     errors: list[Exception] = []
 

@@ -7,7 +7,7 @@ __all__ = [
     "BindError",
     "ConfigError",
     "DataPlane",
-    "TestBackend",
+    "BenchBackend",
     "__version__",
     "validate_config",
 ]
@@ -53,7 +53,7 @@ class Bench:
     def planned_requests(self) -> int | None: ...
 
 @final
-class TestBackend:
+class BenchBackend:
     """A fast backend for benchmarks: fixed HTTP answers, a TCP sink, a TCP echo."""
 
     def __new__(
@@ -62,9 +62,9 @@ class TestBackend:
         http: str | None = None,
         tcp_sink: str | None = None,
         tcp_echo: str | None = None,
-        body: str = "ok\n",
+        body: str | None = None,
         threads: int = 1,
-    ) -> TestBackend: ...
+    ) -> BenchBackend: ...
     @property
     def addresses(self) -> dict[str, str]: ...
     def stop(self) -> None: ...

@@ -132,6 +132,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("BindError", py.get_type::<BindError>())?;
     m.add_class::<crate::python_bench::Bench>()?;
-    m.add_class::<crate::python_bench::TestBackend>()?;
+    m.add_class::<crate::python_bench::BenchBackend>()?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The Python face of the load generator (`Bench`) and the test backend
-//! (`TestBackend`). The run happens on Rust threads; Python only polls.
+//! (`BenchBackend`). The run happens on Rust threads; Python only polls.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::backend::{Kind, TestBackend as Backend};
+use crate::bench::backend::{Kind, BenchBackend as Backend};
 use crate::bench::{self, BenchSpec, Progress, Report};
 use crate::python_util::{json_text, to_python};
 
@@ -119,7 +119,7 @@ impl Bench {
 
 /// A fast backend for benchmarks: fixed HTTP answers, a TCP sink, a TCP echo.
 #[pyclass(frozen, module = "meshctl._core")]
-pub struct TestBackend {
+pub struct BenchBackend {
     inner: Backend,
 }
 
@@ -132,15 +132,15 @@ fn parse_addr(what: &str, a: Option<String>) -> PyResult<Option<SocketAddr>> {
 }
 
 #[pymethods]
-impl TestBackend {
+impl BenchBackend {
     #[new]
-    #[pyo3(signature = (*, http = None, tcp_sink = None, tcp_echo = None, body = "ok\n".to_string(), threads = 1))]
+    #[pyo3(signature = (*, http = None, tcp_sink = None, tcp_echo = None, body = None, threads = 1))]
     fn new(
         py: Python<'_>,
         http: Option<String>,
         tcp_sink: Option<String>,
         tcp_echo: Option<String>,
-        body: String,
+        body: Option<String>,
         threads: usize,
     ) -> PyResult<Self> {
         let wanted: Vec<(Kind, SocketAddr)> = [
@@ -156,8 +156,8 @@ impl TestBackend {
                 "give at least one of http, tcp_sink, tcp_echo",
             ));
         }
-        let inner = py.detach(|| Backend::start(&wanted, Bytes::from(body), threads))?;
-        Ok(TestBackend { inner })
+        let inner = py.detach(|| Backend::start(&wanted, Bytes::from(body.unwrap_or_else(|| "ok\n".into())), threads))?;
+        Ok(BenchBackend { inner })
     }
 
     /// Bound address by kind: "http", "tcp_sink", "tcp_echo".

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from meshctl._core import TestBackend
+from meshctl._core import BenchBackend
 from meshctl.cli import logs
 
 
@@ -22,7 +22,7 @@ def backend(
     """Serve a fixed HTTP answer, a TCP sink and/or a TCP echo until SIGINT/SIGTERM."""
     log = logs.setup()
     try:
-        server = TestBackend(http=http, tcp_sink=tcp_sink, tcp_echo=tcp_echo, body=body, threads=threads)
+        server = BenchBackend(http=http, tcp_sink=tcp_sink, tcp_echo=tcp_echo, body=body, threads=threads)
     except (ValueError, OSError) as e:
         log.error("%s", e)
         raise typer.Exit(2) from None

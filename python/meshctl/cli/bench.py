@@ -14,32 +14,18 @@ from meshctl.loadgen.runner import run_bench
 
 
 def bench(
-    url: Annotated[
-        str, typer.Argument(help="http://host:port/path, h2c://host:port/path or tcp://host:port")
-    ],
+    url: Annotated[str, typer.Argument(help="http://host:port/path, h2c://host:port/path or tcp://host:port")],
     connections: Annotated[int, typer.Option("--connections", "-c", help="Concurrent connections.")] = 10,
-    duration: Annotated[
-        float | None, typer.Option("--duration", "-d", help="Seconds to run (default 10).")
-    ] = None,
-    requests: Annotated[
-        int | None, typer.Option("--requests", "-n", help="Stop after this many requests.")
-    ] = None,
-    rps: Annotated[
-        float | None, typer.Option(help="Open loop at this rate, latency from intended send times.")
-    ] = None,
-    http2: Annotated[
-        bool, typer.Option("--http2", help="HTTP/2 with prior knowledge (same as h2c://).")
-    ] = False,
+    duration: Annotated[float | None, typer.Option("--duration", "-d", help="Seconds to run (default 10).")] = None,
+    requests: Annotated[int | None, typer.Option("--requests", "-n", help="Stop after this many requests.")] = None,
+    rps: Annotated[float | None, typer.Option(help="Open loop at this rate, latency from intended send times.")] = None,
+    http2: Annotated[bool, typer.Option("--http2", help="HTTP/2 with prior knowledge (same as h2c://).")] = False,
     method: Annotated[str, typer.Option("--method", "-m")] = "GET",
-    header: Annotated[
-        list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable.")
-    ] = None,
+    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable.")] = None,
     body: Annotated[str, typer.Option(help="Request body.")] = "",
     timeout: Annotated[float, typer.Option(help="Seconds before a request counts as timed out.")] = 10.0,
     threads: Annotated[int, typer.Option(help="Generator threads (0: one per CPU).")] = 0,
-    tcp_mode: Annotated[
-        str, typer.Option(help="tcp:// targets: echo (round trips) or bulk (throughput).")
-    ] = "echo",
+    tcp_mode: Annotated[str, typer.Option(help="tcp:// targets: echo (round trips) or bulk (throughput).")] = "echo",
     size: Annotated[int | None, typer.Option(help="tcp:// message or chunk size in bytes.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write a latency-distribution PNG here.")] = None,

@@ -73,9 +73,7 @@ class DemoBackend:
 
     def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, delay_ms: int = 0):
         self._server = _Server(name, host, port, delay_ms)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"backend-{name}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"backend-{name}", daemon=True)
 
     @property
     def name(self) -> str:

@@ -61,9 +61,7 @@ def drive(address: str, requests: int, connections: int = 4) -> TrafficResult:
     host, port = address.rsplit(":", 1)
     result = TrafficResult()
     lock = threading.Lock()
-    per_conn = [
-        requests // connections + (1 if i < requests % connections else 0) for i in range(connections)
-    ]
+    per_conn = [requests // connections + (1 if i < requests % connections else 0) for i in range(connections)]
 
     def worker(n: int) -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=10)

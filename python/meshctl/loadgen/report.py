@@ -11,7 +11,7 @@ from rich.table import Table
 def table(report: dict[str, Any]) -> Table:
     lat = report["latency_ms"]
     errors = report["errors"]
-    mode = "open loop at %g rps" % report["target_rps"] if report["loop"] == "open" else "closed loop"
+    mode = f"open loop at {report['target_rps']:g} rps" if report["loop"] == "open" else "closed loop"
     t = Table(title=f"{report['url']}  ({report['protocol']}, {report['connections']} connections, {mode})")
     for col in ("requests", "rps", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors"):
         t.add_column(col, justify="right")

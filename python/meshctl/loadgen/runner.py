@@ -12,9 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from meshctl._core import Bench
 
 
-def run_bench(
-    options: dict[str, Any], *, console: Console | None = None, show_progress: bool = True
-) -> dict[str, Any]:
+def run_bench(options: dict[str, Any], *, console: Console | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Run one benchmark to the end and return its report (see `meshctl bench --json`)."""
     bench = Bench(options)
     bench.start()
@@ -38,9 +36,7 @@ def run_bench(
                 done, errors, _, _ = bench.progress()
                 elapsed = time.monotonic() - started
                 position = done if requests else min(elapsed, seconds or elapsed)
-                bar.update(
-                    task, completed=position, done=done, rate=int(done / max(elapsed, 1e-3)), errors=errors
-                )
+                bar.update(task, completed=position, done=done, rate=int(done / max(elapsed, 1e-3)), errors=errors)
     except KeyboardInterrupt:
         bench.cancel()
         report = bench.wait()

@@ -26,12 +26,12 @@ pub enum Kind {
     TcpEcho,
 }
 
-pub struct TestBackend {
+pub struct BenchBackend {
     runtime: Mutex<Option<Runtime>>,
     pub addresses: Vec<(Kind, SocketAddr)>,
 }
 
-impl TestBackend {
+impl BenchBackend {
     /// Binds every requested address and serves until `stop`.
     pub fn start(
         wanted: &[(Kind, SocketAddr)],
@@ -67,7 +67,7 @@ impl TestBackend {
                 });
             }
         }
-        Ok(TestBackend {
+        Ok(BenchBackend {
             runtime: Mutex::new(Some(runtime)),
             addresses,
         })
@@ -85,7 +85,7 @@ impl TestBackend {
     }
 }
 
-impl Drop for TestBackend {
+impl Drop for BenchBackend {
     fn drop(&mut self) {
         self.stop();
     }
