@@ -4,19 +4,14 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::uri::Authority;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balance::{Balancer, Loads};
-use crate::config::{ClusterConfig, UpstreamProtocol};
-use crate::http::body::ProxyBody;
+use crate::config::ClusterConfig;
+use crate::http::pool::Pool;
 use crate::stats::{ClusterStats, EndpointStats, Registry};
-
-pub type HttpClient = Client<HttpConnector, ProxyBody>;
 
 /// Milliseconds since the process first asked; never 0 (0 means "not ejected").
 fn now_ms() -> u64 {
@@ -29,6 +24,8 @@ pub struct Endpoint {
     pub authority: Authority,
     pub weight: u32,
     pub stats: Arc<EndpointStats>,
+    /// Upstream connections to this endpoint, per worker thread.
+    pub pool: Arc<Pool>,
     consecutive_failures: AtomicU32,
     ejected_until: AtomicU64,
 }
@@ -38,8 +35,6 @@ pub struct Cluster {
     pub spec: ClusterConfig,
     pub endpoints: Vec<Endpoint>,
     pub stats: Arc<ClusterStats>,
-    /// One pool per worker thread: no pool lock is shared between workers.
-    clients: Vec<HttpClient>,
     balancer: Balancer,
     /// Endpoints currently marked ejected; lets picks skip the clock when 0.
     ejected: AtomicUsize,
@@ -61,6 +56,12 @@ impl Cluster {
                 address: e.address.clone(),
                 weight: e.weight,
                 stats: registry.endpoint(&spec.name, &e.address),
+                pool: Arc::new(Pool::new(
+                    &e.address,
+                    spec.protocol,
+                    spec.connect_timeout,
+                    workers,
+                )),
                 consecutive_failures: AtomicU32::new(0),
                 ejected_until: AtomicU64::new(0),
             })
@@ -70,18 +71,11 @@ impl Cluster {
         Cluster {
             name: spec.name.clone(),
             balancer: Balancer::new(spec.lb, &weights, &keys),
-            clients: (0..workers.max(1)).map(|_| build_client(spec)).collect(),
             stats: registry.cluster(&spec.name),
             endpoints,
             spec: spec.clone(),
             ejected: AtomicUsize::new(0),
         }
-    }
-
-    /// The connection pool of the calling worker thread.
-    #[inline]
-    pub fn client(&self) -> &HttpClient {
-        &self.clients[crate::worker::index() % self.clients.len()]
     }
 
     pub fn pick(&self, hash: Option<u64>) -> Option<&Endpoint> {
@@ -155,21 +149,4 @@ impl Loads for Cluster {
     fn active(&self, i: usize) -> u64 {
         self.endpoints[i].stats.active.get()
     }
-}
-
-fn build_client(spec: &ClusterConfig) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(spec.connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        // Host comes from the downstream request; do not invent one from the endpoint.
-        .set_host(false)
-        .http2_only(spec.protocol == UpstreamProtocol::Http2);
-    builder.build(connector)
 }

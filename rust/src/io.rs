@@ -9,6 +9,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::stats::Meter;
 
+/// Per-direction copy buffer: large enough that bulk transfers are not
+/// syscall-bound (tokio defaults to 8 KiB).
+const COPY_BUFFER: usize = 64 * 1024;
+
 pub struct Metered<T> {
     inner: T,
     meter: Meter,
@@ -88,7 +92,7 @@ where
     let mut down = Metered::new(down, meter(crate::stats::Direction::Request));
     let mut up = Metered::new(up, meter(crate::stats::Direction::Response));
     tokio::select! {
-        res = tokio::io::copy_bidirectional(&mut down, &mut up) => res.map(|_| ()),
+        res = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, COPY_BUFFER, COPY_BUFFER) => res.map(|_| ()),
         _ = abort.cancelled() => Ok(()),
     }
 }

@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::backend::{Kind, BenchBackend as Backend};
+use crate::bench::backend::{BenchBackend as Backend, Kind};
 use crate::bench::{self, BenchSpec, Progress, Report};
 use crate::python_util::{json_text, to_python};
 
@@ -156,7 +156,13 @@ impl BenchBackend {
                 "give at least one of http, tcp_sink, tcp_echo",
             ));
         }
-        let inner = py.detach(|| Backend::start(&wanted, Bytes::from(body.unwrap_or_else(|| "ok\n".into())), threads))?;
+        let inner = py.detach(|| {
+            Backend::start(
+                &wanted,
+                Bytes::from(body.unwrap_or_else(|| "ok\n".into())),
+                threads,
+            )
+        })?;
         Ok(BenchBackend { inner })
     }
 

@@ -1,33 +1,48 @@
-"""``meshctl proxy``: run the data plane in the foreground from a config file."""
+"""``meshctl proxy``: run the data plane in the foreground from a config file.
+
+Parsed with argparse, not typer: this is the sidecar's process and it stays
+lean (see ``meshctl.cli.main``).
+"""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from meshctl import BindError, ConfigError
 from meshctl.cli import logs
 from meshctl.sidecar.file_config import FileConfigProxy
 
+HELP = "Run the data plane in the foreground. SIGINT/SIGTERM drain and exit; SIGHUP reloads."
 
-def proxy(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Data-plane config (YAML or JSON).")],
-    workers: Annotated[int, typer.Option(help="Worker threads (0: one per CPU).")] = 0,
-    grace: Annotated[float, typer.Option(help="Seconds to drain in-flight work on SIGINT/SIGTERM.")] = 10.0,
-    watch: Annotated[bool, typer.Option(help="Reload when the file changes (SIGHUP always reloads).")] = True,
-) -> None:
-    """Run the data plane in the foreground. SIGINT/SIGTERM drain and exit; SIGHUP reloads."""
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshctl proxy", description=HELP)
+    p.add_argument("--config", "-c", type=Path, required=True, help="Data-plane config (YAML or JSON).")
+    p.add_argument("--workers", type=int, default=0, help="Worker threads (0: one per CPU).")
+    p.add_argument("--grace", type=float, default=10.0, help="Seconds to drain in-flight work on SIGINT/SIGTERM.")
+    p.add_argument(
+        "--watch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Reload when the file changes (SIGHUP always reloads).",
+    )
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Run until signalled; the exit code (0 after a clean drain, 1 bind failure, 2 bad config)."""
+    args = parser().parse_args(argv)
     log = logs.setup()
     try:
-        runner = FileConfigProxy(config, workers=workers or None, grace=grace, watch=watch)
+        runner = FileConfigProxy(args.config, workers=args.workers or None, grace=args.grace, watch=args.watch)
     except (OSError, ConfigError) as e:
         log.error("%s", e)
-        raise typer.Exit(2) from None
+        return 2
     try:
         runner.start()
     except BindError as e:
         log.error("%s", e)
-        raise typer.Exit(1) from None
+        return 1
     runner.run_until_signalled()
+    return 0

@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use crate::stats::Meter;
 
 /// Dropped with the body: releases in-flight gauges once the stream is done.
-pub type Guards = Box<dyn Send + Sync>;
+pub type Guards = Box<dyn Send>;
 
 pub enum ProxyBody {
     Streamed {

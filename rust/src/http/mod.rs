@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod body;
 pub mod headers;
+pub mod pool;
 pub mod proxy;
 pub mod server;
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -13,6 +13,7 @@ use super::headers::{
     add_forwarded, ensure_request_id, request_host, strip_hop_by_hop, wants_upgrade,
 };
 use super::local_reply;
+use super::pool::SendError;
 use super::server::ConnInfo;
 use crate::balance::hash_bytes;
 use crate::cluster::Cluster;
@@ -147,28 +148,34 @@ async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(ep.authority.clone())
-        .path_and_query(pq);
-    parts.version = match cluster.spec.protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
+    match cluster.spec.protocol {
+        UpstreamProtocol::Http1 => {
+            // Origin form; the Host header carries the authority.
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::from(pq);
+        }
         UpstreamProtocol::Http2 => {
-            // :authority carries the endpoint; a Host header would contradict it.
-            parts.headers.remove(header::HOST);
-            Version::HTTP_2
+            // :authority carries the client's host; a Host header would repeat it.
+            let authority = parts
+                .headers
+                .remove(header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .unwrap_or_else(|| ep.authority.clone());
+            parts.version = Version::HTTP_2;
+            parts.uri = match Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority)
+                .path_and_query(pq)
+                .build()
+            {
+                Ok(u) => u,
+                Err(e) => {
+                    let msg = format!("meshctl: bad request target: {e}\n");
+                    return local_reply(StatusCode::BAD_REQUEST, "bad_request", msg);
+                }
+            };
         }
-    };
-    parts.uri = match uri.build() {
-        Ok(u) => u,
-        Err(e) => {
-            return local_reply(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("meshctl: bad request target: {e}\n"),
-            );
-        }
-    };
+    }
     let meter = Meter {
         listener: listener.stats.clone(),
         cluster: cluster.stats.clone(),
@@ -176,9 +183,9 @@ async fn forward(
     };
     let upstream_req = Request::from_parts(parts, ProxyBody::streamed(body, meter, None));
 
-    let mut resp = match cluster.client().request(upstream_req).await {
+    let (mut resp, checkin) = match ep.pool.send(upstream_req).await {
         Ok(r) => r,
-        Err(e) if e.is_connect() => {
+        Err(SendError::Connect(e)) => {
             cluster.report_connect_failure(ep);
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
             let msg = format!(
@@ -187,7 +194,7 @@ async fn forward(
             );
             return local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg);
         }
-        Err(e) => {
+        Err(SendError::Upstream(e)) => {
             cluster.stats.upstream_errors.inc();
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "upstream error: {e:?}");
             let msg = format!("meshctl: upstream error in cluster '{}'\n", cluster.name);
@@ -219,7 +226,7 @@ async fn forward(
     };
     Response::from_parts(
         parts,
-        ProxyBody::streamed(body, meter, Some(Box::new(guards))),
+        ProxyBody::streamed(body, meter, Some(Box::new((guards, checkin)))),
     )
 }
 

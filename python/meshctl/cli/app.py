@@ -1,0 +1,51 @@
+"""The typer app behind ``meshctl``: one module per verb group."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from meshctl import __version__
+from meshctl.cli import backend, bench, demo
+
+app = typer.Typer(
+    name="meshctl",
+    help="A service mesh that installs with pip.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"meshctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """A service mesh that installs with pip."""
+
+
+app.command("demo")(demo.demo)
+app.command("bench")(bench.bench)
+app.command("backend")(backend.backend)
+
+
+@app.command(
+    "proxy",
+    help="Run the data plane in the foreground (see `meshctl proxy --help`).",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def _proxy(ctx: typer.Context) -> None:
+    # Normally routed before typer loads (meshctl.cli.main); kept here so help lists it.
+    from meshctl.cli.proxy import main as proxy_main
+
+    raise typer.Exit(proxy_main(list(ctx.args)))

@@ -1,0 +1,238 @@
+//! Upstream connections per endpoint and per worker thread. HTTP/1.1
+//! connections are checked out for one exchange and come back when the
+//! response body is done; an HTTP/2 connection is shared by every request of
+//! its worker. A worker only touches its own slot, so the slot locks are
+//! never contended.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::{http1, http2};
+use hyper::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::body::ProxyBody;
+use crate::config::UpstreamProtocol;
+
+/// Idle HTTP/1.1 connections older than this are closed rather than reused:
+/// servers close idle connections too, and a request must not race that.
+const MAX_IDLE: Duration = Duration::from_secs(50);
+const MAX_IDLE_PER_SLOT: usize = 1024;
+
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made: nothing was sent.
+    Connect(String),
+    /// The exchange failed after the request went out (or may have).
+    Upstream(hyper::Error),
+}
+
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Slot {
+    http1: Vec<Idle>,
+    http2: Option<http2::SendRequest<ProxyBody>>,
+}
+
+pub struct Pool {
+    address: String,
+    protocol: UpstreamProtocol,
+    connect_timeout: Duration,
+    slots: Vec<Mutex<Slot>>,
+}
+
+/// Puts an HTTP/1.1 connection back into its slot when dropped (with the
+/// response body, once it has been read to the end or abandoned).
+pub struct Checkin {
+    pool: Arc<Pool>,
+    slot: usize,
+    sender: Option<http1::SendRequest<ProxyBody>>,
+}
+
+impl Drop for Checkin {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            if sender.is_closed() {
+                return;
+            }
+            let mut slot = self.pool.slots[self.slot]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if slot.http1.len() < MAX_IDLE_PER_SLOT {
+                slot.http1.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+}
+
+// === impl Pool ===
+
+impl Pool {
+    pub fn new(
+        address: &str,
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        workers: usize,
+    ) -> Self {
+        Pool {
+            address: address.to_string(),
+            protocol,
+            connect_timeout,
+            slots: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn slot_index(&self) -> usize {
+        crate::worker::index() % self.slots.len()
+    }
+
+    async fn connect(&self) -> Result<TokioIo<TcpStream>, SendError> {
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect(self.address.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
+            Err(_) => {
+                return Err(SendError::Connect(format!(
+                    "timed out after {:?}",
+                    self.connect_timeout
+                )))
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn connect_http1(&self) -> Result<http1::SendRequest<ProxyBody>, SendError> {
+        let io = self.connect().await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("upstream connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_http2(&self) -> Result<http2::SendRequest<ProxyBody>, SendError> {
+        let io = self.connect().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(io)
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream h2 connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// An idle HTTP/1.1 connection of this worker, ready for a request.
+    async fn idle_http1(&self, slot: usize) -> Option<http1::SendRequest<ProxyBody>> {
+        loop {
+            let idle = self.slots[slot]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .http1
+                .pop()?;
+            if idle.since.elapsed() > MAX_IDLE || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Sends `req` upstream; the response, and the guard that returns the
+    /// connection to the pool when the response body is dropped.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: http::Request<ProxyBody>,
+    ) -> Result<(Response<hyper::body::Incoming>, Option<Checkin>), SendError> {
+        match self.protocol {
+            UpstreamProtocol::Http1 => self.send_http1(req).await,
+            UpstreamProtocol::Http2 => self.send_http2(req).await.map(|r| (r, None)),
+        }
+    }
+
+    async fn send_http1(
+        self: &Arc<Self>,
+        req: http::Request<ProxyBody>,
+    ) -> Result<(Response<hyper::body::Incoming>, Option<Checkin>), SendError> {
+        let slot = self.slot_index();
+        let mut req = req;
+        // A pooled connection may have been closed by the server just now; a
+        // request it never sent is retried once on a fresh connection.
+        if let Some(mut sender) = self.idle_http1(slot).await {
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(self.checkin(slot, sender)))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(SendError::Upstream(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect_http1().await?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, Some(self.checkin(slot, sender)))),
+            Err(e) => Err(SendError::Upstream(e)),
+        }
+    }
+
+    fn checkin(self: &Arc<Self>, slot: usize, sender: http1::SendRequest<ProxyBody>) -> Checkin {
+        Checkin {
+            pool: self.clone(),
+            slot,
+            sender: Some(sender),
+        }
+    }
+
+    async fn send_http2(
+        &self,
+        req: http::Request<ProxyBody>,
+    ) -> Result<Response<hyper::body::Incoming>, SendError> {
+        let slot = self.slot_index();
+        let shared = {
+            let s = self.slots[slot].lock().unwrap_or_else(|e| e.into_inner());
+            s.http2.as_ref().filter(|h| !h.is_closed()).cloned()
+        };
+        let mut req = req;
+        if let Some(mut sender) = shared {
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(SendError::Upstream(e.into_error())),
+                    },
+                }
+            }
+        }
+        let mut sender = self.connect_http2().await?;
+        self.slots[slot]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .http2 = Some(sender.clone());
+        sender.ready().await.map_err(SendError::Upstream)?;
+        sender.send_request(req).await.map_err(SendError::Upstream)
+    }
+}
