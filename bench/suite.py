@@ -414,7 +414,8 @@ def markdown(s: dict[str, Any]) -> str:
         f"Run {s['when']} on {s['machine']}; {s['plan']['rounds']} rounds x {s['plan']['seconds']} s per case, "
         f"medians over rounds. Generator: `meshctl bench`, one thread; proxies one worker; backend `meshctl backend`.",
         "",
-        f"| L7 HTTP/1.1 keep-alive, {s['plan']['connections']} connections | rps | p99 ms | proxy CPU s / 100k req | proxy RSS MB |",
+        f"| L7 HTTP/1.1 keep-alive, {s['plan']['connections']} connections "
+        "| rps | p99 ms | proxy CPU s / 100k req | proxy RSS MB |",
         "|---|---:|---:|---:|---:|",
     ]
     for name in ("direct", "meshctl", "haproxy", "nginx"):
@@ -443,14 +444,19 @@ def markdown(s: dict[str, Any]) -> str:
     lines += ["", "| Ratio | value | target | met |", "|---|---:|---:|:---:|"]
     for k, t in s["targets"].items():
         lines.append(f"| {k} | {s['ratios'][k]:.2f} | {t['op']} {t['value']} | {'yes' if t['met'] else 'no'} |")
-    mem = s["memory"]
+    mem, met = s["memory"], s["memory_targets"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "missed"
+
     lines += [
         "",
         "| Memory | MB | target |",
         "|---|---:|---|",
         f"| bare Python interpreter | {mem['bare_python_mb']:.1f} | |",
-        f"| meshctl proxy, idle | {mem['idle_mb']:.1f} | <= python + 10 ({'met' if s['memory_targets']['idle_over_python_mb<=10'] else 'missed'}) |",
-        f"| meshctl proxy, 1,000 open connections | {mem['conns_1000_mb']:.1f} | <= 60 ({'met' if s['memory_targets']['conns_1000_mb<=60'] else 'missed'}) |",
+        f"| meshctl proxy, idle | {mem['idle_mb']:.1f} | <= python + 10 ({verdict(met['idle_over_python_mb<=10'])}) |",
+        f"| meshctl proxy, 1,000 open connections | {mem['conns_1000_mb']:.1f} "
+        f"| <= 60 ({verdict(met['conns_1000_mb<=60'])}) |",
     ]
     return "\n".join(lines)
 
@@ -514,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(args.rounds, args.seconds, args.connections, args.fixed_rps, args.bulk_connections)
     ensure_packages()
     # Children inherit this: 1,000 test connections and the proxies' own sockets.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="meshctl-bench-") as tmp:

@@ -4,14 +4,14 @@ The data plane is the Rust extension ``meshctl._core``; this package is its
 public face and the Python tools around it (CLI, and later the control plane).
 """
 
-from meshctl._core import Bench, BindError, ConfigError, DataPlane, BenchBackend, __version__, validate_config
+from meshctl._core import Bench, BenchBackend, BindError, ConfigError, DataPlane, __version__, validate_config
 
 __all__ = [
     "Bench",
+    "BenchBackend",
     "BindError",
     "ConfigError",
     "DataPlane",
-    "BenchBackend",
     "__version__",
     "validate_config",
 ]

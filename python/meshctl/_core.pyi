@@ -4,10 +4,10 @@ from typing import Any, Final, final
 
 __all__ = [
     "Bench",
+    "BenchBackend",
     "BindError",
     "ConfigError",
     "DataPlane",
-    "BenchBackend",
     "__version__",
     "validate_config",
 ]

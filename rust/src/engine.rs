@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
-use tokio::runtime::Runtime;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::listener::{self, Drain};
+use crate::runtime::Workers;
 use crate::snapshot::{Bindings, ListenerId, Snapshot};
 use crate::stats::Registry;
 
@@ -62,7 +62,7 @@ struct Fresh {
 
 enum Phase {
     Created,
-    Running(Runtime),
+    Running(Workers),
     Stopped,
 }
 
@@ -122,12 +122,7 @@ impl Engine {
                 ))
             }
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(st.workers)
-            .thread_name("meshctl-worker")
-            .on_thread_start(crate::worker::numbering())
-            .enable_all()
-            .build()?;
+        let runtime = Workers::new(st.workers)?;
         let config = st.config.clone();
         st.phase = Phase::Running(runtime);
         if let Err(e) = self.apply(&mut st, config) {
@@ -302,7 +297,7 @@ impl Engine {
         };
         let drains: Vec<Drain> = st.bound.drain(..).map(|b| b.drain).collect();
         rt.block_on(listener::drain_all(&drains, grace));
-        rt.shutdown_timeout(Duration::from_secs(1));
+        rt.shutdown(Duration::from_secs(1));
         tracing::info!("data plane stopped");
     }
 

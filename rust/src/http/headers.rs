@@ -1,6 +1,7 @@
 //! Header hygiene for a proxy hop (RFC 9110 section 7.6.1): hop-by-hop
 //! headers stay on their hop, the forwarding headers are set.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -28,9 +29,27 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")))
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TRANSFER_ENCODING,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::UPGRADE,
+        &header::TE,
+    ]
+    .contains(&name)
+}
+
 /// Removes hop-by-hop headers. With `upgrade`, keeps `Upgrade` and answers
 /// `Connection: upgrade` so the next hop sees the switch request.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: one pass over the names beats eight lookups.
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -61,13 +80,45 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Formats into a stack buffer: these headers are set on every request.
+struct StackWriter {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl StackWriter {
+    fn new() -> Self {
+        StackWriter { buf: [0; 128], len: 0 }
+    }
+
+    fn value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&self.buf[..self.len]).ok()
+    }
+}
+
+impl std::fmt::Write for StackWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// Appends the client to `x-forwarded-for`, and sets the proto if unset.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+    use std::fmt::Write;
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {client}")).ok(),
+        None => {
+            let mut w = StackWriter::new();
+            write!(w, "{client}").ok().and_then(|_| w.value())
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -76,28 +127,31 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
 }
 
 /// Keeps an incoming `x-request-id`, or makes a random (v4 UUID) one.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        return v.clone();
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    if headers.contains_key(&X_REQUEST_ID) {
+        return;
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let r = fastrand::u128(..);
+    // Version 4, variant 10.
     let r = (r & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let s = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        (r >> 96) as u32,
-        (r >> 80) as u16,
-        (r >> 64) as u16,
-        (r >> 48) as u16,
-        r & 0xffff_ffff_ffff
-    );
-    let v = HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("0"));
-    headers.insert(X_REQUEST_ID.clone(), v.clone());
-    v
+    let mut out = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *slot = HEX[((r >> (nibble * 4)) & 0xf) as usize];
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&out) {
+        headers.insert(X_REQUEST_ID.clone(), v);
+    }
 }
 
 /// The request's host, lower-cased and without port: `:authority` for
-/// HTTP/2, `Host` for HTTP/1.1.
-pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
+/// HTTP/2, `Host` for HTTP/1.1. Borrowed unless it had capitals.
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Cow<'a, str> {
     let raw = uri
         .authority()
         .map(|a| a.host())
@@ -108,7 +162,11 @@ pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    host.to_ascii_lowercase()
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]
@@ -163,12 +221,15 @@ mod tests {
     #[test]
     fn request_id_kept_or_made() {
         let mut h = map(&[("x-request-id", "abc")]);
-        assert_eq!(ensure_request_id(&mut h), "abc");
+        ensure_request_id(&mut h);
+        assert_eq!(h["x-request-id"], "abc");
         let mut h = HeaderMap::new();
-        let id = ensure_request_id(&mut h);
-        let s = id.to_str().unwrap();
+        ensure_request_id(&mut h);
+        let s = h["x-request-id"].to_str().unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+        assert_eq!(s.matches('-').count(), 4);
     }
 
     #[test]
