@@ -27,10 +27,6 @@ mod python_util;
 
 pub use config::Config;
 
-// mimalloc: faster small allocations than glibc on the request path, and
-// less fragmentation across worker threads.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub use engine::Engine;
 pub use error::{ConfigIssue, Error};
 

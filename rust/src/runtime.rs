@@ -35,7 +35,11 @@ impl Workers {
                 .spawn(move || rt.block_on(token.cancelled()))?;
             let handle = runtime.handle().clone();
             return Ok(Workers {
-                kind: Kind::Single { runtime, driver, stop },
+                kind: Kind::Single {
+                    runtime,
+                    driver,
+                    stop,
+                },
                 handle,
             });
         }
@@ -69,7 +73,11 @@ impl Workers {
     pub fn shutdown(self, timeout: Duration) {
         match self.kind {
             Kind::Multi(rt) => rt.shutdown_timeout(timeout),
-            Kind::Single { runtime, driver, stop } => {
+            Kind::Single {
+                runtime,
+                driver,
+                stop,
+            } => {
                 stop.cancel();
                 let _ = driver.join();
                 if let Ok(rt) = Arc::try_unwrap(runtime) {

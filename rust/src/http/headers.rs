@@ -88,7 +88,10 @@ struct StackWriter {
 
 impl StackWriter {
     fn new() -> Self {
-        StackWriter { buf: [0; 128], len: 0 }
+        StackWriter {
+            buf: [0; 128],
+            len: 0,
+        }
     }
 
     fn value(&self) -> Option<HeaderValue> {
