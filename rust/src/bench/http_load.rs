@@ -1,20 +1,18 @@
 //! One HTTP load connection: HTTP/1.1 or HTTP/2 (prior knowledge), one
 //! request at a time, reconnecting after errors.
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 
 use super::h1_client::{serialize, H1Client};
 use super::recorder::{ErrorKind, Recorder};
 use super::spec::{BenchSpec, Target};
-use super::{Pacing, Progress};
+use super::{dial, drive, Exchanged, Exchanger, Pacing, Progress};
 
 enum Sender {
     H1(H1Client),
@@ -27,12 +25,7 @@ async fn connect(
     http2: bool,
     timeout: Duration,
 ) -> Result<Sender, ErrorKind> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(_)) => return Err(ErrorKind::Connect),
-        Err(_) => return Err(ErrorKind::Timeout),
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = dial(addr, timeout).await?;
     if http2 {
         let io = TokioIo::new(stream);
         let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
@@ -94,6 +87,33 @@ fn request(spec: &BenchSpec, uri: &Uri, host: &str) -> Request<Full<Bytes>> {
     req
 }
 
+struct HttpExchanger<'a> {
+    spec: &'a BenchSpec,
+    addr: &'a str,
+    http2: bool,
+    uri: Uri,
+    h1_request: Vec<u8>,
+}
+
+impl Exchanger for HttpExchanger<'_> {
+    type Conn = Sender;
+
+    async fn connect(&mut self) -> Result<Sender, ErrorKind> {
+        connect(self.spec, self.addr, self.http2, self.spec.timeout).await
+    }
+
+    async fn exchange(&mut self, sender: &mut Sender) -> Result<Exchanged, ()> {
+        let (spec, uri, addr) = (self.spec, &self.uri, self.addr);
+        let (status, bytes, reusable) =
+            exchange(sender, &self.h1_request, || request(spec, uri, addr)).await?;
+        Ok(Exchanged {
+            status,
+            bytes,
+            reusable,
+        })
+    }
+}
+
 pub async fn connection(
     spec: &BenchSpec,
     conn: usize,
@@ -111,60 +131,12 @@ pub async fn connection(
         path.parse()
     }
     .unwrap_or_else(|_| Uri::from_static("/"));
-    let h1_request = serialize(spec, addr, path);
-    let mut sender: Option<Sender> = None;
-    let mut k = 0u64;
-    loop {
-        let intended = pacing.intended(conn, spec.connections, k);
-        if let Some(t) = intended {
-            if pacing.deadline.is_some_and(|d| t >= d) {
-                break;
-            }
-            tokio::time::sleep_until(t.into()).await;
-        }
-        if !pacing.next(Instant::now()) {
-            break;
-        }
-        k += 1;
-        if sender.is_none() {
-            match connect(spec, addr, *http2, spec.timeout).await {
-                Ok(s) => sender = Some(s),
-                Err(kind) => {
-                    rec.error(kind);
-                    progress.errors.fetch_add(1, Relaxed);
-                    if intended.is_none() {
-                        // Closed loop: do not spin on a refusing port.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    continue;
-                }
-            }
-        }
-        let Some(s) = sender.as_mut() else { continue };
-        let sent = Instant::now();
-        let started = intended.unwrap_or(sent);
-        let call = exchange(s, &h1_request, || request(spec, &uri, addr));
-        match tokio::time::timeout(spec.timeout, call).await {
-            Ok(Ok((status, bytes, reusable))) => {
-                rec.record(started.elapsed(), status, bytes);
-                if !reusable {
-                    sender = None;
-                }
-                progress.completed.fetch_add(1, Relaxed);
-                if status >= 400 {
-                    progress.errors.fetch_add(1, Relaxed);
-                }
-            }
-            Ok(Err(_)) => {
-                rec.error(ErrorKind::Io);
-                progress.errors.fetch_add(1, Relaxed);
-                sender = None;
-            }
-            Err(_) => {
-                rec.error(ErrorKind::Timeout);
-                progress.errors.fetch_add(1, Relaxed);
-                sender = None;
-            }
-        }
-    }
+    let exchanger = HttpExchanger {
+        spec,
+        addr,
+        http2: *http2,
+        uri,
+        h1_request: serialize(spec, addr, path),
+    };
+    drive(exchanger, spec, conn, pacing, progress, rec).await;
 }

@@ -89,6 +89,104 @@ impl Pacing {
     }
 }
 
+/// What one exchange produced: status (0 for raw TCP), bytes moved, and
+/// whether the connection may carry the next one.
+pub(crate) struct Exchanged {
+    pub status: u16,
+    pub bytes: u64,
+    pub reusable: bool,
+}
+
+/// A protocol the per-connection loop can drive: how to connect, how to
+/// make one timed exchange.
+pub(crate) trait Exchanger {
+    type Conn;
+    async fn connect(&mut self) -> Result<Self::Conn, recorder::ErrorKind>;
+    async fn exchange(&mut self, conn: &mut Self::Conn) -> Result<Exchanged, ()>;
+}
+
+/// Connects with a deadline and TCP_NODELAY; failures sorted by kind.
+pub(crate) async fn dial(
+    addr: &str,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, recorder::ErrorKind> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(_)) => Err(recorder::ErrorKind::Connect),
+        Err(_) => Err(recorder::ErrorKind::Timeout),
+    }
+}
+
+/// One load connection: paces requests (open loop) or sends back to back
+/// (closed loop), reconnects after errors, times and counts every exchange.
+pub(crate) async fn drive<E: Exchanger>(
+    mut e: E,
+    spec: &BenchSpec,
+    conn_index: usize,
+    pacing: &Pacing,
+    progress: &Progress,
+    rec: &mut Recorder,
+) {
+    use recorder::ErrorKind;
+    let mut conn: Option<E::Conn> = None;
+    let mut k = 0u64;
+    loop {
+        let intended = pacing.intended(conn_index, spec.connections, k);
+        if let Some(t) = intended {
+            if pacing.deadline.is_some_and(|d| t >= d) {
+                break;
+            }
+            tokio::time::sleep_until(t.into()).await;
+        }
+        if !pacing.next(Instant::now()) {
+            break;
+        }
+        k += 1;
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match e.connect().await {
+                Ok(c) => conn.insert(c),
+                Err(kind) => {
+                    rec.error(kind);
+                    progress.errors.fetch_add(1, Relaxed);
+                    if intended.is_none() {
+                        // Closed loop: do not spin on a refusing port.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let started = intended.unwrap_or_else(Instant::now);
+        match tokio::time::timeout(spec.timeout, e.exchange(c)).await {
+            Ok(Ok(x)) => {
+                rec.record(started.elapsed(), x.status, x.bytes);
+                progress.completed.fetch_add(1, Relaxed);
+                progress.bytes.fetch_add(x.bytes, Relaxed);
+                if x.status >= 400 {
+                    progress.errors.fetch_add(1, Relaxed);
+                }
+                if !x.reusable {
+                    conn = None;
+                }
+            }
+            Ok(Err(())) => {
+                rec.error(ErrorKind::Io);
+                progress.errors.fetch_add(1, Relaxed);
+                conn = None;
+            }
+            Err(_) => {
+                rec.error(ErrorKind::Timeout);
+                progress.errors.fetch_add(1, Relaxed);
+                conn = None;
+            }
+        }
+    }
+}
+
 /// Runs a benchmark to the end and returns the merged report. Each generator
 /// thread runs its share of the connections on its own single-threaded
 /// runtime, as wrk does: no work stealing, no cross-thread wake-ups.

@@ -8,18 +8,7 @@ use tokio::net::TcpStream;
 
 use super::recorder::{ErrorKind, Recorder};
 use super::spec::{BenchSpec, Target, TcpMode};
-use super::{Pacing, Progress};
-
-async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ErrorKind> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(_)) => Err(ErrorKind::Connect),
-        Err(_) => Err(ErrorKind::Timeout),
-    }
-}
+use super::{dial, drive, Exchanged, Exchanger, Pacing, Progress};
 
 pub async fn connection(
     spec: &BenchSpec,
@@ -32,70 +21,41 @@ pub async fn connection(
         return;
     };
     match mode {
-        TcpMode::Echo => echo(spec, addr, *size, conn, pacing, progress, rec).await,
+        TcpMode::Echo => {
+            let echo = EchoExchanger {
+                addr,
+                timeout: spec.timeout,
+                payload: vec![b'x'; *size],
+                back: vec![0u8; *size],
+            };
+            drive(echo, spec, conn, pacing, progress, rec).await;
+        }
         TcpMode::Bulk => bulk(spec, addr, *size, pacing, progress, rec).await,
     }
 }
 
-async fn echo(
-    spec: &BenchSpec,
-    addr: &str,
-    size: usize,
-    conn: usize,
-    pacing: &Pacing,
-    progress: &Progress,
-    rec: &mut Recorder,
-) {
-    let payload = vec![b'x'; size];
-    let mut back = vec![0u8; size];
-    let mut stream: Option<TcpStream> = None;
-    let mut k = 0u64;
-    loop {
-        let intended = pacing.intended(conn, spec.connections, k);
-        if let Some(t) = intended {
-            if pacing.deadline.is_some_and(|d| t >= d) {
-                break;
-            }
-            tokio::time::sleep_until(t.into()).await;
-        }
-        if !pacing.next(Instant::now()) {
-            break;
-        }
-        k += 1;
-        if stream.is_none() {
-            match connect(addr, spec.timeout).await {
-                Ok(s) => stream = Some(s),
-                Err(kind) => {
-                    rec.error(kind);
-                    progress.errors.fetch_add(1, Relaxed);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            }
-        }
-        let Some(s) = stream.as_mut() else { continue };
-        let started = intended.unwrap_or_else(Instant::now);
-        let round_trip = async {
-            s.write_all(&payload).await?;
-            s.read_exact(&mut back).await
-        };
-        match tokio::time::timeout(spec.timeout, round_trip).await {
-            Ok(Ok(_)) => {
-                rec.record(started.elapsed(), 0, 2 * size as u64);
-                progress.completed.fetch_add(1, Relaxed);
-                progress.bytes.fetch_add(2 * size as u64, Relaxed);
-            }
-            Ok(Err(_)) => {
-                rec.error(ErrorKind::Io);
-                progress.errors.fetch_add(1, Relaxed);
-                stream = None;
-            }
-            Err(_) => {
-                rec.error(ErrorKind::Timeout);
-                progress.errors.fetch_add(1, Relaxed);
-                stream = None;
-            }
-        }
+struct EchoExchanger<'a> {
+    addr: &'a str,
+    timeout: Duration,
+    payload: Vec<u8>,
+    back: Vec<u8>,
+}
+
+impl Exchanger for EchoExchanger<'_> {
+    type Conn = TcpStream;
+
+    async fn connect(&mut self) -> Result<TcpStream, ErrorKind> {
+        dial(self.addr, self.timeout).await
+    }
+
+    async fn exchange(&mut self, s: &mut TcpStream) -> Result<Exchanged, ()> {
+        s.write_all(&self.payload).await.map_err(|_| ())?;
+        s.read_exact(&mut self.back).await.map_err(|_| ())?;
+        Ok(Exchanged {
+            status: 0,
+            bytes: 2 * self.payload.len() as u64,
+            reusable: true,
+        })
     }
 }
 
@@ -108,7 +68,7 @@ async fn bulk(
     progress: &Progress,
     rec: &mut Recorder,
 ) {
-    let stream = match connect(addr, spec.timeout).await {
+    let stream = match dial(addr, spec.timeout).await {
         Ok(s) => s,
         Err(kind) => {
             rec.error(kind);
