@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,8 +107,6 @@ def test_sigint_finishes_in_flight_requests(backend, run_proxy) -> None:
     proc, _ = run_proxy(mesh(web, admin, "slow", {"slow": slow.address}))
     wait_until(lambda: "config applied" in proc.output(), timeout=20, what="the proxy to start")
     with httpx.Client(timeout=10) as c:
-        import threading
-
         result: dict[str, int] = {}
         t = threading.Thread(target=lambda: result.update(status=c.get(f"http://{web}/?ms=700").status_code))
         t.start()
