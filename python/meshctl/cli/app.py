@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from meshctl import __version__
-from meshctl.cli import backend, bench, demo
+from meshctl.cli import backend, bench, control_plane, demo
 
 app = typer.Typer(
     name="meshctl",
@@ -37,6 +37,7 @@ def _root(
 app.command("demo")(demo.demo)
 app.command("bench")(bench.bench)
 app.command("backend")(backend.backend)
+app.command("control-plane")(control_plane.control_plane)
 
 
 @app.command(

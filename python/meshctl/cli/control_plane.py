@@ -1,0 +1,32 @@
+"""``meshctl control-plane``: serve the API (FastAPI under uvicorn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from meshctl.cli import logs
+
+
+def control_plane(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the database, CA and tokens live (MESHCTL_DATA_DIR).")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Any SQLAlchemy URL (default: SQLite in the data dir).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 15010,
+) -> None:
+    """Serve the control-plane API; migrations run and tokens are made on start."""
+    import uvicorn
+
+    from meshctl.control.app import create_app
+    from meshctl.control.settings import Settings
+
+    logs.setup()
+    overrides: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir, "database_url": database_url}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)

@@ -1,0 +1,40 @@
+"""The FastAPI app factory: migrations run and tokens are made before the
+first request is served."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlmodel import Session
+
+from meshctl import __version__
+from meshctl.control.db import make_engine, migrate
+from meshctl.control.routers import health, revisions, services
+from meshctl.control.security import bootstrap_tokens
+from meshctl.control.settings import Settings, get_settings
+
+log = logging.getLogger("meshctl.control")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate(settings.db_url)
+        app.state.engine = make_engine(settings.db_url)
+        with Session(app.state.engine) as session:
+            for role, path in bootstrap_tokens(session, settings.data_dir).items():
+                # The path, never the token: secrets stay out of logs.
+                log.info("created the %s API token in %s (mode 0600)", role, path)
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(title="meshctl control plane", version=__version__, lifespan=lifespan)
+    for r in (health.router, services.router, revisions.router):
+        app.include_router(r)
+    return app

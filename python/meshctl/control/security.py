@@ -1,0 +1,48 @@
+"""API tokens: created on first start (admin and read-only), kept in 0600
+files in the data dir, stored in the database only as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from meshctl.control.models import ApiToken
+
+ROLES = ("admin", "reader")
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Create `path` readable by its owner only, from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def bootstrap_tokens(session: Session, data_dir: Path) -> dict[str, Path]:
+    """On first start, make one token per role; returns the files written (empty afterwards)."""
+    if session.exec(select(ApiToken)).first() is not None:
+        return {}
+    written = {}
+    for role in ROLES:
+        token = f"mesh-{role}-{secrets.token_urlsafe(32)}"
+        session.add(ApiToken(role=role, token_sha256=digest(token)))
+        path = data_dir / f"{role}.token"
+        write_secret(path, token)
+        written[role] = path
+    session.commit()
+    return written
+
+
+def role_of(session: Session, token: str) -> str | None:
+    found = session.exec(select(ApiToken).where(ApiToken.token_sha256 == digest(token))).first()
+    return found.role if found else None

@@ -1,0 +1,28 @@
+"""Control-plane settings: flags and ``MESHCTL_*`` environment variables,
+built lazily so that importing the package reads nothing."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESHCTL_", extra="ignore")
+
+    data_dir: Path = Path("~/.meshctl").expanduser()
+    #: Any SQLAlchemy URL; an SQLite file in the data dir when unset.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 15010
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'mesh.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

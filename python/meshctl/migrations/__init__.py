@@ -1,0 +1,1 @@
+"""Alembic migrations for the control-plane database (shipped in the wheel)."""

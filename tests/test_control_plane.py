@@ -1,0 +1,127 @@
+"""The control plane as a real process: uvicorn, a real SQLite file, bearer
+tokens, validation with field paths, optimistic concurrency, revisions."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import unused_port, wait_until
+
+
+@dataclass
+class ControlPlane:
+    url: str
+    data_dir: Path
+    admin: dict[str, str]
+    reader: dict[str, str]
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    data_dir = tmp_path_factory.mktemp("cp")
+    port = unused_port()
+    log = data_dir / "control-plane.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meshctl", "control-plane", "--data-dir", str(data_dir), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(healthy, timeout=30, what="the control plane to serve")
+        tokens = {role: (data_dir / f"{role}.token").read_text().strip() for role in ("admin", "reader")}
+        yield ControlPlane(
+            url=url,
+            data_dir=data_dir,
+            admin={"Authorization": f"Bearer {tokens['admin']}"},
+            reader={"Authorization": f"Bearer {tokens['reader']}"},
+            log=log,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_tokens_are_0600_files_and_never_logged(cp: ControlPlane) -> None:
+    for role in ("admin", "reader"):
+        path = cp.data_dir / f"{role}.token"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text().strip() not in cp.log.read_text()
+    assert "created the admin API token" in cp.log.read_text()
+
+
+def test_missing_or_wrong_token_is_401(cp: ControlPlane) -> None:
+    assert httpx.get(f"{cp.url}/api/v1/services").status_code == 401
+    bad = {"Authorization": "Bearer nope"}
+    assert httpx.get(f"{cp.url}/api/v1/services", headers=bad).status_code == 401
+    r = httpx.post(f"{cp.url}/api/v1/services", json={"name": "x"}, headers=bad)
+    assert r.status_code == 401
+
+
+def test_reader_cannot_write_and_nothing_is_written(cp: ControlPlane) -> None:
+    r = httpx.post(f"{cp.url}/api/v1/services", json={"name": "sneaky"}, headers=cp.reader)
+    assert r.status_code == 403
+    assert httpx.get(f"{cp.url}/api/v1/services/default/sneaky", headers=cp.reader).status_code == 404
+
+
+def test_create_read_update_delete_with_revisions(cp: ControlPlane) -> None:
+    before = len(httpx.get(f"{cp.url}/api/v1/revisions", headers=cp.reader).json())
+    body = {"name": "catalog", "ports": [{"name": "http", "port": 8080, "protocol": "http"}]}
+    r = httpx.post(f"{cp.url}/api/v1/services", json=body, headers=cp.admin)
+    assert r.status_code == 201, r.text
+    assert r.json()["resource_version"] == 1
+    got = httpx.get(f"{cp.url}/api/v1/services/default/catalog", headers=cp.reader).json()
+    assert got["ports"] == [{"name": "http", "port": 8080, "protocol": "http"}]
+
+    update = {"ports": [{"name": "grpc", "port": 9090, "protocol": "grpc"}], "resource_version": 1}
+    r = httpx.put(f"{cp.url}/api/v1/services/default/catalog", json=update, headers=cp.admin)
+    assert r.status_code == 200 and r.json()["resource_version"] == 2
+    # The same update again is based on a stale version now.
+    r = httpx.put(f"{cp.url}/api/v1/services/default/catalog", json=update, headers=cp.admin)
+    assert r.status_code == 409
+    assert "resource_version 2" in r.json()["detail"]
+
+    assert httpx.delete(f"{cp.url}/api/v1/services/default/catalog", headers=cp.admin).status_code == 204
+    revisions = httpx.get(f"{cp.url}/api/v1/revisions", headers=cp.reader).json()
+    assert [(x["action"], x["name"]) for x in revisions[before:]] == [
+        ("create", "default/catalog"),
+        ("update", "default/catalog"),
+        ("delete", "default/catalog"),
+    ]
+
+
+def test_invalid_input_is_422_with_field_paths(cp: ControlPlane) -> None:
+    body = {"name": "Bad_Name", "ports": [{"port": 70000, "protocol": "smtp"}]}
+    r = httpx.post(f"{cp.url}/api/v1/services", json=body, headers=cp.admin)
+    assert r.status_code == 422
+    locs = {tuple(e["loc"]) for e in r.json()["detail"]}
+    assert ("body", "name") in locs
+    assert ("body", "ports", 0, "port") in locs
+    assert ("body", "ports", 0, "protocol") in locs
+    assert httpx.get(f"{cp.url}/api/v1/services", headers=cp.reader).json() == []
+
+
+def test_duplicate_is_409(cp: ControlPlane) -> None:
+    body = {"name": "pricing", "namespace": "shop"}
+    assert httpx.post(f"{cp.url}/api/v1/services", json=body, headers=cp.admin).status_code == 201
+    r = httpx.post(f"{cp.url}/api/v1/services", json=body, headers=cp.admin)
+    assert r.status_code == 409
+    assert "shop/pricing already exists" in r.json()["detail"]
+    httpx.delete(f"{cp.url}/api/v1/services/shop/pricing", headers=cp.admin)
