@@ -125,3 +125,75 @@ def test_duplicate_is_409(cp: ControlPlane) -> None:
     assert r.status_code == 409
     assert "shop/pricing already exists" in r.json()["detail"]
     httpx.delete(f"{cp.url}/api/v1/services/shop/pricing", headers=cp.admin)
+
+
+def _service(cp: ControlPlane, name: str, namespace: str = "default") -> None:
+    r = httpx.post(f"{cp.url}/api/v1/services", json={"name": name, "namespace": namespace}, headers=cp.admin)
+    assert r.status_code == 201, r.text
+
+
+def route_body(name: str, parent: str, *backends: tuple[str, int]) -> dict:
+    return {
+        "name": name,
+        "spec": {
+            "parentRefs": [{"name": parent}],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [{"name": b, "weight": w} for b, w in backends],
+                }
+            ],
+        },
+    }
+
+
+def test_route_references_must_exist(cp: ControlPlane) -> None:
+    _service(cp, "front")
+    body = route_body("canary", "front", ("ghost-v1", 90), ("ghost-v2", 10))
+    r = httpx.post(f"{cp.url}/api/v1/httproutes", json=body, headers=cp.admin)
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert [d["loc"] for d in detail] == [
+        ["body", "spec", "rules", 0, "backendRefs", 0, "name"],
+        ["body", "spec", "rules", 0, "backendRefs", 1, "name"],
+    ]
+    assert detail[0]["msg"] == "service default/ghost-v1 does not exist"
+    assert httpx.get(f"{cp.url}/api/v1/httproutes/default/canary", headers=cp.reader).status_code == 404
+    bad_shape = {"name": "x", "spec": {"parentRefs": [], "rules": [{"backendRefs": [{"name": "front", "weight": -1}]}]}}
+    r = httpx.post(f"{cp.url}/api/v1/httproutes", json=bad_shape, headers=cp.admin)
+    assert r.status_code == 422
+    locs = {tuple(e["loc"]) for e in r.json()["detail"]}
+    assert ("body", "spec", "parentRefs") in locs
+    assert ("body", "spec", "rules", 0, "backendRefs", 0, "weight") in locs
+
+
+def test_revisions_diff_and_rollback_restore_the_exact_config(cp: ControlPlane) -> None:
+    for name in ("web", "api-v1", "api-v2"):
+        _service(cp, name, "rb")
+    body = route_body("split", "web", ("api-v1", 100))
+    body["namespace"] = "rb"
+    r = httpx.post(f"{cp.url}/api/v1/httproutes", json=body, headers=cp.admin)
+    assert r.status_code == 201, r.text
+    good_revision = httpx.get(f"{cp.url}/api/v1/revisions", headers=cp.reader).json()[-1]["id"]
+    good_spec = r.json()["spec"]
+
+    canary = route_body("split", "web", ("api-v1", 90), ("api-v2", 10))
+    update = {"spec": canary["spec"], "resource_version": 1}
+    assert httpx.put(f"{cp.url}/api/v1/httproutes/rb/split", json=update, headers=cp.admin).status_code == 200
+    # A referenced service cannot go while the route uses it.
+    r = httpx.delete(f"{cp.url}/api/v1/services/rb/api-v2", headers=cp.admin)
+    assert r.status_code == 409 and "HTTPRoute rb/split" in r.json()["detail"]
+    latest = httpx.get(f"{cp.url}/api/v1/revisions", headers=cp.reader).json()[-1]["id"]
+
+    changes = httpx.get(f"{cp.url}/api/v1/revisions/{good_revision}/diff/{latest}", headers=cp.reader).json()
+    assert [(c["kind"], c["name"], c["change"]) for c in changes] == [("HTTPRoute", "rb/split", "changed")]
+
+    assert httpx.post(f"{cp.url}/api/v1/revisions/{good_revision}/rollback", headers=cp.reader).status_code == 403
+    r = httpx.post(f"{cp.url}/api/v1/revisions/{good_revision}/rollback", headers=cp.admin)
+    assert r.status_code == 200 and r.json()["action"] == "rollback"
+    restored = httpx.get(f"{cp.url}/api/v1/httproutes/rb/split", headers=cp.reader).json()
+    assert restored["spec"] == good_spec
+    assert restored["resource_version"] == 3
+    after = httpx.get(f"{cp.url}/api/v1/revisions/{r.json()['id']}", headers=cp.reader).json()["state"]
+    before = httpx.get(f"{cp.url}/api/v1/revisions/{good_revision}", headers=cp.reader).json()["state"]
+    assert after == before

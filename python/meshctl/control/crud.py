@@ -1,22 +1,56 @@
 """Writes and reads of resources. Each write is one transaction that also
-records a mesh-wide revision holding the full resource set after it."""
+records a mesh-wide revision holding the full resource set after it, so
+that any two revisions can be compared and any one restored."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
-from meshctl.control.models import Revision, Service, ServiceCreate, ServiceUpdate, now
+from meshctl.control.models import (
+    Change,
+    HTTPRoute,
+    HTTPRouteCreate,
+    HTTPRouteSpec,
+    HTTPRouteUpdate,
+    Revision,
+    Service,
+    ServiceCreate,
+    ServiceUpdate,
+    now,
+)
+
+#: Versioned resource kinds: table model and the column holding their spec.
+KINDS: dict[str, tuple[Any, str]] = {
+    "Service": (Service, "ports"),
+    "HTTPRoute": (HTTPRoute, "spec"),
+}
+
+Resource = Service | HTTPRoute
 
 
 class Conflict(Exception):
-    """The write is based on a stale resource_version, or the resource exists."""
+    """The resource exists, is referenced, or the write is based on a stale resource_version."""
 
 
-def _state(session: Session) -> dict[str, Any]:
-    services = session.exec(select(Service).order_by(Service.namespace, Service.name)).all()
-    return {"services": [{"namespace": s.namespace, "name": s.name, "ports": s.ports} for s in services]}
+class Invalid(Exception):
+    """References to things that do not exist; `errors` are FastAPI-style 422 items."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__("; ".join(e["msg"] for e in errors))
+        self.errors = errors
+
+
+# === revisions ===
+
+
+def _state(session: Session) -> dict[str, dict[str, Any]]:
+    state: dict[str, dict[str, Any]] = {}
+    for kind, (model, field) in KINDS.items():
+        rows = session.exec(select(model).order_by(col(model.namespace), col(model.name))).all()
+        state[kind] = {f"{r.namespace}/{r.name}": getattr(r, field) for r in rows}
+    return state
 
 
 def _record(session: Session, *, action: str, kind: str, name: str) -> None:
@@ -24,49 +58,154 @@ def _record(session: Session, *, action: str, kind: str, name: str) -> None:
     session.add(Revision(action=action, kind=kind, name=name, state=_state(session)))
 
 
-def get_service(session: Session, *, namespace: str, name: str) -> Service | None:
-    return session.exec(select(Service).where(Service.namespace == namespace, Service.name == name)).first()
+def list_revisions(session: Session) -> list[Revision]:
+    return list(session.exec(select(Revision).order_by(col(Revision.id))).all())
 
 
-def list_services(session: Session, *, namespace: str | None = None) -> list[Service]:
-    q = select(Service).order_by(Service.namespace, Service.name)
+def get_revision(session: Session, *, revision: int) -> Revision | None:
+    return session.get(Revision, revision)
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
+    changes = []
+    for kind in KINDS:
+        a, b = before.get(kind, {}), after.get(kind, {})
+        for name in sorted(a.keys() | b.keys()):
+            if name not in a:
+                changes.append(Change(kind=kind, name=name, change="added", after={"spec": b[name]}))
+            elif name not in b:
+                changes.append(Change(kind=kind, name=name, change="removed", before={"spec": a[name]}))
+            elif a[name] != b[name]:
+                changes.append(
+                    Change(kind=kind, name=name, change="changed", before={"spec": a[name]}, after={"spec": b[name]})
+                )
+    return changes
+
+
+def rollback(session: Session, *, revision: Revision) -> Revision:
+    """Makes the resources exactly what they were at `revision`, as one new revision."""
+    target = revision.state
+    for kind, (model, field) in KINDS.items():
+        wanted = target.get(kind, {})
+        for row in session.exec(select(model)).all():
+            key = f"{row.namespace}/{row.name}"
+            if key not in wanted:
+                session.delete(row)
+            elif getattr(row, field) != wanted[key]:
+                setattr(row, field, wanted[key])
+                row.resource_version += 1
+                row.updated_at = now()
+                session.add(row)
+        session.flush()
+        present = {f"{r.namespace}/{r.name}" for r in session.exec(select(model)).all()}
+        for key in wanted.keys() - present:
+            namespace, name = key.split("/", 1)
+            session.add(model(namespace=namespace, name=name, **{field: wanted[key]}))
+    _record(session, action="rollback", kind="Revision", name=str(revision.id))
+    session.commit()
+    return list_revisions(session)[-1]
+
+
+# === generic named resources ===
+
+
+def get(session: Session, model: type[SQLModel], *, namespace: str, name: str) -> Any:
+    m: Any = model
+    return session.exec(select(m).where(m.namespace == namespace, m.name == name)).first()
+
+
+def list_all(session: Session, model: type[SQLModel], *, namespace: str | None = None) -> list[Any]:
+    m: Any = model
+    q = select(m).order_by(m.namespace, m.name)
     if namespace:
-        q = q.where(Service.namespace == namespace)
+        q = q.where(m.namespace == namespace)
     return list(session.exec(q).all())
 
 
+def _check_version(row: Resource, kind: str, version: int) -> None:
+    if version != row.resource_version:
+        raise Conflict(
+            f"{kind} {row.namespace}/{row.name} is at resource_version {row.resource_version}, "
+            f"not {version}: read it again and reapply"
+        )
+
+
+def _save(session: Session, row: Resource, *, kind: str, action: str) -> Any:
+    if action == "update":
+        row.resource_version += 1
+        row.updated_at = now()
+    session.add(row)
+    _record(session, action=action, kind=kind, name=f"{row.namespace}/{row.name}")
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def delete(session: Session, row: Resource, *, kind: str) -> None:
+    if isinstance(row, Service):
+        users = [r for r in list_all(session, HTTPRoute) if _route_refers_to(r, row.namespace, row.name)]
+        if users:
+            names = ", ".join(f"{r.namespace}/{r.name}" for r in users)
+            raise Conflict(f"service {row.namespace}/{row.name} is used by HTTPRoute {names}")
+    session.delete(row)
+    _record(session, action="delete", kind=kind, name=f"{row.namespace}/{row.name}")
+    session.commit()
+
+
+# === services ===
+
+
 def create_service(session: Session, *, data: ServiceCreate) -> Service:
-    if get_service(session, namespace=data.namespace, name=data.name):
+    if get(session, Service, namespace=data.namespace, name=data.name):
         raise Conflict(f"service {data.namespace}/{data.name} already exists")
     svc = Service(name=data.name, namespace=data.namespace, ports=[p.model_dump() for p in data.ports])
-    session.add(svc)
-    _record(session, action="create", kind="Service", name=f"{svc.namespace}/{svc.name}")
-    session.commit()
-    session.refresh(svc)
-    return svc
+    return _save(session, svc, kind="Service", action="create")  # type: ignore[no-any-return]
 
 
 def update_service(session: Session, *, svc: Service, data: ServiceUpdate) -> Service:
-    if data.resource_version != svc.resource_version:
-        raise Conflict(
-            f"service {svc.namespace}/{svc.name} is at resource_version {svc.resource_version}, "
-            f"not {data.resource_version}: read it again and reapply"
-        )
+    _check_version(svc, "service", data.resource_version)
     svc.ports = [p.model_dump() for p in data.ports]
-    svc.resource_version += 1
-    svc.updated_at = now()
-    session.add(svc)
-    _record(session, action="update", kind="Service", name=f"{svc.namespace}/{svc.name}")
-    session.commit()
-    session.refresh(svc)
-    return svc
+    return _save(session, svc, kind="Service", action="update")  # type: ignore[no-any-return]
 
 
-def delete_service(session: Session, *, svc: Service) -> None:
-    session.delete(svc)
-    _record(session, action="delete", kind="Service", name=f"{svc.namespace}/{svc.name}")
-    session.commit()
+# === routes ===
 
 
-def list_revisions(session: Session) -> list[Revision]:
-    return list(session.exec(select(Revision).order_by(col(Revision.id))).all())
+def _route_refers_to(route: HTTPRoute, namespace: str, name: str) -> bool:
+    spec = HTTPRouteSpec.model_validate(route.spec)
+    refs = [*spec.parent_refs, *(b for rule in spec.rules for b in rule.backend_refs)]
+    return any((r.namespace or route.namespace) == namespace and r.name == name for r in refs)
+
+
+def _check_refs(session: Session, namespace: str, spec: HTTPRouteSpec) -> None:
+    """Every parentRef and backendRef must name an existing service."""
+    errors: list[dict[str, Any]] = []
+
+    def check(loc: list[str | int], ns: str | None, name: str) -> None:
+        ns = ns or namespace
+        if get(session, Service, namespace=ns, name=name) is None:
+            errors.append({"loc": ["body", "spec", *loc, "name"], "msg": f"service {ns}/{name} does not exist",
+                           "type": "reference"})  # fmt: skip
+
+    for i, p in enumerate(spec.parent_refs):
+        check(["parentRefs", i], p.namespace, p.name)
+    for r, rule in enumerate(spec.rules):
+        for b, backend in enumerate(rule.backend_refs):
+            check(["rules", r, "backendRefs", b], backend.namespace, backend.name)
+    if errors:
+        raise Invalid(errors)
+
+
+def create_route(session: Session, *, data: HTTPRouteCreate) -> HTTPRoute:
+    if get(session, HTTPRoute, namespace=data.namespace, name=data.name):
+        raise Conflict(f"HTTPRoute {data.namespace}/{data.name} already exists")
+    _check_refs(session, data.namespace, data.spec)
+    route = HTTPRoute(name=data.name, namespace=data.namespace, spec=data.spec.model_dump(by_alias=True))
+    return _save(session, route, kind="HTTPRoute", action="create")  # type: ignore[no-any-return]
+
+
+def update_route(session: Session, *, route: HTTPRoute, data: HTTPRouteUpdate) -> HTTPRoute:
+    _check_version(route, "HTTPRoute", data.resource_version)
+    _check_refs(session, route.namespace, data.spec)
+    route.spec = data.spec.model_dump(by_alias=True)
+    return _save(session, route, kind="HTTPRoute", action="update")  # type: ignore[no-any-return]

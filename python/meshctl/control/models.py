@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PField
+from pydantic.alias_generators import to_camel
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -58,6 +59,99 @@ class ServicePublic(ServiceBase):
     updated_at: datetime
 
 
+# === HTTPRoute (shaped like the Kubernetes Gateway API) ===
+
+
+class Spec(BaseModel):
+    """Route specs use the Gateway API's camelCase names (snake_case is accepted too)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ServiceRef(Spec):
+    name: str = PField(pattern=NAME)
+    namespace: str | None = PField(default=None, pattern=NAME)
+
+
+class PathMatch(Spec):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = PField(default="/", min_length=1)
+
+
+class NameValue(Spec):
+    name: str = PField(min_length=1)
+    value: str
+
+
+class RouteMatch(Spec):
+    path: PathMatch | None = None
+    headers: list[NameValue] = PField(default_factory=list)
+    query_params: list[NameValue] = PField(default_factory=list)
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] | None = None
+
+
+class BackendRef(ServiceRef):
+    port: int | None = PField(default=None, ge=1, le=65535)
+    weight: int = PField(default=1, ge=0, le=10_000)
+    #: A label subset of the service's endpoints (e.g. {"version": "v2"}).
+    subset: dict[str, str] = PField(default_factory=dict)
+
+
+class HeaderModifier(Spec):
+    set: list[NameValue] = PField(default_factory=list)
+    add: list[NameValue] = PField(default_factory=list)
+    remove: list[str] = PField(default_factory=list)
+
+
+class RouteFilter(Spec):
+    type: Literal["RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"]
+    request_header_modifier: HeaderModifier | None = None
+    response_header_modifier: HeaderModifier | None = None
+    request_redirect: dict[str, Any] | None = None
+    url_rewrite: dict[str, Any] | None = None
+
+
+class RouteRule(Spec):
+    matches: list[RouteMatch] = PField(default_factory=lambda: [RouteMatch()])
+    backend_refs: list[BackendRef] = PField(min_length=1)
+    filters: list[RouteFilter] = PField(default_factory=list)
+
+
+class HTTPRouteSpec(Spec):
+    parent_refs: list[ServiceRef] = PField(min_length=1)
+    rules: list[RouteRule] = PField(min_length=1)
+
+
+class HTTPRouteBase(SQLModel):
+    name: str = Field(max_length=63, schema_extra={"pattern": NAME})
+    namespace: str = Field(default="default", max_length=63, schema_extra={"pattern": NAME})
+
+
+class HTTPRouteCreate(HTTPRouteBase):
+    spec: HTTPRouteSpec
+
+
+class HTTPRouteUpdate(SQLModel):
+    spec: HTTPRouteSpec
+    resource_version: int
+
+
+class HTTPRoute(HTTPRouteBase, table=True):
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    resource_version: int = 1
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+
+class HTTPRoutePublic(HTTPRouteBase):
+    spec: HTTPRouteSpec
+    resource_version: int
+    created_at: datetime
+    updated_at: datetime
+
+
 # === Revision ===
 
 
@@ -78,6 +172,18 @@ class RevisionPublic(SQLModel):
     action: str
     kind: str
     name: str
+
+
+class RevisionDetail(RevisionPublic):
+    state: dict[str, Any]
+
+
+class Change(SQLModel):
+    kind: str
+    name: str
+    change: Literal["added", "removed", "changed"]
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
 
 
 # === API tokens ===

@@ -1,16 +1,40 @@
-"""The mesh's revision log: every change, in order."""
+"""The mesh's revision log: every change in order, any two compared, any one restored."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, status
+from sqlmodel import Session
 
 from meshctl.control import crud
-from meshctl.control.deps import Reader, SessionDep
-from meshctl.control.models import Revision, RevisionPublic
+from meshctl.control.deps import Admin, Reader, SessionDep
+from meshctl.control.models import Change, Revision, RevisionDetail, RevisionPublic
 
 router = APIRouter(prefix="/api/v1/revisions", tags=["revisions"])
+
+
+def _revision(session: Session, revision: int) -> Revision:
+    rev = crud.get_revision(session, revision=revision)
+    if rev is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"revision {revision} not found")
+    return rev
 
 
 @router.get("", response_model=list[RevisionPublic])
 def list_revisions(session: SessionDep, _: Reader) -> list[Revision]:
     return crud.list_revisions(session)
+
+
+@router.get("/{revision}", response_model=RevisionDetail)
+def read_revision(session: SessionDep, _: Reader, revision: int) -> Revision:
+    return _revision(session, revision)
+
+
+@router.get("/{before}/diff/{after}", response_model=list[Change])
+def diff_revisions(session: SessionDep, _: Reader, before: int, after: int) -> list[Change]:
+    return crud.diff(_revision(session, before).state, _revision(session, after).state)
+
+
+@router.post("/{revision}/rollback", response_model=RevisionPublic)
+def rollback(session: SessionDep, _: Admin, revision: int) -> Revision:
+    """Restores every resource to its state at `revision`, recorded as a new revision."""
+    return crud.rollback(session, revision=_revision(session, revision))
