@@ -197,3 +197,41 @@ def test_revisions_diff_and_rollback_restore_the_exact_config(cp: ControlPlane) 
     after = httpx.get(f"{cp.url}/api/v1/revisions/{r.json()['id']}", headers=cp.reader).json()["state"]
     before = httpx.get(f"{cp.url}/api/v1/revisions/{good_revision}", headers=cp.reader).json()["state"]
     assert after == before
+
+
+def test_endpoints_register_heartbeat_expire_and_go_with_their_service(cp: ControlPlane) -> None:
+    _service(cp, "pricing", "ep")
+    base = f"{cp.url}/api/v1/services/ep/pricing/endpoints"
+    v1 = {"address": "127.0.0.1", "port": 9001, "labels": {"version": "v1"}, "ttl_seconds": 60}
+    v2 = {"address": "127.0.0.1", "port": 9002, "labels": {"version": "v2"}, "ttl_seconds": 1, "weight": 2}
+    first = httpx.put(base, json=v1, headers=cp.admin)
+    assert first.status_code == 200, first.text
+    # Registering again is a heartbeat: same endpoint, later expiry.
+    again = httpx.put(base, json=v1, headers=cp.admin).json()
+    assert again["id"] == first.json()["id"] and again["expires_at"] > first.json()["expires_at"]
+    assert httpx.put(base, json=v2, headers=cp.admin).status_code == 200
+    assert httpx.put(base, json=v2, headers=cp.reader).status_code == 403
+
+    def live_ports() -> list[int]:
+        return [e["port"] for e in httpx.get(base, headers=cp.reader).json()]
+
+    # The 1-second instance stops heartbeating and drops out of the live set.
+    wait_until(lambda: live_ports() == [9001], timeout=10, what="the expired endpoint to leave")
+    everything = httpx.get(base, params={"include_expired": True}, headers=cp.reader).json()
+    assert sorted(e["port"] for e in everything) == [9001, 9002]
+
+    bad = httpx.put(base, json={"address": "", "port": 0, "ttl_seconds": 0}, headers=cp.admin)
+    assert bad.status_code == 422
+    assert {tuple(e["loc"]) for e in bad.json()["detail"]} >= {
+        ("body", "address"),
+        ("body", "port"),
+        ("body", "ttl_seconds"),
+    }
+    assert httpx.put(f"{cp.url}/api/v1/services/ep/nope/endpoints", json=v1, headers=cp.admin).status_code == 404
+
+    ep_id = first.json()["id"]
+    assert httpx.delete(f"{base}/{ep_id}", headers=cp.admin).status_code == 204
+    assert httpx.delete(f"{base}/{ep_id}", headers=cp.admin).status_code == 404
+    assert httpx.delete(f"{cp.url}/api/v1/services/ep/pricing", headers=cp.admin).status_code == 204
+    _service(cp, "pricing", "ep")
+    assert httpx.get(base, params={"include_expired": True}, headers=cp.reader).json() == []

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from meshctl import __version__
 from meshctl.control import errors
 from meshctl.control.db import make_engine, migrate
-from meshctl.control.routers import health, revisions, routes, services
+from meshctl.control.routers import endpoints, health, revisions, routes, services
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
 
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine.dispose()
 
     app = FastAPI(title="meshctl control plane", version=__version__, lifespan=lifespan)
-    for r in (health.router, services.router, routes.router, revisions.router):
+    for r in (health.router, services.router, endpoints.router, routes.router, revisions.router):
         app.include_router(r)
     errors.install(app)
     return app

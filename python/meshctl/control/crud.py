@@ -10,6 +10,8 @@ from sqlmodel import Session, SQLModel, col, select
 
 from meshctl.control.models import (
     Change,
+    Endpoint,
+    EndpointRegister,
     HTTPRoute,
     HTTPRouteCreate,
     HTTPRouteSpec,
@@ -147,6 +149,8 @@ def delete(session: Session, row: Resource, *, kind: str) -> None:
         if users:
             names = ", ".join(f"{r.namespace}/{r.name}" for r in users)
             raise Conflict(f"service {row.namespace}/{row.name} is used by HTTPRoute {names}")
+        for ep in session.exec(select(Endpoint).where(Endpoint.service_id == row.id)).all():
+            session.delete(ep)
     session.delete(row)
     _record(session, action="delete", kind=kind, name=f"{row.namespace}/{row.name}")
     session.commit()
@@ -209,3 +213,40 @@ def update_route(session: Session, *, route: HTTPRoute, data: HTTPRouteUpdate) -
     _check_refs(session, route.namespace, data.spec)
     route.spec = data.spec.model_dump(by_alias=True)
     return _save(session, route, kind="HTTPRoute", action="update")  # type: ignore[no-any-return]
+
+
+# === endpoints ===
+# Instances come and go with heartbeats: they are runtime state, not config,
+# so they stay out of the revision log.
+
+
+def register_endpoint(session: Session, *, svc: Service, data: EndpointRegister) -> Endpoint:
+    ep = session.exec(
+        select(Endpoint).where(
+            Endpoint.service_id == svc.id, Endpoint.address == data.address, Endpoint.port == data.port
+        )
+    ).first()
+    if ep is None:
+        assert svc.id is not None
+        ep = Endpoint(service_id=svc.id, address=data.address, port=data.port, expires_at=now())
+    ep.refresh(data)
+    session.add(ep)
+    session.commit()
+    session.refresh(ep)
+    return ep
+
+
+def list_endpoints(session: Session, *, svc: Service, include_expired: bool = False) -> list[Endpoint]:
+    q = select(Endpoint).where(Endpoint.service_id == svc.id).order_by(col(Endpoint.address), col(Endpoint.port))
+    if not include_expired:
+        q = q.where(col(Endpoint.expires_at) > now())
+    return list(session.exec(q).all())
+
+
+def delete_endpoint(session: Session, *, svc: Service, endpoint_id: int) -> bool:
+    ep = session.get(Endpoint, endpoint_id)
+    if ep is None or ep.service_id != svc.id:
+        return False
+    session.delete(ep)
+    session.commit()
+    return True

@@ -3,13 +3,13 @@ Public). Every write bumps a mesh-wide revision (see ``crud``)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PField
 from pydantic.alias_generators import to_camel
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS label, as Kubernetes names are
@@ -57,6 +57,44 @@ class ServicePublic(ServiceBase):
     resource_version: int
     created_at: datetime
     updated_at: datetime
+
+
+# === Endpoint: one running instance of a service ===
+
+
+class EndpointRegister(SQLModel):
+    """Registration and heartbeat in one: PUT it again before `ttl_seconds` run out."""
+
+    address: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    weight: int = Field(default=1, ge=1, le=10_000)
+    labels: dict[str, str] = Field(default_factory=dict)
+    ttl_seconds: int = Field(default=30, ge=1, le=3600)
+
+
+class Endpoint(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("service_id", "address", "port"),)
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: int = Field(sa_column=Column(Integer, ForeignKey("service.id", ondelete="CASCADE"), nullable=False))
+    address: str
+    port: int
+    weight: int = 1
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=now)
+
+    def refresh(self, data: EndpointRegister) -> None:
+        self.weight, self.labels = data.weight, data.labels
+        self.expires_at = now() + timedelta(seconds=data.ttl_seconds)
+
+
+class EndpointPublic(SQLModel):
+    id: int
+    address: str
+    port: int
+    weight: int
+    labels: dict[str, str]
+    expires_at: datetime
 
 
 # === HTTPRoute (shaped like the Kubernetes Gateway API) ===
