@@ -2,14 +2,15 @@
 //! its upstream connection pool and its stats. Built once per config change
 //! and reused unchanged by later configs that do not touch it.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::uri::Authority;
 
-use crate::balance::{Balancer, Loads};
-use crate::config::ClusterConfig;
+use crate::balance::{hash_bytes, Balancer, Loads};
+use crate::config::{ClusterConfig, LbPolicy};
 use crate::http::pool::Pool;
 use crate::stats::{ClusterStats, EndpointStats, Registry};
 
@@ -118,8 +119,17 @@ impl Cluster {
         }
     }
 
-    pub fn is_healthy(&self, i: usize) -> bool {
-        self.available(i)
+    /// The ring_hash key of a request or connection: `key` (the hash header's
+    /// value) when there is one, else the client address. None for other policies.
+    pub fn hash_key(&self, key: Option<&[u8]>, client: IpAddr) -> Option<u64> {
+        if self.spec.lb != LbPolicy::RingHash {
+            return None;
+        }
+        Some(match (key, client) {
+            (Some(k), _) => hash_bytes(k),
+            (None, IpAddr::V4(ip)) => hash_bytes(&ip.octets()),
+            (None, IpAddr::V6(ip)) => hash_bytes(&ip.octets()),
+        })
     }
 }
 

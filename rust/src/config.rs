@@ -158,10 +158,6 @@ impl Config {
     pub fn redacted(&self) -> Value {
         redact(&self.document)
     }
-
-    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
-        self.clusters.iter().find(|c| c.name == name)
-    }
 }
 
 fn redact(v: &Value) -> Value {

@@ -54,10 +54,22 @@ struct Bound {
     drain: Drain,
 }
 
-/// A socket bound for an update but not yet serving.
-struct Fresh {
-    bound: Bound,
-    socket: std::net::TcpListener,
+/// Where a wanted listener comes from in an update.
+enum Placement {
+    /// An already bound socket (index into `State::bound`), kept as it is.
+    Kept(usize),
+    /// A socket bound for this update, not serving until the commit.
+    Fresh(Bound, tokio::net::TcpListener),
+}
+
+impl Placement {
+    fn binding(&self, bound: &[Bound]) -> (ListenerId, SocketAddr) {
+        let b = match self {
+            Placement::Kept(i) => &bound[*i],
+            Placement::Fresh(b, _) => b,
+        };
+        (b.id, b.local)
+    }
 }
 
 enum Phase {
@@ -168,7 +180,9 @@ impl Engine {
                 .map(|l| (Slot::Named(l.name.clone()), l.address)),
         );
 
-        let mut keep: Vec<Option<usize>> = Vec::with_capacity(wanted.len());
+        // Everything fallible happens here, before the swap: a failure drops
+        // the fresh sockets and leaves the running config untouched.
+        let mut plan: Vec<Placement> = Vec::with_capacity(wanted.len());
         let mut claimed = vec![false; st.bound.len()];
         for (slot, addr) in &wanted {
             // Same socket: same configured address, or the address it was actually bound to
@@ -185,47 +199,35 @@ impl Engine {
                 .map(|(i, _)| i);
             if let Some(i) = found {
                 claimed[i] = true;
-            }
-            keep.push(found);
-        }
-        let mut fresh: Vec<Option<Fresh>> = Vec::with_capacity(wanted.len());
-        for ((slot, addr), kept) in wanted.iter().zip(&keep) {
-            if kept.is_some() {
-                fresh.push(None);
+                plan.push(Placement::Kept(i));
                 continue;
             }
-            let socket = listener::bind(*addr).map_err(|source| Error::Bind {
+            let bind_error = |source| Error::Bind {
                 listener: slot.label().to_string(),
                 address: *addr,
                 source,
-            })?;
+            };
+            let socket = listener::bind(*addr).map_err(bind_error)?;
             let local = socket.local_addr()?;
+            let socket = tokio::net::TcpListener::from_std(socket).map_err(bind_error)?;
             let id = st.next_id;
             st.next_id += 1;
-            fresh.push(Some(Fresh {
-                bound: Bound {
-                    id,
-                    slot: slot.clone(),
-                    configured: *addr,
-                    local,
-                    drain: Drain::default(),
-                },
-                socket,
-            }));
+            let bound = Bound {
+                id,
+                slot: slot.clone(),
+                configured: *addr,
+                local,
+                drain: Drain::default(),
+            };
+            plan.push(Placement::Fresh(bound, socket));
         }
 
-        let placement = |i: usize| -> (ListenerId, SocketAddr) {
-            match (&keep[i], &fresh[i]) {
-                (Some(k), _) => (st.bound[*k].id, st.bound[*k].local),
-                (None, Some(f)) => (f.bound.id, f.bound.local),
-                (None, None) => unreachable!("every wanted socket is kept or fresh"),
-            }
-        };
         let has_admin = config.admin.is_some();
         let bindings = Bindings {
-            admin: has_admin.then(|| placement(0)),
-            listeners: (usize::from(has_admin)..wanted.len())
-                .map(placement)
+            admin: has_admin.then(|| plan[0].binding(&st.bound)),
+            listeners: plan[usize::from(has_admin)..]
+                .iter()
+                .map(|p| p.binding(&st.bound))
                 .collect(),
         };
         let version = st.version + 1;
@@ -243,33 +245,29 @@ impl Engine {
         self.shared.snapshot.store(Arc::new(snapshot));
         st.version = version;
         st.config = config.clone();
-        let old = std::mem::take(&mut st.bound);
-        let mut next = Vec::with_capacity(wanted.len());
-        let mut old: Vec<Option<Bound>> = old.into_iter().map(Some).collect();
-        for (i, f) in fresh.into_iter().enumerate() {
-            match (keep[i], f) {
-                (Some(k), _) => {
-                    let mut b = old[k].take().expect("kept once");
-                    b.slot = wanted[i].0.clone();
+        let mut old: Vec<Option<Bound>> = std::mem::take(&mut st.bound)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut next = Vec::with_capacity(plan.len());
+        for (placement, (slot, _)) in plan.into_iter().zip(wanted) {
+            match placement {
+                Placement::Kept(i) => {
+                    let mut b = old[i].take().expect("a socket is kept once");
+                    b.slot = slot;
                     next.push(b);
                 }
-                (None, Some(f)) => {
-                    let listener = tokio::net::TcpListener::from_std(f.socket)?;
-                    let d = f.bound.drain.clone();
+                Placement::Fresh(b, socket) => {
+                    let d = b.drain.clone();
                     d.tracker.spawn(listener::accept_loop(
-                        listener,
-                        f.bound.id,
+                        socket,
+                        b.id,
                         self.shared.clone(),
                         d.clone(),
                     ));
-                    tracing::info!(
-                        "listener '{}' serving on {}",
-                        f.bound.slot.label(),
-                        f.bound.local
-                    );
-                    next.push(f.bound);
+                    tracing::info!("listener '{}' serving on {}", b.slot.label(), b.local);
+                    next.push(b);
                 }
-                (None, None) => unreachable!(),
             }
         }
         for gone in old.into_iter().flatten() {

@@ -71,6 +71,23 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
     }
 }
 
+/// Connects to `addr` (host:port) within `timeout`, with TCP_NODELAY set.
+pub async fn connect(
+    addr: &str,
+    timeout: std::time::Duration,
+) -> io::Result<tokio::net::TcpStream> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("timed out after {timeout:?}"),
+            )
+        })??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// Copies both ways between a downstream and an upstream stream, counting
 /// bytes as they pass, until both sides are done or `abort` fires.
 pub async fn join_streams<D, U>(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use crate::balance::Loads;
 use crate::cluster::Cluster;
 use crate::config::{Config, ListenerKind};
 use crate::error::{ConfigIssue, Error, Result};
@@ -179,12 +180,7 @@ impl Snapshot {
                 .endpoints
                 .iter()
                 .enumerate()
-                .map(|(i, e)| {
-                    (
-                        e.address.clone(),
-                        e.stats.to_json(e.weight, c.is_healthy(i)),
-                    )
-                })
+                .map(|(i, e)| (e.address.clone(), e.stats.to_json(e.weight, c.available(i))))
                 .collect();
             clusters.insert(c.name.clone(), c.stats.to_json(Value::Object(endpoints)));
         }

@@ -162,41 +162,25 @@ impl Meter {
     }
 }
 
-/// Decrements a gauge when dropped: ties "active" counts to object lifetimes.
-pub struct Active<T: ActiveGauge>(Arc<T>);
-
-pub trait ActiveGauge {
-    fn gauge(&self) -> &Counter;
+/// Holds a gauge up while alive: ties "active" counts to object lifetimes.
+pub struct Active<T> {
+    stats: Arc<T>,
+    gauge: fn(&T) -> &Counter,
 }
 
-impl ActiveGauge for ListenerStats {
-    fn gauge(&self) -> &Counter {
-        &self.active_connections
+impl<T> Active<T> {
+    pub fn enter(stats: &Arc<T>, gauge: fn(&T) -> &Counter) -> Self {
+        gauge(stats).inc();
+        Active {
+            stats: stats.clone(),
+            gauge,
+        }
     }
 }
 
-impl ActiveGauge for ClusterStats {
-    fn gauge(&self) -> &Counter {
-        &self.active_requests
-    }
-}
-
-impl ActiveGauge for EndpointStats {
-    fn gauge(&self) -> &Counter {
-        &self.active
-    }
-}
-
-impl<T: ActiveGauge> Active<T> {
-    pub fn enter(stats: &Arc<T>) -> Self {
-        stats.gauge().inc();
-        Active(stats.clone())
-    }
-}
-
-impl<T: ActiveGauge> Drop for Active<T> {
+impl<T> Drop for Active<T> {
     fn drop(&mut self) {
-        self.0.gauge().dec();
+        (self.gauge)(&self.stats).dec();
     }
 }
 
@@ -265,8 +249,8 @@ mod tests {
     #[test]
     fn active_guard_tracks_lifetime() {
         let l = Arc::new(ListenerStats::default());
-        let a = Active::enter(&l);
-        let b = Active::enter(&l);
+        let a = Active::enter(&l, |s| &s.active_connections);
+        let b = Active::enter(&l, |s| &s.active_connections);
         assert_eq!(l.active_connections.get(), 2);
         drop(a);
         drop(b);

@@ -110,14 +110,12 @@ pub(crate) async fn dial(
     addr: &str,
     timeout: Duration,
 ) -> Result<tokio::net::TcpStream, recorder::ErrorKind> {
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(s)
-        }
-        Ok(Err(_)) => Err(recorder::ErrorKind::Connect),
-        Err(_) => Err(recorder::ErrorKind::Timeout),
-    }
+    crate::io::connect(addr, timeout)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => recorder::ErrorKind::Timeout,
+            _ => recorder::ErrorKind::Connect,
+        })
 }
 
 /// One load connection: paces requests (open loop) or sends back to back

@@ -62,10 +62,6 @@ impl Recorder {
         self.completed += 1;
     }
 
-    pub fn add_bytes(&mut self, bytes: u64) {
-        self.bytes += bytes;
-    }
-
     pub fn error(&mut self, kind: ErrorKind) {
         match kind {
             ErrorKind::Connect => self.connect_errors += 1,

@@ -95,23 +95,10 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, SendError> {
-        let stream = match tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect(self.address.as_str()),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
-            Err(_) => {
-                return Err(SendError::Connect(format!(
-                    "timed out after {:?}",
-                    self.connect_timeout
-                )))
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        crate::io::connect(&self.address, self.connect_timeout)
+            .await
+            .map(TokioIo::new)
+            .map_err(|e| SendError::Connect(e.to_string()))
     }
 
     async fn connect_http1(&self) -> Result<http1::SendRequest<ProxyBody>, SendError> {

@@ -15,9 +15,8 @@ use super::headers::{
 use super::local_reply;
 use super::pool::SendError;
 use super::server::ConnInfo;
-use crate::balance::hash_bytes;
 use crate::cluster::Cluster;
-use crate::config::{LbPolicy, UpstreamProtocol};
+use crate::config::UpstreamProtocol;
 use crate::engine::Shared;
 use crate::io::join_streams;
 use crate::route::{first_match, RequestView};
@@ -98,19 +97,6 @@ async fn route(
     }
 }
 
-fn request_hash(cluster: &Cluster, req: &Request<Incoming>, conn: &ConnInfo) -> Option<u64> {
-    if cluster.spec.lb != LbPolicy::RingHash {
-        return None;
-    }
-    let by_header = cluster
-        .spec
-        .hash_header
-        .as_ref()
-        .and_then(|h| req.headers().get(h))
-        .map(|v| hash_bytes(v.as_bytes()));
-    Some(by_header.unwrap_or_else(|| hash_bytes(conn.peer.ip().to_string().as_bytes())))
-}
-
 async fn forward(
     listener: &Arc<Listener>,
     cluster: &Arc<Cluster>,
@@ -118,7 +104,13 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     cluster.stats.requests.inc();
-    let Some(ep) = cluster.pick(request_hash(cluster, &req, conn)) else {
+    let key = cluster
+        .spec
+        .hash_header
+        .as_ref()
+        .and_then(|h| req.headers().get(h))
+        .map(|v| v.as_bytes());
+    let Some(ep) = cluster.pick(cluster.hash_key(key, conn.peer.ip())) else {
         cluster.stats.no_healthy_endpoint.inc();
         let msg = format!(
             "meshctl: no healthy endpoint in cluster '{}'\n",
@@ -127,7 +119,10 @@ async fn forward(
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_endpoint", msg);
     };
     ep.stats.requests.inc();
-    let guards = (Active::enter(&cluster.stats), Active::enter(&ep.stats));
+    let guards = (
+        Active::enter(&cluster.stats, |s| &s.active_requests),
+        Active::enter(&ep.stats, |s| &s.active),
+    );
 
     let downstream_version = req.version();
     let upgrade = downstream_version == Version::HTTP_11 && wants_upgrade(req.headers());

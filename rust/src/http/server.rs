@@ -48,7 +48,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     drain: Drain,
 ) {
-    let _active = Active::enter(&listener.stats);
+    let _active = Active::enter(&listener.stats, |s| &s.active_connections);
     listener.stats.connections.inc();
     let is_admin = matches!(listener.role, Role::Admin);
     let info = Arc::new(ConnInfo {
