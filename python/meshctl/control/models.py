@@ -25,12 +25,34 @@ class ServicePort(BaseModel):
     protocol: Literal["http", "http2", "grpc", "tcp"] = "http"
 
 
+class NamespacedName(SQLModel):
+    """Every versioned resource is named within a namespace."""
+
+    name: str = Field(max_length=63, schema_extra={"pattern": NAME})
+    namespace: str = Field(default="default", max_length=63, schema_extra={"pattern": NAME})
+
+
+class Versioned(SQLModel):
+    """Columns of every stored, versioned resource."""
+
+    resource_version: int = 1
+    created_at: datetime = Field(default_factory=now)
+    updated_at: datetime = Field(default_factory=now)
+
+
+class VersionInfo(SQLModel):
+    """What the API always reports of a stored resource."""
+
+    resource_version: int
+    created_at: datetime
+    updated_at: datetime
+
+
 # === Service ===
 
 
-class ServiceBase(SQLModel):
-    name: str = Field(max_length=63, schema_extra={"pattern": NAME})
-    namespace: str = Field(default="default", max_length=63, schema_extra={"pattern": NAME})
+class ServiceBase(NamespacedName):
+    pass
 
 
 class ServiceCreate(ServiceBase):
@@ -43,20 +65,14 @@ class ServiceUpdate(SQLModel):
     resource_version: int
 
 
-class Service(ServiceBase, table=True):
+class Service(ServiceBase, Versioned, table=True):
     __table_args__ = (UniqueConstraint("namespace", "name"),)
     id: int | None = Field(default=None, primary_key=True)
     ports: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    resource_version: int = 1
-    created_at: datetime = Field(default_factory=now)
-    updated_at: datetime = Field(default_factory=now)
 
 
-class ServicePublic(ServiceBase):
+class ServicePublic(ServiceBase, VersionInfo):
     ports: list[ServicePort]
-    resource_version: int
-    created_at: datetime
-    updated_at: datetime
 
 
 # === Endpoint: one running instance of a service ===
@@ -160,9 +176,8 @@ class HTTPRouteSpec(Spec):
     rules: list[RouteRule] = PField(min_length=1)
 
 
-class HTTPRouteBase(SQLModel):
-    name: str = Field(max_length=63, schema_extra={"pattern": NAME})
-    namespace: str = Field(default="default", max_length=63, schema_extra={"pattern": NAME})
+class HTTPRouteBase(NamespacedName):
+    pass
 
 
 class HTTPRouteCreate(HTTPRouteBase):
@@ -174,20 +189,14 @@ class HTTPRouteUpdate(SQLModel):
     resource_version: int
 
 
-class HTTPRoute(HTTPRouteBase, table=True):
+class HTTPRoute(HTTPRouteBase, Versioned, table=True):
     __table_args__ = (UniqueConstraint("namespace", "name"),)
     id: int | None = Field(default=None, primary_key=True)
     spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    resource_version: int = 1
-    created_at: datetime = Field(default_factory=now)
-    updated_at: datetime = Field(default_factory=now)
 
 
-class HTTPRoutePublic(HTTPRouteBase):
+class HTTPRoutePublic(HTTPRouteBase, VersionInfo):
     spec: HTTPRouteSpec
-    resource_version: int
-    created_at: datetime
-    updated_at: datetime
 
 
 # === Revision ===
