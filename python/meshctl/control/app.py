@@ -13,7 +13,8 @@ from sqlmodel import Session
 from meshctl import __version__
 from meshctl.control import errors
 from meshctl.control.db import make_engine, migrate
-from meshctl.control.routers import endpoints, health, revisions, routes, services
+from meshctl.control.push import Hub
+from meshctl.control.routers import apply, endpoints, health, revisions, services, sidecars, specs
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
 
@@ -32,11 +33,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for role, path in bootstrap_tokens(session, settings.data_dir).items():
                 # The path, never the token: secrets stay out of logs.
                 log.info("created the %s API token in %s (mode 0600)", role, path)
+        app.state.hub = Hub(app.state.engine)
         yield
+        await app.state.hub.close()
         app.state.engine.dispose()
 
     app = FastAPI(title="meshctl control plane", version=__version__, lifespan=lifespan)
-    for r in (health.router, services.router, endpoints.router, routes.router, revisions.router):
+    routers = (
+        health.router,
+        services.router,
+        endpoints.router,
+        specs.http_routes,
+        specs.tcp_routes,
+        specs.traffic_policies,
+        sidecars.router,
+        apply.router,
+        revisions.router,
+    )
+    for r in routers:
         app.include_router(r)
     errors.install(app)
     return app

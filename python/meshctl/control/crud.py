@@ -1,25 +1,36 @@
-"""Writes and reads of resources. Each write is one transaction that also
-records a mesh-wide revision holding the full resource set after it, so
-that any two revisions can be compared and any one restored."""
+"""Writes and reads of resources. Each write is one transaction that records
+a mesh-wide revision (what changed, before and after) and bumps the mesh
+generation that sidecar snapshots are versioned by."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, SQLModel, col, select
 
 from meshctl.control.models import (
+    ApplyDocument,
+    ApplyResult,
     Change,
     Endpoint,
     EndpointRegister,
     HTTPRoute,
-    HTTPRouteCreate,
     HTTPRouteSpec,
-    HTTPRouteUpdate,
+    MeshState,
     Revision,
     Service,
     ServiceCreate,
+    ServicePort,
     ServiceUpdate,
+    Sidecar,
+    SidecarRegister,
+    SidecarReport,
+    TCPRoute,
+    TCPRouteSpec,
+    TrafficPolicy,
+    TrafficPolicySpec,
     now,
 )
 
@@ -27,9 +38,17 @@ from meshctl.control.models import (
 KINDS: dict[str, tuple[Any, str]] = {
     "Service": (Service, "ports"),
     "HTTPRoute": (HTTPRoute, "spec"),
+    "TCPRoute": (TCPRoute, "spec"),
+    "TrafficPolicy": (TrafficPolicy, "spec"),
+}
+SPECS: dict[str, type[BaseModel]] = {
+    "HTTPRoute": HTTPRouteSpec,
+    "TCPRoute": TCPRouteSpec,
+    "TrafficPolicy": TrafficPolicySpec,
 }
 
-Resource = Service | HTTPRoute
+Resource = Service | HTTPRoute | TCPRoute | TrafficPolicy
+Loc = list[str | int]
 
 
 class Conflict(Exception):
@@ -37,11 +56,32 @@ class Conflict(Exception):
 
 
 class Invalid(Exception):
-    """References to things that do not exist; `errors` are FastAPI-style 422 items."""
+    """Input that validates alone but not against the mesh; `errors` are FastAPI-style 422 items."""
 
     def __init__(self, errors: list[dict[str, Any]]):
         super().__init__("; ".join(e["msg"] for e in errors))
         self.errors = errors
+
+
+def key(row: Any) -> str:
+    return f"{row.namespace}/{row.name}"
+
+
+# === generation: what sidecar snapshots are versioned by ===
+
+
+def generation(session: Session) -> int:
+    state = session.get(MeshState, 1)
+    return state.generation if state else 0
+
+
+def bump(session: Session) -> int:
+    """Raise the generation in this transaction; the caller's commit publishes it."""
+    state = session.get(MeshState, 1) or MeshState(id=1, generation=0)
+    state.generation += 1
+    session.add(state)
+    session.info["generation"] = state.generation
+    return state.generation
 
 
 # === revisions ===
@@ -51,13 +91,13 @@ def _state(session: Session) -> dict[str, dict[str, Any]]:
     state: dict[str, dict[str, Any]] = {}
     for kind, (model, field) in KINDS.items():
         rows = session.exec(select(model).order_by(col(model.namespace), col(model.name))).all()
-        state[kind] = {f"{r.namespace}/{r.name}": getattr(r, field) for r in rows}
+        state[kind] = {key(r): getattr(r, field) for r in rows}
     return state
 
 
-def _record(session: Session, *, action: str, kind: str, name: str) -> None:
-    session.flush()
-    session.add(Revision(action=action, kind=kind, name=name, state=_state(session)))
+def _record(session: Session, *, action: str, kind: str, name: str, changes: list[dict[str, Any]]) -> None:
+    session.add(Revision(action=action, kind=kind, name=name, changes=changes))
+    bump(session)
 
 
 def list_revisions(session: Session) -> list[Revision]:
@@ -66,6 +106,20 @@ def list_revisions(session: Session) -> list[Revision]:
 
 def get_revision(session: Session, *, revision: int) -> Revision | None:
     return session.get(Revision, revision)
+
+
+def state_at(session: Session, *, revision: int) -> dict[str, dict[str, Any]]:
+    """Every resource's spec right after `revision`: today's state with later changes undone."""
+    state = _state(session)
+    later = session.exec(select(Revision).where(col(Revision.id) > revision).order_by(col(Revision.id).desc()))
+    for rev in later.all():
+        for c in reversed(rev.changes):
+            specs = state.setdefault(c["kind"], {})
+            if c["before"] is None:
+                specs.pop(c["name"], None)
+            else:
+                specs[c["name"]] = c["before"]
+    return state
 
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
@@ -86,24 +140,29 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
 
 def rollback(session: Session, *, revision: Revision) -> Revision:
     """Makes the resources exactly what they were at `revision`, as one new revision."""
-    target = revision.state
+    assert revision.id is not None
+    target = state_at(session, revision=revision.id)
+    changes: list[dict[str, Any]] = []
     for kind, (model, field) in KINDS.items():
         wanted = target.get(kind, {})
         for row in session.exec(select(model)).all():
-            key = f"{row.namespace}/{row.name}"
-            if key not in wanted:
+            name, spec = key(row), getattr(row, field)
+            if name not in wanted:
+                changes.append({"kind": kind, "name": name, "before": spec, "after": None})
                 session.delete(row)
-            elif getattr(row, field) != wanted[key]:
-                setattr(row, field, wanted[key])
+            elif spec != wanted[name]:
+                changes.append({"kind": kind, "name": name, "before": spec, "after": wanted[name]})
+                setattr(row, field, wanted[name])
                 row.resource_version += 1
                 row.updated_at = now()
                 session.add(row)
         session.flush()
-        present = {f"{r.namespace}/{r.name}" for r in session.exec(select(model)).all()}
-        for key in wanted.keys() - present:
-            namespace, name = key.split("/", 1)
-            session.add(model(namespace=namespace, name=name, **{field: wanted[key]}))
-    _record(session, action="rollback", kind="Revision", name=str(revision.id))
+        present = {key(r) for r in session.exec(select(model)).all()}
+        for name in sorted(wanted.keys() - present):
+            namespace, short = name.split("/", 1)
+            changes.append({"kind": kind, "name": name, "before": None, "after": wanted[name]})
+            session.add(model(namespace=namespace, name=short, **{field: wanted[name]}))
+    _record(session, action="rollback", kind="Revision", name=str(revision.id), changes=changes)
     session.commit()
     return list_revisions(session)[-1]
 
@@ -124,20 +183,36 @@ def list_all(session: Session, model: type[SQLModel], *, namespace: str | None =
     return list(session.exec(q).all())
 
 
-def _check_version(row: Resource, kind: str, version: int) -> None:
-    if version != row.resource_version:
+def _check_version(row: Resource, kind: str, version: int | None) -> None:
+    if version is not None and version != row.resource_version:
         raise Conflict(
-            f"{kind} {row.namespace}/{row.name} is at resource_version {row.resource_version}, "
-            f"not {version}: read it again and reapply"
+            f"{kind} {key(row)} is at resource_version {row.resource_version}, not {version}: read it again and reapply"
         )
 
 
-def _save(session: Session, row: Resource, *, kind: str, action: str) -> Any:
-    if action == "update":
+def _write(session: Session, kind: str, row: Resource | None, namespace: str, name: str, spec: Any) -> Resource:
+    """Create or change one resource in the session; no commit, no revision."""
+    model, field = KINDS[kind]
+    if row is None:
+        row = model(namespace=namespace, name=name, **{field: spec})
+    else:
+        setattr(row, field, spec)
         row.resource_version += 1
         row.updated_at = now()
     session.add(row)
-    _record(session, action=action, kind=kind, name=f"{row.namespace}/{row.name}")
+    return row
+
+
+def _commit(session: Session, row: Resource, *, kind: str, action: str, before: Any) -> Any:
+    session.flush()
+    after = getattr(row, KINDS[kind][1])
+    _record(
+        session,
+        action=action,
+        kind=kind,
+        name=key(row),
+        changes=[{"kind": kind, "name": key(row), "before": before, "after": after}],
+    )
     session.commit()
     session.refresh(row)
     return row
@@ -145,14 +220,19 @@ def _save(session: Session, row: Resource, *, kind: str, action: str) -> Any:
 
 def delete(session: Session, row: Resource, *, kind: str) -> None:
     if isinstance(row, Service):
-        users = [r for r in list_all(session, HTTPRoute) if _route_refers_to(r, row.namespace, row.name)]
+        users = [f"{k} {key(r)}" for k, r in _users_of(session, row.namespace, row.name)]
         if users:
-            names = ", ".join(f"{r.namespace}/{r.name}" for r in users)
-            raise Conflict(f"service {row.namespace}/{row.name} is used by HTTPRoute {names}")
-        for ep in session.exec(select(Endpoint).where(Endpoint.service_id == row.id)).all():
-            session.delete(ep)
+            raise Conflict(f"service {key(row)} is used by {', '.join(users)}")
+    before = getattr(row, KINDS[kind][1])
     session.delete(row)
-    _record(session, action="delete", kind=kind, name=f"{row.namespace}/{row.name}")
+    session.flush()
+    _record(
+        session,
+        action="delete",
+        kind=kind,
+        name=key(row),
+        changes=[{"kind": kind, "name": key(row), "before": before, "after": None}],
+    )
     session.commit()
 
 
@@ -162,75 +242,183 @@ def delete(session: Session, row: Resource, *, kind: str) -> None:
 def create_service(session: Session, *, data: ServiceCreate) -> Service:
     if get(session, Service, namespace=data.namespace, name=data.name):
         raise Conflict(f"service {data.namespace}/{data.name} already exists")
-    svc = Service(name=data.name, namespace=data.namespace, ports=[p.model_dump() for p in data.ports])
-    return _save(session, svc, kind="Service", action="create")  # type: ignore[no-any-return]
+    row = _write(session, "Service", None, data.namespace, data.name, [p.model_dump() for p in data.ports])
+    return _commit(session, row, kind="Service", action="create", before=None)  # type: ignore[no-any-return]
 
 
 def update_service(session: Session, *, svc: Service, data: ServiceUpdate) -> Service:
     _check_version(svc, "service", data.resource_version)
-    svc.ports = [p.model_dump() for p in data.ports]
-    return _save(session, svc, kind="Service", action="update")  # type: ignore[no-any-return]
+    before = svc.ports
+    _write(session, "Service", svc, svc.namespace, svc.name, [p.model_dump() for p in data.ports])
+    return _commit(session, svc, kind="Service", action="update", before=before)  # type: ignore[no-any-return]
 
 
-# === routes ===
+# === spec resources: routes and policies ===
 
 
-def _route_refers_to(route: HTTPRoute, namespace: str, name: str) -> bool:
-    spec = HTTPRouteSpec.model_validate(route.spec)
-    refs = [*spec.parent_refs, *(b for rule in spec.rules for b in rule.backend_refs)]
-    return any((r.namespace or route.namespace) == namespace and r.name == name for r in refs)
-
-
-def _check_refs(session: Session, namespace: str, spec: HTTPRouteSpec) -> None:
-    """Every parentRef and backendRef must name an existing service."""
-    errors: list[dict[str, Any]] = []
-
-    def check(loc: list[str | int], ns: str | None, name: str) -> None:
-        ns = ns or namespace
-        if get(session, Service, namespace=ns, name=name) is None:
-            errors.append({"loc": ["body", "spec", *loc, "name"], "msg": f"service {ns}/{name} does not exist",
-                           "type": "reference"})  # fmt: skip
-
-    for i, p in enumerate(spec.parent_refs):
-        check(["parentRefs", i], p.namespace, p.name)
-    for r, rule in enumerate(spec.rules):
+def references(kind: str, spec: Any, namespace: str) -> list[tuple[Loc, str, str]]:
+    """Every service a spec names: (location in the spec, namespace, name)."""
+    if isinstance(spec, TrafficPolicySpec):
+        return [(["targetRef"], spec.target_ref.namespace or namespace, spec.target_ref.name)]
+    assert isinstance(spec, HTTPRouteSpec | TCPRouteSpec), kind
+    refs: list[tuple[Loc, str, str]] = [
+        (["parentRefs", i], p.namespace or namespace, p.name) for i, p in enumerate(spec.parent_refs)
+    ]
+    rules: list[Any] = spec.rules
+    for r, rule in enumerate(rules):
         for b, backend in enumerate(rule.backend_refs):
-            check(["rules", r, "backendRefs", b], backend.namespace, backend.name)
+            refs.append((["rules", r, "backendRefs", b], backend.namespace or namespace, backend.name))
+    return refs
+
+
+def _users_of(session: Session, namespace: str, name: str) -> list[tuple[str, Any]]:
+    users = []
+    for kind, spec_model in SPECS.items():
+        for row in list_all(session, KINDS[kind][0]):
+            spec = spec_model.model_validate(row.spec)
+            if any(ns == namespace and n == name for _, ns, n in references(kind, spec, row.namespace)):
+                users.append((kind, row))
+    return users
+
+
+def _check_refs(session: Session, kind: str, spec: Any, namespace: str, name: str, at: Loc) -> list[dict[str, Any]]:
+    """Every reference must name an existing service; one policy per target service."""
+    errors = []
+    for loc, ns, ref in references(kind, spec, namespace):
+        if get(session, Service, namespace=ns, name=ref) is None:
+            msg = f"service {ns}/{ref} does not exist"
+            errors.append({"loc": [*at, *loc, "name"], "msg": msg, "type": "reference"})
+    if isinstance(spec, TrafficPolicySpec):
+        target = (spec.target_ref.namespace or namespace, spec.target_ref.name)
+        for other in list_all(session, TrafficPolicy):
+            other_spec = TrafficPolicySpec.model_validate(other.spec)
+            if (other.namespace, other.name) != (namespace, name) and (
+                other_spec.target_ref.namespace or other.namespace,
+                other_spec.target_ref.name,
+            ) == target:
+                raise Conflict(f"service {target[0]}/{target[1]} already has TrafficPolicy {key(other)}")
+    return errors
+
+
+def create_spec(session: Session, kind: str, *, namespace: str, name: str, spec: BaseModel) -> Any:
+    model = KINDS[kind][0]
+    if get(session, model, namespace=namespace, name=name):
+        raise Conflict(f"{kind} {namespace}/{name} already exists")
+    if errors := _check_refs(session, kind, spec, namespace, name, ["body", "spec"]):
+        raise Invalid(errors)
+    row = _write(session, kind, None, namespace, name, spec.model_dump(by_alias=True, exclude_none=True))
+    return _commit(session, row, kind=kind, action="create", before=None)
+
+
+def update_spec(session: Session, kind: str, *, row: Any, spec: BaseModel, resource_version: int) -> Any:
+    _check_version(row, kind, resource_version)
+    if errors := _check_refs(session, kind, spec, row.namespace, row.name, ["body", "spec"]):
+        raise Invalid(errors)
+    before = row.spec
+    _write(session, kind, row, row.namespace, row.name, spec.model_dump(by_alias=True, exclude_none=True))
+    return _commit(session, row, kind=kind, action="update", before=before)
+
+
+# === apply: many documents, one transaction, one revision ===
+
+
+def _validated(doc: ApplyDocument, at: Loc) -> tuple[Any, list[dict[str, Any]]]:
+    spec_model: type[BaseModel] = SPECS.get(doc.kind, _ServiceSpec)
+    try:
+        return spec_model.model_validate(doc.spec), []
+    except ValidationError as e:
+        return None, [{"loc": [*at, "spec", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
+
+
+class _ServiceSpec(BaseModel):
+    ports: list[ServicePort] = []
+
+
+def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = False) -> list[ApplyResult]:
+    """Creates or updates every document (services first, so routes may name them),
+    all or nothing. Unchanged documents are reported and not rewritten."""
+    errors: list[dict[str, Any]] = []
+    parsed = []
+    seen: set[tuple[str, str]] = set()
+    for i, doc in enumerate(documents):
+        at: Loc = ["body", "documents", i]
+        ident = (doc.kind, f"{doc.metadata.namespace}/{doc.metadata.name}")
+        if ident in seen:
+            errors.append(
+                {"loc": [*at, "metadata", "name"], "msg": f"{ident[0]} {ident[1]} is given twice", "type": "duplicate"}
+            )
+        seen.add(ident)
+        spec, errs = _validated(doc, at)
+        errors += errs
+        parsed.append((i, doc, spec))
     if errors:
         raise Invalid(errors)
 
-
-def create_route(session: Session, *, data: HTTPRouteCreate) -> HTTPRoute:
-    if get(session, HTTPRoute, namespace=data.namespace, name=data.name):
-        raise Conflict(f"HTTPRoute {data.namespace}/{data.name} already exists")
-    _check_refs(session, data.namespace, data.spec)
-    route = HTTPRoute(name=data.name, namespace=data.namespace, spec=data.spec.model_dump(by_alias=True))
-    return _save(session, route, kind="HTTPRoute", action="create")  # type: ignore[no-any-return]
-
-
-def update_route(session: Session, *, route: HTTPRoute, data: HTTPRouteUpdate) -> HTTPRoute:
-    _check_version(route, "HTTPRoute", data.resource_version)
-    _check_refs(session, route.namespace, data.spec)
-    route.spec = data.spec.model_dump(by_alias=True)
-    return _save(session, route, kind="HTTPRoute", action="update")  # type: ignore[no-any-return]
+    order = list(KINDS)
+    parsed.sort(key=lambda p: (order.index(p[1].kind), p[0]))
+    results: dict[int, ApplyResult] = {}
+    changes: list[dict[str, Any]] = []
+    for i, doc, spec in parsed:
+        meta = doc.metadata
+        model, field = KINDS[doc.kind]
+        row = get(session, model, namespace=meta.namespace, name=meta.name)
+        value = (
+            [p.model_dump() for p in spec.ports]
+            if doc.kind == "Service"
+            else spec.model_dump(by_alias=True, exclude_none=True)
+        )
+        name = f"{meta.namespace}/{meta.name}"
+        if row is not None:
+            _check_version(row, doc.kind, meta.resource_version)
+        before = getattr(row, field) if row is not None else None
+        if row is not None and before == value:
+            results[i] = ApplyResult(kind=doc.kind, name=name, action="unchanged")
+            continue
+        _write(session, doc.kind, row, meta.namespace, meta.name, value)
+        changes.append({"kind": doc.kind, "name": name, "before": before, "after": value})
+        results[i] = ApplyResult(kind=doc.kind, name=name, action="created" if row is None else "configured")
+    session.flush()
+    for i, doc, spec in parsed:
+        if doc.kind in SPECS:
+            errors += _check_refs(
+                session, doc.kind, spec, doc.metadata.namespace, doc.metadata.name, ["body", "documents", i, "spec"]
+            )
+    if errors:
+        session.rollback()
+        raise Invalid(errors)
+    if dry_run or not changes:
+        session.rollback()
+    else:
+        what = changes[0]["name"] if len(changes) == 1 else f"{len(changes)} resources"
+        _record(
+            session, action="apply", kind=changes[0]["kind"] if len(changes) == 1 else "*", name=what, changes=changes
+        )
+        session.commit()
+    return [results[i] for i in range(len(documents))]
 
 
 # === endpoints ===
-# Instances come and go with heartbeats: they are runtime state, not config,
-# so they stay out of the revision log.
+# Instances come and go with heartbeats: runtime state, not config, so they
+# stay out of the revision log; joining or leaving still bumps the generation.
 
 
-def register_endpoint(session: Session, *, svc: Service, data: EndpointRegister) -> Endpoint:
+def _upsert_endpoint(session: Session, *, svc: Service, address: str, port: int, data: EndpointRegister) -> Endpoint:
     ep = session.exec(
-        select(Endpoint).where(
-            Endpoint.service_id == svc.id, Endpoint.address == data.address, Endpoint.port == data.port
-        )
+        select(Endpoint).where(Endpoint.service_id == svc.id, Endpoint.address == address, Endpoint.port == port)
     ).first()
     if ep is None:
         assert svc.id is not None
-        ep = Endpoint(service_id=svc.id, address=data.address, port=data.port, expires_at=now())
+        ep = Endpoint(service_id=svc.id, address=address, port=port, expires_at=now())
+    was = (ep.expires_at > now(), ep.weight, ep.labels) if ep.id is not None else None
     ep.refresh(data)
+    if was != (True, ep.weight, ep.labels):
+        bump(session)
     session.add(ep)
+    return ep
+
+
+def register_endpoint(session: Session, *, svc: Service, data: EndpointRegister) -> Endpoint:
+    ep = _upsert_endpoint(session, svc=svc, address=data.address, port=data.port, data=data)
     session.commit()
     session.refresh(ep)
     return ep
@@ -248,5 +436,81 @@ def delete_endpoint(session: Session, *, svc: Service, endpoint_id: int) -> bool
     if ep is None or ep.service_id != svc.id:
         return False
     session.delete(ep)
+    bump(session)
     session.commit()
     return True
+
+
+def live_endpoints_digest(session: Session) -> str:
+    """Changes whenever an endpoint joins or expires (expiry happens without a write)."""
+    ids = session.exec(select(Endpoint.id).where(col(Endpoint.expires_at) > now()).order_by(col(Endpoint.id))).all()
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+
+
+# === sidecars ===
+
+
+def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister) -> Sidecar:
+    """Registration and heartbeat in one: the sidecar's row and its endpoint (the inbound listener)."""
+    sc = session.exec(
+        select(Sidecar).where(
+            Sidecar.service_id == svc.id, Sidecar.address == data.address, Sidecar.inbound_port == data.inbound_port
+        )
+    ).first()
+    if sc is None:
+        assert svc.id is not None
+        sc = Sidecar(service_id=svc.id, address=data.address, inbound_port=data.inbound_port, app_port=data.app_port)
+    sc.app_port, sc.upstreams = data.app_port, data.upstreams
+    sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
+    sc.last_seen = now()
+    ep = _upsert_endpoint(
+        session,
+        svc=svc,
+        address=data.address,
+        port=data.inbound_port,
+        data=EndpointRegister(
+            address=data.address,
+            port=data.inbound_port,
+            weight=data.weight,
+            labels=data.labels,
+            ttl_seconds=data.ttl_seconds,
+        ),
+    )
+    sc.expires_at = ep.expires_at
+    session.add(sc)
+    session.commit()
+    session.refresh(sc)
+    return sc
+
+
+def report(session: Session, *, sidecar: Sidecar, data: SidecarReport) -> Sidecar:
+    if data.error is None:
+        sidecar.acked_version, sidecar.last_error = data.version, None
+    else:
+        sidecar.nacked_version, sidecar.last_error = data.version, data.error
+    sidecar.last_seen = now()
+    session.add(sidecar)
+    session.commit()
+    session.refresh(sidecar)
+    return sidecar
+
+
+def list_sidecars(session: Session, *, namespace: str | None = None) -> list[tuple[Sidecar, Service]]:
+    q = select(Sidecar, Service).where(Sidecar.service_id == Service.id)
+    if namespace:
+        q = q.where(Service.namespace == namespace)
+    q = q.order_by(col(Service.namespace), col(Service.name), col(Sidecar.address), col(Sidecar.inbound_port))
+    return [(sc, svc) for sc, svc in session.exec(q).all()]
+
+
+def deregister_sidecar(session: Session, *, sidecar: Sidecar, svc: Service) -> None:
+    ep = session.exec(
+        select(Endpoint).where(
+            Endpoint.service_id == svc.id, Endpoint.address == sidecar.address, Endpoint.port == sidecar.inbound_port
+        )
+    ).first()
+    if ep is not None:
+        session.delete(ep)
+        bump(session)
+    session.delete(sidecar)
+    session.commit()

@@ -3,16 +3,18 @@ Public). Every write bumps a mesh-wide revision (see ``crud``)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic import Field as PField
 from pydantic.alias_generators import to_camel
 from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS label, as Kubernetes names are
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # an RFC 9110 token
 
 
 def now() -> datetime:
@@ -113,11 +115,11 @@ class EndpointPublic(SQLModel):
     expires_at: datetime
 
 
-# === HTTPRoute (shaped like the Kubernetes Gateway API) ===
+# === Route and policy specs (shaped like the Kubernetes Gateway API) ===
 
 
 class Spec(BaseModel):
-    """Route specs use the Gateway API's camelCase names (snake_case is accepted too)."""
+    """Specs use the Gateway API's camelCase names (snake_case is accepted too)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -131,9 +133,20 @@ class PathMatch(Spec):
     type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
     value: str = PField(default="/", min_length=1)
 
+    @model_validator(mode="after")
+    def _valid(self) -> PathMatch:
+        if self.type == "RegularExpression":
+            try:
+                re.compile(self.value)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression: {e}") from e
+        elif not self.value.startswith("/"):
+            raise ValueError(f"{self.type} path '{self.value}' must start with '/'")
+        return self
+
 
 class NameValue(Spec):
-    name: str = PField(min_length=1)
+    name: str = PField(pattern=HEADER_NAME)
     value: str
 
 
@@ -157,30 +170,141 @@ class HeaderModifier(Spec):
     remove: list[str] = PField(default_factory=list)
 
 
+class PathModifier(Spec):
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    replace_full_path: str | None = PField(default=None, pattern=r"^/")
+    replace_prefix_match: str | None = PField(default=None, pattern=r"^/")
+
+    @model_validator(mode="after")
+    def _one(self) -> PathModifier:
+        wanted = "replace_full_path" if self.type == "ReplaceFullPath" else "replace_prefix_match"
+        if getattr(self, wanted) is None:
+            raise ValueError(f"type {self.type} needs {to_camel(wanted)}")
+        return self
+
+
+class RequestRedirect(Spec):
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = PField(default=None, min_length=1, max_length=253)
+    port: int | None = PField(default=None, ge=1, le=65535)
+    path: PathModifier | None = None
+    status_code: Literal[301, 302, 303, 307, 308] = 302
+
+
+class URLRewrite(Spec):
+    hostname: str | None = PField(default=None, min_length=1, max_length=253)
+    path: PathModifier | None = None
+
+
+FILTER_FIELDS = {
+    "RequestHeaderModifier": "request_header_modifier",
+    "ResponseHeaderModifier": "response_header_modifier",
+    "RequestRedirect": "request_redirect",
+    "URLRewrite": "url_rewrite",
+}
+
+
 class RouteFilter(Spec):
     type: Literal["RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"]
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
-    request_redirect: dict[str, Any] | None = None
-    url_rewrite: dict[str, Any] | None = None
+    request_redirect: RequestRedirect | None = None
+    url_rewrite: URLRewrite | None = None
+
+    @model_validator(mode="after")
+    def _matches_type(self) -> RouteFilter:
+        wanted = FILTER_FIELDS[self.type]
+        given = [f for f in FILTER_FIELDS.values() if getattr(self, f) is not None]
+        if given != [wanted]:
+            raise ValueError(f"a {self.type} filter takes exactly its {to_camel(wanted)} field")
+        return self
 
 
-class RouteRule(Spec):
+class HTTPRouteRule(Spec):
     matches: list[RouteMatch] = PField(default_factory=lambda: [RouteMatch()])
-    backend_refs: list[BackendRef] = PField(min_length=1)
+    backend_refs: list[BackendRef] = PField(default_factory=list)
     filters: list[RouteFilter] = PField(default_factory=list)
+
+    def filter(self, kind: str) -> Any:
+        """The filter of that type, if the rule has one (the Gateway API allows one of each)."""
+        return next((getattr(f, FILTER_FIELDS[kind]) for f in self.filters if f.type == kind), None)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HTTPRouteRule:
+        kinds = [f.type for f in self.filters]
+        for kind in set(kinds):
+            if kinds.count(kind) > 1:
+                raise ValueError(f"at most one {kind} filter per rule")
+        redirect, rewrite = self.filter("RequestRedirect"), self.filter("URLRewrite")
+        if redirect and rewrite:
+            raise ValueError("RequestRedirect and URLRewrite cannot be used together")
+        if redirect and self.backend_refs:
+            raise ValueError("a rule with a RequestRedirect answers itself: give no backendRefs")
+        if not redirect and not self.backend_refs:
+            raise ValueError("a rule needs at least one backendRef (or a RequestRedirect filter)")
+        path = (redirect or rewrite).path if (redirect or rewrite) else None
+        prefix_only = any(m.path is None or m.path.type != "PathPrefix" for m in self.matches)
+        if path and path.type == "ReplacePrefixMatch" and prefix_only:
+            raise ValueError("ReplacePrefixMatch needs every match of the rule to be a PathPrefix match")
+        return self
 
 
 class HTTPRouteSpec(Spec):
     parent_refs: list[ServiceRef] = PField(min_length=1)
-    rules: list[RouteRule] = PField(min_length=1)
+    rules: list[HTTPRouteRule] = PField(min_length=1)
 
 
-class HTTPRouteBase(NamespacedName):
-    pass
+class TCPRouteRule(Spec):
+    backend_refs: list[BackendRef] = PField(min_length=1)
 
 
-class HTTPRouteCreate(HTTPRouteBase):
+class TCPRouteSpec(Spec):
+    parent_refs: list[ServiceRef] = PField(min_length=1)
+    #: TCP has nothing to match on, so a route has exactly one rule.
+    rules: list[TCPRouteRule] = PField(min_length=1, max_length=1)
+
+
+class HashOn(Spec):
+    header: str | None = PField(default=None, pattern=HEADER_NAME)
+    source_ip: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> HashOn:
+        if (self.header is None) == (not self.source_ip):
+            raise ValueError("hash on either a header or sourceIp")
+        return self
+
+
+class LoadBalancer(Spec):
+    type: Literal["RoundRobin", "LeastRequest", "Random", "RingHash"] = "RoundRobin"
+    hash_on: HashOn | None = None
+
+    @model_validator(mode="after")
+    def _hash_only_for_ring(self) -> LoadBalancer:
+        if self.hash_on and self.type != "RingHash":
+            raise ValueError("hashOn is only used with type RingHash")
+        return self
+
+
+class TrafficPolicySpec(Spec):
+    """How callers reach one service (like Istio's DestinationRule)."""
+
+    target_ref: ServiceRef
+    load_balancer: LoadBalancer | None = None
+    #: The protocol between sidecars; by default http2 for http2/grpc ports, http1 otherwise.
+    protocol: Literal["http1", "http2"] | None = None
+    connect_timeout_ms: int | None = PField(default=None, ge=1, le=60_000)
+
+
+# === Spec resources: one table per kind, all shaped alike ===
+
+
+class SpecRow(NamespacedName, Versioned):
+    id: int | None = Field(default=None, primary_key=True)
+    spec: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class HTTPRouteCreate(NamespacedName):
     spec: HTTPRouteSpec
 
 
@@ -189,28 +313,94 @@ class HTTPRouteUpdate(SQLModel):
     resource_version: int
 
 
-class HTTPRoute(HTTPRouteBase, Versioned, table=True):
+class HTTPRoute(SpecRow, table=True):
     __table_args__ = (UniqueConstraint("namespace", "name"),)
-    id: int | None = Field(default=None, primary_key=True)
-    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
-class HTTPRoutePublic(HTTPRouteBase, VersionInfo):
+class HTTPRoutePublic(NamespacedName, VersionInfo):
     spec: HTTPRouteSpec
+
+
+class TCPRouteCreate(NamespacedName):
+    spec: TCPRouteSpec
+
+
+class TCPRouteUpdate(SQLModel):
+    spec: TCPRouteSpec
+    resource_version: int
+
+
+class TCPRoute(SpecRow, table=True):
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+
+class TCPRoutePublic(NamespacedName, VersionInfo):
+    spec: TCPRouteSpec
+
+
+class TrafficPolicyCreate(NamespacedName):
+    spec: TrafficPolicySpec
+
+
+class TrafficPolicyUpdate(SQLModel):
+    spec: TrafficPolicySpec
+    resource_version: int
+
+
+class TrafficPolicy(SpecRow, table=True):
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+
+class TrafficPolicyPublic(NamespacedName, VersionInfo):
+    spec: TrafficPolicySpec
+
+
+# === apply: documents as users write them (kind, metadata, spec) ===
+
+KIND = Literal["Service", "HTTPRoute", "TCPRoute", "TrafficPolicy"]
+
+
+class Metadata(Spec):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    name: str = PField(pattern=NAME, max_length=63)
+    namespace: str = PField(default="default", pattern=NAME, max_length=63)
+    #: When given, the write is refused (409) unless the stored resource is at this version.
+    resource_version: int | None = None
+
+
+class ApplyDocument(Spec):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    kind: KIND
+    metadata: Metadata
+    spec: dict[str, Any] = PField(default_factory=dict)
+
+
+class ApplyRequest(Spec):
+    documents: list[ApplyDocument] = PField(max_length=100_000)
+    #: Validate and report, write nothing.
+    dry_run: bool = False
+
+
+class ApplyResult(SQLModel):
+    kind: str
+    name: str
+    action: Literal["created", "configured", "unchanged"]
 
 
 # === Revision ===
 
 
 class Revision(SQLModel, table=True):
-    """One change to the mesh, with the whole resource set after it."""
+    """One change to the mesh: what each touched resource was before and after.
+    The state at any revision is the current state with later changes undone."""
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=now)
     action: str
     kind: str
     name: str
-    state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    #: [{"kind", "name" ("ns/name"), "before", "after"}]; a spec, or null when absent.
+    changes: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
 
 
 class RevisionPublic(SQLModel):
@@ -222,7 +412,8 @@ class RevisionPublic(SQLModel):
 
 
 class RevisionDetail(RevisionPublic):
-    state: dict[str, Any]
+    #: Every resource's spec at this revision, by kind and "namespace/name".
+    state: dict[str, dict[str, Any]]
 
 
 class Change(SQLModel):
@@ -233,6 +424,84 @@ class Change(SQLModel):
     after: dict[str, Any] | None = None
 
 
+class MeshState(SQLModel, table=True):
+    """One row: the generation that every config or endpoint-set change bumps.
+    Sidecar snapshots carry it as their version."""
+
+    id: int = Field(default=1, primary_key=True)
+    generation: int = 0
+
+
+# === Sidecars: runtime state, reported by the sidecars themselves ===
+
+
+class SidecarRegister(SQLModel):
+    """What a sidecar says about itself; PUT again to heartbeat (within `ttl_seconds`)."""
+
+    namespace: str = Field(default="default", schema_extra={"pattern": NAME})
+    service: str = Field(schema_extra={"pattern": NAME})
+    #: Where other sidecars reach this one (its inbound listener).
+    address: str = Field(min_length=1, max_length=253)
+    inbound_port: int = Field(ge=1, le=65535)
+    app_port: int = Field(ge=1, le=65535)
+    labels: dict[str, str] = Field(default_factory=dict)
+    weight: int = Field(default=1, ge=1, le=10_000)
+    #: Local outbound ports by upstream service ("name" or "namespace/name").
+    upstreams: dict[str, int] = Field(default_factory=dict)
+    #: A local port that routes to any mesh service by Host header.
+    http_proxy_port: int | None = Field(default=None, ge=1, le=65535)
+    admin_port: int | None = Field(default=None, ge=1, le=65535)
+    ttl_seconds: int = Field(default=30, ge=1, le=3600)
+
+
+class Sidecar(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("service_id", "address", "inbound_port"),)
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: int = Field(sa_column=Column(Integer, ForeignKey("service.id", ondelete="CASCADE"), nullable=False))
+    address: str
+    inbound_port: int
+    app_port: int
+    upstreams: dict[str, int] = Field(default_factory=dict, sa_type=JSON)
+    http_proxy_port: int | None = None
+    admin_port: int | None = None
+    last_seen: datetime = Field(default_factory=now)
+    expires_at: datetime = Field(default_factory=now)
+    acked_version: int | None = None
+    nacked_version: int | None = None
+    last_error: str | None = None
+
+
+class SidecarPublic(SQLModel):
+    id: int
+    namespace: str
+    service: str
+    address: str
+    inbound_port: int
+    app_port: int
+    upstreams: dict[str, int]
+    http_proxy_port: int | None
+    admin_port: int | None
+    last_seen: datetime
+    live: bool
+    acked_version: int | None
+    nacked_version: int | None
+    last_error: str | None
+    #: The mesh generation now; a sidecar whose acked version is lower is behind.
+    mesh_generation: int
+
+
+class SidecarReport(SQLModel):
+    """ACK (no error) or NACK (with the data plane's error) of one snapshot version."""
+
+    version: int = Field(ge=0)
+    error: str | None = Field(default=None, max_length=8192)
+
+
+class Snapshot(SQLModel):
+    version: int
+    config: dict[str, Any]
+
+
 # === API tokens ===
 
 
@@ -240,6 +509,15 @@ class ApiToken(SQLModel, table=True):
     """Only a hash is stored; the token itself lives in a 0600 file or with its holder."""
 
     id: int | None = Field(default=None, primary_key=True)
-    role: str = Field(index=True)  # admin | reader
+    role: str = Field(index=True)  # admin | reader | join
+    #: For join tokens: the one service ("namespace/name") its sidecars may join as.
+    scope: str | None = None
     token_sha256: str = Field(unique=True)
     created_at: datetime = Field(default_factory=now)
+
+
+class JoinToken(SQLModel):
+    """Shown once, when issued; only its hash is kept."""
+
+    token: str
+    service: str

@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 
 from meshctl.control.models import ApiToken
 
-ROLES = ("admin", "reader")
+ROLES = ("admin", "reader")  # made on first start; join tokens are issued per service
 
 
 def digest(token: str) -> str:
@@ -43,6 +43,13 @@ def bootstrap_tokens(session: Session, data_dir: Path) -> dict[str, Path]:
     return written
 
 
-def role_of(session: Session, token: str) -> str | None:
-    found = session.exec(select(ApiToken).where(ApiToken.token_sha256 == digest(token))).first()
-    return found.role if found else None
+def token_of(session: Session, token: str) -> ApiToken | None:
+    return session.exec(select(ApiToken).where(ApiToken.token_sha256 == digest(token))).first()
+
+
+def issue_join_token(session: Session, *, service: str) -> str:
+    """A token that lets sidecars join as `service` ("namespace/name") and nothing else."""
+    token = f"mesh-join-{secrets.token_urlsafe(32)}"
+    session.add(ApiToken(role="join", scope=service, token_sha256=digest(token)))
+    session.commit()
+    return token

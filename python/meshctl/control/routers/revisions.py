@@ -25,13 +25,15 @@ def list_revisions(session: SessionDep, _: Reader) -> list[Revision]:
 
 
 @router.get("/{revision}", response_model=RevisionDetail)
-def read_revision(session: SessionDep, _: Reader, revision: int) -> Revision:
-    return _revision(session, revision)
+def read_revision(session: SessionDep, _: Reader, revision: int) -> RevisionDetail:
+    rev = _revision(session, revision)
+    return RevisionDetail.model_validate({**rev.model_dump(), "state": crud.state_at(session, revision=revision)})
 
 
 @router.get("/{before}/diff/{after}", response_model=list[Change])
 def diff_revisions(session: SessionDep, _: Reader, before: int, after: int) -> list[Change]:
-    return crud.diff(_revision(session, before).state, _revision(session, after).state)
+    _revision(session, before), _revision(session, after)
+    return crud.diff(crud.state_at(session, revision=before), crud.state_at(session, revision=after))
 
 
 @router.post("/{revision}/rollback", response_model=RevisionPublic)

@@ -6,8 +6,9 @@ from fastapi import APIRouter, status
 
 from meshctl.control import crud
 from meshctl.control.deps import Admin, Reader, SessionDep
-from meshctl.control.models import Service, ServiceCreate, ServicePublic, ServiceUpdate
+from meshctl.control.models import JoinToken, Service, ServiceCreate, ServicePublic, ServiceUpdate
 from meshctl.control.routers.common import found
+from meshctl.control.security import issue_join_token
 
 router = APIRouter(prefix="/api/v1/services", tags=["services"])
 
@@ -36,3 +37,11 @@ def update_service(session: SessionDep, _: Admin, namespace: str, name: str, dat
 @router.delete("/{namespace}/{name}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_service(session: SessionDep, _: Admin, namespace: str, name: str) -> None:
     crud.delete(session, found(session, Service, "service", namespace, name), kind="Service")
+
+
+@router.post("/{namespace}/{name}/join-tokens", response_model=JoinToken, status_code=status.HTTP_201_CREATED)
+def issue_token(session: SessionDep, _: Admin, namespace: str, name: str) -> JoinToken:
+    """A token for this service's sidecars only: they may register and watch as it, nothing more.
+    It is shown this once; only its hash is kept."""
+    svc = found(session, Service, "service", namespace, name)
+    return JoinToken(token=issue_join_token(session, service=crud.key(svc)), service=crud.key(svc))

@@ -1,0 +1,343 @@
+"""The snapshot compiler: mesh resources in, one sidecar's data-plane config
+out (the document ``DataPlane.update()`` takes). A pure function of its
+inputs — no database, no clock — and tested as one.
+
+A sidecar gets:
+- ``inbound``: its advertised address, forwarding to the app on loopback;
+- ``outbound/<ns>/<svc>``: one loopback port per upstream it asked for, with
+  that service's HTTPRoute rules (or TCPRoute backends);
+- ``http-proxy``: one loopback port routing to every HTTP service by Host
+  (``svc``, ``svc.ns``, ``svc.ns.svc``).
+
+Rules attached to one service are ordered as the Gateway API says: exact
+paths first, then regular expressions, then longer prefixes; then matches
+with a method, with more headers, with more query params; then the older
+route, the route's name, and the order in the route.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from meshctl.control.models import (
+    BackendRef,
+    HeaderModifier,
+    HTTPRouteRule,
+    HTTPRouteSpec,
+    PathModifier,
+    RouteMatch,
+    TCPRouteSpec,
+    TrafficPolicySpec,
+)
+
+# === inputs ===
+
+
+@dataclass(frozen=True)
+class EndpointView:
+    address: str
+    port: int
+    weight: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def host_port(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class RouteView:
+    namespace: str
+    name: str
+    created_at: datetime
+    spec: Any  # HTTPRouteSpec | TCPRouteSpec
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class Mesh:
+    """Everything the compiler reads, as loaded at one generation."""
+
+    generation: int = 0
+    #: "ns/name" -> the protocol of the service's first port (http when it has none).
+    services: dict[str, str] = field(default_factory=dict)
+    #: "ns/name" -> its live endpoints.
+    endpoints: dict[str, list[EndpointView]] = field(default_factory=dict)
+    http_routes: list[RouteView] = field(default_factory=list)
+    tcp_routes: list[RouteView] = field(default_factory=list)
+    #: target "ns/name" -> (policy "ns/name", spec)
+    policies: dict[str, tuple[str, TrafficPolicySpec]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SidecarSpec:
+    """One sidecar as it registered."""
+
+    namespace: str
+    service: str
+    address: str
+    inbound_port: int
+    app_port: int
+    #: (upstream as given: "svc" or "ns/svc", local port)
+    upstreams: tuple[tuple[str, int], ...] = ()
+    http_proxy_port: int | None = None
+    admin_port: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.service}"
+
+    def upstream_key(self, name: str) -> str:
+        return name if "/" in name else f"{self.namespace}/{name}"
+
+
+# === rule order, shared with `explain` ===
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One match of one rule of one route, in the order the data plane tries them."""
+
+    route: RouteView
+    rule_index: int
+    match_index: int
+    rule: HTTPRouteRule
+    match: RouteMatch
+
+    @property
+    def name(self) -> str:
+        return f"{self.route.key}/rule{self.rule_index}/match{self.match_index}"
+
+
+def _precedence(e: Entry) -> tuple[Any, ...]:
+    path = e.match.path
+    kind, length = (
+        (2, -1) if path is None else ({"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}[path.type], len(path.value))
+    )
+    return (
+        kind,
+        -length,
+        e.match.method is None,
+        -len(e.match.headers),
+        -len(e.match.query_params),
+        e.route.created_at,
+        e.route.key,
+        e.rule_index,
+        e.match_index,
+    )
+
+
+def attached(routes: Iterable[RouteView], service: str) -> list[RouteView]:
+    """The routes whose parentRefs name `service` ("ns/name")."""
+    return [r for r in routes if any(f"{p.namespace or r.namespace}/{p.name}" == service for p in r.spec.parent_refs)]
+
+
+def http_entries(mesh: Mesh, service: str) -> list[Entry]:
+    entries = [
+        Entry(route, ri, mi, rule, match)
+        for route in attached(mesh.http_routes, service)
+        for ri, rule in enumerate(route.spec.rules)
+        for mi, match in enumerate(rule.matches)
+    ]
+    return sorted(entries, key=_precedence)
+
+
+def tcp_route(mesh: Mesh, service: str) -> RouteView | None:
+    """The oldest TCPRoute attached to `service` wins, as for conflicting Gateway API routes."""
+    routes = sorted(attached(mesh.tcp_routes, service), key=lambda r: (r.created_at, r.key))
+    return routes[0] if routes else None
+
+
+def subset_endpoints(mesh: Mesh, service: str, subset: Mapping[str, str]) -> list[EndpointView]:
+    return [e for e in mesh.endpoints.get(service, []) if all(e.labels.get(k) == v for k, v in subset.items())]
+
+
+# === the compiler ===
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9_.:/-]+$")
+
+
+def cluster_name(service: str, subset: Mapping[str, str]) -> str:
+    if not subset:
+        return f"out/{service}"
+    label = "/".join(f"{k}:{v}" for k, v in sorted(subset.items()))
+    if not _NAME_OK.match(label):
+        digest = hashlib.sha256(label.encode()).hexdigest()[:10]
+        label = re.sub(r"[^A-Za-z0-9_.:/-]", "_", label) + "-" + digest
+    return f"out/{service}/{label}"
+
+
+class _Compiler:
+    def __init__(self, mesh: Mesh, sidecar: SidecarSpec):
+        self.mesh, self.sidecar = mesh, sidecar
+        self.clusters: dict[str, dict[str, Any]] = {}
+
+    def protocol(self, service: str) -> str:
+        return self.mesh.services.get(service, "http")
+
+    def cluster(self, service: str, subset: Mapping[str, str]) -> str:
+        name = cluster_name(service, subset)
+        if name in self.clusters:
+            return name
+        endpoints = subset_endpoints(self.mesh, service, subset)
+        c: dict[str, Any] = {
+            "name": name,
+            "endpoints": [{"address": e.host_port, "weight": e.weight} for e in endpoints],
+        }
+        policy = self.mesh.policies.get(service)
+        spec = policy[1] if policy else None
+        if self.protocol(service) != "tcp":
+            default = "http2" if self.protocol(service) in ("http2", "grpc") else "http1"
+            c["protocol"] = (spec.protocol if spec else None) or default
+        if spec and spec.load_balancer:
+            lb = spec.load_balancer
+            c["lb"] = {
+                "RoundRobin": "round_robin",
+                "LeastRequest": "least_request",
+                "Random": "random",
+                "RingHash": "ring_hash",
+            }[lb.type]
+            if lb.hash_on and lb.hash_on.header:
+                c["hash_header"] = lb.hash_on.header.lower()
+        if spec and spec.connect_timeout_ms:
+            c["connect_timeout_ms"] = spec.connect_timeout_ms
+        self.clusters[name] = c
+        return name
+
+    def backends(self, refs: list[BackendRef], namespace: str) -> list[dict[str, Any]]:
+        return [
+            {"cluster": self.cluster(f"{b.namespace or namespace}/{b.name}", b.subset), "weight": b.weight}
+            for b in refs
+        ]
+
+    def route(self, e: Entry, host: str | None = None) -> dict[str, Any]:
+        m: dict[str, Any] = {}
+        if host:
+            m["host"] = host
+        if e.match.path:
+            form = {"Exact": "path", "PathPrefix": "path_prefix", "RegularExpression": "path_regex"}[e.match.path.type]
+            m[form] = e.match.path.value
+        if e.match.method:
+            m["method"] = e.match.method
+        if e.match.headers:
+            m["headers"] = {h.name.lower(): h.value for h in e.match.headers}
+        if e.match.query_params:
+            m["query"] = {q.name: q.value for q in e.match.query_params}
+        r: dict[str, Any] = {"name": e.name, "match": m}
+        rule = e.rule
+        if (redirect := rule.filter("RequestRedirect")) is not None:
+            out = {
+                "scheme": redirect.scheme,
+                "host": redirect.hostname,
+                "port": redirect.port,
+                "status": redirect.status_code,
+                **_path(redirect.path),
+            }
+            r["redirect"] = {k: v for k, v in out.items() if v is not None}
+        else:
+            r["backends"] = self.backends(rule.backend_refs, e.route.namespace)
+        if (rewrite := rule.filter("URLRewrite")) is not None:
+            out = {"host": rewrite.hostname, **_path(rewrite.path)}
+            r["rewrite"] = {k: v for k, v in out.items() if v is not None}
+        for kind, key in (("RequestHeaderModifier", "request_headers"), ("ResponseHeaderModifier", "response_headers")):
+            if (mod := rule.filter(kind)) is not None:
+                r[key] = _headers(mod)
+        return r
+
+    def http_routes(self, service: str, hosts: list[str | None]) -> list[dict[str, Any]]:
+        entries = http_entries(self.mesh, service)
+        if not entries:  # no HTTPRoute: every request goes to the whole service
+            cluster = self.cluster(service, {})
+            return [
+                {
+                    "name": f"{service}/default",
+                    **({"match": {"host": h}} if h else {}),
+                    "backends": [{"cluster": cluster}],
+                }
+                for h in hosts
+            ]
+        return [self.route(e, h) for h in hosts for e in entries]
+
+    def outbound(self, service: str, port: int) -> dict[str, Any]:
+        listener: dict[str, Any] = {"name": f"outbound/{service}", "address": f"127.0.0.1:{port}"}
+        if self.protocol(service) == "tcp":
+            route = tcp_route(self.mesh, service)
+            refs = route.spec.rules[0].backend_refs if route else [BackendRef(name=service.split("/")[1])]
+            namespace = route.namespace if route else service.split("/")[0]
+            return {**listener, "protocol": "tcp", "backends": self.backends(refs, namespace)}
+        return {**listener, "protocol": "http", "routes": self.http_routes(service, [None])}
+
+    def inbound(self) -> dict[str, Any]:
+        sc = self.sidecar
+        c: dict[str, Any] = {"name": "inbound", "endpoints": [{"address": f"127.0.0.1:{sc.app_port}"}]}
+        protocol = self.protocol(sc.key)
+        address = EndpointView(sc.address, sc.inbound_port).host_port
+        listener: dict[str, Any] = {"name": "inbound", "address": address}
+        if protocol == "tcp":
+            listener |= {"protocol": "tcp", "cluster": "inbound"}
+        else:
+            c["protocol"] = "http2" if protocol in ("http2", "grpc") else "http1"
+            listener |= {"protocol": "http", "routes": [{"name": "inbound", "backends": [{"cluster": "inbound"}]}]}
+        self.clusters["inbound"] = c
+        return listener
+
+    def http_proxy(self, port: int) -> dict[str, Any]:
+        routes: list[dict[str, Any]] = []
+        for service in sorted(self.mesh.services):
+            if self.protocol(service) == "tcp":
+                continue
+            namespace, name = service.split("/")
+            hosts: list[str | None] = [f"{name}.{namespace}", f"{name}.{namespace}.svc"]
+            if namespace == self.sidecar.namespace:
+                hosts.insert(0, name)
+            routes += self.http_routes(service, hosts)
+        return {"name": "http-proxy", "address": f"127.0.0.1:{port}", "protocol": "http", "routes": routes}
+
+    def compile(self) -> dict[str, Any]:
+        sc = self.sidecar
+        listeners = [self.inbound()]
+        for upstream, port in sorted(sc.upstreams, key=lambda u: u[1]):
+            listeners.append(self.outbound(sc.upstream_key(upstream), port))
+        if sc.http_proxy_port:
+            listeners.append(self.http_proxy(sc.http_proxy_port))
+        config: dict[str, Any] = {"listeners": listeners, "clusters": list(self.clusters.values())}
+        if sc.admin_port:
+            config["admin"] = {"address": f"127.0.0.1:{sc.admin_port}"}
+        return config
+
+
+def _path(p: PathModifier | None) -> dict[str, Any]:
+    if p is None:
+        return {}
+    if p.type == "ReplaceFullPath":
+        return {"path": p.replace_full_path}
+    return {"path_prefix": p.replace_prefix_match}
+
+
+def _headers(mod: HeaderModifier) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if mod.set:
+        out["set"] = {h.name.lower(): h.value for h in mod.set}
+    if mod.add:
+        out["add"] = {h.name.lower(): h.value for h in mod.add}
+    if mod.remove:
+        out["remove"] = [h.lower() for h in mod.remove]
+    return out
+
+
+def compile_sidecar(mesh: Mesh, sidecar: SidecarSpec) -> dict[str, Any]:
+    """The data-plane config for `sidecar`, from `mesh` alone."""
+    return _Compiler(mesh, sidecar).compile()
+
+
+def route_views(rows: Iterable[Any], spec_model: type[HTTPRouteSpec] | type[TCPRouteSpec]) -> list[RouteView]:
+    """Stored route rows to compiler input."""
+    return [RouteView(r.namespace, r.name, r.created_at, spec_model.model_validate(r.spec)) for r in rows]

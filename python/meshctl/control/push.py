@@ -1,0 +1,148 @@
+"""Config push: the mesh generation, sidecars long-polling for a newer one,
+and compiled snapshots cached per generation.
+
+Writes in this process publish their new generation at once. A tick each
+second also reads it from the database (another control-plane process may
+have written) and notices endpoints that expired, which happens without a
+write: the tick bumps the generation for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from meshctl.control import crud
+from meshctl.control.compiler import EndpointView, Mesh, SidecarSpec, compile_sidecar, route_views
+from meshctl.control.models import (
+    Endpoint,
+    HTTPRoute,
+    HTTPRouteSpec,
+    Service,
+    TCPRoute,
+    TCPRouteSpec,
+    TrafficPolicy,
+    TrafficPolicySpec,
+    now,
+)
+
+log = logging.getLogger("meshctl.control.push")
+
+
+def load_mesh(session: Session) -> Mesh:
+    """The compiler's input, read in one transaction together with its generation."""
+    mesh = Mesh(generation=crud.generation(session))
+    by_id: dict[int | None, str] = {}
+    for svc in crud.list_all(session, Service):
+        mesh.services[crud.key(svc)] = svc.ports[0]["protocol"] if svc.ports else "http"
+        by_id[svc.id] = crud.key(svc)
+    live = session.exec(select(Endpoint).where(col(Endpoint.expires_at) > now()).order_by(col(Endpoint.id)))
+    for ep in live.all():
+        mesh.endpoints.setdefault(by_id[ep.service_id], []).append(
+            EndpointView(ep.address, ep.port, ep.weight, dict(ep.labels))
+        )
+    mesh.http_routes = route_views(crud.list_all(session, HTTPRoute), HTTPRouteSpec)
+    mesh.tcp_routes = route_views(crud.list_all(session, TCPRoute), TCPRouteSpec)
+    for p in crud.list_all(session, TrafficPolicy):
+        spec = TrafficPolicySpec.model_validate(p.spec)
+        mesh.policies[f"{spec.target_ref.namespace or p.namespace}/{spec.target_ref.name}"] = (crud.key(p), spec)
+    return mesh
+
+
+class Hub:
+    """Lives on the server's event loop; `publish` may be called from any thread."""
+
+    def __init__(self, engine: Engine, tick: float = 1.0):
+        self.engine, self.tick = engine, tick
+        self.loop = asyncio.get_running_loop()
+        with Session(engine) as session:
+            self.generation = crud.generation(session)
+            self._endpoints = crud.live_endpoints_digest(session)
+        self._next: asyncio.Future[int] = self.loop.create_future()
+        self._mesh: Mesh | None = None
+        self._mesh_lock = asyncio.Lock()
+        self._snapshots: dict[SidecarSpec, bytes] = {}
+        self._task = self.loop.create_task(self._run())
+
+    async def close(self) -> None:
+        self._task.cancel()
+
+    def publish(self, generation: int) -> None:
+        self.loop.call_soon_threadsafe(self._advance, generation)
+
+    def _advance(self, generation: int) -> None:
+        if generation > self.generation:
+            self.generation = generation
+            woken, self._next = self._next, self.loop.create_future()
+            woken.set_result(generation)
+
+    async def wait_newer(self, version: int, timeout: float) -> int | None:
+        """The generation once it is above `version`, or None after `timeout` seconds."""
+        deadline = self.loop.time() + timeout
+        while self.generation <= version:
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(asyncio.shield(self._next), remaining)
+            except TimeoutError:
+                return None
+        return self.generation
+
+    async def snapshot(self, sidecar: SidecarSpec) -> bytes:
+        """{"version", "config"} as JSON bytes, compiled once per generation and sidecar."""
+        mesh = await self._current_mesh()
+        body = self._snapshots.get(sidecar)
+        if body is None:
+            config = await asyncio.to_thread(compile_sidecar, mesh, sidecar)
+            body = json.dumps({"version": mesh.generation, "config": config}).encode()
+            if mesh is self._mesh:
+                self._snapshots[sidecar] = body
+        return body
+
+    async def _current_mesh(self) -> Mesh:
+        async with self._mesh_lock:  # one load per generation, however many watchers wake
+            if self._mesh is None or self._mesh.generation < self.generation:
+                self._mesh = await asyncio.to_thread(self._load)
+                self._snapshots = {}
+                self._advance(self._mesh.generation)
+            return self._mesh
+
+    def _load(self) -> Mesh:
+        with Session(self.engine) as session:
+            return load_mesh(session)
+
+    def _poll(self) -> int:
+        with Session(self.engine) as session:
+            digest = crud.live_endpoints_digest(session)
+            if digest != self._endpoints:
+                self._endpoints = digest
+                crud.bump(session)
+                session.commit()
+            return crud.generation(session)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            try:
+                self._advance(await asyncio.to_thread(self._poll))
+            except Exception:  # a database hiccup must not end the tick
+                log.exception("polling the mesh generation failed")
+
+
+def sidecar_spec(sc: Any, svc: Service) -> SidecarSpec:
+    return SidecarSpec(
+        namespace=svc.namespace,
+        service=svc.name,
+        address=sc.address,
+        inbound_port=sc.inbound_port,
+        app_port=sc.app_port,
+        upstreams=tuple(sorted(sc.upstreams.items())),
+        http_proxy_port=sc.http_proxy_port,
+        admin_port=sc.admin_port,
+    )

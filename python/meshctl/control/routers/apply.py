@@ -1,0 +1,32 @@
+"""Apply many documents at once (what ``meshctl apply -f`` sends) and
+explain what the mesh would do with a request."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session
+
+from meshctl.control import crud
+from meshctl.control.deps import Admin, Reader, SessionDep
+from meshctl.control.explain import ExplainRequest, Explanation, explain
+from meshctl.control.models import ApplyRequest, ApplyResult
+from meshctl.control.push import load_mesh
+
+router = APIRouter(prefix="/api/v1", tags=["apply"])
+
+
+@router.post("/apply", response_model=list[ApplyResult])
+def apply(session: SessionDep, _: Admin, data: ApplyRequest) -> list[ApplyResult]:
+    """Creates or updates every document, all or nothing, as one revision; unchanged ones are left alone."""
+    return crud.apply(session, documents=data.documents, dry_run=data.dry_run)
+
+
+@router.post("/explain", response_model=Explanation)
+async def explain_request(session: SessionDep, _: Reader, data: ExplainRequest) -> Explanation:
+    """Which route, rule and match a request from `source` would take, why the others did not, and where it goes."""
+
+    def run(s: Session) -> Explanation:
+        return explain(load_mesh(s), data)
+
+    return await run_in_threadpool(run, session)

@@ -1,0 +1,105 @@
+"""Sidecars: register (and heartbeat), long-poll for their snapshot, report
+ACK or NACK, deregister; and the mesh-wide status of them all."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session
+
+from meshctl.control import crud
+from meshctl.control.compiler import SidecarSpec
+from meshctl.control.deps import AnyCaller, Caller, Reader, SessionDep
+from meshctl.control.models import (
+    Service,
+    Sidecar,
+    SidecarPublic,
+    SidecarRegister,
+    SidecarReport,
+    Snapshot,
+    now,
+)
+from meshctl.control.push import sidecar_spec
+
+router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"])
+
+
+def _public(sc: Sidecar, svc: Service, generation: int) -> SidecarPublic:
+    return SidecarPublic.model_validate(
+        {
+            **sc.model_dump(),
+            "namespace": svc.namespace,
+            "service": svc.name,
+            "live": sc.expires_at > now(),
+            "mesh_generation": generation,
+        }
+    )
+
+
+def _owned(session: Session, caller: Caller, sidecar_id: int) -> tuple[Sidecar, Service]:
+    """The sidecar, if the caller may act for it (admin, or a join token of its service)."""
+    sc = session.get(Sidecar, sidecar_id)
+    svc = session.get(Service, sc.service_id) if sc else None
+    if sc is None or svc is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"sidecar {sidecar_id} not found")
+    if not caller.may_act_as(crud.key(svc)):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot act for {crud.key(svc)}")
+    return sc, svc
+
+
+@router.put("", response_model=SidecarPublic)
+def register(session: SessionDep, caller: AnyCaller, data: SidecarRegister) -> SidecarPublic:
+    """Registers the sidecar and its endpoint; PUT the same again within the TTL to heartbeat."""
+    name = f"{data.namespace}/{data.service}"
+    if not caller.may_act_as(name):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot join as {name}")
+    svc = crud.get(session, Service, namespace=data.namespace, name=data.service)
+    if svc is None:
+        raise crud.Invalid([{"loc": ["body", "service"], "msg": f"service {name} does not exist", "type": "reference"}])
+    sc = crud.register_sidecar(session, svc=svc, data=data)
+    return _public(sc, svc, crud.generation(session))
+
+
+@router.get("", response_model=list[SidecarPublic])
+def list_sidecars(session: SessionDep, _: Reader, namespace: str | None = None) -> list[SidecarPublic]:
+    generation = crud.generation(session)
+    return [_public(sc, svc, generation) for sc, svc in crud.list_sidecars(session, namespace=namespace)]
+
+
+def _spec(request: Request, caller: Caller, sidecar_id: int) -> SidecarSpec:
+    with Session(request.app.state.engine) as session:
+        return sidecar_spec(*_owned(session, caller, sidecar_id))
+
+
+@router.get(
+    "/{sidecar_id}/snapshot",
+    response_model=Snapshot,
+    responses={304: {"description": "Nothing newer than `version` within `wait` seconds"}},
+)
+async def watch(
+    request: Request,
+    caller: AnyCaller,
+    sidecar_id: int,
+    version: int = Query(default=-1, description="The version the sidecar holds; only a newer one is sent."),
+    wait: float = Query(default=30.0, ge=0, le=300, description="Seconds to hold the request open."),
+) -> Response:
+    """Long-poll: answers as soon as the mesh generation passes `version`."""
+    spec = await run_in_threadpool(_spec, request, caller, sidecar_id)
+    hub = request.app.state.hub
+    if await hub.wait_newer(version, wait) is None:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED)
+    return Response(await hub.snapshot(spec), media_type="application/json")
+
+
+@router.post("/{sidecar_id}/status", response_model=SidecarPublic)
+def report(session: SessionDep, caller: AnyCaller, sidecar_id: int, data: SidecarReport) -> SidecarPublic:
+    """ACK (no error) or NACK (the data plane's error) of the snapshot `version`."""
+    sc, svc = _owned(session, caller, sidecar_id)
+    return _public(crud.report(session, sidecar=sc, data=data), svc, crud.generation(session))
+
+
+@router.delete("/{sidecar_id}", status_code=status.HTTP_204_NO_CONTENT)
+def deregister(session: SessionDep, caller: AnyCaller, sidecar_id: int) -> None:
+    """A sidecar leaving cleanly takes its endpoint with it at once, not after its TTL."""
+    sc, svc = _owned(session, caller, sidecar_id)
+    crud.deregister_sidecar(session, sidecar=sc, svc=svc)
