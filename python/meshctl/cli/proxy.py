@@ -1,4 +1,5 @@
-"""``meshctl proxy``: run the data plane in the foreground from a config file.
+"""``meshctl proxy``: run the data plane in the foreground, configured from
+a file (``--config``) or by the control plane (``--control-plane``).
 
 Parsed with argparse, not typer: this is the sidecar's process and it stays
 lean (see ``meshctl.cli.main``).
@@ -7,33 +8,86 @@ lean (see ``meshctl.cli.main``).
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from pathlib import Path
 
 from meshctl import BindError, ConfigError
 from meshctl.cli import logs
-from meshctl.sidecar.file_config import FileConfigProxy
+from meshctl.client import ApiError
 
-HELP = "Run the data plane in the foreground. SIGINT/SIGTERM drain and exit; SIGHUP reloads."
+HELP = "Run the data plane in the foreground. SIGINT/SIGTERM drain and exit; SIGHUP reloads a --config file."
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _upstream(text: str) -> tuple[str, int]:
+    name, port = _pair(text)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected SERVICE=PORT, got {text!r}")
+    return name, int(port)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshctl proxy", description=HELP)
-    p.add_argument("--config", "-c", type=Path, required=True, help="Data-plane config (YAML or JSON).")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", "-c", type=Path, help="Data-plane config (YAML or JSON).")
+    source.add_argument("--control-plane", metavar="URL", help="Follow this control plane as a sidecar.")
     p.add_argument("--workers", type=int, default=0, help="Worker threads (0: one per CPU).")
     p.add_argument("--grace", type=float, default=10.0, help="Seconds to drain in-flight work on SIGINT/SIGTERM.")
     p.add_argument(
         "--watch",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Reload when the file changes (SIGHUP always reloads).",
+        help="Reload when the --config file changes (SIGHUP always reloads).",
     )
+    side = p.add_argument_group("sidecar (with --control-plane)")
+    side.add_argument("--service", help="The service this sidecar's app is an instance of.")
+    side.add_argument("--namespace", default="default")
+    side.add_argument("--app-port", type=int, help="The local port the app listens on.")
+    side.add_argument("--address", default="127.0.0.1", help="Address other sidecars reach this one at.")
+    side.add_argument("--inbound-port", type=int, default=15006, help="Port of the inbound listener (on --address).")
+    side.add_argument(
+        "--upstream",
+        type=_upstream,
+        action="append",
+        default=[],
+        metavar="SERVICE=PORT",
+        help="A local port for calls to SERVICE (or NAMESPACE/SERVICE); repeatable.",
+    )
+    side.add_argument("--http-proxy-port", type=int, help="A local port routing to any mesh service by Host.")
+    side.add_argument("--admin-port", type=int, help="Loopback port for /ready, /stats and /config.")
+    side.add_argument(
+        "--label",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Endpoint label, e.g. version=v2; repeatable.",
+    )
+    side.add_argument("--weight", type=int, default=1)
+    side.add_argument("--token-file", type=Path, help="Join token file (default: $MESHCTL_TOKEN).")
+    side.add_argument("--cache-dir", type=Path, help="Where the last good snapshot is kept.")
+    side.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")
     return p
 
 
 def main(argv: list[str]) -> int:
-    """Run until signalled; the exit code (0 after a clean drain, 1 bind failure, 2 bad config)."""
-    args = parser().parse_args(argv)
+    """Run until signalled; the exit code (0 after a clean drain, 1 bind failure, 2 bad config or refusal)."""
+    p = parser()
+    args = p.parse_args(argv)
     log = logs.setup()
+    if args.control_plane:
+        if not args.service or not args.app_port:
+            p.error("--control-plane needs --service and --app-port")
+        return _sidecar(args, log)
+    from meshctl.sidecar.file_config import FileConfigProxy
+
     try:
         runner = FileConfigProxy(args.config, workers=args.workers or None, grace=args.grace, watch=args.watch)
     except (OSError, ConfigError) as e:
@@ -45,4 +99,37 @@ def main(argv: list[str]) -> int:
         log.error("%s", e)
         return 1
     runner.run_until_signalled()
+    return 0
+
+
+def _sidecar(args: argparse.Namespace, log: logging.Logger) -> int:
+    from meshctl.sidecar.mesh import MeshSidecar, SidecarOptions
+
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("MESHCTL_TOKEN")
+    sidecar = MeshSidecar(
+        SidecarOptions(
+            control_plane=args.control_plane,
+            service=args.service,
+            namespace=args.namespace,
+            app_port=args.app_port,
+            address=args.address,
+            inbound_port=args.inbound_port,
+            upstreams=dict(args.upstream),
+            http_proxy_port=args.http_proxy_port,
+            admin_port=args.admin_port,
+            labels=dict(args.label),
+            weight=args.weight,
+            token=token,
+            cache_dir=args.cache_dir,
+            ttl_seconds=args.ttl,
+            workers=args.workers or None,
+            grace=args.grace,
+        )
+    )
+    try:
+        sidecar.start()
+    except ApiError as e:
+        log.error("the control plane refused this sidecar: %s", e)
+        return 2
+    sidecar.run_until_signalled()
     return 0

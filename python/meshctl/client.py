@@ -1,0 +1,76 @@
+"""A small client for the control-plane API, on the standard library only:
+the sidecar uses it and must stay lean, the CLI shares it."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class ApiError(Exception):
+    """The API answered with an error status; `detail` is its explanation."""
+
+    def __init__(self, status: int, detail: Any):
+        self.status, self.detail = status, detail
+        super().__init__(f"{status}: {format_detail(detail)}")
+
+
+class Unreachable(Exception):
+    """No answer from the control plane (refused, timed out, reset)."""
+
+
+def format_detail(detail: Any) -> str:
+    """FastAPI's error shapes as a person would want to read them."""
+    if isinstance(detail, list):
+        lines = []
+        for d in detail:
+            if isinstance(d, dict) and "loc" in d:
+                loc = ".".join(str(p) for p in d["loc"] if p != "body")
+                lines.append(f"{loc}: {d.get('msg', '')}")
+            else:
+                lines.append(str(d))
+        return "\n".join(lines)
+    return str(detail)
+
+
+class ApiClient:
+    def __init__(self, url: str, token: str | None):
+        self.url, self.token = url.rstrip("/"), token
+
+    def call(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0) -> tuple[int, Any]:
+        """(status, decoded JSON or None); raises ApiError for 4xx/5xx and Unreachable for no answer."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            if e.code == 304:
+                return 304, None
+            raw = e.read()
+            try:
+                detail = json.loads(raw).get("detail", raw.decode(errors="replace"))
+            except ValueError:
+                detail = raw.decode(errors="replace") or e.reason
+            raise ApiError(e.code, detail) from None
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            raise Unreachable(f"{self.url}: {getattr(e, 'reason', e)}") from None
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.call("GET", path, **kw)[1]
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.call("POST", path, body, **kw)[1]
+
+    def put(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.call("PUT", path, body, **kw)[1]
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.call("DELETE", path, **kw)[1]

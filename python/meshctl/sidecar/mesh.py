@@ -1,0 +1,251 @@
+"""A sidecar that follows the control plane: it registers its instance and
+heartbeats, long-polls for snapshots newer than the one it runs, applies
+them with ``DataPlane.update()`` and reports ACK or NACK.
+
+The last good snapshot is kept on disk, so a sidecar (re)started while the
+control plane is away serves from it; it keeps trying to reach the control
+plane with capped exponential backoff and full jitter, so that a fleet does
+not reconnect in lockstep. Python only runs here between requests: the data
+plane forwards on its own threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from meshctl import BindError, ConfigError, DataPlane
+from meshctl.client import ApiClient, ApiError, Unreachable
+
+log = logging.getLogger("meshctl.sidecar")
+
+
+@dataclass
+class SidecarOptions:
+    control_plane: str
+    service: str
+    app_port: int
+    namespace: str = "default"
+    address: str = "127.0.0.1"
+    inbound_port: int = 15006
+    upstreams: dict[str, int] = field(default_factory=dict)
+    http_proxy_port: int | None = None
+    admin_port: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    weight: int = 1
+    token: str | None = None
+    cache_dir: Path | None = None
+    ttl_seconds: int = 15
+    #: How long one long-poll waits for a change.
+    poll_seconds: float = 30.0
+    workers: int | None = None
+    grace: float = 10.0
+
+    @property
+    def cache_path(self) -> Path:
+        base = self.cache_dir or Path("~/.meshctl/sidecars").expanduser()
+        return base / f"{self.namespace}.{self.service}.{self.inbound_port}" / "snapshot.json"
+
+    def registration(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "service": self.service,
+            "address": self.address,
+            "inbound_port": self.inbound_port,
+            "app_port": self.app_port,
+            "labels": self.labels,
+            "weight": self.weight,
+            "upstreams": self.upstreams,
+            "http_proxy_port": self.http_proxy_port,
+            "admin_port": self.admin_port,
+            "ttl_seconds": self.ttl_seconds,
+        }
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    def __init__(self, base: float = 0.2, cap: float = 10.0):
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(self.base, min(self.cap, self.base * 2**self.failures))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class SnapshotCache:
+    """The last snapshot the data plane accepted, in a 0600 file replaced atomically."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> tuple[int, dict[str, Any]] | None:
+        try:
+            doc = json.loads(self.path.read_text())
+            return int(doc["version"]), dict(doc["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, version: int, config: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"version": version, "config": config}, f)
+        os.replace(tmp, self.path)
+
+
+class MeshSidecar:
+    def __init__(self, options: SidecarOptions):
+        self.opts = options
+        self.api = ApiClient(options.control_plane, options.token)
+        self.cache = SnapshotCache(options.cache_path)
+        self.dataplane: DataPlane | None = None
+        self.sidecar_id: int | None = None
+        #: The snapshot version last tried (applied or refused): only newer ones are asked for.
+        self.version = -1
+        self._pending: dict[str, Any] | None = None  # an ACK/NACK not delivered yet
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # === control-plane calls ===
+
+    def register(self) -> None:
+        """Register or heartbeat; ApiError for a refusal (bad token, unknown service)."""
+        sidecar = self.api.put("/api/v1/sidecars", self.opts.registration(), timeout=5)
+        if sidecar["id"] != self.sidecar_id:
+            log.info(
+                "registered with %s as sidecar %d of %s/%s",
+                self.api.url,
+                sidecar["id"],
+                self.opts.namespace,
+                self.opts.service,
+            )
+        self.sidecar_id = sidecar["id"]
+
+    def _report(self) -> None:
+        pending = self._pending
+        if pending is None or self.sidecar_id is None:
+            return
+        try:
+            self.api.post(f"/api/v1/sidecars/{self.sidecar_id}/status", pending, timeout=5)
+            self._pending = None
+        except (Unreachable, ApiError) as e:
+            log.warning("could not report snapshot %s: %s", pending["version"], e)
+
+    # === applying snapshots ===
+
+    def apply(self, version: int, config: dict[str, Any], *, source: str) -> bool:
+        """Start or update the data plane; True when it took the config."""
+        with self._lock:
+            self.version = max(self.version, version)
+            try:
+                if self.dataplane is None:
+                    dataplane = DataPlane(config, workers=self.opts.workers)
+                    dataplane.start()
+                    self.dataplane = dataplane
+                else:
+                    self.dataplane.update(config)
+            except (ConfigError, BindError, ValueError, OSError) as e:
+                log.error("snapshot %d from %s refused, keeping the running config: %s", version, source, e)
+                self._pending = {"version": version, "error": str(e)}
+                return False
+            log.info("snapshot %d from %s applied", version, source)
+            if source == "control plane":
+                self.cache.save(version, config)
+                self._pending = {"version": version, "error": None}
+            return True
+
+    # === loops ===
+
+    def _watch(self) -> None:
+        backoff = Backoff()
+        while not self._stop.is_set():
+            try:
+                if self.sidecar_id is None:
+                    self.register()
+                self._report()
+                path = (
+                    f"/api/v1/sidecars/{self.sidecar_id}/snapshot?version={self.version}&wait={self.opts.poll_seconds}"
+                )
+                status, body = self.api.call("GET", path, timeout=self.opts.poll_seconds + 10)
+            except Unreachable as e:
+                self._pause(backoff, f"control plane unreachable ({e})")
+                continue
+            except ApiError as e:
+                if e.status == 404:  # the control plane forgot us (e.g. a new database): join again
+                    self.sidecar_id = None
+                self._pause(backoff, f"control plane refused: {e}")
+                continue
+            backoff.reset()
+            if status == 200 and not self._stop.is_set():
+                self.apply(body["version"], body["config"], source="control plane")
+                self._report()
+
+    def _pause(self, backoff: Backoff, why: str) -> None:
+        delay = backoff.next_delay()
+        log.warning("%s; retrying in %.1fs", why, delay)
+        self._stop.wait(delay)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(max(1.0, self.opts.ttl_seconds / 3)):
+            if self.sidecar_id is None:
+                continue  # the watch loop is (re)registering
+            try:
+                self.register()
+            except (Unreachable, ApiError) as e:
+                log.warning("heartbeat failed: %s", e)
+
+    # === lifecycle ===
+
+    def start(self) -> None:
+        """Join the mesh, or start from the cached snapshot when the control plane does not answer.
+        Raises ApiError when the control plane refuses us (bad token, unknown service)."""
+        try:
+            self.register()
+        except Unreachable as e:
+            cached = self.cache.load()
+            if cached is None:
+                log.warning("control plane unreachable (%s) and no cached snapshot yet: waiting for it", e)
+            else:
+                log.warning("control plane unreachable (%s): starting from cached snapshot %d", e, cached[0])
+                self.apply(*cached, source="cache")
+        for target in (self._watch, self._heartbeat):
+            threading.Thread(target=target, name=f"sidecar{target.__name__}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_until_signalled(self) -> None:
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            self.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        self._stop.wait()
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Leave the mesh at once (callers stop picking us), then drain."""
+        self._stop.set()
+        if self.sidecar_id is not None:
+            try:
+                self.api.delete(f"/api/v1/sidecars/{self.sidecar_id}", timeout=2)
+            except (Unreachable, ApiError) as e:
+                log.warning("could not deregister: %s", e)
+        with self._lock:
+            if self.dataplane is not None:
+                log.info("stopping: draining for up to %.1fs", self.opts.grace)
+                self.dataplane.stop(self.opts.grace)
+        log.info("stopped")

@@ -1,0 +1,189 @@
+"""Real processes for mesh tests: a control plane (uvicorn, SQLite file) and
+sidecars (``meshctl proxy --control-plane``), each logging to a file."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from helpers import unused_port, wait_until
+
+
+@dataclass
+class ControlPlane:
+    data_dir: Path
+    port: int = field(default_factory=unused_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "control-plane.log"
+
+    def token(self, role: str) -> str:
+        return (self.data_dir / f"{role}.token").read_text().strip()
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token('admin')}"}
+
+    @property
+    def reader(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token('reader')}"}
+
+    def start(self) -> ControlPlane:
+        cmd = [
+            sys.executable,
+            "-m",
+            "meshctl",
+            "control-plane",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+        ]
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        wait_until(self.healthy, timeout=30, what="the control plane to serve")
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+
+    def call(self, method: str, path: str, role: str = "admin", **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token(role)}"}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kw)
+
+    def ok(self, method: str, path: str, **kw: Any) -> Any:
+        r = self.call(method, path, **kw)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content else None
+
+    def apply(self, *documents: dict[str, Any]) -> Any:
+        return self.ok("POST", "/api/v1/apply", json={"documents": list(documents)})
+
+    def join_token(self, service: str, namespace: str = "default") -> str:
+        return str(self.ok("POST", f"/api/v1/services/{namespace}/{service}/join-tokens")["token"])
+
+    def sidecars(self) -> list[dict[str, Any]]:
+        return list(self.ok("GET", "/api/v1/sidecars"))
+
+
+def service(name: str, protocol: str = "http") -> dict[str, Any]:
+    return {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80, "protocol": protocol}]}}
+
+
+def http_route(name: str, parent: str, *rules: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "HTTPRoute",
+        "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": parent}], "rules": list(rules)},
+    }
+
+
+@dataclass
+class Sidecar:
+    cp: ControlPlane
+    service: str
+    app_port: int
+    workdir: Path
+    token: str
+    labels: dict[str, str] = field(default_factory=dict)
+    upstreams: dict[str, int] = field(default_factory=dict)
+    inbound_port: int = field(default_factory=unused_port)
+    admin_port: int = field(default_factory=unused_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"sidecar-{self.service}-{self.inbound_port}.log"
+
+    def start(self) -> Sidecar:
+        token_file = self.workdir / f"{self.service}.join-token"
+        token_file.write_text(self.token)
+        token_file.chmod(0o600)
+        cmd = [
+            sys.executable,
+            "-m",
+            "meshctl",
+            "proxy",
+            "--control-plane",
+            self.cp.url,
+            "--service",
+            self.service,
+            "--app-port",
+            str(self.app_port),
+            "--inbound-port",
+            str(self.inbound_port),
+            "--admin-port",
+            str(self.admin_port),
+            "--token-file",
+            str(token_file),
+            "--cache-dir",
+            str(self.workdir / "cache"),
+            "--workers",
+            "1",
+            "--grace",
+            "1",
+            "--ttl",
+            "5",
+        ]
+        cmd += [a for k, v in self.labels.items() for a in ("--label", f"{k}={v}")]
+        cmd += [a for k, v in self.upstreams.items() for a in ("--upstream", f"{k}={v}")]
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        self.starts += 1
+        wait_until(self.ready, timeout=30, what=f"the {self.service} sidecar's admin /ready")
+        return self
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sidecar exited {self.proc.returncode}:\n{self.log.read_text()}")
+        return get("127.0.0.1", self.admin_port, "/ready")[0] == 200
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+
+def get(host: str, port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    """(status, headers) of one GET; (0, {}) when nothing answers."""
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    except OSError:
+        return 0, {}
+
+
+def backends_seen(port: int, n: int = 20, path: str = "/", headers: dict[str, str] | None = None) -> list[str]:
+    """Which app answered each of `n` requests through a local outbound port ("!<status>" for failures)."""
+    out = []
+    for _ in range(n):
+        status, h = get("127.0.0.1", port, path, headers)
+        out.append(h.get("x-backend", "?") if status == 200 else f"!{status}")
+    return out

@@ -1,0 +1,246 @@
+"""The snapshot compiler as a pure function: mesh resources in, a sidecar's
+data-plane config out — which the real data plane's validator accepts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from meshctl import validate_config
+from meshctl.control.compiler import EndpointView, Mesh, RouteView, SidecarSpec, compile_sidecar
+from meshctl.control.explain import ExplainRequest, explain
+from meshctl.control.models import HTTPRouteSpec, TCPRouteSpec, TrafficPolicySpec
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def http_route(name: str, spec: dict[str, Any], age: int = 0, namespace: str = "default") -> RouteView:
+    return RouteView(namespace, name, T0 + timedelta(seconds=age), HTTPRouteSpec.model_validate(spec))
+
+
+def mesh(**extra: Any) -> Mesh:
+    m = Mesh(
+        generation=7,
+        services={
+            "default/frontend": "http",
+            "default/catalog": "http",
+            "default/pricing": "http",
+            "default/db": "tcp",
+            "shop/cart": "grpc",
+        },
+        endpoints={
+            "default/pricing": [
+                EndpointView("10.0.0.1", 15006, 1, {"version": "v1"}),
+                EndpointView("10.0.0.2", 15006, 2, {"version": "v2", "zone": "b"}),
+            ],
+            "default/catalog": [EndpointView("10.0.0.3", 15006)],
+            "default/db": [EndpointView("10.0.0.4", 15006), EndpointView("::1", 15007)],
+        },
+    )
+    for k, v in extra.items():
+        setattr(m, k, v)
+    return m
+
+
+FRONTEND = SidecarSpec(
+    namespace="default",
+    service="frontend",
+    address="127.0.0.1",
+    inbound_port=15006,
+    app_port=8080,
+    upstreams=(("catalog", 7001), ("pricing", 7002), ("db", 7003)),
+    http_proxy_port=15001,
+    admin_port=15000,
+)
+
+CANARY = {
+    "parentRefs": [{"name": "pricing"}],
+    "rules": [
+        {
+            "backendRefs": [
+                {"name": "pricing", "subset": {"version": "v1"}, "weight": 90},
+                {"name": "pricing", "subset": {"version": "v2"}, "weight": 10},
+            ]
+        },
+        {
+            "matches": [{"headers": [{"name": "X-Canary", "value": "true"}]}],
+            "backendRefs": [{"name": "pricing", "subset": {"version": "v2"}}],
+        },
+    ],
+}
+
+
+def listener(config: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(x for x in config["listeners"] if x["name"] == name)
+
+
+def clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in config["clusters"]}
+
+
+def test_a_sidecar_without_routes_gets_inbound_outbound_and_proxy_listeners() -> None:
+    config = compile_sidecar(mesh(), FRONTEND)
+    validate_config(config)  # the real data plane's decoder accepts it
+    assert config["admin"] == {"address": "127.0.0.1:15000"}
+    assert listener(config, "inbound") == {
+        "name": "inbound",
+        "address": "127.0.0.1:15006",
+        "protocol": "http",
+        "routes": [{"name": "inbound", "backends": [{"cluster": "inbound"}]}],
+    }
+    assert clusters(config)["inbound"]["endpoints"] == [{"address": "127.0.0.1:8080"}]
+    assert listener(config, "outbound/default/catalog") == {
+        "name": "outbound/default/catalog",
+        "address": "127.0.0.1:7001",
+        "protocol": "http",
+        "routes": [{"name": "default/catalog/default", "backends": [{"cluster": "out/default/catalog"}]}],
+    }
+    assert clusters(config)["out/default/catalog"] == {
+        "name": "out/default/catalog",
+        "endpoints": [{"address": "10.0.0.3:15006", "weight": 1}],
+        "protocol": "http1",
+    }
+    db = listener(config, "outbound/default/db")
+    assert db["protocol"] == "tcp" and db["backends"] == [{"cluster": "out/default/db", "weight": 1}]
+    assert [e["address"] for e in clusters(config)["out/default/db"]["endpoints"]] == ["10.0.0.4:15006", "[::1]:15007"]
+    # Routing by Host covers every HTTP service, short names only in the sidecar's namespace.
+    hosts = [r["match"]["host"] for r in listener(config, "http-proxy")["routes"]]
+    assert "catalog" in hosts and "catalog.default.svc" in hosts and "cart.shop" in hosts
+    assert "cart" not in hosts and not any(h.startswith("db") for h in hosts)
+    assert clusters(config)["out/shop/cart"]["protocol"] == "http2"  # grpc services speak h2 between sidecars
+
+
+def test_canary_route_subsets_and_rule_precedence() -> None:
+    config = compile_sidecar(mesh(http_routes=[http_route("canary", CANARY)]), FRONTEND)
+    validate_config(config)
+    routes = listener(config, "outbound/default/pricing")["routes"]
+    # The header match is more specific than the catch-all, so it goes first though it is listed second.
+    assert [r["name"] for r in routes] == ["default/canary/rule1/match0", "default/canary/rule0/match0"]
+    assert routes[0]["match"] == {"headers": {"x-canary": "true"}}
+    assert routes[1]["backends"] == [
+        {"cluster": "out/default/pricing/version:v1", "weight": 90},
+        {"cluster": "out/default/pricing/version:v2", "weight": 10},
+    ]
+    by_name = clusters(config)
+    assert by_name["out/default/pricing/version:v1"]["endpoints"] == [{"address": "10.0.0.1:15006", "weight": 1}]
+    assert by_name["out/default/pricing/version:v2"]["endpoints"] == [{"address": "10.0.0.2:15006", "weight": 2}]
+
+
+def test_precedence_exact_then_regex_then_longest_prefix_then_age() -> None:
+    def rule(path_type: str, value: str) -> dict[str, Any]:
+        return {"matches": [{"path": {"type": path_type, "value": value}}], "backendRefs": [{"name": "catalog"}]}
+
+    old = http_route("old", {"parentRefs": [{"name": "catalog"}], "rules": [rule("PathPrefix", "/api")]}, age=0)
+    new = http_route(
+        "new",
+        {
+            "parentRefs": [{"name": "catalog"}],
+            "rules": [
+                rule("PathPrefix", "/"),
+                rule("PathPrefix", "/api"),
+                rule("Exact", "/api/x"),
+                rule("RegularExpression", "/api/[0-9]+"),
+            ],
+        },
+        age=5,
+    )
+    routes = listener(compile_sidecar(mesh(http_routes=[new, old]), FRONTEND), "outbound/default/catalog")["routes"]
+    assert [r["name"] for r in routes] == [
+        "default/new/rule2/match0",  # exact
+        "default/new/rule3/match0",  # regex
+        "default/old/rule0/match0",  # /api, older route first
+        "default/new/rule1/match0",  # /api
+        "default/new/rule0/match0",  # /
+    ]
+
+
+def test_traffic_policy_and_tcp_route() -> None:
+    policy = TrafficPolicySpec.model_validate(
+        {
+            "targetRef": {"name": "catalog"},
+            "loadBalancer": {"type": "RingHash", "hashOn": {"header": "X-User"}},
+            "protocol": "http2",
+            "connectTimeoutMs": 250,
+        }
+    )
+    tcp = RouteView(
+        "default",
+        "db-split",
+        T0,
+        TCPRouteSpec.model_validate(
+            {
+                "parentRefs": [{"name": "db"}],
+                "rules": [{"backendRefs": [{"name": "db", "weight": 3}, {"name": "pricing", "weight": 1}]}],
+            }
+        ),
+    )
+    config = compile_sidecar(mesh(policies={"default/catalog": ("default/sticky", policy)}, tcp_routes=[tcp]), FRONTEND)
+    validate_config(config)
+    cat = clusters(config)["out/default/catalog"]
+    assert (cat["lb"], cat["hash_header"], cat["protocol"], cat["connect_timeout_ms"]) == (
+        "ring_hash",
+        "x-user",
+        "http2",
+        250,
+    )
+    assert listener(config, "outbound/default/db")["backends"] == [
+        {"cluster": "out/default/db", "weight": 3},
+        {"cluster": "out/default/pricing", "weight": 1},
+    ]
+
+
+def test_a_tcp_service_gets_a_tcp_inbound_and_unknown_upstreams_get_empty_clusters() -> None:
+    db = SidecarSpec("default", "db", "127.0.0.1", 15106, 5432, upstreams=(("ghost", 7100),))
+    config = compile_sidecar(mesh(), db)
+    validate_config(config)
+    assert listener(config, "inbound") == {
+        "name": "inbound",
+        "address": "127.0.0.1:15106",
+        "protocol": "tcp",
+        "cluster": "inbound",
+    }
+    assert clusters(config)["out/default/ghost"]["endpoints"] == []  # callers get a 503, not a refused port
+    assert "admin" not in config
+
+
+def test_compiling_is_pure_and_deterministic() -> None:
+    m = mesh(http_routes=[http_route("canary", CANARY)])
+    assert compile_sidecar(m, FRONTEND) == compile_sidecar(m, FRONTEND)
+    assert m.http_routes[0].spec == HTTPRouteSpec.model_validate(CANARY)  # input untouched
+
+
+@pytest.mark.parametrize(
+    ("headers", "rule", "share"),
+    [({"x-canary": "true"}, "default/canary/rule1/match0", [100.0]), ({}, "default/canary/rule0/match0", [90.0, 10.0])],
+)
+def test_explain_names_the_rule_the_subset_and_why_others_failed(
+    headers: dict[str, str], rule: str, share: list[float]
+) -> None:
+    m = mesh(http_routes=[http_route("canary", CANARY)])
+    out = explain(m, ExplainRequest(source="frontend", host="pricing", path="/price?sku=1", headers=headers))
+    assert out.outcome == "forward" and out.destination == "default/pricing"
+    assert [v.rule for v in out.rules if v.matched] == [rule]
+    assert [b.share_percent for b in out.backends] == share
+    if not headers:
+        assert out.rules[0].reason == "header X-Canary is None, not 'true'"
+    else:
+        assert out.backends[0].endpoints == ["10.0.0.2:15006"]
+        assert out.rules[1].reason.startswith("not tried")
+
+
+def test_explain_unknown_and_no_match() -> None:
+    only_api = http_route(
+        "api",
+        {
+            "parentRefs": [{"name": "catalog"}],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}], "backendRefs": [{"name": "catalog"}]}
+            ],
+        },
+    )
+    m = mesh(http_routes=[only_api])
+    miss = explain(m, ExplainRequest(source="frontend", destination="catalog", path="/apix"))
+    assert miss.outcome == "no_route" and miss.rules[0].reason == "path '/apix' is not under prefix '/api'"
+    assert explain(m, ExplainRequest(source="frontend", host="nope.default")).outcome == "unknown_service"

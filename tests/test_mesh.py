@@ -1,0 +1,155 @@
+"""End to end: a real control plane, real sidecars as processes, real apps
+and real traffic. Route changes reach the sidecars, a refused snapshot is
+reported while traffic keeps flowing, and the mesh survives its control plane."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import unused_port, wait_until
+from meshctl.demo.backends import DemoBackend
+from meshproc import ControlPlane, Sidecar, backends_seen, http_route, service
+
+
+@pytest.fixture
+def apps() -> Iterator[dict[str, DemoBackend]]:
+    started = {name: DemoBackend(name).start() for name in ("pricing-v1", "pricing-v2")}
+    yield started
+    for b in started.values():
+        b.stop()
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[tuple[ControlPlane, list[Sidecar]]]:
+    cp = ControlPlane(tmp_path / "cp")
+    cp.data_dir.mkdir()
+    cp.start()
+    sidecars: list[Sidecar] = []
+    yield cp, sidecars
+    for s in sidecars:
+        s.stop()
+    cp.stop()
+
+
+def port_of(b: DemoBackend) -> int:
+    return int(b.address.rsplit(":", 1)[1])
+
+
+def pricing_mesh(cp: ControlPlane, sidecars: list[Sidecar], apps: dict[str, DemoBackend], tmp: Path) -> Sidecar:
+    """pricing v1 and v2 behind their sidecars; frontend's sidecar with a local port for pricing."""
+    cp.apply(service("frontend"), service("pricing"))
+    token = cp.join_token("pricing")
+    for version in ("v1", "v2"):
+        sc = Sidecar(cp, "pricing", port_of(apps[f"pricing-{version}"]), tmp, token, labels={"version": version})
+        sidecars.append(sc.start())
+    front = Sidecar(cp, "frontend", unused_port(), tmp, cp.join_token("frontend"), upstreams={"pricing": unused_port()})
+    sidecars.append(front.start())
+    port = front.upstreams["pricing"]
+    wait_until(
+        lambda: set(backends_seen(port, 20)) == {"pricing-v1", "pricing-v2"},
+        timeout=20,
+        what="both pricing versions to serve through the frontend sidecar",
+    )
+    return front
+
+
+def to_subset(version: str) -> dict:
+    return http_route("pricing", "pricing", {"backendRefs": [{"name": "pricing", "subset": {"version": version}}]})
+
+
+def test_route_changes_shift_traffic_and_a_nack_is_reported_while_traffic_flows(
+    mesh: tuple[ControlPlane, list[Sidecar]], apps: dict[str, DemoBackend], tmp_path: Path
+) -> None:
+    cp, sidecars = mesh
+    front = pricing_mesh(cp, sidecars, apps, tmp_path)
+    port = front.upstreams["pricing"]
+
+    cp.apply(to_subset("v1"))
+    wait_until(lambda: set(backends_seen(port)) == {"pricing-v1"}, timeout=10, what="traffic on v1 only")
+    cp.apply(to_subset("v2"))
+    wait_until(lambda: set(backends_seen(port)) == {"pricing-v2"}, timeout=10, what="traffic on v2 only")
+
+    # A regex that Python accepts and the data plane's engine does not (look-ahead): the sidecars refuse it.
+    bad = http_route(
+        "pricing",
+        "pricing",
+        {
+            "matches": [{"path": {"type": "RegularExpression", "value": "/(?=x).*"}}],
+            "backendRefs": [{"name": "pricing", "subset": {"version": "v1"}}],
+        },
+    )
+    cp.apply(bad)
+
+    def front_nacked() -> dict | None:
+        row = next(s for s in cp.sidecars() if s["service"] == "frontend")
+        return row if row["nacked_version"] == row["mesh_generation"] and row["last_error"] else None
+
+    row = wait_until(front_nacked, timeout=10, what="the frontend sidecar to NACK the snapshot")
+    assert "path_regex" in row["last_error"] and row["acked_version"] < row["nacked_version"]
+    assert set(backends_seen(port)) == {"pricing-v2"}  # the last good config keeps serving
+
+    # Fixing the route is ACKed again.
+    cp.apply(to_subset("v1"))
+    wait_until(lambda: set(backends_seen(port)) == {"pricing-v1"}, timeout=10, what="traffic back on v1")
+    wait_until(
+        lambda: all(s["acked_version"] == s["mesh_generation"] and s["last_error"] is None for s in cp.sidecars()),
+        timeout=10,
+        what="every sidecar to ACK",
+    )
+    assert {s["service"] for s in cp.sidecars()} == {"frontend", "pricing"}
+
+
+def test_traffic_survives_the_control_plane_and_a_sidecar_restarts_from_its_cache(
+    mesh: tuple[ControlPlane, list[Sidecar]], apps: dict[str, DemoBackend], tmp_path: Path
+) -> None:
+    cp, sidecars = mesh
+    front = pricing_mesh(cp, sidecars, apps, tmp_path)
+    port = front.upstreams["pricing"]
+    cp.apply(to_subset("v2"))
+    wait_until(lambda: set(backends_seen(port)) == {"pricing-v2"}, timeout=10, what="traffic on v2 only")
+
+    cp.stop(signal.SIGKILL)
+    assert set(backends_seen(port, 50)) == {"pricing-v2"}
+    front.stop()
+    front.start()  # the control plane is down: it can only be serving from its cached snapshot
+    assert set(backends_seen(port, 50)) == {"pricing-v2"}
+    assert "starting from cached snapshot" in front.log.read_text()
+
+    cp.start()  # same data dir: the sidecars find it again (with backoff) and ACK the current version
+    wait_until(
+        lambda: {s["service"] for s in cp.sidecars() if s["live"]} == {"frontend", "pricing"},
+        timeout=20,
+        what="sidecars to re-register",
+    )
+    cp.apply(to_subset("v1"))
+    wait_until(lambda: set(backends_seen(port)) == {"pricing-v1"}, timeout=15, what="the change after reconnecting")
+
+
+def test_join_tokens_are_scoped_to_their_service(mesh: tuple[ControlPlane, list[Sidecar]]) -> None:
+    cp, _ = mesh
+    cp.apply(service("frontend"), service("pricing"))
+    token = {"Authorization": f"Bearer {cp.join_token('pricing')}"}
+    body = {"service": "frontend", "address": "127.0.0.1", "inbound_port": 15999, "app_port": 8080}
+    r = httpx.put(f"{cp.url}/api/v1/sidecars", json=body, headers=token)
+    assert r.status_code == 403 and "cannot join as default/frontend" in r.json()["detail"]
+    assert httpx.get(f"{cp.url}/api/v1/services", headers=token).status_code == 403
+    assert httpx.post(f"{cp.url}/api/v1/apply", json={"documents": []}, headers=token).status_code == 403
+    assert cp.sidecars() == []  # nothing was written
+
+    mine = httpx.put(f"{cp.url}/api/v1/sidecars", json={**body, "service": "pricing"}, headers=token)
+    assert mine.status_code == 200, mine.text
+    snap = httpx.get(f"{cp.url}/api/v1/sidecars/{mine.json()['id']}/snapshot", params={"wait": 0}, headers=token)
+    assert snap.status_code == 200 and snap.json()["version"] >= 1
+    held = snap.json()["version"]
+    # Holding the current version: nothing newer within the wait.
+    same = httpx.get(
+        f"{cp.url}/api/v1/sidecars/{mine.json()['id']}/snapshot", params={"wait": 0.2, "version": held}, headers=token
+    )
+    assert same.status_code == 304
+    assert httpx.put(f"{cp.url}/api/v1/sidecars", json=body).status_code == 401
+    assert cp.call("POST", "/api/v1/services/default/ghost/join-tokens").status_code == 404
