@@ -1,10 +1,14 @@
-"""Helpers shared by the tests: config builders and waiting on conditions."""
+"""Helpers shared by the tests: config builders, waiting on conditions, and a
+backend that echoes the request exactly as it arrived."""
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -48,3 +52,70 @@ def unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _EchoServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        seen = {
+            "method": self.command,
+            "path": self.path,
+            # Every header line in order, repeats kept: the demo backend keeps only the last.
+            "headers": [[k.lower(), v] for k, v in self.headers.items()],
+        }
+        with self.server.lock:
+            self.server.seen.append(seen)
+        body = json.dumps(seen).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_HEAD = _handle
+
+
+class _EchoServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _EchoHandler)
+        self.seen: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+
+class EchoBackend:
+    """HTTP/1.1 server answering JSON with the method, raw path and every header line it received."""
+
+    def __init__(self) -> None:
+        self._server = _EchoServer()
+        self._thread = threading.Thread(target=self._server.serve_forever, name="echo-backend", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{host!s}:{port}"
+
+    @property
+    def seen(self) -> list[dict[str, Any]]:
+        """The requests received so far."""
+        with self._server.lock:
+            return list(self._server.seen)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def header_values(seen: dict[str, Any], name: str) -> list[str]:
+    """Every value of header `name` (lower-case) in an EchoBackend record, in order."""
+    return [v for k, v in seen["headers"] if k == name]

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod filter;
 pub mod http;
 pub mod io;
 pub mod listener;

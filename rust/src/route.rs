@@ -1,14 +1,18 @@
-//! Request -> route: first match wins on host, path, method and headers; then
-//! a weighted choice among the route's backends.
+//! Request -> route: first match wins on host, path, method, headers and
+//! query parameters; then a weighted choice among the route's backends.
 
+use std::borrow::Cow;
+use std::ops::Deref;
 use std::time::Duration;
 
 use http::header::HeaderName;
 use http::{HeaderMap, Method};
 use regex::Regex;
 
-use crate::balance::Loads;
-use crate::config::{MatchConfig, PathMatch, RouteConfig};
+use crate::balance::{Balancer, Loads};
+use crate::config::{
+    HeaderModifier, LbPolicy, MatchConfig, PathMatch, RedirectConfig, RewriteConfig, RouteConfig,
+};
 
 /// The parts of a request that routing looks at.
 pub struct RequestView<'a> {
@@ -16,6 +20,8 @@ pub struct RequestView<'a> {
     /// Lower-cased, without port.
     pub host: &'a str,
     pub path: &'a str,
+    /// Raw, still percent-encoded.
+    pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
 }
 
@@ -37,6 +43,45 @@ pub struct Matcher {
     path: PathMatcher,
     method: Option<Method>,
     headers: Vec<(HeaderName, String)>,
+    query: Vec<(String, String)>,
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// `%XX` escapes decoded (a malformed one is kept as is); `+` is left alone,
+/// as this is URL decoding, not form decoding. Borrows when there is no `%`.
+pub fn percent_decode(s: &str) -> Cow<'_, [u8]> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s.as_bytes());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = b.get(i + 1).copied().and_then(hex_digit);
+            let lo = b.get(i + 2).copied().and_then(hex_digit);
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// True when some `name=value` pair of `query` (decoded) is exactly the one
+/// wanted; a parameter without `=` has the empty value.
+pub fn query_has(query: &str, name: &str, value: &str) -> bool {
+    query.split('&').any(|pair| {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        *percent_decode(n) == *name.as_bytes() && *percent_decode(v) == *value.as_bytes()
+    })
 }
 
 // === impl Matcher ===
@@ -60,6 +105,7 @@ impl Matcher {
             path,
             method: m.method.clone(),
             headers: m.headers.clone(),
+            query: m.query.clone(),
         })
     }
 
@@ -94,18 +140,21 @@ impl Matcher {
                     .iter()
                     .any(|v| v.as_bytes() == want.as_bytes())
             })
+            && self
+                .query
+                .iter()
+                .all(|(name, want)| req.query.is_some_and(|q| query_has(q, name, want)))
     }
 }
 
-/// A compiled route; `T` is what a backend resolves to (a cluster at run time).
-pub struct Route<T> {
-    pub name: String,
-    pub matcher: Matcher,
-    pub backends: Vec<T>,
-    weights: crate::balance::Balancer,
-    pub timeout: Option<Duration>,
+/// Targets with weights, chosen at random in proportion: per request for a
+/// route, per connection for a tcp listener. Derefs to the targets.
+pub struct Backends<T> {
+    targets: Vec<T>,
+    weights: Balancer,
 }
 
+/// Weights alone decide: a target's health is its cluster's business.
 struct AllUp;
 
 impl Loads for AllUp {
@@ -117,26 +166,73 @@ impl Loads for AllUp {
     }
 }
 
+// === impl Backends ===
+
+impl<T> Backends<T> {
+    pub fn new(targets: Vec<T>, weights: &[u32]) -> Self {
+        Backends {
+            targets,
+            weights: Balancer::new(LbPolicy::Random, weights, &[]),
+        }
+    }
+
+    /// A target by weight; None when every weight is zero.
+    pub fn pick(&self) -> Option<&T> {
+        if self.targets.len() == 1 {
+            return self.targets.first();
+        }
+        self.weights.pick(&AllUp, None).map(|i| &self.targets[i])
+    }
+}
+
+impl<T> Deref for Backends<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.targets
+    }
+}
+
+/// A compiled route; `T` is what a backend resolves to (a cluster at run time).
+pub struct Route<T> {
+    pub name: String,
+    pub matcher: Matcher,
+    /// Empty for a redirect route.
+    pub backends: Backends<T>,
+    pub timeout: Option<Duration>,
+    pub request_headers: HeaderModifier,
+    pub response_headers: HeaderModifier,
+    pub rewrite: Option<RewriteConfig>,
+    pub redirect: Option<RedirectConfig>,
+    /// The `match.path_prefix`, which prefix rewrites and redirects replace.
+    pub matched_prefix: Option<String>,
+}
+
 // === impl Route ===
 
 impl<T> Route<T> {
     pub fn new(index: usize, cfg: &RouteConfig, backends: Vec<T>) -> Result<Self, regex::Error> {
         let weights: Vec<u32> = cfg.backends.iter().map(|b| b.weight).collect();
+        let matched_prefix = match &cfg.matcher.path {
+            PathMatch::Prefix(p) => Some(p.clone()),
+            _ => None,
+        };
         Ok(Route {
             name: cfg.name.clone().unwrap_or_else(|| format!("route-{index}")),
             matcher: Matcher::new(&cfg.matcher)?,
-            backends,
-            weights: crate::balance::Balancer::new(crate::config::LbPolicy::Random, &weights, &[]),
+            backends: Backends::new(backends, &weights),
             timeout: cfg.timeout,
+            request_headers: cfg.request_headers.clone(),
+            response_headers: cfg.response_headers.clone(),
+            rewrite: cfg.rewrite.clone(),
+            redirect: cfg.redirect.clone(),
+            matched_prefix,
         })
     }
 
     /// A backend by weight; None when every weight is zero.
     pub fn pick_backend(&self) -> Option<&T> {
-        if self.backends.len() == 1 {
-            return self.backends.first();
-        }
-        self.weights.pick(&AllUp, None).map(|i| &self.backends[i])
+        self.backends.pick()
     }
 }
 
@@ -170,9 +266,13 @@ mod tests {
         rs: &[Route<String>],
         method: &str,
         host: &str,
-        path: &str,
+        target: &str,
         headers: &[(&str, &str)],
     ) -> Option<String> {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
         let mut hm = HeaderMap::new();
         for (k, v) in headers {
             hm.append(
@@ -185,6 +285,7 @@ mod tests {
             method: &method,
             host,
             path,
+            query,
             headers: &hm,
         };
         first_match(rs, &view).map(|r| r.name.clone())
@@ -257,6 +358,26 @@ mod tests {
             Some("any")
         );
         assert_eq!(route_for(&rs, "GET", "example.com", "/", &[]), None);
+    }
+
+    #[test]
+    fn query_parameters_decoded_and_any_occurrence() {
+        let rs = routes(
+            "    - {name: q, match: {query: {v: '2', 'a b': 'c&d'}}, backends: [{cluster: a}]}\n    - {name: rest, backends: [{cluster: b}]}",
+        );
+        let q = |target: &str| route_for(&rs, "GET", "h", target, &[]);
+        assert_eq!(q("/?v=2&a%20b=c%26d").as_deref(), Some("q"));
+        assert_eq!(q("/x?a%20b=c%26d&v=1&v=2").as_deref(), Some("q"));
+        assert_eq!(
+            q("/?v=%32&a+b=c%26d").as_deref(),
+            Some("rest"),
+            "+ is not a space"
+        );
+        assert_eq!(q("/?v=2").as_deref(), Some("rest"), "all must match");
+        assert_eq!(q("/?v=20&a%20b=c%26d").as_deref(), Some("rest"));
+        assert_eq!(q("/").as_deref(), Some("rest"));
+        assert_eq!(&*percent_decode("%zz%4"), b"%zz%4");
+        assert!(query_has("flag&x=1", "flag", ""));
     }
 
     #[test]

@@ -12,15 +12,20 @@ use crate::balance::Loads;
 use crate::cluster::Cluster;
 use crate::config::{Config, ListenerKind};
 use crate::error::{ConfigIssue, Error, Result};
-use crate::route::Route;
+use crate::route::{Backends, Route};
 use crate::stats::{ListenerStats, Registry};
 
 /// Stable identity of a bound socket across config updates.
 pub type ListenerId = u64;
 
 pub enum Role {
-    Http { routes: Vec<Route<Arc<Cluster>>> },
-    Tcp { cluster: Arc<Cluster> },
+    Http {
+        routes: Vec<Route<Arc<Cluster>>>,
+    },
+    /// A cluster chosen by weight for each connection.
+    Tcp {
+        backends: Backends<Arc<Cluster>>,
+    },
     Admin,
 }
 
@@ -135,9 +140,19 @@ impl Snapshot {
                     }
                     Role::Http { routes: compiled }
                 }
-                ListenerKind::Tcp { cluster } => Role::Tcp {
-                    cluster: resolve(cluster, format!("listeners[{i}].cluster"))?,
-                },
+                ListenerKind::Tcp { backends } => {
+                    let clusters = backends
+                        .iter()
+                        .enumerate()
+                        .map(|(b, be)| {
+                            resolve(&be.cluster, format!("listeners[{i}].backends[{b}].cluster"))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+                    Role::Tcp {
+                        backends: Backends::new(clusters, &weights),
+                    }
+                }
             };
             listeners.insert(
                 id,
@@ -240,6 +255,22 @@ mod tests {
             Arc::ptr_eq(&routes[0].backends[1], &second.clusters[1]),
             "routes point at the new cluster"
         );
+    }
+
+    #[test]
+    fn tcp_listeners_point_at_their_weighted_clusters() {
+        let registry = Registry::default();
+        let text = "listeners: [{name: db, address: '127.0.0.1:0', protocol: tcp, backends: [{cluster: b, weight: 3}, {cluster: a, weight: 0}]}]\nclusters: [{name: a, endpoints: []}, {name: b, endpoints: []}]\n";
+        let snap = compile(text, &Snapshot::empty(), &registry);
+        let Role::Tcp { backends } = &snap.listeners[&1].role else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(&backends[0], &snap.clusters[1]));
+        assert!(Arc::ptr_eq(&backends[1], &snap.clusters[0]));
+        for _ in 0..100 {
+            let picked = backends.pick().expect("a weighted cluster");
+            assert_eq!(picked.name, "b", "weight 0 is never picked");
+        }
     }
 
     #[test]

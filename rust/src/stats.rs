@@ -56,6 +56,8 @@ pub struct ListenerStats {
     pub requests: Counter,
     pub responses: StatusCounters,
     pub no_route: Counter,
+    /// Answered by a redirect route, without an upstream.
+    pub redirects: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
 }
@@ -70,6 +72,7 @@ impl ListenerStats {
             "requests": self.requests.get(),
             "responses": self.responses.to_json(),
             "no_route": self.no_route.get(),
+            "redirects": self.redirects.get(),
             "bytes_in": self.bytes_in.get(),
             "bytes_out": self.bytes_out.get(),
         })

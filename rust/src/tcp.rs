@@ -1,5 +1,6 @@
-//! L4 forwarding: one upstream connection per downstream connection, bytes
-//! copied both ways; a FIN on one side is passed on as a FIN on the other.
+//! L4 forwarding: one upstream connection per downstream connection, to a
+//! cluster chosen by weight; bytes copied both ways; a FIN on one side is
+//! passed on as a FIN on the other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,11 +18,15 @@ pub async fn forward(
     listener: Arc<Listener>,
     abort: CancellationToken,
 ) {
-    let Role::Tcp { cluster } = &listener.role else {
+    let Role::Tcp { backends } = &listener.role else {
         return;
     };
     let _conn = Active::enter(&listener.stats, |s| &s.active_connections);
     listener.stats.connections.inc();
+    let Some(cluster) = backends.pick() else {
+        tracing::debug!(listener = %listener.name, "every backend has weight 0; closing");
+        return;
+    };
     let Some(ep) = cluster.pick(cluster.hash_key(None, peer.ip())) else {
         cluster.stats.no_healthy_endpoint.inc();
         tracing::debug!(listener = %listener.name, cluster = %cluster.name, "no healthy endpoint; closing");

@@ -152,6 +152,15 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
     }
 }
 
+/// The request's authority as sent, port included: `:authority` for HTTP/2
+/// (or an absolute-form target), `Host` for HTTP/1.1; empty when neither.
+pub fn request_authority<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> &'a str {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+}
+
 /// The request's host, lower-cased and without port: `:authority` for
 /// HTTP/2, `Host` for HTTP/1.1. Borrowed unless it had capitals.
 pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Cow<'a, str> {
@@ -244,5 +253,9 @@ mod tests {
             "::1"
         );
         assert_eq!(request_host(&"/".parse().unwrap(), &HeaderMap::new()), "");
+        assert_eq!(
+            request_authority(&"/x".parse().unwrap(), &h),
+            "Example.COM:8080"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! The forwarding path of one HTTP request: route, pick, rewrite headers,
-//! send through the cluster's pool, stream the answer back.
+//! The forwarding path of one HTTP request: route, pick (or redirect),
+//! rewrite headers and URL, send through the cluster's pool, stream the
+//! answer back.
 
 use std::sync::Arc;
 
@@ -10,16 +11,18 @@ use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
 use super::headers::{
-    add_forwarded, ensure_request_id, request_host, strip_hop_by_hop, wants_upgrade,
+    add_forwarded, ensure_request_id, request_authority, request_host, strip_hop_by_hop,
+    wants_upgrade,
 };
 use super::local_reply;
 use super::pool::SendError;
 use super::server::ConnInfo;
 use crate::cluster::Cluster;
-use crate::config::UpstreamProtocol;
+use crate::config::{RedirectConfig, UpstreamProtocol};
 use crate::engine::Shared;
+use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
-use crate::route::{first_match, RequestView};
+use crate::route::{first_match, RequestView, Route};
 use crate::snapshot::{Listener, Role};
 use crate::stats::{Active, Direction, Meter};
 
@@ -60,6 +63,7 @@ async fn route(
         method: req.method(),
         host: &host,
         path: req.uri().path(),
+        query: req.uri().query(),
         headers: req.headers(),
     };
     let Some(route) = first_match(routes, &view) else {
@@ -73,6 +77,10 @@ async fn route(
         );
         return local_reply(StatusCode::NOT_FOUND, "no_route", msg);
     };
+    if let Some(redirect) = &route.redirect {
+        listener.stats.redirects.inc();
+        return redirect_reply(route, redirect, &req);
+    }
     let Some(cluster) = route.pick_backend() else {
         let msg = format!(
             "meshctl: route '{}' has no backend with weight\n",
@@ -80,7 +88,7 @@ async fn route(
         );
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no_backend", msg);
     };
-    let forwarded = forward(listener, cluster, conn, req);
+    let forwarded = forward(listener, route, cluster, conn, req);
     match route.timeout {
         None => forwarded.await,
         Some(limit) => match tokio::time::timeout(limit, forwarded).await {
@@ -97,8 +105,33 @@ async fn route(
     }
 }
 
+/// A redirect route's answer: its status, a `Location` and an empty body.
+fn redirect_reply(
+    route: &Route<Arc<Cluster>>,
+    redirect: &RedirectConfig,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let url = RequestUrl {
+        scheme: req.uri().scheme_str().unwrap_or("http"),
+        authority: request_authority(req.uri(), req.headers()),
+        path: req.uri().path(),
+        query: req.uri().query(),
+    };
+    let location = redirect_location(redirect, route.matched_prefix.as_deref(), &url);
+    let Ok(location) = HeaderValue::try_from(location) else {
+        let msg = "meshctl: cannot build a redirect for this request\n".to_string();
+        return local_reply(StatusCode::BAD_REQUEST, "bad_request", msg);
+    };
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = redirect.status;
+    resp.headers_mut().insert(header::LOCATION, location);
+    route.response_headers.apply(resp.headers_mut());
+    resp
+}
+
 async fn forward(
     listener: &Arc<Listener>,
+    route: &Route<Arc<Cluster>>,
     cluster: &Arc<Cluster>,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
@@ -138,11 +171,30 @@ async fn forward(
             }
         }
     }
-    let pq = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // The route's edits come last, so that they may override the forwarding headers.
+    route.request_headers.apply(&mut parts.headers);
+    let rewrite = route.rewrite.as_ref();
+    if let Some(host) = rewrite.and_then(|r| r.host.as_ref()) {
+        // For HTTP/2 upstreams this becomes :authority below.
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    let pq = match rewrite.and_then(|r| r.path.as_ref()) {
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        Some(modifier) => {
+            let path = rewrite_path(parts.uri.path(), route.matched_prefix.as_deref(), modifier);
+            match PathAndQuery::try_from(with_query(path, parts.uri.query())) {
+                Ok(pq) => pq,
+                Err(e) => {
+                    let msg = format!("meshctl: bad rewritten request target: {e}\n");
+                    return local_reply(StatusCode::BAD_REQUEST, "bad_request", msg);
+                }
+            }
+        }
+    };
     match cluster.spec.protocol {
         UpstreamProtocol::Http1 => {
             // Origin form; the Host header carries the authority.
@@ -207,12 +259,14 @@ async fn forward(
             conn.drain.tracker.spawn(tunnel);
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
+            route.response_headers.apply(&mut parts.headers);
             parts.version = downstream_version;
             return Response::from_parts(parts, ProxyBody::empty());
         }
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
+    route.response_headers.apply(&mut parts.headers);
     parts.version = downstream_version;
     let meter = Meter {
         listener: listener.stats.clone(),
