@@ -4,6 +4,7 @@ signals, and the demo."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,9 +124,14 @@ def test_bad_initial_config_exits_2_with_paths(run_proxy) -> None:
     assert "listeners[0].routes[0].backends[0].cluster: unknown cluster 'ghost'" in proc.output()
 
 
-def test_demo_runs_end_to_end() -> None:
+def test_demo_runs_a_whole_mesh_end_to_end() -> None:
     env = {**os.environ, "COLUMNS": "120"}
-    out = subprocess.run([*MESHCTL, "demo", "--requests", "300"], capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run([*MESHCTL, "demo", "--requests", "1000"], capture_output=True, text=True, timeout=180, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "catalog-v2" in out.stdout
-    assert "100.0%" in out.stdout
+    rows = {m[1]: (int(m[2]), m[3]) for m in re.finditer(r"│ (\S+)\s*│\s*(\d+) │\s*([\d.]+%)", out.stdout)}
+    assert set(rows) == {"frontend", "catalog", "pricing-v1", "pricing-v2"}, out.stdout
+    assert all(success == "100.0%" for _, success in rows.values()), out.stdout
+    assert rows["frontend"][0] >= 1000 and rows["catalog"][0] >= 1000
+    split = re.search(r"v1 ([\d.]+)%\s+v2 ([\d.]+)%", out.stdout)
+    assert split and 5 <= float(split[2]) <= 16, out.stdout  # the 90/10 canary, within sampling noise
+    assert "stopping the mesh" in out.stdout

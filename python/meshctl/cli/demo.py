@@ -1,4 +1,6 @@
-"""``meshctl demo``: a proxy in front of demo backends, with traffic through it."""
+"""``meshctl demo``: a whole mesh on this machine — control plane, three
+services behind sidecars, a canary — with traffic through it and what the
+sidecars measured."""
 
 from __future__ import annotations
 
@@ -10,56 +12,69 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from meshctl.demo.run import Demo, drive, percentile
+from meshctl.demo.mesh import MeshDemo
+from meshctl.loadgen.runner import run_bench
 
 
 def demo(
-    requests: Annotated[int, typer.Option(help="Requests to send through the proxy.")] = 2000,
-    connections: Annotated[int, typer.Option(help="Keep-alive client connections.")] = 4,
-    listen: Annotated[str, typer.Option(help="Address of the demo's HTTP listener.")] = "127.0.0.1:0",
-    keep: Annotated[bool, typer.Option("--keep", help="Keep running until Ctrl-C.")] = False,
+    requests: Annotated[int, typer.Option(help="Requests to send into the frontend.")] = 3000,
+    connections: Annotated[int, typer.Option(help="Keep-alive client connections.")] = 8,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the mesh running until Ctrl-C.")] = False,
 ) -> None:
-    """Start backends and a proxy with a 90/10 canary split, send traffic, show what happened."""
+    """Start a control plane, frontend -> catalog -> pricing (v1, v2) behind sidecars, a 90/10 canary,
+    drive traffic with the built-in load generator, and print what each sidecar saw."""
     console = Console()
-    d = Demo(listen)
+    mesh = MeshDemo()
     try:
-        console.print(f"[bold]proxy[/] http://{d.address}  (admin http://{d.admin}/stats)")
-        for b in d.backends:
-            console.print(f"  backend {b.name} on {b.address}")
-        console.print(f"sending {requests} requests over {connections} connections ...")
-        r = drive(d.address, requests, connections)
-
-        table = Table(title="Where the requests went (route 'split': catalog-v1 90, catalog-v2 10)")
-        for col in ("backend", "requests", "share"):
-            table.add_column(col, justify="right" if col != "backend" else "left")
-        for name, n in sorted(r.by_backend.items()):
-            table.add_row(name, str(n), f"{100 * n / max(1, requests):.1f}%")
-        console.print(table)
-
-        stats = d.dataplane.stats()
-        web = stats["listeners"]["web"]
-        ok = web["responses"]["2xx"]
-        summary = Table(title="What the proxy measured")
-        for col in ("listener", "requests", "success", "rps", "p50 ms", "p99 ms"):
-            summary.add_column(col, justify="right")
-        summary.add_row(
-            "web",
-            str(web["requests"]),
-            f"{100 * ok / max(1, web['requests']):.1f}%",
-            f"{requests / r.elapsed_s:.0f}",
-            f"{percentile(r.latencies_ms, 0.5):.2f}",
-            f"{percentile(r.latencies_ms, 0.99):.2f}",
+        mesh.start(progress=lambda line: console.print(f"  {line}"))
+        entry = f"http://127.0.0.1:{mesh.entry_port}/items"
+        console.print(f"sending {requests} requests to the frontend sidecar ({entry}) ...")
+        report = run_bench(
+            {"url": entry, "requests": requests, "connections": connections, "threads": 1},
+            console=console,
+            show_progress=console.is_terminal,
         )
-        console.print(summary)
-        console.print(f"canary by header: curl -H 'x-canary: true' http://{d.address}/")
+
+        rows = mesh.report()
+        table = Table(title="What each sidecar saw (inbound)")
+        for col in ("instance", "requests", "success", "p50 ms", "p99 ms"):
+            table.add_column(col, justify="left" if col == "instance" else "right")
+        for row in rows:
+            lat = row.get("latency_ms") or {}
+            table.add_row(
+                row["instance"],
+                str(row["requests"]),
+                f"{100 * row['success']:.1f}%",
+                _ms(lat.get("p50")),
+                _ms(lat.get("p99")),
+            )
+        console.print(table)
+        split = next(r["split"] for r in rows if "split" in r)
+        total = max(1, sum(split.values()))
+        console.print(
+            f"pricing canary (HTTPRoute pricing-canary, 90/10): v1 {100 * split['v1'] / total:.1f}%  "
+            f"v2 {100 * split['v2'] / total:.1f}%"
+        )
+        lat = report["latency_ms"]
+        ok = report["statuses"]["2xx"]
+        console.print(
+            f"client: {report['requests']} requests, {100 * ok / max(1, report['requests']):.1f}% ok, "
+            f"{report['rps']:.0f} rps, p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms (three hops)"
+        )
         if keep:
             done = threading.Event()
             signal.signal(signal.SIGINT, lambda *_: done.set())
             signal.signal(signal.SIGTERM, lambda *_: done.set())
-            console.print("running; Ctrl-C to stop")
+            console.print(f"running; try: curl -H 'x-canary: true' {entry}   (Ctrl-C stops)")
+            console.print(f"control plane {mesh.cp_url}, admin token in {mesh.workdir / 'control-plane'}")
             done.wait()
-        if r.statuses.keys() - {200}:
-            console.print(f"[red]unexpected statuses: {dict(r.statuses)}[/]")
+        if report["errors"]["total"] or ok != report["requests"]:
+            console.print(f"[red]some requests failed: {report['errors']}[/]")
             raise typer.Exit(1)
     finally:
-        d.stop()
+        console.print("stopping the mesh ...")
+        mesh.stop()
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -4,7 +4,8 @@ and compiled snapshots cached per generation.
 Writes in this process publish their new generation at once. A tick each
 second also reads it from the database (another control-plane process may
 have written) and notices endpoints that expired, which happens without a
-write: the tick bumps the generation for them.
+write: when the live set differs from the one the cached mesh was loaded
+with, the tick bumps the generation.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Hub:
         self.loop = asyncio.get_running_loop()
         with Session(engine) as session:
             self.generation = crud.generation(session)
-            self._endpoints = crud.live_endpoints_digest(session)
+        #: The live endpoints the cached mesh was loaded with.
+        self._endpoints: str | None = None
         self._next: asyncio.Future[int] = self.loop.create_future()
         self._mesh: Mesh | None = None
         self._mesh_lock = asyncio.Lock()
@@ -115,13 +117,14 @@ class Hub:
 
     def _load(self) -> Mesh:
         with Session(self.engine) as session:
+            self._endpoints = crud.live_endpoints_digest(session)
             return load_mesh(session)
 
     def _poll(self) -> int:
         with Session(self.engine) as session:
-            digest = crud.live_endpoints_digest(session)
-            if digest != self._endpoints:
-                self._endpoints = digest
+            loaded = self._endpoints
+            if loaded is not None and crud.live_endpoints_digest(session) != loaded:
+                self._endpoints = None  # one bump until the next load
                 crud.bump(session)
                 session.commit()
             return crud.generation(session)

@@ -2,11 +2,15 @@
 
 Paths: ``/status/N`` answers N; ``?ms=N`` on any path waits N ms first (and
 ``delay_ms`` slows every request); everything else answers JSON naming the
-backend and the request, with the request body echoed.
+backend and the request, with the request body echoed. With an ``upstream``
+(``host:port``, its sidecar's outbound port) it first calls that with the
+same path, as a service in a chain would, passing on the headers a mesh app
+propagates, and nests the answer.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -44,26 +48,57 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/status/"):
             self._reply(int(url.path.rsplit("/", 1)[1]), b"")
             return
-        info = {
+        info: dict[str, object] = {
             "backend": self.server.name,
             "method": self.command,
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body": body.decode("utf-8", "replace"),
         }
-        self._reply(200, json.dumps(info).encode())
+        status = 200
+        if self.server.upstream:
+            status, info["upstream"] = self._call_upstream()
+        self._reply(status, json.dumps(info).encode())
+
+    def _call_upstream(self) -> tuple[int, object]:
+        """(our status, what the upstream said): 502 when it failed."""
+        conn = getattr(self.server.local, "conn", None)
+        if conn is None:
+            host, port = str(self.server.upstream).rsplit(":", 1)
+            conn = self.server.local.conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        headers = {h: v for h in PROPAGATED if (v := self.headers.get(h))}
+        try:
+            conn.request("GET", self.path, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            self.server.local.conn = None
+            return 502, {"error": str(e)}
+        try:
+            answer: object = json.loads(raw)
+        except ValueError:
+            answer = raw.decode("utf-8", "replace")
+        return (200 if resp.status < 400 else 502), answer
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
+
+
+#: Headers an app in a mesh passes from its request to the calls it makes.
+PROPAGATED = ("x-request-id", "x-canary", "traceparent")
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the default backlog of 5 drops SYNs when a proxy opens connections in a burst
 
-    def __init__(self, name: str, host: str, port: int, delay_ms: int):
+    def __init__(self, name: str, host: str, port: int, delay_ms: int, upstream: str | None):
         super().__init__((host, port), _Handler)
         self.name = name
         self.delay_ms = delay_ms
+        self.upstream = upstream
+        self.local = threading.local()  # one keep-alive upstream connection per handler thread
         self.requests = 0
         self.lock = threading.Lock()
 
@@ -71,8 +106,10 @@ class _Server(ThreadingHTTPServer):
 class DemoBackend:
     """An HTTP/1.1 server on its own thread; ``address`` is ``host:port``."""
 
-    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0, delay_ms: int = 0):
-        self._server = _Server(name, host, port, delay_ms)
+    def __init__(
+        self, name: str, host: str = "127.0.0.1", port: int = 0, delay_ms: int = 0, upstream: str | None = None
+    ):
+        self._server = _Server(name, host, port, delay_ms, upstream)
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"backend-{name}", daemon=True)
 
     @property
@@ -83,6 +120,10 @@ class DemoBackend:
     def address(self) -> str:
         host, port = self._server.server_address[:2]
         return f"{host!s}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     @property
     def requests(self) -> int:
