@@ -244,3 +244,96 @@ def test_explain_unknown_and_no_match() -> None:
     miss = explain(m, ExplainRequest(source="frontend", destination="catalog", path="/apix"))
     assert miss.outcome == "no_route" and miss.rules[0].reason == "path '/apix' is not under prefix '/api'"
     assert explain(m, ExplainRequest(source="frontend", host="nope.default")).outcome == "unknown_service"
+
+
+FILTERED = {
+    "parentRefs": [{"name": "catalog"}],
+    "rules": [
+        {
+            "matches": [
+                {"path": {"type": "PathPrefix", "value": "/old"}, "queryParams": [{"name": "v", "value": "2"}]}
+            ],
+            "filters": [
+                {
+                    "type": "RequestRedirect",
+                    "requestRedirect": {
+                        "scheme": "https",
+                        "hostname": "shop.example",
+                        "statusCode": 301,
+                        "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"},
+                    },
+                }
+            ],
+        },
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/api"}, "method": "POST"}],
+            "filters": [
+                {
+                    "type": "URLRewrite",
+                    "urlRewrite": {
+                        "hostname": "catalog.internal",
+                        "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2"},
+                    },
+                },
+                {
+                    "type": "RequestHeaderModifier",
+                    "requestHeaderModifier": {
+                        "set": [{"name": "X-Env", "value": "prod"}],
+                        "add": [{"name": "X-Tag", "value": "a"}],
+                        "remove": ["X-Debug"],
+                    },
+                },
+                {
+                    "type": "ResponseHeaderModifier",
+                    "responseHeaderModifier": {"set": [{"name": "Cache-Control", "value": "no-store"}]},
+                },
+            ],
+            "backendRefs": [{"name": "catalog"}],
+        },
+    ],
+}
+
+
+def test_filters_compile_to_what_the_data_plane_accepts() -> None:
+    config = compile_sidecar(mesh(http_routes=[http_route("filters", FILTERED)]), FRONTEND)
+    validate_config(config)
+    routes = {r["name"]: r for r in listener(config, "outbound/default/catalog")["routes"]}
+    redirect = routes["default/filters/rule0/match0"]
+    assert redirect["match"] == {"path_prefix": "/old", "query": {"v": "2"}}
+    assert redirect["redirect"] == {"scheme": "https", "host": "shop.example", "status": 301, "path_prefix": "/new"}
+    assert "backends" not in redirect
+    api = routes["default/filters/rule1/match0"]
+    assert api["match"] == {"path_prefix": "/api", "method": "POST"}
+    assert api["rewrite"] == {"host": "catalog.internal", "path_prefix": "/v2"}
+    assert api["request_headers"] == {"set": {"x-env": "prod"}, "add": {"x-tag": "a"}, "remove": ["x-debug"]}
+    assert api["response_headers"] == {"set": {"cache-control": "no-store"}}
+
+
+@pytest.mark.parametrize(
+    ("filters", "error"),
+    [
+        ([{"type": "RequestRedirect", "requestRedirect": {"statusCode": 301}}], "else it loops"),
+        (
+            [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "Host", "value": "x"}]}}],
+            "host cannot be modified",
+        ),
+        (
+            [
+                {
+                    "type": "RequestHeaderModifier",
+                    "requestHeaderModifier": {"add": [{"name": "x-a", "value": "caf\u00e9"}]},
+                }
+            ],
+            "should match pattern",
+        ),
+        ([{"type": "URLRewrite", "urlRewrite": {"hostname": "a.example:8080"}}], "should match pattern"),
+        ([{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch"}}}], "needs replacePrefixMatch"),
+        ([{"type": "URLRewrite"}], "takes exactly its urlRewrite field"),
+    ],
+)
+def test_the_api_refuses_filters_the_data_plane_would(filters: list[dict[str, Any]], error: str) -> None:
+    spec = {"parentRefs": [{"name": "catalog"}], "rules": [{"filters": filters, "backendRefs": [{"name": "catalog"}]}]}
+    if filters[0]["type"] == "RequestRedirect":
+        del spec["rules"][0]["backendRefs"]
+    with pytest.raises(ValueError, match=error):
+        HTTPRouteSpec.model_validate(spec)

@@ -153,3 +153,27 @@ def test_join_tokens_are_scoped_to_their_service(mesh: tuple[ControlPlane, list[
     assert same.status_code == 304
     assert httpx.put(f"{cp.url}/api/v1/sidecars", json=body).status_code == 401
     assert cp.call("POST", "/api/v1/services/default/ghost/join-tokens").status_code == 404
+
+
+def test_an_instance_that_stops_heartbeating_leaves_every_snapshot(
+    mesh: tuple[ControlPlane, list[Sidecar]], apps: dict[str, DemoBackend], tmp_path: Path
+) -> None:
+    cp, sidecars = mesh
+    front = pricing_mesh(cp, sidecars, apps, tmp_path)
+    v2 = next(s for s in sidecars if s.labels.get("version") == "v2")
+    assert v2.proc is not None
+    v2.proc.kill()  # no goodbye: only its TTL (5 s here) tells the mesh
+
+    def endpoints() -> list[str]:
+        config = httpx.get(f"http://127.0.0.1:{front.admin_port}/config", timeout=5).json()
+        cluster = next(c for c in config["clusters"] if c["name"] == "out/default/pricing")
+        return [e["address"] for e in cluster["endpoints"]]
+
+    wait_until(
+        lambda: endpoints() == [f"127.0.0.1:{sidecars[0].inbound_port}"],
+        timeout=15,
+        what="the dead instance to leave the frontend's snapshot",
+    )
+    assert set(backends_seen(front.upstreams["pricing"], 30)) == {"pricing-v1"}
+    row = next(s for s in cp.sidecars() if s["inbound_port"] == v2.inbound_port)
+    assert row["live"] is False

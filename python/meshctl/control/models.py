@@ -15,6 +15,19 @@ from sqlmodel import Field, SQLModel
 
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS label, as Kubernetes names are
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # an RFC 9110 token
+HEADER_VALUE = r"^[\x20-\x7e]*$"  # visible ASCII and spaces, as the data plane accepts
+HOSTNAME = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"
+#: Headers a modifier may not touch: framing and connection management belong to the proxy.
+RESERVED_HEADERS = {
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "upgrade",
+}
 
 
 def now() -> datetime:
@@ -164,10 +177,30 @@ class BackendRef(ServiceRef):
     subset: dict[str, str] = PField(default_factory=dict)
 
 
+class HeaderValue(NameValue):
+    value: str = PField(pattern=HEADER_VALUE, max_length=8192)
+
+
 class HeaderModifier(Spec):
-    set: list[NameValue] = PField(default_factory=list)
-    add: list[NameValue] = PField(default_factory=list)
+    set: list[HeaderValue] = PField(default_factory=list)
+    add: list[HeaderValue] = PField(default_factory=list)
     remove: list[str] = PField(default_factory=list)
+
+    @model_validator(mode="after")
+    def _allowed(self) -> HeaderModifier:
+        for what, names in (
+            ("set", [h.name for h in self.set]),
+            ("add", [h.name for h in self.add]),
+            ("remove", self.remove),
+        ):
+            lower = [n.lower() for n in names]
+            if bad := sorted(RESERVED_HEADERS.intersection(lower)):
+                raise ValueError(f"{what}: {', '.join(bad)} cannot be modified (use URLRewrite hostname for host)")
+            if len(set(lower)) != len(lower):
+                raise ValueError(f"{what}: a header is named twice")
+            if not all(re.match(HEADER_NAME, n) for n in names):
+                raise ValueError(f"{what}: not a valid header name")
+        return self
 
 
 class PathModifier(Spec):
@@ -185,14 +218,20 @@ class PathModifier(Spec):
 
 class RequestRedirect(Spec):
     scheme: Literal["http", "https"] | None = None
-    hostname: str | None = PField(default=None, min_length=1, max_length=253)
+    hostname: str | None = PField(default=None, max_length=253, pattern=HOSTNAME)
     port: int | None = PField(default=None, ge=1, le=65535)
     path: PathModifier | None = None
     status_code: Literal[301, 302, 303, 307, 308] = 302
 
+    @model_validator(mode="after")
+    def _goes_somewhere(self) -> RequestRedirect:
+        if (self.scheme, self.hostname, self.port, self.path) == (None, None, None, None):
+            raise ValueError("a redirect must change the scheme, hostname, port or path (else it loops)")
+        return self
+
 
 class URLRewrite(Spec):
-    hostname: str | None = PField(default=None, min_length=1, max_length=253)
+    hostname: str | None = PField(default=None, max_length=253, pattern=HOSTNAME)
     path: PathModifier | None = None
 
 
