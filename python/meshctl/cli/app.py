@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from meshctl import __version__
-from meshctl.cli import backend, bench, control_plane, demo
+from meshctl.cli import backend, bench, control_plane, demo, explain, resources, revisions, status
 
 app = typer.Typer(
     name="meshctl",
@@ -38,6 +38,16 @@ app.command("demo")(demo.demo)
 app.command("bench")(bench.bench)
 app.command("backend")(backend.backend)
 app.command("control-plane")(control_plane.control_plane)
+
+# The control plane's user-facing verbs (connection options in meshctl.cli.api).
+app.command("apply")(resources.apply)
+app.command("get")(resources.get)
+app.command("delete")(resources.delete)
+app.command("history")(revisions.history)
+app.command("diff")(revisions.diff)
+app.command("rollback")(revisions.rollback)
+app.command("explain")(explain.explain)
+app.command("status")(status.status)
 
 
 @app.command(

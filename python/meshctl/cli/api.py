@@ -1,0 +1,201 @@
+"""What the control-plane verbs share: the connection options (``--server``,
+``--token``, ``--token-file``), the client they build, API errors turned into
+messages (never a traceback), and small output helpers.
+
+Exit codes: 1 when the API refused or could not be reached, 2 for usage and
+file errors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from meshctl.client import ApiClient, ApiError, Unreachable, format_detail
+
+DEFAULT_SERVER = "http://127.0.0.1:15010"
+_PANEL = "Connection"
+
+Server = Annotated[
+    str,
+    typer.Option(
+        "--server",
+        envvar="MESHCTL_SERVER",
+        help="Control-plane URL.",
+        rich_help_panel=_PANEL,
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="API bearer token. Default: $MESHCTL_TOKEN, else the --token-file default.",
+        show_default=False,
+        rich_help_panel=_PANEL,
+    ),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        help="File holding the token. Default: admin.token in $MESHCTL_DATA_DIR (~/.meshctl), if it exists.",
+        show_default=False,
+        rich_help_panel=_PANEL,
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `error: message` on stderr and exit (2: usage or file error)."""
+    typer.echo(f"{typer.style('error:', fg='red', bold=True)} {message}", err=True)
+    raise typer.Exit(code)
+
+
+def default_token_file() -> Path:
+    """Where ``meshctl control-plane`` writes the admin token with its default data dir."""
+    return Path(os.environ.get("MESHCTL_DATA_DIR") or "~/.meshctl").expanduser() / "admin.token"
+
+
+class Client(ApiClient):
+    """The API client, knowing where its token came from (for a helpful 401)."""
+
+    def __init__(self, url: str, token: str | None, token_source: str | None):
+        super().__init__(url, token)
+        self.token_source = token_source
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"cannot read the token file {path}: {getattr(e, 'strerror', None) or e}")
+    if not token:
+        fail(f"the token file {path} is empty")
+    return token
+
+
+def connect(server: str, token: str | None, token_file: Path | None) -> Client:
+    """The client for these options. The token is the first of: --token, --token-file,
+    $MESHCTL_TOKEN, the default token file if it exists; else none (the API answers 401)."""
+    url = urlsplit(server)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        fail(f"--server must be an http:// or https:// URL, not {server!r}")
+    if token is not None and token_file is not None:
+        fail("give --token or --token-file, not both")
+    if token is not None:
+        return Client(server, token, "--token")
+    if token_file is not None:
+        return Client(server, _read_token(token_file), f"--token-file {token_file}")
+    if env := os.environ.get("MESHCTL_TOKEN"):
+        return Client(server, env, "$MESHCTL_TOKEN")
+    default = default_token_file()
+    if default.is_file():
+        return Client(server, _read_token(default), str(default))
+    return Client(server, None, None)
+
+
+#: Turns the `loc` of one 422 item into a note on where that input came from (e.g. a file and document).
+Locate = Callable[[list[Any]], str | None]
+
+
+def error_lines(e: ApiError, client: Client, locate: Locate | None = None) -> list[str]:
+    """An API error as a person reads it: status and explanation, 422 items one per line."""
+    if e.status == 401:
+        hint = (
+            f"the token from {client.token_source} was refused; give --token or --token-file"
+            if client.token_source
+            else "give --token or --token-file"
+        )
+        return [f"401 {format_detail(e.detail)} ({hint})"]
+    if e.status == 403 and client.token_source:
+        return [f"403 {format_detail(e.detail)} (the token from {client.token_source})"]
+    if e.status == 422 and isinstance(e.detail, list):
+        lines = ["422 invalid input"]
+        for item in e.detail:
+            line = format_detail([item])
+            note = locate(list(item.get("loc", []))) if locate and isinstance(item, dict) else None
+            lines.append(f"  {line}" + (f"  ({note})" if note else ""))
+        return lines
+    return [f"{e.status} {format_detail(e.detail)}"]
+
+
+def report(e: ApiError, client: Client, locate: Locate | None = None) -> None:
+    """Print an API error on stderr, without exiting."""
+    first, *rest = error_lines(e, client, locate)
+    typer.echo(f"{typer.style('error:', fg='red', bold=True)} {first}", err=True)
+    for line in rest:
+        typer.echo(line, err=True)
+
+
+@contextmanager
+def reported(client: Client, locate: Locate | None = None) -> Iterator[None]:
+    """Run API calls; a refusal or an unreachable server becomes a message and exit code 1."""
+    try:
+        yield
+    except ApiError as e:
+        report(e, client, locate)
+        raise typer.Exit(1) from None
+    except Unreachable as e:
+        fail(f"cannot reach the control plane at {e} (is it running? --server or $MESHCTL_SERVER)", 1)
+
+
+# === output ===
+
+
+def console() -> Console:
+    return Console(highlight=False)
+
+
+def table(*columns: str) -> Table:
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    return t
+
+
+def add_row(t: Table, *cells: object) -> None:
+    """Cells as plain text: resource data never goes through rich markup."""
+    t.add_row(*(c if isinstance(c, Text) else Text("" if c is None else str(c)) for c in cells))
+
+
+def parse_time(value: str) -> datetime:
+    t = datetime.fromisoformat(value)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def age(value: str | None) -> str:
+    """How long ago, kubectl style: 45s, 12m, 5h, 3d."""
+    if not value:
+        return ""
+    seconds = int((datetime.now(UTC) - parse_time(value)).total_seconds())
+    if seconds < 0:
+        return "0s"
+    for unit, size, limit in (("s", 1, 120), ("m", 60, 120 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < limit:
+            return f"{seconds // size}{unit}"
+    return f"{seconds // 86400}d"
+
+
+def until(value: str) -> str:
+    """How long from now: `in 25s`, or `expired`."""
+    seconds = int((parse_time(value) - datetime.now(UTC)).total_seconds())
+    return f"in {seconds}s" if seconds > 0 else "expired"
+
+
+def local_time(value: str) -> str:
+    return parse_time(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def qualified(namespace: str | None, name: str, home: str) -> str:
+    """`name` within `home`'s namespace, `namespace/name` outside it."""
+    return name if (namespace or home) == home else f"{namespace}/{name}"

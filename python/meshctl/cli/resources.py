@@ -1,0 +1,457 @@
+"""``meshctl apply``, ``get`` and ``delete``: mesh resources as YAML documents
+(``kind``, ``metadata: {name, namespace}``, ``spec``), kubectl style.
+
+``apply -f`` sends every document of every file in one request, which the
+control plane applies all or nothing as one revision. ``get -o yaml`` prints
+documents that ``apply -f`` takes back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+import yaml
+
+from meshctl.cli import api
+from meshctl.cli.api import Client, add_row, age, fail, qualified, reported
+from meshctl.client import ApiError
+
+# === kinds ===
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # as documents spell it: "HTTPRoute"
+    plural: str  # the API's collection: "httproutes"
+    aliases: tuple[str, ...]
+    #: Table columns after NAMESPACE and NAME, and how to fill them from an API object.
+    columns: tuple[str, ...] = ()
+    cells: Callable[[dict[str, Any]], list[str]] | None = None
+
+    @property
+    def appliable(self) -> bool:
+        return self.name in APPLIABLE
+
+
+def _ports(svc: dict[str, Any]) -> list[str]:
+    return [", ".join(f"{p['name']}:{p['port']}/{p['protocol']}" for p in svc.get("ports", []))]
+
+
+def _subset(subset: dict[str, str]) -> str:
+    return "{" + ",".join(f"{k}={v}" for k, v in sorted(subset.items())) + "}" if subset else ""
+
+
+def backends(refs: list[dict[str, Any]], home: str) -> str:
+    """`catalog{version=v1} 90%, catalog{version=v2} 10%`; a lone backend without its share."""
+    total = sum(int(b.get("weight", 1)) for b in refs) or 1
+    out = []
+    for b in refs:
+        name = qualified(b.get("namespace"), b["name"], home) + _subset(b.get("subset") or {})
+        if b.get("port"):
+            name += f":{b['port']}"
+        out.append(name if len(refs) == 1 else f"{name} {100 * int(b.get('weight', 1)) / total:.3g}%")
+    return ", ".join(out)
+
+
+def _match(m: dict[str, Any]) -> str:
+    parts = []
+    if m.get("method"):
+        parts.append(m["method"])
+    path = m.get("path")
+    if path:
+        value = path.get("value", "/")
+        kind = path.get("type", "PathPrefix")
+        parts.append(value if kind == "Exact" else f"~{value}" if kind == "RegularExpression" else f"{value}*")
+    parts += [f"{h['name']}={h['value']}" for h in m.get("headers", [])]
+    parts += [f"?{q['name']}={q['value']}" for q in m.get("queryParams", [])]
+    return " ".join(parts) or "*"
+
+
+def _rules(route: dict[str, Any]) -> list[str]:
+    lines = []
+    for rule in route["spec"]["rules"]:
+        matches = " | ".join(_match(m) for m in rule.get("matches", [{}]))
+        filters = [f["type"] for f in rule.get("filters", [])]
+        target = (
+            "redirect" if "RequestRedirect" in filters else backends(rule.get("backendRefs", []), route["namespace"])
+        )
+        extra = [f for f in filters if f != "RequestRedirect"]
+        lines.append(f"{matches} -> {target}" + (f" [{', '.join(extra)}]" if extra else ""))
+    return lines
+
+
+def _parents(route: dict[str, Any]) -> str:
+    return ", ".join(qualified(p.get("namespace"), p["name"], route["namespace"]) for p in route["spec"]["parentRefs"])
+
+
+def _http_route(route: dict[str, Any]) -> list[str]:
+    return [_parents(route), "\n".join(_rules(route))]
+
+
+def _tcp_route(route: dict[str, Any]) -> list[str]:
+    return [_parents(route), backends(route["spec"]["rules"][0]["backendRefs"], route["namespace"])]
+
+
+def _policy(p: dict[str, Any]) -> list[str]:
+    spec = p["spec"]
+    lb = spec.get("loadBalancer") or {}
+    hash_on = lb.get("hashOn") or {}
+    how = lb.get("type", "RoundRobin") + (
+        f" (header {hash_on['header']})" if hash_on.get("header") else " (source IP)" if hash_on.get("sourceIp") else ""
+    )
+    timeout = spec.get("connectTimeoutMs")
+    target = spec["targetRef"]
+    return [
+        qualified(target.get("namespace"), target["name"], p["namespace"]),
+        how,
+        spec.get("protocol") or "auto",
+        f"{timeout}ms" if timeout else "",
+    ]
+
+
+KINDS = (
+    Kind("Service", "services", ("service", "services", "svc"), ("PORTS",), _ports),
+    Kind("HTTPRoute", "httproutes", ("httproute", "httproutes"), ("PARENTS", "RULES"), _http_route),
+    Kind("TCPRoute", "tcproutes", ("tcproute", "tcproutes"), ("PARENTS", "BACKENDS"), _tcp_route),
+    Kind(
+        "TrafficPolicy",
+        "trafficpolicies",
+        ("trafficpolicy", "trafficpolicies"),
+        ("TARGET", "LOAD BALANCER", "PROTOCOL", "CONNECT TIMEOUT"),
+        _policy,
+    ),
+    Kind("Endpoint", "endpoints", ("endpoint", "endpoints", "ep")),
+    Kind("Sidecar", "sidecars", ("sidecar", "sidecars")),
+)
+APPLIABLE = ("Service", "HTTPRoute", "TCPRoute", "TrafficPolicy")
+_BY_ALIAS = {alias: k for k in KINDS for alias in (*k.aliases, k.name.lower())}
+
+
+def kind_of(text: str, *, appliable: bool = False) -> Kind:
+    kind = _BY_ALIAS.get(text.lower())
+    if kind is None or (appliable and not kind.appliable):
+        choices = [k for k in KINDS if k.appliable or not appliable]
+        names = ", ".join(k.plural + (" (svc)" if k.name == "Service" else "") for k in choices)
+        fail(f"unknown kind {text!r}; one of: {names}")
+    return kind
+
+
+def kind_and_name(kind: str, name: str | None) -> tuple[str, str | None]:
+    """`KIND NAME`, or the `kind/name` and `kind/namespace/name` that apply and delete print."""
+    if name is None and "/" in kind:
+        kind, _, rest = kind.partition("/")
+        return kind, rest
+    return kind, name
+
+
+def split_name(name: str, namespace: str | None) -> tuple[str, str]:
+    """(namespace, name) from `name` or `namespace/name`, and -n."""
+    ns, sep, short = name.rpartition("/")
+    if not sep:
+        return namespace or "default", name
+    if namespace and namespace != ns:
+        fail(f"{name!r} is in namespace {ns!r}, but -n says {namespace!r}")
+    if not ns or not short or "/" in ns:
+        fail(f"expected NAME or NAMESPACE/NAME, got {name!r}")
+    return ns, short
+
+
+def _path(kind: Kind, namespace: str, name: str) -> str:
+    return f"/api/v1/{kind.plural}/{quote(namespace, safe='')}/{quote(name, safe='')}"
+
+
+def _prune(value: Any) -> Any:
+    """Drop nulls: the control plane stores specs without them, so this is exactly what is stored."""
+    if isinstance(value, dict):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def document(kind: Kind, item: dict[str, Any]) -> dict[str, Any]:
+    """An API object as the document `apply -f` takes."""
+    spec = {"ports": item["ports"]} if kind.name == "Service" else item["spec"]
+    return {
+        "kind": kind.name,
+        "metadata": {"name": item["name"], "namespace": item["namespace"]},
+        "spec": _prune(spec),
+    }
+
+
+def ref(kind: str, name: str) -> str:
+    """`httproute/default/canary`, as apply and delete print it."""
+    return f"{kind.lower()}/{name}"
+
+
+# === reading documents ===
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a document came from, to point at it in errors."""
+
+    file: str
+    number: int  # 1-based, among the file's YAML documents
+    item: int | None = None  # within a list document (`get -o json` of a list), 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}, document {self.number}" + (f" item {self.item}" if self.item else "")
+
+
+def _files(paths: list[str]) -> list[tuple[str, str]]:
+    """(display name, text) of each file; a directory gives its *.yaml, *.yml and *.json files."""
+    out = []
+    for p in paths:
+        if p == "-":
+            out.append(("<stdin>", sys.stdin.read()))
+            continue
+        path = Path(p)
+        files = (
+            sorted(f for f in path.iterdir() if f.suffix in (".yaml", ".yml", ".json") and f.is_file())
+            if path.is_dir()
+            else [path]
+        )
+        for f in files:
+            try:
+                out.append((str(f), f.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError) as e:
+                fail(f"cannot read {f}: {getattr(e, 'strerror', None) or e}")
+    return out
+
+
+def _yaml_error(file: str, e: yaml.YAMLError) -> str:
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        what = ": ".join(s for s in (e.context, e.problem) if s)
+        return f"{file}: invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {what}"
+    return f"{file}: invalid YAML: {e}"
+
+
+def read_documents(paths: list[str]) -> tuple[list[dict[str, Any]], list[Origin]]:
+    """Every document of every file, empty ones skipped; a YAML list (or a `kind: List`) gives its items."""
+    docs: list[dict[str, Any]] = []
+    origins: list[Origin] = []
+    for file, text in _files(paths):
+        try:
+            loaded = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as e:
+            fail(_yaml_error(file, e))
+        for number, doc in enumerate(loaded, 1):
+            if doc is None:
+                continue
+            items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else doc
+            if isinstance(items, list):
+                entries = [(item, Origin(file, number, i)) for i, item in enumerate(items, 1)]
+            else:
+                entries = [(items, Origin(file, number))]
+            for item, origin in entries:
+                if not isinstance(item, dict):
+                    fail(f"{origin}: expected a mapping with kind, metadata and spec, got {type(item).__name__}")
+                docs.append(item)
+                origins.append(origin)
+    # What YAML reads but JSON cannot carry (timestamps, dates) goes as text.
+    return json.loads(json.dumps(docs, default=str)), origins
+
+
+def _locator(docs: list[dict[str, Any]], origins: list[Origin]) -> api.Locate:
+    def locate(loc: list[Any]) -> str | None:
+        if len(loc) > 2 and loc[:2] == ["body", "documents"] and isinstance(loc[2], int) and loc[2] < len(docs):
+            doc = docs[loc[2]]
+            meta = doc.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
+            what = f"{doc.get('kind', '?')} {meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+            return f"{origins[loc[2]]}: {what}"
+        return None
+
+    return locate
+
+
+# === verbs ===
+
+Files = Annotated[
+    list[str] | None,
+    typer.Option("--filename", "-f", help="YAML or JSON file, directory, or - for stdin; repeatable."),
+]
+Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: all for lists).")]
+
+
+class Output(StrEnum):
+    table = "table"
+    yaml = "yaml"
+    json = "json"
+
+
+def apply(
+    filename: Files = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; change nothing.")] = False,
+    server: api.Server = api.DEFAULT_SERVER,
+    token: api.Token = None,
+    token_file: api.TokenFile = None,
+) -> None:
+    """Create or update every resource in the files, all or nothing, as one revision."""
+    if not filename:
+        fail("give the documents to apply with -f FILE (- for stdin)")
+    docs, origins = read_documents(filename)
+    if not docs:
+        fail(f"no documents in {', '.join(filename)}")
+    client = api.connect(server, token, token_file)
+    with reported(client, _locator(docs, origins)):
+        results = client.post("/api/v1/apply", {"documents": docs, "dry_run": dry_run}, timeout=60)
+    suffix = " (dry run)" if dry_run else ""
+    for r in results:
+        typer.echo(f"{ref(r['kind'], r['name'])} {r['action']}{suffix}")
+
+
+def get(
+    kind: Annotated[
+        str, typer.Argument(help="services (svc), httproutes, tcproutes, trafficpolicies, endpoints, sidecars.")
+    ],
+    name: Annotated[
+        str | None, typer.Argument(help="NAME or NAMESPACE/NAME (for endpoints and sidecars: the service).")
+    ] = None,
+    namespace: Namespace = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table, or documents for apply -f.")] = Output.table,
+    server: api.Server = api.DEFAULT_SERVER,
+    token: api.Token = None,
+    token_file: api.TokenFile = None,
+) -> None:
+    """Show resources: one by NAME, or all of a kind (in every namespace unless -n)."""
+    kind, name = kind_and_name(kind, name)
+    k = kind_of(kind)
+    if k.name == "Endpoint" and name is None:
+        fail("endpoints belong to a service: meshctl get endpoints SERVICE")
+    target = split_name(name, namespace) if name else None
+    client = api.connect(server, token, token_file)
+    with reported(client):
+        if k.name == "Sidecar":
+            _get_sidecars(client, target, namespace, output)
+            return
+        if k.name == "Endpoint":
+            assert target is not None
+            _get_endpoints(client, target, output)
+            return
+        if target:
+            items = [client.get(_path(k, *target))]
+        else:
+            items = client.get(f"/api/v1/{k.plural}" + (f"?namespace={quote(namespace)}" if namespace else ""))
+    if output is Output.table:
+        if not items:
+            typer.echo(f"no {k.plural}" + (f" in namespace {namespace}" if namespace else ""), err=True)
+            return
+        t = api.table("NAMESPACE", "NAME", *k.columns, "VERSION", "AGE")
+        for item in items:
+            assert k.cells is not None
+            add_row(
+                t, item["namespace"], item["name"], *k.cells(item), item["resource_version"], age(item["created_at"])
+            )
+        api.console().print(t)
+        return
+    docs = [document(k, item) for item in items]
+    _print_documents(docs if target is None else docs[0], output)
+
+
+def _print_documents(value: dict[str, Any] | list[dict[str, Any]], output: Output) -> None:
+    if output is Output.json:
+        typer.echo(json.dumps(value, indent=2))
+    elif isinstance(value, list):
+        if value:
+            typer.echo(yaml.safe_dump_all(value, sort_keys=False, explicit_start=True), nl=False)
+    else:
+        typer.echo(yaml.safe_dump(value, sort_keys=False), nl=False)
+
+
+def _get_endpoints(client: Client, service: tuple[str, str], output: Output) -> None:
+    items = client.get(_path(kind_of("services"), *service) + "/endpoints")
+    if output is not Output.table:
+        _print_documents(items, output)
+        return
+    if not items:
+        typer.echo(f"no live endpoints of service {service[0]}/{service[1]}", err=True)
+        return
+    t = api.table("ID", "ADDRESS", "WEIGHT", "LABELS", "EXPIRES")
+    for e in items:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(e["labels"].items()))
+        add_row(t, e["id"], f"{e['address']}:{e['port']}", e["weight"], labels, api.until(e["expires_at"]))
+    api.console().print(t)
+
+
+def _get_sidecars(client: Client, target: tuple[str, str] | None, namespace: str | None, output: Output) -> None:
+    from meshctl.cli.status import sidecar_table
+
+    ns = target[0] if target else namespace
+    items = client.get("/api/v1/sidecars" + (f"?namespace={quote(ns)}" if ns else ""))
+    if target:
+        items = [s for s in items if s["service"] == target[1]]
+    if output is not Output.table:
+        _print_documents(items, output)
+    elif not items:
+        typer.echo("no sidecars registered" + (f" for {target[0]}/{target[1]}" if target else ""), err=True)
+    else:
+        api.console().print(sidecar_table(items))
+
+
+def delete(
+    kind: Annotated[str | None, typer.Argument(help="services (svc), httproutes, tcproutes, trafficpolicies.")] = None,
+    name: Annotated[str | None, typer.Argument(help="NAME or NAMESPACE/NAME.")] = None,
+    filename: Files = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")] = None,
+    server: api.Server = api.DEFAULT_SERVER,
+    token: api.Token = None,
+    token_file: api.TokenFile = None,
+) -> None:
+    """Delete one resource (KIND NAME), or every resource in the files (-f); missing ones are reported and skipped."""
+    if filename and (kind or name):
+        fail("give KIND NAME or -f FILE, not both")
+    if kind:
+        kind, name = kind_and_name(kind, name)
+    if filename:
+        targets = _targets(filename)
+        if not targets:
+            fail(f"no documents in {', '.join(filename)}")
+    elif kind and name:
+        targets = [(kind_of(kind, appliable=True), *split_name(name, namespace))]
+    else:
+        fail("give KIND NAME, or -f FILE")
+    client = api.connect(server, token, token_file)
+    failed = False
+    with reported(client):
+        for k, ns, short in targets:
+            what = ref(k.name, f"{ns}/{short}")
+            try:
+                client.delete(_path(k, ns, short))
+            except ApiError as e:
+                if e.status == 404 and filename:
+                    typer.echo(f"{what} not found, skipped")
+                    continue
+                if e.status not in (404, 409, 422):
+                    raise
+                api.report(e, client)
+                failed = True
+                continue
+            typer.echo(f"{what} deleted")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _targets(paths: list[str]) -> list[tuple[Kind, str, str]]:
+    """What the documents name, routes and policies before the services they use."""
+    docs, origins = read_documents(paths)
+    targets = []
+    for doc, origin in zip(docs, origins, strict=True):
+        meta = doc.get("metadata")
+        if not isinstance(doc.get("kind"), str) or not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+            fail(f"{origin}: a document needs kind and metadata.name")
+        k = _BY_ALIAS.get(doc["kind"].lower())
+        if k is None or not k.appliable:
+            fail(f"{origin}: unknown kind {doc['kind']!r}; one of: {', '.join(APPLIABLE)}")
+        targets.append((k, str(meta.get("namespace") or "default"), meta["name"]))
+    return sorted(targets, key=lambda t: -APPLIABLE.index(t[0].name))

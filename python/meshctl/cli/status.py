@@ -1,0 +1,85 @@
+"""``meshctl status``: every sidecar, whether it runs the mesh's current
+config (its ACKed snapshot version is the mesh generation) or refused it."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from meshctl.cli import api
+from meshctl.cli.api import add_row, reported
+
+
+def sync_state(sc: dict[str, Any]) -> tuple[str, str]:
+    """(short state, rich style): in sync, NACK, behind, waiting, or gone (registration expired)."""
+    generation, acked, nacked = sc["mesh_generation"], sc["acked_version"], sc["nacked_version"]
+    if not sc["live"]:
+        return "gone", "dim"
+    if acked == generation:
+        return "in sync", "green"
+    if sc["last_error"] and nacked is not None and (acked is None or nacked > acked):
+        return f"NACK v{nacked}", "red"
+    if acked is None:
+        return "waiting", "yellow"
+    return f"behind ({generation - acked})", "yellow"
+
+
+def sidecar_table(sidecars: list[dict[str, Any]]) -> Table:
+    t = api.table("ID", "SERVICE", "ADDRESS", "LIVE", "VERSION", "SYNC", "LAST SEEN", "ERROR")
+    for sc in sidecars:
+        state, style = sync_state(sc)
+        add_row(
+            t,
+            sc["id"],
+            f"{sc['namespace']}/{sc['service']}",
+            f"{sc['address']}:{sc['inbound_port']}",
+            "yes" if sc["live"] else "no",
+            "-" if sc["acked_version"] is None else sc["acked_version"],
+            Text(state, style=style),
+            api.age(sc["last_seen"]) + " ago",
+            sc["last_error"] or "",
+        )
+    return t
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def status(
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Only this namespace.")] = None,
+    output: Annotated[Format, typer.Option("--output", "-o")] = Format.table,
+    server: api.Server = api.DEFAULT_SERVER,
+    token: api.Token = None,
+    token_file: api.TokenFile = None,
+) -> None:
+    """The mesh generation and every sidecar: its config version, in sync or not, and why it refused one."""
+    client = api.connect(server, token, token_file)
+    with reported(client):
+        sidecars = client.get("/api/v1/sidecars" + (f"?namespace={quote(namespace)}" if namespace else ""))
+    if output is Format.json:
+        typer.echo(json.dumps(sidecars, indent=2))
+        return
+    out = api.console()
+    if not sidecars:
+        out.print("no sidecars registered" + (f" in namespace {namespace}" if namespace else ""))
+        return
+    states = [sync_state(sc)[0] for sc in sidecars]
+    counts = {
+        "in sync": states.count("in sync"),
+        "NACK": sum(s.startswith("NACK") for s in states),
+        "behind": sum(s.startswith("behind") for s in states),
+        "waiting": states.count("waiting"),
+        "gone": states.count("gone"),
+    }
+    summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    noun = "sidecar" if len(sidecars) == 1 else "sidecars"
+    out.print(Text(f"mesh generation {sidecars[0]['mesh_generation']}: {len(sidecars)} {noun}, {summary}"))
+    out.print(sidecar_table(sidecars))
