@@ -10,6 +10,7 @@ pub mod error;
 pub mod filter;
 pub mod http;
 pub mod io;
+pub mod latency;
 pub mod listener;
 pub mod logging;
 pub mod route;

@@ -1,12 +1,15 @@
 //! Counters per listener, cluster and endpoint. They live in a registry keyed
 //! by name so that they survive config updates; compiled config objects hold
 //! `Arc`s to them, so the request path never looks anything up or locks.
+//! Latency histograms (see `latency`) are atomic counters too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
+
+use crate::latency::Histogram;
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -60,11 +63,15 @@ pub struct ListenerStats {
     pub redirects: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
+    /// HTTP only: from the request head received to the response head handed
+    /// to hyper for writing, local replies included. The body is left out so
+    /// that long streams (gRPC streaming, SSE, upgrades) do not swamp it.
+    pub latency: Histogram,
 }
 
 impl ListenerStats {
     pub fn to_json(&self, protocol: &str, address: String) -> Value {
-        json!({
+        let mut v = json!({
             "protocol": protocol,
             "address": address,
             "connections": self.connections.get(),
@@ -75,7 +82,11 @@ impl ListenerStats {
             "redirects": self.redirects.get(),
             "bytes_in": self.bytes_in.get(),
             "bytes_out": self.bytes_out.get(),
-        })
+        });
+        if protocol == "http" {
+            v["latency_ms"] = self.latency.to_json();
+        }
+        v
     }
 }
 
@@ -92,6 +103,10 @@ pub struct ClusterStats {
     pub active_connections: Counter,
     pub bytes_sent: Counter,
     pub bytes_received: Counter,
+    /// Upstream response time: from handing the request to the endpoint's pool
+    /// (so a new connection's connect counts) to the response head received.
+    /// Only exchanges that got a response; its count matches `responses`.
+    pub latency: Histogram,
 }
 
 impl ClusterStats {
@@ -108,6 +123,7 @@ impl ClusterStats {
             "active_connections": self.active_connections.get(),
             "bytes_sent": self.bytes_sent.get(),
             "bytes_received": self.bytes_received.get(),
+            "latency_ms": self.latency.to_json(),
             "endpoints": endpoints,
         })
     }

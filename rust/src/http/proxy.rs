@@ -3,6 +3,7 @@
 //! answer back.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -40,9 +41,12 @@ pub async fn handle(
             "meshctl: listener is closing\n".into(),
         );
     };
+    // hyper calls us once the request head is in; the head goes out when we return.
+    let received = Instant::now();
     listener.stats.requests.inc();
     let resp = route(listener, conn, req).await;
     listener.stats.responses.record(resp.status().as_u16());
+    listener.stats.latency.record(received.elapsed());
     resp
 }
 
@@ -230,6 +234,7 @@ async fn forward(
     };
     let upstream_req = Request::from_parts(parts, ProxyBody::streamed(body, meter, None));
 
+    let sent = Instant::now();
     let (mut resp, checkin) = match ep.pool.send(upstream_req).await {
         Ok(r) => r,
         Err(SendError::Connect(e)) => {
@@ -248,6 +253,7 @@ async fn forward(
             return local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg);
         }
     };
+    cluster.stats.latency.record(sent.elapsed());
     cluster.report_success(ep);
     cluster.stats.responses.record(resp.status().as_u16());
 
