@@ -3,6 +3,7 @@ first request is served."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from sqlmodel import Session
 from meshctl import __version__
 from meshctl.control import errors
 from meshctl.control.db import make_engine, migrate
+from meshctl.control.deps import SESSION_SLOTS
 from meshctl.control.push import Hub
 from meshctl.control.routers import apply, endpoints, health, revisions, services, sidecars, specs
 from meshctl.control.security import bootstrap_tokens
@@ -33,6 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for role, path in bootstrap_tokens(session, settings.data_dir).items():
                 # The path, never the token: secrets stay out of logs.
                 log.info("created the %s API token in %s (mode 0600)", role, path)
+        app.state.session_slots = asyncio.Semaphore(SESSION_SLOTS)
+        app.state.token_cache = {}
         app.state.hub = Hub(app.state.engine)
         yield
         await app.state.hub.close()

@@ -301,17 +301,39 @@ class _Compiler:
             routes += self.http_routes(service, hosts)
         return {"name": "http-proxy", "address": f"127.0.0.1:{port}", "protocol": "http", "routes": routes}
 
-    def compile(self) -> dict[str, Any]:
+    def outbound_part(self) -> Outbound:
         sc = self.sidecar
-        listeners = [self.inbound()]
-        for upstream, port in sorted(sc.upstreams, key=lambda u: u[1]):
-            listeners.append(self.outbound(sc.upstream_key(upstream), port))
+        listeners = [self.outbound(sc.upstream_key(u), port) for u, port in sorted(sc.upstreams, key=lambda u: u[1])]
         if sc.http_proxy_port:
             listeners.append(self.http_proxy(sc.http_proxy_port))
-        config: dict[str, Any] = {"listeners": listeners, "clusters": list(self.clusters.values())}
-        if sc.admin_port:
-            config["admin"] = {"address": f"127.0.0.1:{sc.admin_port}"}
+        return Outbound(listeners, list(self.clusters.values()))
+
+    def compile(self, outbound: Outbound | None) -> dict[str, Any]:
+        out = outbound or self.outbound_part()
+        self.clusters = {}
+        listeners = [self.inbound(), *out.listeners]
+        config: dict[str, Any] = {"listeners": listeners, "clusters": [*self.clusters.values(), *out.clusters]}
+        if self.sidecar.admin_port:
+            config["admin"] = {"address": f"127.0.0.1:{self.sidecar.admin_port}"}
         return config
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """The part of a sidecar's config that is the same for every instance of its service with
+    the same upstream ports: computed once per such group and generation."""
+
+    listeners: list[dict[str, Any]]
+    clusters: list[dict[str, Any]]
+
+
+def outbound_key(sidecar: SidecarSpec) -> tuple[Any, ...]:
+    """Sidecars with equal keys get equal `Outbound` parts."""
+    return (sidecar.namespace, sidecar.upstreams, sidecar.http_proxy_port)
+
+
+def compile_outbound(mesh: Mesh, sidecar: SidecarSpec) -> Outbound:
+    return _Compiler(mesh, sidecar).outbound_part()
 
 
 def _path(p: PathModifier | None) -> dict[str, Any]:
@@ -333,9 +355,10 @@ def _headers(mod: HeaderModifier) -> dict[str, Any]:
     return out
 
 
-def compile_sidecar(mesh: Mesh, sidecar: SidecarSpec) -> dict[str, Any]:
-    """The data-plane config for `sidecar`, from `mesh` alone."""
-    return _Compiler(mesh, sidecar).compile()
+def compile_sidecar(mesh: Mesh, sidecar: SidecarSpec, outbound: Outbound | None = None) -> dict[str, Any]:
+    """The data-plane config for `sidecar`, from `mesh` alone (and its `compile_outbound` part,
+    when the caller has it already)."""
+    return _Compiler(mesh, sidecar).compile(outbound)
 
 
 def route_views(rows: Iterable[Any], spec_model: type[HTTPRouteSpec] | type[TCPRouteSpec]) -> list[RouteView]:

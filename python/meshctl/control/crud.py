@@ -8,6 +8,7 @@ import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import update
 from sqlmodel import Session, SQLModel, col, select
 
 from meshctl.control.models import (
@@ -71,17 +72,25 @@ def key(row: Any) -> str:
 
 
 def generation(session: Session) -> int:
-    state = session.get(MeshState, 1)
-    return state.generation if state else 0
+    value = session.execute(select(MeshState.generation).where(col(MeshState.id) == 1)).scalar_one_or_none()
+    return int(value or 0)
 
 
 def bump(session: Session) -> int:
-    """Raise the generation in this transaction; the caller's commit publishes it."""
-    state = session.get(MeshState, 1) or MeshState(id=1, generation=0)
-    state.generation += 1
-    session.add(state)
-    session.info["generation"] = state.generation
-    return state.generation
+    """Raise the generation in this transaction; the caller's commit publishes it.
+
+    One UPDATE ... SET generation = generation + 1: it takes the row's write
+    lock, so concurrent writers queue instead of both writing the same number
+    (which would let the generation go backwards)."""
+    raised = session.execute(
+        update(MeshState).where(col(MeshState.id) == 1).values(generation=col(MeshState.generation) + 1)
+    )
+    if raised.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(MeshState(id=1, generation=1))
+        session.flush()
+    value = session.execute(select(MeshState.generation).where(col(MeshState.id) == 1)).scalar_one()
+    session.info["generation"] = value
+    return int(value)
 
 
 # === revisions ===
@@ -493,6 +502,20 @@ def report(session: Session, *, sidecar: Sidecar, data: SidecarReport) -> Sideca
     session.commit()
     session.refresh(sidecar)
     return sidecar
+
+
+def record_acks(session: Session, acks: dict[int, int]) -> None:
+    """Many sidecars' ACKs in one transaction; an ACK newer than a NACK clears its error."""
+    for sc in session.exec(select(Sidecar).where(col(Sidecar.id).in_(list(acks)))).all():
+        assert sc.id is not None
+        version = acks[sc.id]
+        if sc.acked_version is None or version > sc.acked_version:
+            sc.acked_version = version
+        if sc.nacked_version is not None and version > sc.nacked_version:
+            sc.last_error = None
+        sc.last_seen = now()
+        session.add(sc)
+    session.commit()
 
 
 def list_sidecars(session: Session, *, namespace: str | None = None) -> list[tuple[Sidecar, Service]]:

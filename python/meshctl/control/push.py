@@ -19,7 +19,16 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from meshctl.control import crud
-from meshctl.control.compiler import EndpointView, Mesh, SidecarSpec, compile_sidecar, route_views
+from meshctl.control.compiler import (
+    EndpointView,
+    Mesh,
+    Outbound,
+    SidecarSpec,
+    compile_outbound,
+    compile_sidecar,
+    outbound_key,
+    route_views,
+)
 from meshctl.control.models import (
     Endpoint,
     HTTPRoute,
@@ -33,6 +42,9 @@ from meshctl.control.models import (
 )
 
 log = logging.getLogger("meshctl.control.push")
+
+COALESCE_SECONDS = 0.002
+ACK_FLUSH_SECONDS = 0.2
 
 
 def load_mesh(session: Session) -> Mesh:
@@ -69,10 +81,35 @@ class Hub:
         self._mesh: Mesh | None = None
         self._mesh_lock = asyncio.Lock()
         self._snapshots: dict[SidecarSpec, bytes] = {}
+        self._outbound: dict[tuple[Any, ...], Outbound] = {}
+        #: Sidecars by id, with the service they act as: watches need no database read.
+        self.sidecars: dict[int, tuple[SidecarSpec, str]] = {}
+        #: ACKs carried by watches (`acked=`), written in batches by the tick.
+        self._acks: dict[int, int] = {}
         self._task = self.loop.create_task(self._run())
+        self._ack_task = self.loop.create_task(self._flush_acks())
 
     async def close(self) -> None:
         self._task.cancel()
+        self._ack_task.cancel()
+        await asyncio.to_thread(self._write_acks, self._acks)
+
+    def note_ack(self, sidecar_id: int, version: int) -> None:
+        self._acks[sidecar_id] = max(version, self._acks.get(sidecar_id, -1))
+
+    async def _flush_acks(self) -> None:
+        while True:
+            await asyncio.sleep(ACK_FLUSH_SECONDS)
+            acks, self._acks = self._acks, {}
+            if acks:
+                try:
+                    await asyncio.to_thread(self._write_acks, acks)
+                except Exception:
+                    log.exception("recording %d ACKs failed", len(acks))
+
+    def _write_acks(self, acks: dict[int, int]) -> None:
+        with Session(self.engine) as session:
+            crud.record_acks(session, acks)
 
     def publish(self, generation: int) -> None:
         self.loop.call_soon_threadsafe(self._advance, generation)
@@ -101,17 +138,28 @@ class Hub:
         mesh = await self._current_mesh()
         body = self._snapshots.get(sidecar)
         if body is None:
-            config = await asyncio.to_thread(compile_sidecar, mesh, sidecar)
+            key = outbound_key(sidecar)
+            outbound = self._outbound.get(key)
+            if outbound is None:  # the costly part, shared by a service's instances
+                outbound = await asyncio.to_thread(compile_outbound, mesh, sidecar)
+            config = compile_sidecar(mesh, sidecar, outbound)
             body = json.dumps({"version": mesh.generation, "config": config}).encode()
             if mesh is self._mesh:
                 self._snapshots[sidecar] = body
+                self._outbound[key] = outbound
         return body
 
     async def _current_mesh(self) -> Mesh:
         async with self._mesh_lock:  # one load per generation, however many watchers wake
             if self._mesh is None or self._mesh.generation < self.generation:
+                # Let a burst of writes (a fleet registering, an apply loop) land: one load covers them.
+                await asyncio.sleep(COALESCE_SECONDS)
                 self._mesh = await asyncio.to_thread(self._load)
-                self._snapshots = {}
+                self._snapshots, self._outbound = {}, {}
+                if self._mesh.generation < self.generation:
+                    # The database is the truth: never promise watchers a version it does not have.
+                    log.warning("generation %d announced, database has %d", self.generation, self._mesh.generation)
+                    self.generation = self._mesh.generation
                 self._advance(self._mesh.generation)
             return self._mesh
 

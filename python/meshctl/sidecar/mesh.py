@@ -115,7 +115,9 @@ class MeshSidecar:
         self.sidecar_id: int | None = None
         #: The snapshot version last tried (applied or refused): only newer ones are asked for.
         self.version = -1
-        self._pending: dict[str, Any] | None = None  # an ACK/NACK not delivered yet
+        #: The version last applied from the control plane: every watch carries it as the ACK.
+        self.applied: int | None = None
+        self._pending: dict[str, Any] | None = None  # a NACK not delivered yet
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -164,7 +166,7 @@ class MeshSidecar:
             log.info("snapshot %d from %s applied", version, source)
             if source == "control plane":
                 self.cache.save(version, config)
-                self._pending = {"version": version, "error": None}
+                self.applied = version
             return True
 
     # === loops ===
@@ -179,6 +181,8 @@ class MeshSidecar:
                 path = (
                     f"/api/v1/sidecars/{self.sidecar_id}/snapshot?version={self.version}&wait={self.opts.poll_seconds}"
                 )
+                if self.applied is not None:  # the ACK of what runs now rides on every watch
+                    path += f"&acked={self.applied}"
                 status, body = self.api.call("GET", path, timeout=self.opts.poll_seconds + 10)
             except Unreachable as e:
                 self._pause(backoff, f"control plane unreachable ({e})")
@@ -191,7 +195,7 @@ class MeshSidecar:
             backoff.reset()
             if status == 200 and not self._stop.is_set():
                 self.apply(body["version"], body["config"], source="control plane")
-                self._report()
+                self._report()  # a NACK at once; an ACK rides on the next watch
 
     def _pause(self, backoff: Backoff, why: str) -> None:
         delay = backoff.next_delay()

@@ -48,7 +48,7 @@ def _owned(session: Session, caller: Caller, sidecar_id: int) -> tuple[Sidecar, 
 
 
 @router.put("", response_model=SidecarPublic)
-def register(session: SessionDep, caller: AnyCaller, data: SidecarRegister) -> SidecarPublic:
+def register(request: Request, session: SessionDep, caller: AnyCaller, data: SidecarRegister) -> SidecarPublic:
     """Registers the sidecar and its endpoint; PUT the same again within the TTL to heartbeat."""
     name = f"{data.namespace}/{data.service}"
     if not caller.may_act_as(name):
@@ -57,6 +57,8 @@ def register(session: SessionDep, caller: AnyCaller, data: SidecarRegister) -> S
     if svc is None:
         raise crud.Invalid([{"loc": ["body", "service"], "msg": f"service {name} does not exist", "type": "reference"}])
     sc = crud.register_sidecar(session, svc=svc, data=data)
+    assert sc.id is not None
+    request.app.state.hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name)
     return _public(sc, svc, crud.generation(session))
 
 
@@ -66,9 +68,20 @@ def list_sidecars(session: SessionDep, _: Reader, namespace: str | None = None) 
     return [_public(sc, svc, generation) for sc, svc in crud.list_sidecars(session, namespace=namespace)]
 
 
-def _spec(request: Request, caller: Caller, sidecar_id: int) -> SidecarSpec:
+def _load_spec(request: Request, caller: Caller, sidecar_id: int) -> tuple[SidecarSpec, str]:
     with Session(request.app.state.engine) as session:
-        return sidecar_spec(*_owned(session, caller, sidecar_id))
+        sc, svc = _owned(session, caller, sidecar_id)
+        return sidecar_spec(sc, svc), crud.key(svc)
+
+
+async def _spec(request: Request, caller: Caller, sidecar_id: int) -> SidecarSpec:
+    known: tuple[SidecarSpec, str] | None = request.app.state.hub.sidecars.get(sidecar_id)
+    if known is None:
+        known = await run_in_threadpool(_load_spec, request, caller, sidecar_id)
+        request.app.state.hub.sidecars[sidecar_id] = known
+    if not caller.may_act_as(known[1]):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot act for {known[1]}")
+    return known[0]
 
 
 @router.get(
@@ -82,10 +95,13 @@ async def watch(
     sidecar_id: int,
     version: int = Query(default=-1, description="The version the sidecar holds; only a newer one is sent."),
     wait: float = Query(default=30.0, ge=0, le=300, description="Seconds to hold the request open."),
+    acked: int | None = Query(default=None, description="The version the sidecar applied last: an ACK."),
 ) -> Response:
-    """Long-poll: answers as soon as the mesh generation passes `version`."""
-    spec = await run_in_threadpool(_spec, request, caller, sidecar_id)
+    """Long-poll: answers as soon as the mesh generation passes `version`. NACKs go to `status`."""
+    spec = await _spec(request, caller, sidecar_id)
     hub = request.app.state.hub
+    if acked is not None:
+        hub.note_ack(sidecar_id, acked)
     if await hub.wait_newer(version, wait) is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED)
     return Response(await hub.snapshot(spec), media_type="application/json")
@@ -99,7 +115,8 @@ def report(session: SessionDep, caller: AnyCaller, sidecar_id: int, data: Sideca
 
 
 @router.delete("/{sidecar_id}", status_code=status.HTTP_204_NO_CONTENT)
-def deregister(session: SessionDep, caller: AnyCaller, sidecar_id: int) -> None:
+def deregister(request: Request, session: SessionDep, caller: AnyCaller, sidecar_id: int) -> None:
     """A sidecar leaving cleanly takes its endpoint with it at once, not after its TTL."""
     sc, svc = _owned(session, caller, sidecar_id)
     crud.deregister_sidecar(session, sidecar=sc, svc=svc)
+    request.app.state.hub.sidecars.pop(sidecar_id, None)
