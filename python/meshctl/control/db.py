@@ -27,7 +27,7 @@ def make_engine(url: str) -> Engine:
             # WAL's recommended durability: no fsync per commit, the database is never corrupted;
             # a power cut may lose the last commits, which sidecars re-report and operators re-apply.
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=5000")
+            cur.execute("PRAGMA busy_timeout=30000")  # a fleet registering at once queues for the lock
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
