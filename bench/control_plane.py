@@ -7,10 +7,11 @@ fresh SQLite file.
     python bench/control_plane.py --smoke    # small numbers, results in a temp dir (CI)
 
 Watchers are simulated in this process with asyncio: each registers as a
-distinct sidecar (its own ports), long-polls for its snapshot, "applies" it
-with the data plane's own validator (``meshctl.validate_config``, the Rust
-decoder `DataPlane.update()` runs first) and ACKs. Push latency is from
-sending the route change to a watcher's ACK being sent.
+distinct sidecar (its own ports), follows its snapshot stream as `meshctl
+proxy` does, "applies" each snapshot with the data plane's own validator
+(``meshctl.validate_config``, the Rust decoder `DataPlane.update()` runs
+first) and ACKs. Push latency is from sending the route change to a
+watcher having applied it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,15 @@ class Conn:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        try:
+            return await self._request(method, path, body)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The server closes idle keep-alive connections (uvicorn: after 5 s); one fresh try.
+            self.close()
+            self.writer = None
+            return await self._request(method, path, body)
+
+    async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -154,6 +164,27 @@ class Conn:
             if name.lower() == b"content-length":
                 length = int(value)
         return status, await self.reader.readexactly(length) if length else b""
+
+    async def stream(self, path: str) -> AsyncIterator[bytes]:
+        """The lines of a chunked streaming GET (the connection is the stream's from then on)."""
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.token}\r\n\r\n"
+        self.writer.write(head.encode())
+        status = int((await self.reader.readline()).split()[1])
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            pass
+        if status != 200:
+            raise ConnectionError(f"watch: {status}")
+        buffered = b""
+        while True:
+            size = int((await self.reader.readline()).strip(), 16)
+            if size == 0:
+                return
+            buffered += await self.reader.readexactly(size)
+            await self.reader.readexactly(2)
+            *lines, buffered = buffered.split(b"\n")
+            for line in lines:
+                yield line
 
     def close(self) -> None:
         if self.writer is not None:
@@ -179,7 +210,7 @@ class Watchers:
 
     async def _run(self, i: int) -> None:
         host, port = self.cp.url.removeprefix("http://").rsplit(":", 1)
-        conn = Conn(host, int(port), self.cp.token)
+        api, watch = Conn(host, int(port), self.cp.token), Conn(host, int(port), self.cp.token)
         # Callers of one service share their outbound ports, as a deployment's instances do.
         body = {
             "service": f"caller-{i % self.callers}",
@@ -189,30 +220,29 @@ class Watchers:
             "upstreams": {"target": 40000 + i % self.callers},
             "ttl_seconds": 3600,
         }
-        sid, version, acked = None, -1, ""
+        sid, version = None, -1
         while True:
             try:
                 if sid is None:
-                    status, raw = await conn.request("PUT", "/api/v1/sidecars", body)
+                    status, raw = await api.request("PUT", "/api/v1/sidecars", body)
                     if status != 200:
                         raise ConnectionError(f"register: {status} {raw[:200]!r}")
                     sid = json.loads(raw)["id"]
-                path = f"/api/v1/sidecars/{sid}/snapshot?version={version}&wait=60{acked}"
-                status, raw = await conn.request("GET", path)
-                if status == 200:
-                    snap = json.loads(raw)
-                    validate_config(snap["config"])
+                async for line in watch.stream(f"/api/v1/sidecars/{sid}/watch?version={version}"):
+                    if not line:
+                        continue  # keep-alive
+                    snap = json.loads(line)
+                    validate_config(snap["config"])  # what DataPlane.update() runs first
                     version = snap["version"]
                     self.acked[i][version] = time.perf_counter()
-                    acked = f"&acked={version}"  # the ACK rides on the next watch, as a sidecar's does
-                elif status != 304:
-                    raise ConnectionError(f"watch: {status} {raw[:200]!r}")
+                    await api.request("POST", f"/api/v1/sidecars/{sid}/status", {"version": version})
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as e:
                 self.errors += 1
                 if self.errors <= 5:
                     print(f"watcher {i}: {e}", file=sys.stderr)
-                conn.close()
-                conn = Conn(host, int(port), self.cp.token)
+                for c in (api, watch):
+                    c.close()
+                api, watch = Conn(host, int(port), self.cp.token), Conn(host, int(port), self.cp.token)
                 await asyncio.sleep(0.2)
 
     def newest(self) -> int:
@@ -374,6 +404,12 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     lines = [f"Run {r['date']} on {r['machine']}.", "", "| target | measured | goal | |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += [
+        "",
+        f"Watch errors (reconnects): {push['watch_errors']} with {push['watchers']} watchers, "
+        f"{hold['watch_errors']} with {hold['watchers']}. Control-plane CPU while pushing to "
+        f"{push['watchers']}: {push['cp_cpu_percent']:.0f} % of a core, RSS {push['cp_rss_mb']:.0f} MB.",
+    ]
     return "\n".join(lines)
 
 
@@ -392,11 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=int, default=1000, help="watchers held for the CPU case")
     ap.add_argument("--routes", type=int, default=10_000)
     ap.add_argument("--smoke", action="store_true", help="small numbers, nothing recorded")
-    ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--out", type=Path, help="where control_plane.json goes (default bench/results; smoke: a temp dir)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.watchers, args.changes, args.hold, args.routes = 10, 3, 20, 200
-        args.out = Path(tempfile.mkdtemp(prefix="meshctl-cp-bench-"))
+        args.out = args.out or Path(tempfile.mkdtemp(prefix="meshctl-cp-bench-"))
+    args.out = args.out or HERE / "results"
     with tempfile.TemporaryDirectory(prefix="meshctl-cp-") as tmp:
         work = Path(tmp)
         with control_plane(work) as cp:

@@ -39,3 +39,16 @@ def test_suite_smoke(tmp_path: Path) -> None:
     assert summary["memory"]["conns_1000_mb"] > summary["memory"]["idle_mb"] > 0
     assert (tmp_path / "latest.png").read_bytes()[:4] == b"\x89PNG"
     assert "| meshctl |" in out.stdout
+
+
+def test_control_plane_bench_smoke(tmp_path: Path) -> None:
+    script = SUITE.parent / "control_plane.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads((tmp_path / "control_plane.json").read_text())
+    assert data["push"]["pushes"] == data["push"]["watchers"] * data["push"]["changes"]
+    assert data["push"]["watch_errors"] == 0 and data["hold"]["watch_errors"] == 0
+    assert data["apply"]["created"] > data["apply"]["routes"]
+    assert "| apply" in out.stdout

@@ -3,9 +3,11 @@ the sidecar uses it and must stay lean, the CLI shares it."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -35,32 +37,50 @@ def format_detail(detail: Any) -> str:
     return str(detail)
 
 
+def _api_error(e: urllib.error.HTTPError) -> ApiError:
+    raw = e.read()
+    try:
+        detail = json.loads(raw).get("detail", raw.decode(errors="replace"))
+    except (ValueError, AttributeError):
+        detail = raw.decode(errors="replace") or e.reason
+    return ApiError(e.code, detail)
+
+
 class ApiClient:
     def __init__(self, url: str, token: str | None):
         self.url, self.token = url.rstrip("/"), token
 
-    def call(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0) -> tuple[int, Any]:
-        """(status, decoded JSON or None); raises ApiError for 4xx/5xx and Unreachable for no answer."""
+    def _request(self, method: str, path: str, body: Any) -> urllib.request.Request:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
+        return req
+
+    def call(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0) -> tuple[int, Any]:
+        """(status, decoded JSON or None); raises ApiError for 4xx/5xx and Unreachable for no answer."""
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(self._request(method, path, body), timeout=timeout) as resp:
                 raw = resp.read()
                 return resp.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:
-            if e.code == 304:
+            if e.code == 304:  # a long-poll that saw nothing newer
                 return 304, None
-            raw = e.read()
-            try:
-                detail = json.loads(raw).get("detail", raw.decode(errors="replace"))
-            except ValueError:
-                detail = raw.decode(errors="replace") or e.reason
-            raise ApiError(e.code, detail) from None
+            raise _api_error(e) from None
         except (urllib.error.URLError, OSError, TimeoutError) as e:
+            raise Unreachable(f"{self.url}: {getattr(e, 'reason', e)}") from None
+
+    def lines(self, path: str, *, timeout: float) -> Iterator[bytes]:
+        """The lines of a streamed GET as they come; `timeout` bounds each wait for data."""
+        try:
+            with urllib.request.urlopen(self._request("GET", path, None), timeout=timeout) as resp:
+                while line := resp.readline():
+                    yield line
+        except urllib.error.HTTPError as e:
+            raise _api_error(e) from None
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:
             raise Unreachable(f"{self.url}: {getattr(e, 'reason', e)}") from None
 
     def get(self, path: str, **kw: Any) -> Any:

@@ -29,4 +29,14 @@ def control_plane(
     logs.setup()
     overrides: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir, "database_url": database_url}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Watches are open-ended: end them, or the graceful shutdown would wait on them forever.
+            hub = getattr(app.state, "hub", None)
+            if hub is not None:
+                hub.stop_watches()
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)).run()

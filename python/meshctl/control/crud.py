@@ -8,7 +8,7 @@ import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, case, insert, update
 from sqlmodel import Session, SQLModel, col, select
 
 from meshctl.control.models import (
@@ -534,16 +534,25 @@ def report(session: Session, *, sidecar: Sidecar, data: SidecarReport) -> Sideca
 
 
 def record_acks(session: Session, acks: dict[int, int]) -> None:
-    """Many sidecars' ACKs in one transaction; an ACK newer than a NACK clears its error."""
-    for sc in session.exec(select(Sidecar).where(col(Sidecar.id).in_(list(acks)))).all():
-        assert sc.id is not None
-        version = acks[sc.id]
-        if sc.acked_version is None or version > sc.acked_version:
-            sc.acked_version = version
-        if sc.nacked_version is not None and version > sc.nacked_version:
-            sc.last_error = None
-        sc.last_seen = now()
-        session.add(sc)
+    """Many sidecars' ACKs in one statement run for each (executemany): an ACK never lowers
+    the acked version, and one newer than the last NACK clears its error."""
+    if not acks:
+        return
+    version: Any = bindparam("version")
+    acked = col(Sidecar.acked_version)
+    nacked = col(Sidecar.nacked_version)
+    statement = (
+        update(Sidecar)
+        .where(col(Sidecar.id) == bindparam("sidecar"))
+        .values(
+            acked_version=case((acked.is_(None) | (acked < version), version), else_=acked),
+            last_error=case((nacked.is_not(None) & (nacked < version), None), else_=col(Sidecar.last_error)),
+            last_seen=bindparam("seen"),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    stamp = now()
+    session.connection().execute(statement, [{"sidecar": i, "version": v, "seen": stamp} for i, v in acks.items()])
     session.commit()
 
 

@@ -80,6 +80,7 @@ class Hub:
         self._next: asyncio.Future[int] = self.loop.create_future()
         self._mesh: Mesh | None = None
         self._mesh_lock = asyncio.Lock()
+        self.closing = False
         self._snapshots: dict[SidecarSpec, bytes] = {}
         self._outbound: dict[tuple[Any, ...], Outbound] = {}
         #: Sidecars by id, with the service they act as: watches need no database read.
@@ -120,10 +121,19 @@ class Hub:
             woken, self._next = self._next, self.loop.create_future()
             woken.set_result(generation)
 
+    def stop_watches(self) -> None:
+        """Server shutdown: end every long-poll and stream now (callable from any thread)."""
+        self.loop.call_soon_threadsafe(self._close_watches)
+
+    def _close_watches(self) -> None:
+        self.closing = True
+        woken, self._next = self._next, self.loop.create_future()
+        woken.set_result(self.generation)
+
     async def wait_newer(self, version: int, timeout: float) -> int | None:
-        """The generation once it is above `version`, or None after `timeout` seconds."""
+        """The generation once it is above `version`, or None after `timeout` seconds (or at shutdown)."""
         deadline = self.loop.time() + timeout
-        while self.generation <= version:
+        while self.generation <= version and not self.closing:
             remaining = deadline - self.loop.time()
             if remaining <= 0:
                 return None
@@ -131,13 +141,13 @@ class Hub:
                 await asyncio.wait_for(asyncio.shield(self._next), remaining)
             except TimeoutError:
                 return None
-        return self.generation
+        return None if self.closing else self.generation
 
-    async def snapshot(self, sidecar: SidecarSpec) -> bytes:
-        """{"version", "config"} as JSON bytes, compiled once per generation and sidecar."""
+    async def snapshot(self, sidecar: SidecarSpec) -> tuple[int, bytes]:
+        """(version, {"version", "config"} as JSON bytes), compiled once per generation and sidecar."""
         mesh = await self._current_mesh()
         body = self._snapshots.get(sidecar)
-        if body is None:
+        if body is None:  # (JSON without newlines: streams send one snapshot per line)
             key = outbound_key(sidecar)
             outbound = self._outbound.get(key)
             if outbound is None:  # the costly part, shared by a service's instances
@@ -147,7 +157,7 @@ class Hub:
             if mesh is self._mesh:
                 self._snapshots[sidecar] = body
                 self._outbound[key] = outbound
-        return body
+        return mesh.generation, body
 
     async def _current_mesh(self) -> Mesh:
         async with self._mesh_lock:  # one load per generation, however many watchers wake

@@ -1,6 +1,7 @@
 """A sidecar that follows the control plane: it registers its instance and
-heartbeats, long-polls for snapshots newer than the one it runs, applies
-them with ``DataPlane.update()`` and reports ACK or NACK.
+heartbeats, follows a stream of snapshots newer than the one it runs (one
+request however many changes), applies them with ``DataPlane.update()`` and
+reports ACK or NACK.
 
 The last good snapshot is kept on disk, so a sidecar (re)started while the
 control plane is away serves from it; it keeps trying to reach the control
@@ -27,6 +28,9 @@ from meshctl.client import ApiClient, ApiError, Unreachable
 
 log = logging.getLogger("meshctl.sidecar")
 
+#: The control plane sends a keep-alive line every 15 s; this long without one, the stream is dead.
+STREAM_IDLE_SECONDS = 40.0
+
 
 @dataclass
 class SidecarOptions:
@@ -44,8 +48,6 @@ class SidecarOptions:
     token: str | None = None
     cache_dir: Path | None = None
     ttl_seconds: int = 15
-    #: How long one long-poll waits for a change.
-    poll_seconds: float = 30.0
     workers: int | None = None
     grace: float = 10.0
 
@@ -115,9 +117,7 @@ class MeshSidecar:
         self.sidecar_id: int | None = None
         #: The snapshot version last tried (applied or refused): only newer ones are asked for.
         self.version = -1
-        #: The version last applied from the control plane: every watch carries it as the ACK.
-        self.applied: int | None = None
-        self._pending: dict[str, Any] | None = None  # a NACK not delivered yet
+        self._pending: dict[str, Any] | None = None  # an ACK or NACK not delivered yet
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -166,36 +166,39 @@ class MeshSidecar:
             log.info("snapshot %d from %s applied", version, source)
             if source == "control plane":
                 self.cache.save(version, config)
-                self.applied = version
             return True
 
     # === loops ===
 
     def _watch(self) -> None:
+        """Follow the snapshot stream; reconnect with backoff when it breaks."""
         backoff = Backoff()
         while not self._stop.is_set():
             try:
                 if self.sidecar_id is None:
                     self.register()
                 self._report()
-                path = (
-                    f"/api/v1/sidecars/{self.sidecar_id}/snapshot?version={self.version}&wait={self.opts.poll_seconds}"
-                )
-                if self.applied is not None:  # the ACK of what runs now rides on every watch
-                    path += f"&acked={self.applied}"
-                status, body = self.api.call("GET", path, timeout=self.opts.poll_seconds + 10)
+                path = f"/api/v1/sidecars/{self.sidecar_id}/watch?version={self.version}"
+                for line in self.api.lines(path, timeout=STREAM_IDLE_SECONDS):
+                    backoff.reset()
+                    if self._stop.is_set():
+                        return
+                    if line.strip():  # blank lines only keep the stream alive
+                        snap = json.loads(line)
+                        if self.apply(snap["version"], snap["config"], source="control plane"):
+                            self._pending = {"version": snap["version"], "error": None}
+                        self._report()
+                why = "the control plane ended the watch"
             except Unreachable as e:
-                self._pause(backoff, f"control plane unreachable ({e})")
-                continue
+                why = f"control plane unreachable ({e})"
             except ApiError as e:
                 if e.status == 404:  # the control plane forgot us (e.g. a new database): join again
                     self.sidecar_id = None
-                self._pause(backoff, f"control plane refused: {e}")
-                continue
-            backoff.reset()
-            if status == 200 and not self._stop.is_set():
-                self.apply(body["version"], body["config"], source="control plane")
-                self._report()  # a NACK at once; an ACK rides on the next watch
+                why = f"control plane refused: {e}"
+            except (ValueError, KeyError) as e:
+                why = f"bad snapshot from the control plane ({e})"
+            if not self._stop.is_set():
+                self._pause(backoff, why)
 
     def _pause(self, backoff: Backoff, why: str) -> None:
         delay = backoff.next_delay()

@@ -3,8 +3,11 @@ ACK or NACK, deregister; and the mesh-wide status of them all."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
 from meshctl.control import crud
@@ -104,14 +107,56 @@ async def watch(
         hub.note_ack(sidecar_id, acked)
     if await hub.wait_newer(version, wait) is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED)
-    return Response(await hub.snapshot(spec), media_type="application/json")
+    return Response((await hub.snapshot(spec))[1], media_type="application/json")
 
 
-@router.post("/{sidecar_id}/status", response_model=SidecarPublic)
-def report(session: SessionDep, caller: AnyCaller, sidecar_id: int, data: SidecarReport) -> SidecarPublic:
-    """ACK (no error) or NACK (the data plane's error) of the snapshot `version`."""
-    sc, svc = _owned(session, caller, sidecar_id)
-    return _public(crud.report(session, sidecar=sc, data=data), svc, crud.generation(session))
+#: A blank line this often on an idle stream: both ends notice a dead peer, middleboxes keep it open.
+KEEPALIVE_SECONDS = 15.0
+
+
+@router.get(
+    "/{sidecar_id}/watch",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "One snapshot per line"}},
+)
+async def watch_stream(
+    request: Request,
+    caller: AnyCaller,
+    sidecar_id: int,
+    version: int = Query(default=-1, description="The version the sidecar holds; only newer ones are sent."),
+) -> StreamingResponse:
+    """A stream of snapshots, one JSON object per line, each newer than the last; blank lines keep it
+    alive. One request per sidecar, however many changes: what sidecars use. ACK/NACK go to `status`."""
+    spec = await _spec(request, caller, sidecar_id)
+    hub = request.app.state.hub
+
+    async def lines() -> AsyncIterator[bytes]:
+        held = version
+        while not hub.closing:
+            if await hub.wait_newer(held, KEEPALIVE_SECONDS) is None:
+                yield b"\n"
+                continue
+            held, body = await hub.snapshot(spec)
+            yield body + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/{sidecar_id}/status", status_code=status.HTTP_204_NO_CONTENT)
+async def report(request: Request, caller: AnyCaller, sidecar_id: int, data: SidecarReport) -> None:
+    """ACK (no error) or NACK (the data plane's error) of the snapshot `version`. ACKs are written
+    in batches (see `meshctl status` a moment later); NACKs at once."""
+    await _spec(request, caller, sidecar_id)  # exists, and the caller may act for it
+    if data.error is None:
+        request.app.state.hub.note_ack(sidecar_id, data.version)
+        return
+
+    def write() -> None:
+        with Session(request.app.state.engine) as session:
+            sc, _ = _owned(session, caller, sidecar_id)
+            crud.report(session, sidecar=sc, data=data)
+
+    await run_in_threadpool(write)
 
 
 @router.delete("/{sidecar_id}", status_code=status.HTTP_204_NO_CONTENT)
