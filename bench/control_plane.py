@@ -383,8 +383,9 @@ def markdown(r: dict[str, Any]) -> str:
 
     rows = [
         (
-            "route change reaches 100 watching sidecars, applied (p99)",
-            f"{push['p99_ms']:.1f} ms (p50 {push['p50_ms']:.1f}, {push['pushes']} pushes)",
+            f"route change reaches {push['watchers']} watching sidecars, applied (p99; median round)",
+            f"{push['p99_ms']:.1f} ms (rounds: {', '.join(map(str, push.get('rounds_p99_ms', [])))}; "
+            f"p50 {push['p50_ms']:.1f}; {push['pushes']} pushes a round)",
             "<= 100 ms",
             verdict(push["p99_ms"] <= 100),
         ),
@@ -425,20 +426,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--watchers", type=int, default=100)
     ap.add_argument("--changes", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3, help="push rounds, each on a fresh control plane")
     ap.add_argument("--hold", type=int, default=1000, help="watchers held for the CPU case")
     ap.add_argument("--routes", type=int, default=10_000)
     ap.add_argument("--smoke", action="store_true", help="small numbers, nothing recorded")
     ap.add_argument("--out", type=Path, help="where control_plane.json goes (default bench/results; smoke: a temp dir)")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.watchers, args.changes, args.hold, args.routes = 10, 3, 20, 200
+        args.watchers, args.changes, args.hold, args.routes, args.rounds = 10, 3, 20, 200, 1
         args.out = args.out or Path(tempfile.mkdtemp(prefix="meshctl-cp-bench-"))
     args.out = args.out or HERE / "results"
     with tempfile.TemporaryDirectory(prefix="meshctl-cp-") as tmp:
         work = Path(tmp)
-        with control_plane(work) as cp:
-            push = asyncio.run(push_latency(cp, args.watchers, args.changes))
-        print("push", json.dumps(push), flush=True)
+        rounds = []
+        for _ in range(args.rounds):  # the tail is noisy on a shared 2-core machine: median of rounds
+            with control_plane(work) as cp:
+                rounds.append(asyncio.run(push_latency(cp, args.watchers, args.changes)))
+            print("push", json.dumps(rounds[-1]), flush=True)
+        push = dict(sorted(rounds, key=lambda r: r["p99_ms"])[len(rounds) // 2])
+        push["rounds_p99_ms"] = [round(r["p99_ms"], 1) for r in rounds]
         with control_plane(work) as cp:
             hold = asyncio.run(hold_watchers(cp, args.hold, 3 if args.smoke else 10, 2 if args.smoke else 5))
         print("hold", json.dumps(hold), flush=True)
@@ -453,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke:
         write_readme(table)
     return 0
+
+
+def rewrite_table() -> None:
+    """Re-render bench/README.md's table from bench/results/control_plane.json."""
+    write_readme(markdown(json.loads((HERE / "results" / "control_plane.json").read_text())))
 
 
 if __name__ == "__main__":

@@ -108,6 +108,7 @@ class Sidecar:
     token: str
     labels: dict[str, str] = field(default_factory=dict)
     upstreams: dict[str, int] = field(default_factory=dict)
+    http_proxy_port: int | None = None
     inbound_port: int = field(default_factory=unused_port)
     admin_port: int = field(default_factory=unused_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -149,6 +150,8 @@ class Sidecar:
         ]
         cmd += [a for k, v in self.labels.items() for a in ("--label", f"{k}={v}")]
         cmd += [a for k, v in self.upstreams.items() for a in ("--upstream", f"{k}={v}")]
+        if self.http_proxy_port:
+            cmd += ["--http-proxy-port", str(self.http_proxy_port)]
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         self.starts += 1

@@ -49,7 +49,15 @@ def pricing_mesh(cp: ControlPlane, sidecars: list[Sidecar], apps: dict[str, Demo
     for version in ("v1", "v2"):
         sc = Sidecar(cp, "pricing", port_of(apps[f"pricing-{version}"]), tmp, token, labels={"version": version})
         sidecars.append(sc.start())
-    front = Sidecar(cp, "frontend", unused_port(), tmp, cp.join_token("frontend"), upstreams={"pricing": unused_port()})
+    front = Sidecar(
+        cp,
+        "frontend",
+        unused_port(),
+        tmp,
+        cp.join_token("frontend"),
+        upstreams={"pricing": unused_port()},
+        http_proxy_port=unused_port(),
+    )
     sidecars.append(front.start())
     port = front.upstreams["pricing"]
     wait_until(
@@ -73,6 +81,11 @@ def test_route_changes_shift_traffic_and_a_nack_is_reported_while_traffic_flows(
 
     cp.apply(to_subset("v1"))
     wait_until(lambda: set(backends_seen(port)) == {"pricing-v1"}, timeout=10, what="traffic on v1 only")
+    # The HTTP proxy port routes by Host to any service, with the same rules.
+    assert front.http_proxy_port is not None
+    for host in ("pricing", "pricing.default", "pricing.default.svc"):
+        assert set(backends_seen(front.http_proxy_port, 5, headers={"Host": host})) == {"pricing-v1"}
+    assert backends_seen(front.http_proxy_port, 1, headers={"Host": "nowhere"}) == ["!404"]
     cp.apply(to_subset("v2"))
     wait_until(lambda: set(backends_seen(port)) == {"pricing-v2"}, timeout=10, what="traffic on v2 only")
 

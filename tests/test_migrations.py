@@ -3,8 +3,10 @@ agree with the models; the exported OpenAPI document is current."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -40,3 +42,35 @@ def test_openapi_document_is_current() -> None:
     assert exported == openapi.render(), (
         "api/openapi.json is stale: python -m meshctl.control.openapi > api/openapi.json"
     )
+
+
+def test_0004_turns_whole_state_revisions_into_changes_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url, "0003")
+    engine = make_engine(url)
+    states = [
+        {"Service": {"default/a": []}, "HTTPRoute": {}},
+        {"Service": {"default/a": [{"port": 80}]}},
+        {"Service": {}, "HTTPRoute": {}},
+    ]
+    with engine.begin() as conn:
+        for state in states:
+            conn.exec_driver_sql(
+                "INSERT INTO revision (created_at, action, kind, name, state) VALUES ('2026-01-01', 'x', 'Service',"
+                " 'default/a', ?)",
+                (json.dumps(state),),
+            )
+    migrate(url)
+    with engine.connect() as conn:
+        changes = [json.loads(r[0]) for r in conn.exec_driver_sql("SELECT changes FROM revision ORDER BY id")]
+        assert conn.exec_driver_sql("SELECT generation FROM meshstate").scalar() == 3
+    assert changes == [
+        [{"kind": "Service", "name": "default/a", "before": None, "after": []}],
+        [{"kind": "Service", "name": "default/a", "before": [], "after": [{"port": 80}]}],
+        [{"kind": "Service", "name": "default/a", "before": [{"port": 80}], "after": None}],
+    ]
+    command.downgrade(alembic_config(url), "0003")
+    with engine.connect() as conn:
+        back = [json.loads(r[0]) for r in conn.exec_driver_sql("SELECT state FROM revision ORDER BY id")]
+    assert back == [{"Service": {"default/a": []}}, {"Service": {"default/a": [{"port": 80}]}}, {"Service": {}}]
+    engine.dispose()
