@@ -235,3 +235,13 @@ def test_endpoints_register_heartbeat_expire_and_go_with_their_service(cp: Contr
     assert httpx.delete(f"{cp.url}/api/v1/services/ep/pricing", headers=cp.admin).status_code == 204
     _service(cp, "pricing", "ep")
     assert httpx.get(base, params={"include_expired": True}, headers=cp.reader).json() == []
+
+
+def test_diff_from_the_empty_mesh_and_a_rollback_that_changes_nothing(cp: ControlPlane) -> None:
+    _service(cp, "zero", "z0")
+    latest = httpx.get(f"{cp.url}/api/v1/revisions", headers=cp.reader).json()[-1]["id"]
+    changes = httpx.get(f"{cp.url}/api/v1/revisions/0/diff/{latest}", headers=cp.reader).json()
+    assert ("Service", "z0/zero", "added") in {(c["kind"], c["name"], c["change"]) for c in changes}
+    r = httpx.post(f"{cp.url}/api/v1/revisions/{latest}/rollback", headers=cp.admin)
+    assert r.status_code == 200 and r.json()["id"] == latest  # already there: no new revision
+    assert httpx.get(f"{cp.url}/api/v1/revisions/0", headers=cp.reader).status_code == 404

@@ -171,6 +171,9 @@ def rollback(session: Session, *, revision: Revision) -> Revision:
             namespace, short = name.split("/", 1)
             changes.append({"kind": kind, "name": name, "before": None, "after": wanted[name]})
             session.add(model(namespace=namespace, name=short, **{field: wanted[name]}))
+    if not changes:  # already there: nothing to record
+        session.rollback()
+        return list_revisions(session)[-1]
     _record(session, action="rollback", kind="Revision", name=str(revision.id), changes=changes)
     session.commit()
     return list_revisions(session)[-1]

@@ -32,7 +32,10 @@ def read_revision(session: SessionDep, _: Reader, revision: int) -> RevisionDeta
 
 @router.get("/{before}/diff/{after}", response_model=list[Change])
 def diff_revisions(session: SessionDep, _: Reader, before: int, after: int) -> list[Change]:
-    _revision(session, before), _revision(session, after)
+    """What changed from `before` to `after`; revision 0 is the empty mesh before the first change."""
+    for rev in (before, after):
+        if rev != 0:
+            _revision(session, rev)
     return crud.diff(crud.state_at(session, revision=before), crud.state_at(session, revision=after))
 
 
