@@ -169,6 +169,15 @@ def test_join_tokens_are_scoped_to_their_service(mesh: tuple[ControlPlane, list[
     assert httpx.put(f"{cp.url}/api/v1/sidecars", json=body).status_code == 401
     assert cp.call("POST", "/api/v1/services/default/ghost/join-tokens").status_code == 404
 
+    # Listed without their secret; revoked, a token is refused from the next request on.
+    listed = cp.ok("GET", "/api/v1/services/default/pricing/join-tokens")
+    assert [t["service"] for t in listed] == ["default/pricing"] and "token" not in listed[0]
+    assert httpx.get(f"{cp.url}/api/v1/services/default/pricing/join-tokens", headers=token).status_code == 403
+    cp.ok("DELETE", f"/api/v1/services/default/pricing/join-tokens/{listed[0]['id']}")
+    again = httpx.put(f"{cp.url}/api/v1/sidecars", json={**body, "service": "pricing"}, headers=token)
+    assert again.status_code == 401
+    assert cp.call("DELETE", f"/api/v1/services/default/pricing/join-tokens/{listed[0]['id']}").status_code == 404
+
 
 def test_an_instance_that_stops_heartbeating_leaves_every_snapshot(
     mesh: tuple[ControlPlane, list[Sidecar]], apps: dict[str, DemoBackend], tmp_path: Path

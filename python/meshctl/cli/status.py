@@ -64,12 +64,14 @@ def status(
     client = api.connect(server, token, token_file)
     with reported(client):
         sidecars = client.get("/api/v1/sidecars" + (f"?namespace={quote(namespace)}" if namespace else ""))
+        mesh = client.get("/api/v1/mesh")
     if output is Format.json:
         typer.echo(json.dumps(sidecars, indent=2))
         return
     out = api.console()
+    head = f"mesh generation {mesh['generation']}, revision {mesh['revision']}, {mesh['services']} services"
     if not sidecars:
-        out.print("no sidecars registered" + (f" in namespace {namespace}" if namespace else ""))
+        out.print(f"{head}: no sidecars registered" + (f" in namespace {namespace}" if namespace else ""))
         return
     states = [sync_state(sc)[0] for sc in sidecars]
     counts = {
@@ -81,5 +83,5 @@ def status(
     }
     summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
     noun = "sidecar" if len(sidecars) == 1 else "sidecars"
-    out.print(Text(f"mesh generation {sidecars[0]['mesh_generation']}: {len(sidecars)} {noun}, {summary}"))
+    out.print(Text(f"{head}: {len(sidecars)} {noun}, {summary}"))
     out.print(sidecar_table(sidecars))

@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         specs.tcp_routes,
         specs.traffic_policies,
         sidecars.router,
+        sidecars.mesh_router,
         apply.router,
         revisions.router,
     )

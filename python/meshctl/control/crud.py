@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, case, insert, update
 from sqlmodel import Session, SQLModel, col, select
 
 from meshctl.control.models import (
+    ApiToken,
     ApplyDocument,
     ApplyResult,
     Change,
@@ -235,6 +236,8 @@ def delete(session: Session, row: Resource, *, kind: str) -> None:
         users = [f"{k} {key(r)}" for k, r in _users_of(session, row.namespace, row.name)]
         if users:
             raise Conflict(f"service {key(row)} is used by {', '.join(users)}")
+        for token in session.exec(select(ApiToken).where(ApiToken.role == "join", ApiToken.scope == key(row))).all():
+            session.delete(token)  # its sidecars' tokens go with it
     before = getattr(row, KINDS[kind][1])
     session.delete(row)
     session.flush()

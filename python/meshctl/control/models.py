@@ -529,6 +529,20 @@ class SidecarPublic(SQLModel):
     mesh_generation: int
 
 
+class MeshStatus(SQLModel):
+    """The mesh at a glance."""
+
+    #: What sidecar snapshots are versioned by.
+    generation: int
+    #: The latest revision (0 before the first change).
+    revision: int
+    services: int
+    sidecars: int
+    live_sidecars: int
+    #: Live sidecars whose ACKed version is the generation.
+    in_sync: int
+
+
 class SidecarReport(SQLModel):
     """ACK (no error) or NACK (with the data plane's error) of one snapshot version."""
 
@@ -555,8 +569,13 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=now)
 
 
-class JoinToken(SQLModel):
+class JoinTokenInfo(SQLModel):
+    id: int
+    service: str
+    created_at: datetime
+
+
+class JoinToken(JoinTokenInfo):
     """Shown once, when issued; only its hash is kept."""
 
     token: str
-    service: str

@@ -47,9 +47,16 @@ def token_of(session: Session, token: str) -> ApiToken | None:
     return session.exec(select(ApiToken).where(ApiToken.token_sha256 == digest(token))).first()
 
 
-def issue_join_token(session: Session, *, service: str) -> str:
-    """A token that lets sidecars join as `service` ("namespace/name") and nothing else."""
+def issue_join_token(session: Session, *, service: str) -> tuple[ApiToken, str]:
+    """A token that lets sidecars join as `service` ("namespace/name") and nothing else:
+    (its stored row, the token itself, which is not kept)."""
     token = f"mesh-join-{secrets.token_urlsafe(32)}"
-    session.add(ApiToken(role="join", scope=service, token_sha256=digest(token)))
+    row = ApiToken(role="join", scope=service, token_sha256=digest(token))
+    session.add(row)
     session.commit()
-    return token
+    session.refresh(row)
+    return row, token
+
+
+def join_tokens(session: Session, *, service: str) -> list[ApiToken]:
+    return list(session.exec(select(ApiToken).where(ApiToken.role == "join", ApiToken.scope == service)).all())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, HTTPException, Request, status
 
 from meshctl.control import crud
 from meshctl.control.deps import Admin, Reader, SessionDep
-from meshctl.control.models import JoinToken, Service, ServiceCreate, ServicePublic, ServiceUpdate
+from meshctl.control.models import JoinToken, JoinTokenInfo, Service, ServiceCreate, ServicePublic, ServiceUpdate
 from meshctl.control.routers.common import found
-from meshctl.control.security import issue_join_token
+from meshctl.control.security import issue_join_token, join_tokens
 
 router = APIRouter(prefix="/api/v1/services", tags=["services"])
 
@@ -44,4 +44,30 @@ def issue_token(session: SessionDep, _: Admin, namespace: str, name: str) -> Joi
     """A token for this service's sidecars only: they may register and watch as it, nothing more.
     It is shown this once; only its hash is kept."""
     svc = found(session, Service, "service", namespace, name)
-    return JoinToken(token=issue_join_token(session, service=crud.key(svc)), service=crud.key(svc))
+    row, token = issue_join_token(session, service=crud.key(svc))
+    assert row.id is not None and row.scope is not None
+    return JoinToken(id=row.id, service=row.scope, created_at=row.created_at, token=token)
+
+
+@router.get("/{namespace}/{name}/join-tokens", response_model=list[JoinTokenInfo])
+def list_tokens(session: SessionDep, _: Admin, namespace: str, name: str) -> list[JoinTokenInfo]:
+    """The service's join tokens (never the tokens themselves)."""
+    svc = found(session, Service, "service", namespace, name)
+    return [
+        JoinTokenInfo(id=t.id, service=crud.key(svc), created_at=t.created_at)
+        for t in join_tokens(session, service=crud.key(svc))
+        if t.id is not None
+    ]
+
+
+@router.delete("/{namespace}/{name}/join-tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_token(request: Request, session: SessionDep, _: Admin, namespace: str, name: str, token_id: int) -> None:
+    """Revoke a join token: refused at once by this server, within seconds by any other one
+    (they remember token checks briefly). Sidecars already watching keep their stream."""
+    svc = found(session, Service, "service", namespace, name)
+    row = next((t for t in join_tokens(session, service=crud.key(svc)) if t.id == token_id), None)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"join token {token_id} of {crud.key(svc)} not found")
+    session.delete(row)
+    session.commit()
+    request.app.state.token_cache.clear()

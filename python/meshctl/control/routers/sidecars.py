@@ -14,6 +14,7 @@ from meshctl.control import crud
 from meshctl.control.compiler import SidecarSpec
 from meshctl.control.deps import AnyCaller, Caller, Reader, SessionDep
 from meshctl.control.models import (
+    MeshStatus,
     Service,
     Sidecar,
     SidecarPublic,
@@ -25,6 +26,7 @@ from meshctl.control.models import (
 from meshctl.control.push import sidecar_spec
 
 router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"])
+mesh_router = APIRouter(prefix="/api/v1/mesh", tags=["sidecars"])
 
 
 def _public(sc: Sidecar, svc: Service, generation: int) -> SidecarPublic:
@@ -63,6 +65,21 @@ def register(request: Request, session: SessionDep, caller: AnyCaller, data: Sid
     assert sc.id is not None
     request.app.state.hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name)
     return _public(sc, svc, crud.generation(session))
+
+
+@mesh_router.get("", response_model=MeshStatus)
+def mesh_status(session: SessionDep, _: Reader) -> MeshStatus:
+    generation = crud.generation(session)
+    revisions = crud.list_revisions(session)
+    rows = [_public(sc, svc, generation) for sc, svc in crud.list_sidecars(session)]
+    return MeshStatus(
+        generation=generation,
+        revision=revisions[-1].id if revisions and revisions[-1].id else 0,
+        services=len(crud.list_all(session, Service)),
+        sidecars=len(rows),
+        live_sidecars=sum(r.live for r in rows),
+        in_sync=sum(r.live and r.acked_version == generation for r in rows),
+    )
 
 
 @router.get("", response_model=list[SidecarPublic])
