@@ -4,20 +4,16 @@ generation that sidecar snapshots are versioned by."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import bindparam, case, insert, update
+from sqlalchemy import insert, update
 from sqlmodel import Session, SQLModel, col, select
 
 from meshctl.control.models import (
     ApiToken,
     ApplyDocument,
     ApplyResult,
-    Change,
-    Endpoint,
-    EndpointRegister,
     HTTPRoute,
     HTTPRouteSpec,
     MeshState,
@@ -26,9 +22,6 @@ from meshctl.control.models import (
     ServiceCreate,
     ServicePort,
     ServiceUpdate,
-    Sidecar,
-    SidecarRegister,
-    SidecarReport,
     TCPRoute,
     TCPRouteSpec,
     TrafficPolicy,
@@ -97,7 +90,7 @@ def bump(session: Session) -> int:
 # === revisions ===
 
 
-def _state(session: Session) -> dict[str, dict[str, Any]]:
+def current_state(session: Session) -> dict[str, dict[str, Any]]:
     state: dict[str, dict[str, Any]] = {}
     for kind, (model, field) in KINDS.items():
         rows = session.exec(select(model).order_by(col(model.namespace), col(model.name))).all()
@@ -105,79 +98,9 @@ def _state(session: Session) -> dict[str, dict[str, Any]]:
     return state
 
 
-def _record(session: Session, *, action: str, kind: str, name: str, changes: list[dict[str, Any]]) -> None:
+def record_revision(session: Session, *, action: str, kind: str, name: str, changes: list[dict[str, Any]]) -> None:
     session.add(Revision(action=action, kind=kind, name=name, changes=changes))
     bump(session)
-
-
-def list_revisions(session: Session) -> list[Revision]:
-    return list(session.exec(select(Revision).order_by(col(Revision.id))).all())
-
-
-def get_revision(session: Session, *, revision: int) -> Revision | None:
-    return session.get(Revision, revision)
-
-
-def state_at(session: Session, *, revision: int) -> dict[str, dict[str, Any]]:
-    """Every resource's spec right after `revision`: today's state with later changes undone."""
-    state = _state(session)
-    later = session.exec(select(Revision).where(col(Revision.id) > revision).order_by(col(Revision.id).desc()))
-    for rev in later.all():
-        for c in reversed(rev.changes):
-            specs = state.setdefault(c["kind"], {})
-            if c["before"] is None:
-                specs.pop(c["name"], None)
-            else:
-                specs[c["name"]] = c["before"]
-    return state
-
-
-def diff(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
-    changes = []
-    for kind in KINDS:
-        a, b = before.get(kind, {}), after.get(kind, {})
-        for name in sorted(a.keys() | b.keys()):
-            if name not in a:
-                changes.append(Change(kind=kind, name=name, change="added", after={"spec": b[name]}))
-            elif name not in b:
-                changes.append(Change(kind=kind, name=name, change="removed", before={"spec": a[name]}))
-            elif a[name] != b[name]:
-                changes.append(
-                    Change(kind=kind, name=name, change="changed", before={"spec": a[name]}, after={"spec": b[name]})
-                )
-    return changes
-
-
-def rollback(session: Session, *, revision: Revision) -> Revision:
-    """Makes the resources exactly what they were at `revision`, as one new revision."""
-    assert revision.id is not None
-    target = state_at(session, revision=revision.id)
-    changes: list[dict[str, Any]] = []
-    for kind, (model, field) in KINDS.items():
-        wanted = target.get(kind, {})
-        for row in session.exec(select(model)).all():
-            name, spec = key(row), getattr(row, field)
-            if name not in wanted:
-                changes.append({"kind": kind, "name": name, "before": spec, "after": None})
-                session.delete(row)
-            elif spec != wanted[name]:
-                changes.append({"kind": kind, "name": name, "before": spec, "after": wanted[name]})
-                setattr(row, field, wanted[name])
-                row.resource_version += 1
-                row.updated_at = now()
-                session.add(row)
-        session.flush()
-        present = {key(r) for r in session.exec(select(model)).all()}
-        for name in sorted(wanted.keys() - present):
-            namespace, short = name.split("/", 1)
-            changes.append({"kind": kind, "name": name, "before": None, "after": wanted[name]})
-            session.add(model(namespace=namespace, name=short, **{field: wanted[name]}))
-    if not changes:  # already there: nothing to record
-        session.rollback()
-        return list_revisions(session)[-1]
-    _record(session, action="rollback", kind="Revision", name=str(revision.id), changes=changes)
-    session.commit()
-    return list_revisions(session)[-1]
 
 
 # === generic named resources ===
@@ -219,7 +142,7 @@ def _write(session: Session, kind: str, row: Resource | None, namespace: str, na
 def _commit(session: Session, row: Resource, *, kind: str, action: str, before: Any) -> Any:
     session.flush()
     after = getattr(row, KINDS[kind][1])
-    _record(
+    record_revision(
         session,
         action=action,
         kind=kind,
@@ -241,7 +164,7 @@ def delete(session: Session, row: Resource, *, kind: str) -> None:
     before = getattr(row, KINDS[kind][1])
     session.delete(row)
     session.flush()
-    _record(
+    record_revision(
         session,
         action="delete",
         kind=kind,
@@ -434,150 +357,8 @@ def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = F
         session.rollback()
     else:
         what = changes[0]["name"] if len(changes) == 1 else f"{len(changes)} resources"
-        _record(
+        record_revision(
             session, action="apply", kind=changes[0]["kind"] if len(changes) == 1 else "*", name=what, changes=changes
         )
         session.commit()
     return [results[i] for i in range(len(documents))]
-
-
-# === endpoints ===
-# Instances come and go with heartbeats: runtime state, not config, so they
-# stay out of the revision log; joining or leaving still bumps the generation.
-
-
-def _upsert_endpoint(session: Session, *, svc: Service, address: str, port: int, data: EndpointRegister) -> Endpoint:
-    ep = session.exec(
-        select(Endpoint).where(Endpoint.service_id == svc.id, Endpoint.address == address, Endpoint.port == port)
-    ).first()
-    if ep is None:
-        assert svc.id is not None
-        ep = Endpoint(service_id=svc.id, address=address, port=port, expires_at=now())
-    was = (ep.expires_at > now(), ep.weight, ep.labels) if ep.id is not None else None
-    ep.refresh(data)
-    if was != (True, ep.weight, ep.labels):
-        bump(session)
-    session.add(ep)
-    return ep
-
-
-def register_endpoint(session: Session, *, svc: Service, data: EndpointRegister) -> Endpoint:
-    ep = _upsert_endpoint(session, svc=svc, address=data.address, port=data.port, data=data)
-    session.commit()
-    session.refresh(ep)
-    return ep
-
-
-def list_endpoints(session: Session, *, svc: Service, include_expired: bool = False) -> list[Endpoint]:
-    q = select(Endpoint).where(Endpoint.service_id == svc.id).order_by(col(Endpoint.address), col(Endpoint.port))
-    if not include_expired:
-        q = q.where(col(Endpoint.expires_at) > now())
-    return list(session.exec(q).all())
-
-
-def delete_endpoint(session: Session, *, svc: Service, endpoint_id: int) -> bool:
-    ep = session.get(Endpoint, endpoint_id)
-    if ep is None or ep.service_id != svc.id:
-        return False
-    session.delete(ep)
-    bump(session)
-    session.commit()
-    return True
-
-
-def live_endpoints_digest(session: Session) -> str:
-    """Changes whenever an endpoint joins or expires (expiry happens without a write)."""
-    ids = session.exec(select(Endpoint.id).where(col(Endpoint.expires_at) > now()).order_by(col(Endpoint.id))).all()
-    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
-
-
-# === sidecars ===
-
-
-def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister) -> Sidecar:
-    """Registration and heartbeat in one: the sidecar's row and its endpoint (the inbound listener)."""
-    sc = session.exec(
-        select(Sidecar).where(
-            Sidecar.service_id == svc.id, Sidecar.address == data.address, Sidecar.inbound_port == data.inbound_port
-        )
-    ).first()
-    if sc is None:
-        assert svc.id is not None
-        sc = Sidecar(service_id=svc.id, address=data.address, inbound_port=data.inbound_port, app_port=data.app_port)
-    sc.app_port, sc.upstreams = data.app_port, data.upstreams
-    sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
-    sc.last_seen = now()
-    ep = _upsert_endpoint(
-        session,
-        svc=svc,
-        address=data.address,
-        port=data.inbound_port,
-        data=EndpointRegister(
-            address=data.address,
-            port=data.inbound_port,
-            weight=data.weight,
-            labels=data.labels,
-            ttl_seconds=data.ttl_seconds,
-        ),
-    )
-    sc.expires_at = ep.expires_at
-    session.add(sc)
-    session.commit()
-    session.refresh(sc)
-    return sc
-
-
-def report(session: Session, *, sidecar: Sidecar, data: SidecarReport) -> Sidecar:
-    if data.error is None:
-        sidecar.acked_version, sidecar.last_error = data.version, None
-    else:
-        sidecar.nacked_version, sidecar.last_error = data.version, data.error
-    sidecar.last_seen = now()
-    session.add(sidecar)
-    session.commit()
-    session.refresh(sidecar)
-    return sidecar
-
-
-def record_acks(session: Session, acks: dict[int, int]) -> None:
-    """Many sidecars' ACKs in one statement run for each (executemany): an ACK never lowers
-    the acked version, and one newer than the last NACK clears its error."""
-    if not acks:
-        return
-    version: Any = bindparam("version")
-    acked = col(Sidecar.acked_version)
-    nacked = col(Sidecar.nacked_version)
-    statement = (
-        update(Sidecar)
-        .where(col(Sidecar.id) == bindparam("sidecar"))
-        .values(
-            acked_version=case((acked.is_(None) | (acked < version), version), else_=acked),
-            last_error=case((nacked.is_not(None) & (nacked < version), None), else_=col(Sidecar.last_error)),
-            last_seen=bindparam("seen"),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    stamp = now()
-    session.connection().execute(statement, [{"sidecar": i, "version": v, "seen": stamp} for i, v in acks.items()])
-    session.commit()
-
-
-def list_sidecars(session: Session, *, namespace: str | None = None) -> list[tuple[Sidecar, Service]]:
-    q = select(Sidecar, Service).where(Sidecar.service_id == Service.id)
-    if namespace:
-        q = q.where(Service.namespace == namespace)
-    q = q.order_by(col(Service.namespace), col(Service.name), col(Sidecar.address), col(Sidecar.inbound_port))
-    return [(sc, svc) for sc, svc in session.exec(q).all()]
-
-
-def deregister_sidecar(session: Session, *, sidecar: Sidecar, svc: Service) -> None:
-    ep = session.exec(
-        select(Endpoint).where(
-            Endpoint.service_id == svc.id, Endpoint.address == sidecar.address, Endpoint.port == sidecar.inbound_port
-        )
-    ).first()
-    if ep is not None:
-        session.delete(ep)
-        bump(session)
-    session.delete(sidecar)
-    session.commit()

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from meshctl.control import crud
+from meshctl.control import crud, instances
 from meshctl.control.compiler import (
     EndpointView,
     Mesh,
@@ -110,7 +110,7 @@ class Hub:
 
     def _write_acks(self, acks: dict[int, int]) -> None:
         with Session(self.engine) as session:
-            crud.record_acks(session, acks)
+            instances.record_acks(session, acks)
 
     def publish(self, generation: int) -> None:
         self.loop.call_soon_threadsafe(self._advance, generation)
@@ -175,13 +175,13 @@ class Hub:
 
     def _load(self) -> Mesh:
         with Session(self.engine) as session:
-            self._endpoints = crud.live_endpoints_digest(session)
+            self._endpoints = instances.live_endpoints_digest(session)
             return load_mesh(session)
 
     def _poll(self) -> int:
         with Session(self.engine) as session:
             loaded = self._endpoints
-            if loaded is not None and crud.live_endpoints_digest(session) != loaded:
+            if loaded is not None and instances.live_endpoints_digest(session) != loaded:
                 self._endpoints = None  # one bump until the next load
                 crud.bump(session)
                 session.commit()

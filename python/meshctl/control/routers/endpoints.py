@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from meshctl.control import crud
+from meshctl.control import instances
 from meshctl.control.deps import Admin, Reader, SessionDep
 from meshctl.control.models import Endpoint, EndpointPublic, EndpointRegister, Service
 from meshctl.control.routers.common import found
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1/services/{namespace}/{name}/endpoints", tags=
 @router.put("", response_model=EndpointPublic)
 def register(session: SessionDep, _: Admin, namespace: str, name: str, data: EndpointRegister) -> Endpoint:
     svc = found(session, Service, "service", namespace, name)
-    return crud.register_endpoint(session, svc=svc, data=data)
+    return instances.register_endpoint(session, svc=svc, data=data)
 
 
 @router.get("", response_model=list[EndpointPublic])
@@ -23,11 +23,11 @@ def list_endpoints(
     session: SessionDep, _: Reader, namespace: str, name: str, include_expired: bool = False
 ) -> list[Endpoint]:
     svc = found(session, Service, "service", namespace, name)
-    return crud.list_endpoints(session, svc=svc, include_expired=include_expired)
+    return instances.list_endpoints(session, svc=svc, include_expired=include_expired)
 
 
 @router.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
 def deregister(session: SessionDep, _: Admin, namespace: str, name: str, endpoint_id: int) -> None:
     svc = found(session, Service, "service", namespace, name)
-    if not crud.delete_endpoint(session, svc=svc, endpoint_id=endpoint_id):
+    if not instances.delete_endpoint(session, svc=svc, endpoint_id=endpoint_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"endpoint {endpoint_id} of {namespace}/{name} not found")

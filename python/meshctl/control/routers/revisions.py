@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from sqlmodel import Session
 
-from meshctl.control import crud
+from meshctl.control import history
 from meshctl.control.deps import Admin, Reader, SessionDep
 from meshctl.control.models import Change, Revision, RevisionDetail, RevisionPublic
 
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/api/v1/revisions", tags=["revisions"])
 
 
 def _revision(session: Session, revision: int) -> Revision:
-    rev = crud.get_revision(session, revision=revision)
+    rev = history.get_revision(session, revision=revision)
     if rev is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"revision {revision} not found")
     return rev
@@ -21,13 +21,13 @@ def _revision(session: Session, revision: int) -> Revision:
 
 @router.get("", response_model=list[RevisionPublic])
 def list_revisions(session: SessionDep, _: Reader) -> list[Revision]:
-    return crud.list_revisions(session)
+    return history.list_revisions(session)
 
 
 @router.get("/{revision}", response_model=RevisionDetail)
 def read_revision(session: SessionDep, _: Reader, revision: int) -> RevisionDetail:
     rev = _revision(session, revision)
-    return RevisionDetail.model_validate({**rev.model_dump(), "state": crud.state_at(session, revision=revision)})
+    return RevisionDetail.model_validate({**rev.model_dump(), "state": history.state_at(session, revision=revision)})
 
 
 @router.get("/{before}/diff/{after}", response_model=list[Change])
@@ -36,10 +36,10 @@ def diff_revisions(session: SessionDep, _: Reader, before: int, after: int) -> l
     for rev in (before, after):
         if rev != 0:
             _revision(session, rev)
-    return crud.diff(crud.state_at(session, revision=before), crud.state_at(session, revision=after))
+    return history.diff(history.state_at(session, revision=before), history.state_at(session, revision=after))
 
 
 @router.post("/{revision}/rollback", response_model=RevisionPublic)
 def rollback(session: SessionDep, _: Admin, revision: int) -> Revision:
     """Restores every resource to its state at `revision`, recorded as a new revision."""
-    return crud.rollback(session, revision=_revision(session, revision))
+    return history.rollback(session, revision=_revision(session, revision))

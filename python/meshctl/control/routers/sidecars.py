@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
-from meshctl.control import crud
+from meshctl.control import crud, history, instances
 from meshctl.control.compiler import SidecarSpec
 from meshctl.control.deps import AnyCaller, Caller, Reader, SessionDep
 from meshctl.control.models import (
@@ -61,7 +61,7 @@ def register(request: Request, session: SessionDep, caller: AnyCaller, data: Sid
     svc = crud.get(session, Service, namespace=data.namespace, name=data.service)
     if svc is None:
         raise crud.Invalid([{"loc": ["body", "service"], "msg": f"service {name} does not exist", "type": "reference"}])
-    sc = crud.register_sidecar(session, svc=svc, data=data)
+    sc = instances.register_sidecar(session, svc=svc, data=data)
     assert sc.id is not None
     request.app.state.hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name)
     return _public(sc, svc, crud.generation(session))
@@ -70,8 +70,8 @@ def register(request: Request, session: SessionDep, caller: AnyCaller, data: Sid
 @mesh_router.get("", response_model=MeshStatus)
 def mesh_status(session: SessionDep, _: Reader) -> MeshStatus:
     generation = crud.generation(session)
-    revisions = crud.list_revisions(session)
-    rows = [_public(sc, svc, generation) for sc, svc in crud.list_sidecars(session)]
+    revisions = history.list_revisions(session)
+    rows = [_public(sc, svc, generation) for sc, svc in instances.list_sidecars(session)]
     return MeshStatus(
         generation=generation,
         revision=revisions[-1].id if revisions and revisions[-1].id else 0,
@@ -85,7 +85,7 @@ def mesh_status(session: SessionDep, _: Reader) -> MeshStatus:
 @router.get("", response_model=list[SidecarPublic])
 def list_sidecars(session: SessionDep, _: Reader, namespace: str | None = None) -> list[SidecarPublic]:
     generation = crud.generation(session)
-    return [_public(sc, svc, generation) for sc, svc in crud.list_sidecars(session, namespace=namespace)]
+    return [_public(sc, svc, generation) for sc, svc in instances.list_sidecars(session, namespace=namespace)]
 
 
 def _load_spec(request: Request, caller: Caller, sidecar_id: int) -> tuple[SidecarSpec, str]:
@@ -171,7 +171,7 @@ async def report(request: Request, caller: AnyCaller, sidecar_id: int, data: Sid
     def write() -> None:
         with Session(request.app.state.engine) as session:
             sc, _ = _owned(session, caller, sidecar_id)
-            crud.report(session, sidecar=sc, data=data)
+            instances.report(session, sidecar=sc, data=data)
 
     await run_in_threadpool(write)
 
@@ -180,5 +180,5 @@ async def report(request: Request, caller: AnyCaller, sidecar_id: int, data: Sid
 def deregister(request: Request, session: SessionDep, caller: AnyCaller, sidecar_id: int) -> None:
     """A sidecar leaving cleanly takes its endpoint with it at once, not after its TTL."""
     sc, svc = _owned(session, caller, sidecar_id)
-    crud.deregister_sidecar(session, sidecar=sc, svc=svc)
+    instances.deregister_sidecar(session, sidecar=sc, svc=svc)
     request.app.state.hub.sidecars.pop(sidecar_id, None)

@@ -1,0 +1,161 @@
+"""Instances: endpoints and the sidecars in front of them. They come and go
+with heartbeats: runtime state, not config, so they stay out of the revision
+log; joining or leaving still raises the mesh generation."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import bindparam, case, update
+from sqlmodel import Session, col, select
+
+from meshctl.control.crud import bump
+from meshctl.control.models import (
+    Endpoint,
+    EndpointRegister,
+    Service,
+    Sidecar,
+    SidecarRegister,
+    SidecarReport,
+    now,
+)
+
+# === endpoints ===
+
+
+def _upsert_endpoint(session: Session, *, svc: Service, address: str, port: int, data: EndpointRegister) -> Endpoint:
+    ep = session.exec(
+        select(Endpoint).where(Endpoint.service_id == svc.id, Endpoint.address == address, Endpoint.port == port)
+    ).first()
+    if ep is None:
+        assert svc.id is not None
+        ep = Endpoint(service_id=svc.id, address=address, port=port, expires_at=now())
+    was = (ep.expires_at > now(), ep.weight, ep.labels) if ep.id is not None else None
+    ep.refresh(data)
+    if was != (True, ep.weight, ep.labels):
+        bump(session)
+    session.add(ep)
+    return ep
+
+
+def register_endpoint(session: Session, *, svc: Service, data: EndpointRegister) -> Endpoint:
+    ep = _upsert_endpoint(session, svc=svc, address=data.address, port=data.port, data=data)
+    session.commit()
+    session.refresh(ep)
+    return ep
+
+
+def list_endpoints(session: Session, *, svc: Service, include_expired: bool = False) -> list[Endpoint]:
+    q = select(Endpoint).where(Endpoint.service_id == svc.id).order_by(col(Endpoint.address), col(Endpoint.port))
+    if not include_expired:
+        q = q.where(col(Endpoint.expires_at) > now())
+    return list(session.exec(q).all())
+
+
+def delete_endpoint(session: Session, *, svc: Service, endpoint_id: int) -> bool:
+    ep = session.get(Endpoint, endpoint_id)
+    if ep is None or ep.service_id != svc.id:
+        return False
+    session.delete(ep)
+    bump(session)
+    session.commit()
+    return True
+
+
+def live_endpoints_digest(session: Session) -> str:
+    """Changes whenever an endpoint joins or expires (expiry happens without a write)."""
+    ids = session.exec(select(Endpoint.id).where(col(Endpoint.expires_at) > now()).order_by(col(Endpoint.id))).all()
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+
+
+# === sidecars ===
+
+
+def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister) -> Sidecar:
+    """Registration and heartbeat in one: the sidecar's row and its endpoint (the inbound listener)."""
+    sc = session.exec(
+        select(Sidecar).where(
+            Sidecar.service_id == svc.id, Sidecar.address == data.address, Sidecar.inbound_port == data.inbound_port
+        )
+    ).first()
+    if sc is None:
+        assert svc.id is not None
+        sc = Sidecar(service_id=svc.id, address=data.address, inbound_port=data.inbound_port, app_port=data.app_port)
+    sc.app_port, sc.upstreams = data.app_port, data.upstreams
+    sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
+    sc.last_seen = now()
+    ep = _upsert_endpoint(
+        session,
+        svc=svc,
+        address=data.address,
+        port=data.inbound_port,
+        data=EndpointRegister(
+            address=data.address,
+            port=data.inbound_port,
+            weight=data.weight,
+            labels=data.labels,
+            ttl_seconds=data.ttl_seconds,
+        ),
+    )
+    sc.expires_at = ep.expires_at
+    session.add(sc)
+    session.commit()
+    session.refresh(sc)
+    return sc
+
+
+def report(session: Session, *, sidecar: Sidecar, data: SidecarReport) -> Sidecar:
+    if data.error is None:
+        sidecar.acked_version, sidecar.last_error = data.version, None
+    else:
+        sidecar.nacked_version, sidecar.last_error = data.version, data.error
+    sidecar.last_seen = now()
+    session.add(sidecar)
+    session.commit()
+    session.refresh(sidecar)
+    return sidecar
+
+
+def record_acks(session: Session, acks: dict[int, int]) -> None:
+    """Many sidecars' ACKs in one statement run for each (executemany): an ACK never lowers
+    the acked version, and one newer than the last NACK clears its error."""
+    if not acks:
+        return
+    version: Any = bindparam("version")
+    acked = col(Sidecar.acked_version)
+    nacked = col(Sidecar.nacked_version)
+    statement = (
+        update(Sidecar)
+        .where(col(Sidecar.id) == bindparam("sidecar"))
+        .values(
+            acked_version=case((acked.is_(None) | (acked < version), version), else_=acked),
+            last_error=case((nacked.is_not(None) & (nacked < version), None), else_=col(Sidecar.last_error)),
+            last_seen=bindparam("seen"),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    stamp = now()
+    session.connection().execute(statement, [{"sidecar": i, "version": v, "seen": stamp} for i, v in acks.items()])
+    session.commit()
+
+
+def list_sidecars(session: Session, *, namespace: str | None = None) -> list[tuple[Sidecar, Service]]:
+    q = select(Sidecar, Service).where(Sidecar.service_id == Service.id)
+    if namespace:
+        q = q.where(Service.namespace == namespace)
+    q = q.order_by(col(Service.namespace), col(Service.name), col(Sidecar.address), col(Sidecar.inbound_port))
+    return [(sc, svc) for sc, svc in session.exec(q).all()]
+
+
+def deregister_sidecar(session: Session, *, sidecar: Sidecar, svc: Service) -> None:
+    ep = session.exec(
+        select(Endpoint).where(
+            Endpoint.service_id == svc.id, Endpoint.address == sidecar.address, Endpoint.port == sidecar.inbound_port
+        )
+    ).first()
+    if ep is not None:
+        session.delete(ep)
+        bump(session)
+    session.delete(sidecar)
+    session.commit()
