@@ -135,3 +135,12 @@ def test_demo_runs_a_whole_mesh_end_to_end() -> None:
     split = re.search(r"v1 ([\d.]+)%\s+v2 ([\d.]+)%", out.stdout)
     assert split and 5 <= float(split[2]) <= 16, out.stdout  # the 90/10 canary, within sampling noise
     assert "stopping the mesh" in out.stdout
+
+
+def test_the_file_fed_proxy_loads_no_http_client_or_cli_stack() -> None:
+    """Every sidecar pays for what `meshctl proxy` imports: the memory target counts on this."""
+    heavy = ("ssl", "urllib.request", "typer", "rich", "fastapi")
+    probe = f"import sys, meshctl.cli.proxy; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
