@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,28 +268,42 @@ def quantile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
 
-async def push_latency(cp: ControlPlane, watchers: int, changes: int, callers: int = 10) -> dict[str, Any]:
-    """Route changes one after another; each waits until every watcher ACKed it."""
+@asynccontextmanager
+async def watching(
+    cp: ControlPlane, watchers: int, callers: int = 10
+) -> AsyncIterator[tuple[httpx.AsyncClient, Watchers]]:
+    """A mesh with `watchers` simulated sidecars, each holding its first snapshot."""
     async with httpx.AsyncClient(base_url=cp.url, headers=cp.headers, timeout=120) as client:
         await setup_mesh(client, callers)
         w = Watchers(cp, watchers, callers)
         await w.start()
+        try:
+            yield client, w
+        finally:
+            await w.stop()
+
+
+async def change_route(client: httpx.AsyncClient, w: Watchers, v2_weight: int) -> tuple[int, float]:
+    """Once the watchers are quiet, change the route; returns (the version they held, when the change
+    was sent) after every watcher has applied a newer one."""
+    before = await w.settled()
+    sent = time.perf_counter()
+    (await client.post("/api/v1/apply", json={"documents": [canary(v2_weight)]})).raise_for_status()
+    while w.newest() <= before:
+        await asyncio.sleep(0.002)
+    return before, sent
+
+
+async def push_latency(cp: ControlPlane, watchers: int, changes: int, callers: int = 10) -> dict[str, Any]:
+    """Route changes one after another; each waits until every watcher applied it."""
+    async with watching(cp, watchers, callers) as (client, w):
         latencies: list[float] = []
         cpu0, t_start = cp.cpu_seconds(), time.perf_counter()
         for k in range(changes):
-            before = await w.settled()
-            t0 = time.perf_counter()
-            (await client.post("/api/v1/apply", json={"documents": [canary(10 + k % 2)]})).raise_for_status()
-            while w.newest() <= before:
-                await asyncio.sleep(0.002)
-            newest = w.newest()
-            latencies += [
-                acked[min(v for v in acked if v > before)] - t0 for acked in w.acked if any(v > before for v in acked)
-            ]
-            assert newest > before
+            before, sent = await change_route(client, w, 10 + k % 2)
+            latencies += [acked[min(v for v in acked if v > before)] - sent for acked in w.acked]
         elapsed = time.perf_counter() - t_start
         cpu = cp.cpu_seconds() - cpu0
-        await w.stop()
     ms = [x * 1000 for x in latencies]
     return {
         "watchers": watchers,
@@ -306,27 +320,18 @@ async def push_latency(cp: ControlPlane, watchers: int, changes: int, callers: i
 
 
 async def hold_watchers(cp: ControlPlane, watchers: int, seconds: float, changes: int) -> dict[str, Any]:
-    """Hold `watchers` long-polls; measure the control plane's CPU idle and while pushing `changes` changes."""
-    async with httpx.AsyncClient(base_url=cp.url, headers=cp.headers, timeout=120) as client:
-        await setup_mesh(client, 10)
-        w = Watchers(cp, watchers, 10)
-        await w.start()
+    """Hold `watchers` streams; measure the control plane's CPU idle and while pushing `changes` changes."""
+    async with watching(cp, watchers) as (client, w):
         cpu0, t0 = cp.cpu_seconds(), time.perf_counter()
         await asyncio.sleep(seconds)
         idle = 100 * (cp.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
         cpu0, t0 = cp.cpu_seconds(), time.perf_counter()
         push_times = []
         for k in range(changes):
-            before = await w.settled()
-            t_change = time.perf_counter()
-            (await client.post("/api/v1/apply", json={"documents": [canary(20 + k % 2)]})).raise_for_status()
-            while w.newest() <= before:
-                await asyncio.sleep(0.005)
-            push_times.append(time.perf_counter() - t_change)
-        busy_elapsed = time.perf_counter() - t0
-        busy = 100 * (cp.cpu_seconds() - cpu0) / busy_elapsed
+            _, sent = await change_route(client, w, 20 + k % 2)
+            push_times.append(time.perf_counter() - sent)
+        busy = 100 * (cp.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
         rss = cp.rss_mb()
-        await w.stop()
     return {
         "watchers": watchers,
         "idle_cpu_percent": idle,
