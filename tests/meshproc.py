@@ -21,6 +21,7 @@ class ControlPlane:
     data_dir: Path
     port: int = field(default_factory=unused_port)
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -52,6 +53,7 @@ class ControlPlane:
             "--port",
             str(self.port),
         ]
+        cmd += self.args
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         wait_until(self.healthy, timeout=30, what="the control plane to serve")

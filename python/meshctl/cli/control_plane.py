@@ -19,6 +19,9 @@ def control_plane(
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 15010,
+    trust_domain: Annotated[
+        str | None, typer.Option(help="SPIFFE trust domain of the identities it issues (default cluster.local).")
+    ] = None,
 ) -> None:
     """Serve the control-plane API; migrations run and tokens are made on start."""
     import uvicorn
@@ -27,7 +30,13 @@ def control_plane(
     from meshctl.control.settings import Settings
 
     logs.setup()
-    overrides: dict[str, Any] = {"host": host, "port": port, "data_dir": data_dir, "database_url": database_url}
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "trust_domain": trust_domain,
+    }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     app = create_app(settings)
 

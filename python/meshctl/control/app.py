@@ -14,10 +14,11 @@ from sqlmodel import Session
 
 from meshctl import __version__
 from meshctl.control import errors
+from meshctl.control.ca import CertificateAuthority
 from meshctl.control.db import make_engine, migrate
 from meshctl.control.deps import SESSION_SLOTS
 from meshctl.control.push import Hub
-from meshctl.control.routers import apply, endpoints, health, revisions, services, sidecars, specs
+from meshctl.control.routers import apply, endpoints, health, identity, revisions, services, sidecars, specs
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
 
@@ -36,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for role, path in bootstrap_tokens(session, settings.data_dir).items():
                 # The path, never the token: secrets stay out of logs.
                 log.info("created the %s API token in %s (mode 0600)", role, path)
+        app.state.settings = settings
+        app.state.ca = CertificateAuthority.load_or_create(settings.data_dir / "ca", settings.trust_domain)
         app.state.session_slots = asyncio.Semaphore(SESSION_SLOTS)
         app.state.token_cache = {}
         app.state.hub = Hub(app.state.engine)
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sidecars.mesh_router,
         apply.router,
         revisions.router,
+        identity.router,
     )
     for r in routers:
         app.include_router(r)

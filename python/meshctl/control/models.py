@@ -569,6 +569,27 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=now)
 
 
+class SvidRequest(SQLModel):
+    """A sidecar's certificate request: its key never leaves it."""
+
+    csr: str = Field(min_length=1, max_length=16_384, description="PEM certificate request")
+    #: Shorter than the control plane's default if wanted; one minute at the least.
+    ttl_seconds: int | None = Field(default=None, ge=60, le=30 * 86_400)
+
+
+class Svid(SQLModel):
+    spiffe_id: str
+    #: The leaf then the issuer, PEM.
+    certificate_chain: str
+    expires_at: datetime
+
+
+class TrustBundle(SQLModel):
+    trust_domain: str
+    #: PEM roots; during a root rotation the old and the new.
+    roots: list[str]
+
+
 class JoinTokenInfo(SQLModel):
     id: int
     service: str

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +18,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 15010
+    #: The SPIFFE trust domain: identities are spiffe://<trust_domain>/ns/<namespace>/sa/<service>.
+    trust_domain: str = Field(default="cluster.local", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    #: How long an SVID lives unless the sidecar asks for less (one minute at the least).
+    svid_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
 
     @property
     def db_url(self) -> str:
