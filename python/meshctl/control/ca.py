@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshctl.control.security import write_secret
+from meshctl.secretfile import write_secret
 
 ROOT_DAYS = 3650
 ISSUER_DAYS = 365

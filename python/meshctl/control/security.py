@@ -4,28 +4,19 @@ files in the data dir, stored in the database only as SHA-256 hashes."""
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from pathlib import Path
 
 from sqlmodel import Session, select
 
 from meshctl.control.models import ApiToken
+from meshctl.secretfile import write_secret
 
 ROLES = ("admin", "reader")  # made on first start; join tokens are issued per service
 
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def write_secret(path: Path, value: str) -> None:
-    """Create `path` readable by its owner only, from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    os.chmod(path, 0o600)
 
 
 def bootstrap_tokens(session: Session, data_dir: Path) -> dict[str, Path]:

@@ -1,0 +1,133 @@
+"""A sidecar's identity: it makes its own key (which never leaves it), asks
+the control plane to sign a CSR for its SPIFFE ID with its join token, and
+renews at about 70 % of the certificate's lifetime, with jitter so that a
+fleet does not renew in lockstep. A new key each time; the old certificate
+serves until the new one is installed; an expired one is never installed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meshctl.client import ApiClient, ApiError, Unreachable
+from meshctl.secretfile import write_secret
+
+log = logging.getLogger("meshctl.sidecar.identity")
+
+RENEW_AT = 0.7
+#: Renewal lands anywhere within this fraction of the lifetime around RENEW_AT.
+JITTER = 0.1
+
+
+@dataclass(frozen=True)
+class Identity:
+    spiffe_id: str
+    key_pem: str
+    chain_pem: str
+    roots_pem: list[str]
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    def usable(self, now: dt.datetime | None = None) -> bool:
+        now = now or dt.datetime.now(dt.UTC)
+        return self.not_before <= now < self.not_after
+
+    def renew_at(self, rng: random.Random | None = None) -> dt.datetime:
+        """When to ask for the next certificate: ~70 % through the lifetime, jittered."""
+        fraction = RENEW_AT + (rng or random).uniform(-JITTER / 2, JITTER / 2)
+        return self.not_before + (self.not_after - self.not_before) * fraction
+
+
+def request_identity(api: ApiClient, *, namespace: str, service: str, ttl_seconds: int | None = None) -> Identity:
+    """A fresh key and a certificate for it. Raises ApiError (refused) or Unreachable."""
+    bundle = api.get("/api/v1/identity/bundle", timeout=10)
+    spiffe_id = f"spiffe://{bundle['trust_domain']}/ns/{namespace}/sa/{service}"
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    body = {"csr": csr.public_bytes(serialization.Encoding.PEM).decode(), "ttl_seconds": ttl_seconds}
+    svid = api.post("/api/v1/identity/svid", body, timeout=10)
+    leaf = x509.load_pem_x509_certificates(svid["certificate_chain"].encode())[0]
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return Identity(
+        spiffe_id,
+        key_pem,
+        svid["certificate_chain"],
+        bundle["roots"],
+        leaf.not_valid_before_utc,
+        leaf.not_valid_after_utc,
+    )
+
+
+class IdentityKeeper:
+    """Keeps a valid identity in `directory` (key.pem 0600, chain.pem, roots.pem) and hands each new
+    one to `install` before the old one expires."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        directory: Path,
+        *,
+        namespace: str,
+        service: str,
+        install: Callable[[Identity], None],
+        ttl_seconds: int | None = None,
+    ):
+        self.api, self.directory = api, directory
+        self.namespace, self.service, self.ttl_seconds = namespace, service, ttl_seconds
+        self.install = install
+        self.current: Identity | None = None
+        self._stop = threading.Event()
+
+    def renew(self) -> Identity:
+        identity = request_identity(
+            self.api, namespace=self.namespace, service=self.service, ttl_seconds=self.ttl_seconds
+        )
+        if not identity.usable():
+            raise ValueError(f"refusing a certificate valid {identity.not_before} to {identity.not_after}")
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_secret(self.directory / "key.pem", identity.key_pem.strip())
+        (self.directory / "chain.pem").write_text(identity.chain_pem)
+        (self.directory / "roots.pem").write_text("".join(identity.roots_pem))
+        self.install(identity)
+        self.current = identity
+        log.info("identity %s valid until %s", identity.spiffe_id, identity.not_after.isoformat())
+        return identity
+
+    def run(self) -> None:
+        """Renew until stopped; failed renewals retry with backoff while the current one lasts."""
+        delay = 1.0
+        while not self._stop.is_set():
+            due = self.current.renew_at() if self.current else dt.datetime.now(dt.UTC)
+            if self._stop.wait(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds())):
+                return
+            try:
+                self.renew()
+                delay = 1.0
+            except (ApiError, Unreachable, ValueError) as e:
+                left = (self.current.not_after - dt.datetime.now(dt.UTC)) if self.current else None
+                log.warning("renewing the identity failed (%s); %s left; retrying in %.0fs", e, left, delay)
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, 30.0)
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="identity", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
