@@ -8,9 +8,12 @@ from pathlib import Path
 
 
 def write_secret(path: Path, value: str) -> None:
-    """Create `path` readable by its owner only, from the first byte on."""
+    """Write `path` readable by its owner only, from the first byte on, and whole: readers see
+    the old content or the new, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
-    os.chmod(path, 0o600)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

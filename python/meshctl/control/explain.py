@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import BaseModel, Field
 
 from meshctl.control.compiler import Entry, Mesh, http_entries, subset_endpoints, tcp_route
-from meshctl.control.models import NAME, BackendRef, RouteMatch
+from meshctl.control.models import FILTER_FIELDS, NAME, BackendRef, RouteMatch
 
 
 class ExplainRequest(BaseModel):
@@ -124,15 +124,7 @@ def _backends(mesh: Mesh, refs: list[BackendRef], namespace: str) -> list[Backen
 def _filters(entry: Entry) -> list[str]:
     out = []
     for f in entry.rule.filters:
-        detail = getattr(
-            f,
-            {
-                "RequestHeaderModifier": "request_header_modifier",
-                "ResponseHeaderModifier": "response_header_modifier",
-                "RequestRedirect": "request_redirect",
-                "URLRewrite": "url_rewrite",
-            }[f.type],
-        )
+        detail = getattr(f, FILTER_FIELDS[f.type])
         out.append(f"{f.type} {detail.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)}")
     return out
 

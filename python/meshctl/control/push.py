@@ -85,7 +85,7 @@ class Hub:
         self._outbound: dict[tuple[Any, ...], Outbound] = {}
         #: Sidecars by id, with the service they act as: watches need no database read.
         self.sidecars: dict[int, tuple[SidecarSpec, str]] = {}
-        #: ACKs (POSTed, or carried by long-polls as `acked=`), written in batches.
+        #: ACKs POSTed to `status`, written in batches.
         self._acks: dict[int, int] = {}
         self._task = self.loop.create_task(self._run())
         self._ack_task = self.loop.create_task(self._flush_acks())

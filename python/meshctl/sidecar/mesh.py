@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import signal
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 
 from meshctl import BindError, ConfigError, DataPlane
 from meshctl.client import ApiClient, ApiError, Unreachable
+from meshctl.secretfile import write_secret
 
 log = logging.getLogger("meshctl.sidecar")
 
@@ -101,11 +101,7 @@ class SnapshotCache:
 
     def save(self, version: int, config: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": version, "config": config}, f)
-        os.replace(tmp, self.path)
+        write_secret(self.path, json.dumps({"version": version, "config": config}))
 
 
 class MeshSidecar:

@@ -115,13 +115,10 @@ async def watch(
     sidecar_id: int,
     version: int = Query(default=-1, description="The version the sidecar holds; only a newer one is sent."),
     wait: float = Query(default=30.0, ge=0, le=300, description="Seconds to hold the request open."),
-    acked: int | None = Query(default=None, description="The version the sidecar applied last: an ACK."),
 ) -> Response:
     """Long-poll: answers as soon as the mesh generation passes `version`. NACKs go to `status`."""
     spec = await _spec(request, caller, sidecar_id)
     hub = request.app.state.hub
-    if acked is not None:
-        hub.note_ack(sidecar_id, acked)
     if await hub.wait_newer(version, wait) is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED)
     return Response((await hub.snapshot(spec))[1], media_type="application/json")
