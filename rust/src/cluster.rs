@@ -10,9 +10,11 @@ use std::time::Instant;
 use http::uri::Authority;
 
 use crate::balance::{hash_bytes, Balancer, Loads};
-use crate::config::{ClusterConfig, LbPolicy};
+use crate::config::{ClusterConfig, LbPolicy, UpstreamProtocol};
 use crate::http::pool::Pool;
 use crate::stats::{ClusterStats, EndpointStats, Registry};
+use crate::tls::client::ClientTls;
+use crate::tls::IdentityCell;
 
 /// Milliseconds since the process first asked; never 0 (0 means "not ejected").
 fn now_ms() -> u64 {
@@ -44,7 +46,22 @@ pub struct Cluster {
 // === impl Cluster ===
 
 impl Cluster {
-    pub fn new(spec: &ClusterConfig, registry: &Registry, workers: usize) -> Self {
+    pub fn new(
+        spec: &ClusterConfig,
+        registry: &Registry,
+        identity: &IdentityCell,
+        workers: usize,
+    ) -> Self {
+        // h2 between sidecars when the cluster speaks it: one connection per
+        // peer pair and worker carries every request.
+        let alpn: &[&[u8]] = match spec.protocol {
+            UpstreamProtocol::Http2 => &[b"h2"],
+            UpstreamProtocol::Http1 => &[b"http/1.1"],
+        };
+        let tls = spec
+            .tls
+            .as_ref()
+            .map(|t| Arc::new(ClientTls::mesh(identity, t.peer_ids.clone(), alpn)));
         let endpoints: Vec<Endpoint> = spec
             .endpoints
             .iter()
@@ -61,6 +78,7 @@ impl Cluster {
                     &e.address,
                     spec.protocol,
                     spec.connect_timeout,
+                    tls.clone(),
                     workers,
                 )),
                 consecutive_failures: AtomicU32::new(0),

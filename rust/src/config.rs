@@ -12,6 +12,9 @@ use http::Method;
 use serde_json::{Map, Value};
 
 use crate::error::{ConfigIssue, Error, Result};
+use crate::policy::authz::Authorization;
+use crate::tls::config::{ClusterTls, ListenerTls};
+use crate::tls::Identity;
 
 const MAX_WEIGHT: u64 = 10_000;
 
@@ -40,6 +43,8 @@ enum Message {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub admin: Option<AdminConfig>,
+    /// This proxy's mesh identity (SVID and roots), loaded and checked.
+    pub identity: Option<std::sync::Arc<Identity>>,
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
     /// How long a listener removed by an update may keep serving its
@@ -59,6 +64,8 @@ pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
     pub kind: ListenerKind,
+    pub tls: Option<ListenerTls>,
+    pub authorization: Option<Authorization>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +187,8 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     pub endpoints: Vec<EndpointConfig>,
     pub outlier: OutlierConfig,
+    /// Mesh mTLS to the endpoints, which must present one of these identities.
+    pub tls: Option<ClusterTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,17 +276,19 @@ fn is_secret_key(key: &str) -> bool {
 
 /// Walks the document, collecting every issue rather than failing fast.
 #[derive(Default)]
-struct Decoder {
-    issues: Vec<ConfigIssue>,
+pub(crate) struct Decoder {
+    pub(crate) issues: Vec<ConfigIssue>,
+    /// The document has no `identity`: mesh TLS anywhere is an error.
+    no_identity: bool,
 }
 
 /// An object being decoded, with its location in the document.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     map: &'a Map<String, Value>,
     path: String,
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
     } else {
@@ -297,24 +308,29 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 impl<'a> Fields<'a> {
-    fn at(&self, key: &str) -> String {
+    pub(crate) fn at(&self, key: &str) -> String {
         join(&self.path, key)
     }
 
-    fn get(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'a Value> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 }
 
 impl Decoder {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.issues.push(ConfigIssue {
             path: path.into(),
             message: message.into(),
         });
     }
 
-    fn object<'a>(&mut self, v: &'a Value, path: &str, allowed: &[&str]) -> Option<Fields<'a>> {
+    pub(crate) fn object<'a>(
+        &mut self,
+        v: &'a Value,
+        path: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'a>> {
         let Value::Object(map) = v else {
             self.err(path, format!("expected a mapping, got {}", type_name(v)));
             return None;
@@ -333,7 +349,7 @@ impl Decoder {
         })
     }
 
-    fn string(&mut self, f: &Fields<'_>, key: &str, required: bool) -> Option<String> {
+    pub(crate) fn string(&mut self, f: &Fields<'_>, key: &str, required: bool) -> Option<String> {
         match f.get(key) {
             None => {
                 if required {
@@ -378,7 +394,12 @@ impl Decoder {
         Duration::from_millis(self.uint(f, key, 1, 86_400_000).unwrap_or(default))
     }
 
-    fn list<'a>(&mut self, f: &Fields<'a>, key: &str, required: bool) -> Vec<(String, &'a Value)> {
+    pub(crate) fn list<'a>(
+        &mut self,
+        f: &Fields<'a>,
+        key: &str,
+        required: bool,
+    ) -> Vec<(String, &'a Value)> {
         match f.get(key) {
             None => {
                 if required {
@@ -433,8 +454,20 @@ impl Decoder {
         let top = self.object(
             doc,
             "",
-            &["admin", "listeners", "clusters", "drain_timeout_ms"],
+            &[
+                "admin",
+                "identity",
+                "listeners",
+                "clusters",
+                "drain_timeout_ms",
+            ],
         )?;
+        let identity = top
+            .get("identity")
+            .and_then(|v| self.identity(v, "identity"));
+        // Mesh TLS needs an identity; say so once per place that asks, unless
+        // the identity section is there but broken (its own errors say why).
+        self.no_identity = top.get("identity").is_none();
 
         // Clusters first, so that routes can check their references.
         let mut cluster_names = HashSet::new();
@@ -464,6 +497,7 @@ impl Decoder {
 
         Some(Config {
             admin,
+            identity,
             listeners,
             clusters,
             drain_timeout,
@@ -495,7 +529,14 @@ impl Decoder {
             v,
             path,
             &[
-                "name", "address", "protocol", "routes", "cluster", "backends",
+                "name",
+                "address",
+                "protocol",
+                "routes",
+                "cluster",
+                "backends",
+                "tls",
+                "authorization",
             ],
         )?;
         let name = self.name(&f, seen, "listener");
@@ -568,10 +609,21 @@ impl Decoder {
                 None
             }
         };
+        let tls = f
+            .get("tls")
+            .and_then(|t| self.listener_tls(t, &f.at("tls")));
+        if tls.as_ref().is_some_and(ListenerTls::is_mesh) {
+            self.need_identity(&f.at("tls"));
+        }
+        let authorization = f
+            .get("authorization")
+            .and_then(|a| self.authorization(a, &f.at("authorization")));
         Some(ListenerConfig {
             name: name?,
             address: address?,
             kind: kind?,
+            tls,
+            authorization,
         })
     }
 
@@ -970,6 +1022,7 @@ impl Decoder {
                 "connect_timeout_ms",
                 "endpoints",
                 "outlier_detection",
+                "tls",
             ],
         )?;
         let name = self.name(&f, seen, "cluster");
@@ -1013,6 +1066,10 @@ impl Decoder {
             }
         };
         let connect_timeout = self.millis(&f, "connect_timeout_ms", 1_000);
+        let tls = f.get("tls").and_then(|t| {
+            self.need_identity(&f.at("tls"));
+            self.cluster_tls(t, &f.at("tls"))
+        });
         let mut seen_eps = HashSet::new();
         let endpoints = self
             .list(&f, "endpoints", true)
@@ -1050,7 +1107,17 @@ impl Decoder {
             connect_timeout,
             endpoints,
             outlier,
+            tls,
         })
+    }
+
+    fn need_identity(&mut self, path: &str) {
+        if self.no_identity {
+            self.err(
+                path,
+                "mesh mTLS needs the proxy's identity (the top-level identity section)",
+            );
+        }
     }
 
     fn endpoint(&mut self, v: &Value, path: &str) -> Option<EndpointConfig> {

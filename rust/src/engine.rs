@@ -16,11 +16,14 @@ use crate::listener::{self, Drain};
 use crate::runtime::Workers;
 use crate::snapshot::{Bindings, ListenerId, Snapshot};
 use crate::stats::Registry;
+use crate::tls::IdentityCell;
 
 /// What request handlers share: the active snapshot and the stats registry.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub registry: Registry,
+    /// The SVID and roots every mesh TLS config reads at handshake time.
+    pub identity: IdentityCell,
     ready: AtomicBool,
 }
 
@@ -103,6 +106,7 @@ impl Engine {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 registry: Registry::default(),
+                identity: IdentityCell::default(),
                 ready: AtomicBool::new(false),
             }),
             state: Mutex::new(State {
@@ -237,11 +241,26 @@ impl Engine {
             &bindings,
             &previous,
             &self.shared.registry,
+            &self.shared.identity,
             version,
             st.workers,
         )?;
 
-        // Commit: swap, start new accept loops, drain the sockets no longer wanted.
+        // Commit: identity first (new listeners handshake with it at once),
+        // then swap, start new accept loops, drain the sockets no longer wanted.
+        // A config without identity leaves the installed one: nothing uses it.
+        if let Some(identity) = &config.identity {
+            // Stored every time (the roots may change under the same SVID);
+            // logged when the certificate changes.
+            let previous = self.shared.identity.swap(Some(identity.clone()));
+            if previous.is_none_or(|p| p.key.cert != identity.key.cert) {
+                tracing::info!(
+                    id = %identity.id,
+                    not_after = identity.not_after,
+                    "identity installed"
+                );
+            }
+        }
         self.shared.snapshot.store(Arc::new(snapshot));
         st.version = version;
         st.config = config.clone();
@@ -304,7 +323,15 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Value {
-        self.shared.snapshot.load().stats()
+        let mut stats = self.shared.snapshot.load().stats();
+        if let Some(identity) = self.shared.identity.load().as_ref() {
+            stats["identity"] = serde_json::json!({
+                "spiffe_id": identity.id.as_str(),
+                "not_before": identity.not_before,
+                "not_after": identity.not_after,
+            });
+        }
+        stats
     }
 
     /// The active config, secrets redacted; before start, the one to start with.

@@ -113,3 +113,75 @@ where
         _ = abort.cancelled() => Ok(()),
     }
 }
+
+/// A connection as the proxy carries it: plain TCP, or TLS as the server
+/// (inbound, edge) or as the client (to a peer sidecar).
+pub enum Stream {
+    Plain(tokio::net::TcpStream),
+    ServerTls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+    ClientTls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Calls the same method on whichever stream is inside.
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($s) => {
+                let $s = Pin::new($s);
+                $call
+            }
+            Stream::ServerTls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $call
+            }
+            Stream::ClientTls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $call
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, data))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::ServerTls(s) => s.is_write_vectored(),
+            Stream::ClientTls(s) => s.is_write_vectored(),
+        }
+    }
+}

@@ -13,11 +13,13 @@ pub mod io;
 pub mod latency;
 pub mod listener;
 pub mod logging;
+pub mod policy;
 pub mod route;
 pub mod runtime;
 pub mod snapshot;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 pub mod worker;
 
 #[cfg(feature = "python")]

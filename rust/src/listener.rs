@@ -13,7 +13,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::Shared;
 use crate::http;
-use crate::snapshot::{ListenerId, Role};
+use crate::io::Stream;
+use crate::snapshot::{Listener, ListenerId, Role};
 use crate::tcp;
 
 /// Lets a listener stop accepting, ask its connections to finish, and at
@@ -84,22 +85,44 @@ pub async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shar
         let Some(l) = shared.snapshot.load().listeners.get(&id).cloned() else {
             continue;
         };
-        match &l.role {
-            Role::Tcp { .. } => {
-                drain
-                    .tracker
-                    .spawn(tcp::forward(stream, peer, l, drain.abort.clone()));
+        drain.tracker.spawn(connection(
+            stream,
+            peer,
+            id,
+            l,
+            shared.clone(),
+            drain.clone(),
+        ));
+    }
+}
+
+/// One accepted connection: its TLS handshake when the listener has TLS,
+/// then HTTP or TCP as the listener says.
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    id: ListenerId,
+    l: Arc<Listener>,
+    shared: Arc<Shared>,
+    drain: Drain,
+) {
+    let (stream, peer_id) = match &l.tls {
+        None => (Stream::Plain(tcp), None),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                a = tls.accept(tcp, &l.stats) => a,
+                _ = drain.abort.cancelled() => None,
+            };
+            match accepted {
+                Some(a) => (a.stream, a.peer),
+                None => return,
             }
-            Role::Http { .. } | Role::Admin => {
-                drain.tracker.spawn(http::server::serve(
-                    stream,
-                    peer,
-                    id,
-                    l,
-                    shared.clone(),
-                    drain.clone(),
-                ));
-            }
+        }
+    };
+    match &l.role {
+        Role::Tcp { .. } => tcp::forward(stream, peer, peer_id, l, drain.abort.clone()).await,
+        Role::Http { .. } | Role::Admin => {
+            http::server::serve(stream, peer, peer_id, id, l, shared, drain).await;
         }
     }
 }

@@ -12,8 +12,12 @@ use crate::balance::Loads;
 use crate::cluster::Cluster;
 use crate::config::{Config, ListenerKind};
 use crate::error::{ConfigIssue, Error, Result};
+use crate::policy::authz::Authorization;
 use crate::route::{Backends, Route};
 use crate::stats::{ListenerStats, Registry};
+use crate::tls::config::ListenerTls;
+use crate::tls::server::ServerTls;
+use crate::tls::IdentityCell;
 
 /// Stable identity of a bound socket across config updates.
 pub type ListenerId = u64;
@@ -34,6 +38,9 @@ pub struct Listener {
     pub address: SocketAddr,
     pub role: Role,
     pub stats: Arc<ListenerStats>,
+    /// Server-side TLS: mesh mTLS or edge TLS; None for plaintext.
+    pub tls: Option<ServerTls>,
+    pub authz: Option<Authorization>,
 }
 
 pub struct Snapshot {
@@ -58,6 +65,7 @@ impl Snapshot {
             version: 0,
             config: Arc::new(Config {
                 admin: None,
+                identity: None,
                 listeners: vec![],
                 clusters: vec![],
                 drain_timeout: std::time::Duration::from_secs(1),
@@ -75,6 +83,7 @@ impl Snapshot {
         bindings: &Bindings,
         previous: &Snapshot,
         registry: &Registry,
+        identity: &IdentityCell,
         version: u64,
         workers: usize,
     ) -> Result<Snapshot> {
@@ -87,7 +96,7 @@ impl Snapshot {
                     .iter()
                     .find(|c| c.spec == *spec)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Cluster::new(spec, registry, workers)))
+                    .unwrap_or_else(|| Arc::new(Cluster::new(spec, registry, identity, workers)))
             })
             .collect();
         let by_name: HashMap<&str, &Arc<Cluster>> =
@@ -110,6 +119,8 @@ impl Snapshot {
                     address,
                     role: Role::Admin,
                     stats: Arc::new(ListenerStats::default()),
+                    tls: None,
+                    authz: None,
                 }),
             );
         }
@@ -154,6 +165,13 @@ impl Snapshot {
                     }
                 }
             };
+            let tls = cfg.tls.as_ref().map(|t| match t {
+                ListenerTls::Strict => ServerTls::mesh(identity, false),
+                ListenerTls::Permissive => ServerTls::mesh(identity, true),
+                ListenerTls::Simple(certs) => {
+                    ServerTls::edge(certs.clone(), matches!(cfg.kind, ListenerKind::Http { .. }))
+                }
+            });
             listeners.insert(
                 id,
                 Arc::new(Listener {
@@ -161,6 +179,8 @@ impl Snapshot {
                     address,
                     role,
                     stats: registry.listener(&cfg.name),
+                    tls,
+                    authz: cfg.authorization.clone(),
                 }),
             );
         }
@@ -220,6 +240,7 @@ mod tests {
             &bindings,
             previous,
             registry,
+            &IdentityCell::default(),
             previous.version + 1,
             2,
         )

@@ -63,6 +63,15 @@ pub struct ListenerStats {
     pub redirects: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
+    /// TLS listeners: completed and failed handshakes; mesh ones also count
+    /// plaintext connections let in (PERMISSIVE) and refused (STRICT).
+    pub tls_handshakes: Counter,
+    pub tls_handshake_failures: Counter,
+    pub plaintext_accepted: Counter,
+    pub plaintext_rejected: Counter,
+    /// Authorization decisions (HTTP requests, or TCP connections).
+    pub authz_allowed: Counter,
+    pub authz_denied: Counter,
     /// HTTP only: from the request head received to the response head handed
     /// to hyper for writing, local replies included. The body is left out so
     /// that long streams (gRPC streaming, SSE, upgrades) do not swamp it.
@@ -82,6 +91,16 @@ impl ListenerStats {
             "redirects": self.redirects.get(),
             "bytes_in": self.bytes_in.get(),
             "bytes_out": self.bytes_out.get(),
+            "tls": {
+                "handshakes": self.tls_handshakes.get(),
+                "handshake_failures": self.tls_handshake_failures.get(),
+                "plaintext_accepted": self.plaintext_accepted.get(),
+                "plaintext_rejected": self.plaintext_rejected.get(),
+            },
+            "authz": {
+                "allowed": self.authz_allowed.get(),
+                "denied": self.authz_denied.get(),
+            },
         });
         if protocol == "http" {
             v["latency_ms"] = self.latency.to_json();

@@ -5,16 +5,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::io::{connect, join_streams};
+use crate::io::{join_streams, Stream};
+use crate::policy::authz::Decision;
 use crate::snapshot::{Listener, Role};
 use crate::stats::Active;
+use crate::tls::SpiffeId;
 
 pub async fn forward(
-    inbound: TcpStream,
+    inbound: Stream,
     peer: SocketAddr,
+    peer_id: Option<Arc<SpiffeId>>,
     listener: Arc<Listener>,
     abort: CancellationToken,
 ) {
@@ -23,6 +25,17 @@ pub async fn forward(
     };
     let _conn = Active::enter(&listener.stats, |s| &s.active_connections);
     listener.stats.connections.inc();
+    if let Some(authz) = &listener.authz {
+        match authz.decide(peer_id.as_deref(), None) {
+            Decision::Allow(_) => listener.stats.authz_allowed.inc(),
+            Decision::Deny(why) => {
+                listener.stats.authz_denied.inc();
+                let source = peer_id.as_ref().map_or("plaintext", |p| p.as_str());
+                tracing::info!(listener = %listener.name, %peer, source, "connection denied: {why}");
+                return;
+            }
+        }
+    }
     let Some(cluster) = backends.pick() else {
         tracing::debug!(listener = %listener.name, "every backend has weight 0; closing");
         return;
@@ -36,7 +49,7 @@ pub async fn forward(
     let _ep_active = Active::enter(&ep.stats, |s| &s.active);
     cluster.stats.connections.inc();
     let _cluster_active = Active::enter(&cluster.stats, |s| &s.active_connections);
-    let upstream = match connect(&ep.address, cluster.spec.connect_timeout).await {
+    let upstream = match ep.pool.connect_stream().await {
         Ok(s) => s,
         Err(e) => {
             cluster.report_connect_failure(ep);

@@ -111,6 +111,18 @@ impl std::fmt::Write for StackWriter {
     }
 }
 
+/// The header that tells the app which mesh identity called it (Envoy's name).
+pub const CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
+
+/// Replaces whatever the request claims with the verified peer's SPIFFE ID
+/// (`URI=<id>`), or removes it for a plaintext peer.
+pub fn set_client_identity(headers: &mut HeaderMap, peer: Option<&crate::tls::SpiffeId>) {
+    headers.remove(CLIENT_CERT_HEADER);
+    if let Some(value) = peer.and_then(|p| HeaderValue::try_from(format!("URI={p}")).ok()) {
+        headers.insert(CLIENT_CERT_HEADER, value);
+    }
+}
+
 /// Appends the client to `x-forwarded-for`, and sets the proto if unset.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     use std::fmt::Write;

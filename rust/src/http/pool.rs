@@ -7,13 +7,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::body::ProxyBody;
+use crate::config::UpstreamProtocol;
+use crate::io::Stream;
+use crate::tls::client::ClientTls;
 use hyper::client::conn::{http1, http2};
 use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
-
-use super::body::ProxyBody;
-use crate::config::UpstreamProtocol;
 
 /// Idle HTTP/1.1 connections older than this are closed rather than reused:
 /// servers close idle connections too, and a request must not race that.
@@ -43,6 +43,8 @@ pub struct Pool {
     address: String,
     protocol: UpstreamProtocol,
     connect_timeout: Duration,
+    /// Mesh mTLS to the endpoint, when the cluster asks for it.
+    tls: Option<Arc<ClientTls>>,
     slots: Vec<Mutex<Slot>>,
 }
 
@@ -80,12 +82,14 @@ impl Pool {
         address: &str,
         protocol: UpstreamProtocol,
         connect_timeout: Duration,
+        tls: Option<Arc<ClientTls>>,
         workers: usize,
     ) -> Self {
         Pool {
             address: address.to_string(),
             protocol,
             connect_timeout,
+            tls,
             slots: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
         }
     }
@@ -94,8 +98,33 @@ impl Pool {
         crate::worker::index() % self.slots.len()
     }
 
-    async fn connect(&self) -> Result<TokioIo<TcpStream>, SendError> {
-        crate::io::connect(&self.address, self.connect_timeout)
+    /// A new connection to the endpoint, TLS included when configured (the
+    /// handshake counts against the connect timeout too).
+    pub async fn connect_stream(&self) -> std::io::Result<Stream> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let tcp = crate::io::connect(&self.address, self.connect_timeout).await?;
+        let Some(tls) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(h, _)| h);
+        match tokio::time::timeout_at(deadline, tls.connect(host, tcp)).await {
+            Ok(Ok(s)) => Ok(Stream::ClientTls(Box::new(s))),
+            Ok(Err(e)) => Err(std::io::Error::new(
+                e.kind(),
+                format!("mTLS handshake failed: {e}"),
+            )),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "mTLS handshake timed out",
+            )),
+        }
+    }
+
+    async fn connect(&self) -> Result<TokioIo<Stream>, SendError> {
+        self.connect_stream()
             .await
             .map(TokioIo::new)
             .map_err(|e| SendError::Connect(e.to_string()))

@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
 use super::headers::{
-    add_forwarded, ensure_request_id, request_authority, request_host, strip_hop_by_hop,
-    wants_upgrade,
+    add_forwarded, ensure_request_id, request_authority, request_host, set_client_identity,
+    strip_hop_by_hop, wants_upgrade,
 };
 use super::local_reply;
 use super::pool::SendError;
@@ -23,6 +23,7 @@ use crate::config::{RedirectConfig, UpstreamProtocol};
 use crate::engine::Shared;
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
+use crate::policy::authz::Decision;
 use crate::route::{first_match, RequestView, Route};
 use crate::snapshot::{Listener, Role};
 use crate::stats::{Active, Direction, Meter};
@@ -62,6 +63,9 @@ async fn route(
             "meshctl: listener changed protocol\n".into(),
         );
     };
+    if let Some(denied) = authorize(listener, conn, &req) {
+        return denied;
+    }
     let host = request_host(req.uri(), req.headers());
     let view = RequestView {
         method: req.method(),
@@ -106,6 +110,30 @@ async fn route(
                 local_reply(StatusCode::GATEWAY_TIMEOUT, "timeout", msg)
             }
         },
+    }
+}
+
+/// The listener's authorization decision for a request: None to go on, a
+/// 403 naming the deciding rule when denied.
+fn authorize(
+    listener: &Listener,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+) -> Option<Response<ProxyBody>> {
+    let authz = listener.authz.as_ref()?;
+    let (method, path) = (req.method(), req.uri().path());
+    match authz.decide(conn.peer_id.as_deref(), Some((method, path))) {
+        Decision::Allow(_) => {
+            listener.stats.authz_allowed.inc();
+            None
+        }
+        Decision::Deny(why) => {
+            listener.stats.authz_denied.inc();
+            let source = conn.peer_id.as_ref().map_or("plaintext", |p| p.as_str());
+            tracing::info!(listener = %listener.name, source, %method, path, "request denied: {why}");
+            let msg = format!("meshctl: access denied ({why})\n");
+            Some(local_reply(StatusCode::FORBIDDEN, "denied", msg))
+        }
     }
 }
 
@@ -167,6 +195,10 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(&mut parts.headers, conn.peer.ip());
+    if listener.tls.as_ref().is_some_and(|t| t.is_mesh()) {
+        // Only the mesh's own TLS may tell the app who is calling.
+        set_client_identity(&mut parts.headers, conn.peer_id.as_deref());
+    }
     ensure_request_id(&mut parts.headers);
     if !parts.headers.contains_key(header::HOST) {
         if let Some(a) = parts.uri.authority() {

@@ -6,16 +6,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
-
 use super::{admin, proxy};
 use crate::engine::Shared;
+use crate::io::Stream;
 use crate::listener::Drain;
 use crate::snapshot::{Listener, ListenerId, Role};
 use crate::stats::Active;
+use crate::tls::SpiffeId;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 
 fn builder() -> &'static auto::Builder<TokioExecutor> {
     static BUILDER: OnceLock<auto::Builder<TokioExecutor>> = OnceLock::new();
@@ -37,12 +37,15 @@ fn builder() -> &'static auto::Builder<TokioExecutor> {
 pub struct ConnInfo {
     pub listener: ListenerId,
     pub peer: SocketAddr,
+    /// The peer's verified SPIFFE ID (mesh mTLS listeners only).
+    pub peer_id: Option<Arc<SpiffeId>>,
     pub drain: Drain,
 }
 
 pub async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
+    peer_id: Option<Arc<SpiffeId>>,
     id: ListenerId,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
@@ -54,6 +57,7 @@ pub async fn serve(
     let info = Arc::new(ConnInfo {
         listener: id,
         peer,
+        peer_id,
         drain: drain.clone(),
     });
     let service = service_fn(move |req| {

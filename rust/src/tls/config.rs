@@ -1,0 +1,210 @@
+//! The TLS parts of the data-plane config: the proxy's `identity`, a
+//! listener's `tls` and a cluster's `tls`. Certificates and keys are read
+//! (inline PEM, or a `*_file`) and checked while the document is decoded,
+//! so a bad or expired certificate fails `update()` with its field path.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::identity::{certified_key, Identity, IdentityError};
+use super::server::SniCertificates;
+use super::spiffe::SpiffeId;
+use crate::config::{join, Decoder, Fields};
+
+/// A listener's server-side TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListenerTls {
+    /// Mesh mTLS required: plaintext and certificate-less clients are refused.
+    Strict,
+    /// Mesh mTLS, or plaintext (counted) while a service migrates.
+    Permissive,
+    /// Edge TLS with operator certificates, no client certificate.
+    Simple(Arc<SniCertificates>),
+}
+
+impl ListenerTls {
+    pub fn is_mesh(&self) -> bool {
+        matches!(self, ListenerTls::Strict | ListenerTls::Permissive)
+    }
+}
+
+/// A cluster's client-side mesh mTLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    /// The SPIFFE IDs its endpoints may present.
+    pub peer_ids: Vec<String>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+// === impl Decoder (TLS) ===
+
+impl Decoder {
+    /// PEM text given inline as `key` or read from `key_file`; exactly one.
+    fn pem(&mut self, f: &Fields<'_>, key: &str) -> Option<Vec<u8>> {
+        let file_key = format!("{key}_file");
+        let inline = self.string(f, key, false);
+        let file = self.string(f, &file_key, false);
+        match (inline, file) {
+            (Some(text), None) => Some(text.into_bytes()),
+            (None, Some(path)) => match std::fs::read(&path) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    self.err(f.at(&file_key), format!("cannot read '{path}': {e}"));
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                self.err(f.at(key), format!("give {key} or {file_key}, not both"));
+                None
+            }
+            (None, None) => {
+                if f.get(key).is_none() && f.get(&file_key).is_none() {
+                    self.err(f.at(key), format!("required (or give {file_key})"));
+                }
+                None
+            }
+        }
+    }
+
+    fn identity_error(&mut self, path: &str, e: IdentityError) {
+        self.err(join(path, e.field), e.message);
+    }
+
+    pub(crate) fn identity(&mut self, v: &Value, path: &str) -> Option<Arc<Identity>> {
+        let f = self.object(
+            v,
+            path,
+            &[
+                "cert_chain",
+                "cert_chain_file",
+                "private_key",
+                "private_key_file",
+                "roots",
+                "roots_file",
+            ],
+        )?;
+        let chain = self.pem(&f, "cert_chain");
+        let key = self.pem(&f, "private_key");
+        let roots = self.pem(&f, "roots");
+        match Identity::from_pem(&chain?, &key?, &roots?, unix_now()) {
+            Ok(identity) => Some(Arc::new(identity)),
+            Err(e) => {
+                self.identity_error(path, e);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn listener_tls(&mut self, v: &Value, path: &str) -> Option<ListenerTls> {
+        let f = self.object(v, path, &["mode", "certificates"])?;
+        let mode = self.string(&f, "mode", true)?;
+        if mode != "simple" && f.get("certificates").is_some() {
+            self.err(
+                f.at("certificates"),
+                "only mode simple takes certificates; mesh modes use the identity",
+            );
+        }
+        match mode.as_str() {
+            "strict" => Some(ListenerTls::Strict),
+            "permissive" => Some(ListenerTls::Permissive),
+            "simple" => {
+                let mut entries = Vec::new();
+                let mut source = Vec::new();
+                for (p, item) in self.list(&f, "certificates", true) {
+                    let Some(cf) = self.object(
+                        item,
+                        &p,
+                        &[
+                            "server_names",
+                            "cert_chain",
+                            "cert_chain_file",
+                            "private_key",
+                            "private_key_file",
+                        ],
+                    ) else {
+                        continue;
+                    };
+                    let names = self.server_names(&cf);
+                    let (Some(chain), Some(key)) =
+                        (self.pem(&cf, "cert_chain"), self.pem(&cf, "private_key"))
+                    else {
+                        continue;
+                    };
+                    match certified_key(&chain, &key) {
+                        Ok((_, certified)) => {
+                            source.extend_from_slice(&chain);
+                            source.extend_from_slice(&key);
+                            source.extend(names.join(",").bytes());
+                            entries.push((names, Arc::new(certified)));
+                        }
+                        Err(e) => self.identity_error(&p, e),
+                    }
+                }
+                if entries.is_empty() {
+                    if f.get("certificates").is_some() {
+                        self.err(f.at("certificates"), "at least one certificate is needed");
+                    }
+                    return None;
+                }
+                SniCertificates::new(entries, source).map(|c| ListenerTls::Simple(Arc::new(c)))
+            }
+            other => {
+                self.err(
+                    f.at("mode"),
+                    format!("'{other}' is not one of: strict, permissive, simple"),
+                );
+                None
+            }
+        }
+    }
+
+    fn server_names(&mut self, f: &Fields<'_>) -> Vec<String> {
+        let mut names = Vec::new();
+        for (p, v) in self.list(f, "server_names", false) {
+            let Some(name) = v.as_str() else {
+                self.err(p, "expected a host name");
+                continue;
+            };
+            let bare = name.strip_prefix("*.").unwrap_or(name);
+            let valid = !bare.is_empty()
+                && bare.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if valid {
+                names.push(name.to_string());
+            } else {
+                self.err(p, format!("'{name}' is not a host name (or *.suffix)"));
+            }
+        }
+        names
+    }
+
+    pub(crate) fn cluster_tls(&mut self, v: &Value, path: &str) -> Option<ClusterTls> {
+        let f = self.object(v, path, &["peer_ids"])?;
+        let mut peer_ids = Vec::new();
+        for (p, v) in self.list(&f, "peer_ids", true) {
+            match v.as_str().and_then(SpiffeId::parse) {
+                Some(id) => peer_ids.push(id.as_str().to_string()),
+                None => self.err(p, "expected a SPIFFE ID (spiffe://<trust-domain>/<path>)"),
+            }
+        }
+        if peer_ids.is_empty() {
+            if f.get("peer_ids").is_some() {
+                self.err(f.at("peer_ids"), "at least one SPIFFE ID is needed");
+            }
+            return None;
+        }
+        Some(ClusterTls { peer_ids })
+    }
+}
