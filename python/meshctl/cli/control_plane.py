@@ -38,6 +38,7 @@ def control_plane(
         "trust_domain": trust_domain,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    _check_ca(settings.data_dir / "ca", settings.trust_domain)
     app = create_app(settings)
 
     class Server(uvicorn.Server):
@@ -49,3 +50,15 @@ def control_plane(
             super().handle_exit(sig, frame)
 
     Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)).run()
+
+
+def _check_ca(directory: Path, trust_domain: str) -> None:
+    """The CA's files, checked (and made on first start) before serving: an unusable import is
+    one clear line and exit 1, not a traceback from the server's startup."""
+    from meshctl.control.ca import CaError, CertificateAuthority
+
+    try:
+        CertificateAuthority.load_or_create(directory, trust_domain)
+    except CaError as e:
+        typer.echo(f"{typer.style('error:', fg='red', bold=True)} the CA in {directory} cannot be used: {e}", err=True)
+        raise typer.Exit(1) from None

@@ -579,7 +579,7 @@ class SvidRequest(SQLModel):
 
 class Svid(SQLModel):
     spiffe_id: str
-    #: The leaf then the issuer, PEM.
+    #: The leaf, then the issuer and any intermediates above it (never the root), PEM.
     certificate_chain: str
     expires_at: datetime
 
@@ -588,6 +588,49 @@ class TrustBundle(SQLModel):
     trust_domain: str
     #: PEM roots; during a root rotation the old and the new.
     roots: list[str]
+    #: Changes exactly when `roots` does ("sha256:...").
+    digest: str
+
+
+class CaRoot(SQLModel):
+    """A root of the trust bundle: its fingerprint and names, never a key."""
+
+    fingerprint: str
+    subject: str
+    not_after: datetime
+    #: "current", or "next" during a rotation.
+    role: Literal["current", "next"]
+    #: Whether SVIDs are now issued under this root.
+    issuing: bool
+
+
+class CaIssuer(SQLModel):
+    """The certificate that signs SVIDs now."""
+
+    fingerprint: str
+    subject: str
+    not_after: datetime
+    root_fingerprint: str
+
+
+class RotationStatus(SQLModel):
+    """A root rotation: `bundled` (the bundle holds both roots, the old issuer signs), then
+    `activated` (the new issuer signs); finishing drops the old root and returns to `idle`."""
+
+    trust_domain: str
+    phase: Literal["idle", "bundled", "activated"]
+    #: The trust bundle, in order.
+    roots: list[CaRoot]
+    issuer: CaIssuer
+    bundle_digest: str
+    #: The mesh generation that first carried this bundle to sidecars (null: before any rotation).
+    bundle_generation: int | None
+    #: Live sidecars that have not ACKed `bundle_generation` yet: activating waits for them.
+    sidecars_pending: int
+    started_at: datetime | None
+    activated_at: datetime | None
+    #: After this no SVID from the outgoing issuer is valid, and finishing is safe (null when idle).
+    finish_safe_after: datetime | None
 
 
 class JoinTokenInfo(SQLModel):

@@ -1,23 +1,37 @@
-"""Identity: the trust bundle, and SVIDs issued for CSRs sent with a join token."""
+"""Identity: the trust bundle, SVIDs issued for CSRs sent with a join token,
+and root rotation (admin only).
+
+Every change of the bundle raises the mesh generation in the same request, so
+watching sidecars get a new snapshot at once; the generation that first
+carried a bundle is kept, and a rotation is activated only once every live
+sidecar has ACKed it (or when forced)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session, col, func, select
 
-from meshctl.control.ca import CertificateAuthority, CsrRefused, spiffe_id
-from meshctl.control.deps import AnyCaller
-from meshctl.control.models import Svid, SvidRequest, TrustBundle
+from meshctl.control import crud
+from meshctl.control.ca import CertificateAuthority, CsrRefused, RotationRefused, spiffe_id
+from meshctl.control.deps import Admin, AnyCaller, Reader, SessionDep
+from meshctl.control.models import RotationStatus, Sidecar, Svid, SvidRequest, TrustBundle, now
 
 router = APIRouter(prefix="/api/v1/identity", tags=["identity"])
+
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Not possible in this phase, or not safe yet (see the detail)"}
+}
 
 
 @router.get("/bundle", response_model=TrustBundle)
 def bundle(request: Request, _: AnyCaller) -> TrustBundle:
     ca: CertificateAuthority = request.app.state.ca
-    return TrustBundle(trust_domain=ca.trust_domain, roots=ca.bundle())
+    return TrustBundle(trust_domain=ca.trust_domain, roots=ca.bundle(), digest=ca.bundle_digest())
 
 
 @router.post("/svid", response_model=Svid)
@@ -36,3 +50,86 @@ async def issue_svid(request: Request, caller: AnyCaller, data: SvidRequest) -> 
         code = status.HTTP_403_FORBIDDEN if e.forbidden else status.HTTP_422_UNPROCESSABLE_ENTITY
         raise HTTPException(code, detail=str(e)) from None
     return Svid(spiffe_id=expected, certificate_chain=chain, expires_at=expires)
+
+
+# === root rotation ===
+
+
+def _pending(session: Session, generation: int | None) -> int:
+    """Live sidecars that have not ACKed `generation` (the one that first carried the bundle)."""
+    if generation is None:
+        return 0
+    behind = (col(Sidecar.acked_version).is_(None)) | (col(Sidecar.acked_version) < generation)
+    query = select(func.count()).select_from(Sidecar).where(col(Sidecar.expires_at) > now(), behind)
+    return int(session.exec(query).one())
+
+
+def _status(ca: CertificateAuthority, session: Session) -> RotationStatus:
+    info = ca.status()
+    pending = _pending(session, info["bundle_generation"]) if info["phase"] == "bundled" else 0
+    return RotationStatus.model_validate({**info, "sidecars_pending": pending})
+
+
+def _step(request: Request, session: Session, change: Callable[[int], None]) -> RotationStatus:
+    """Raise the generation and make the change in one go: the commit (and with it the push to
+    sidecars) happens only if the change did; a refused one is a 409 and changes nothing."""
+    ca: CertificateAuthority = request.app.state.ca
+    generation = crud.bump(session)
+    try:
+        change(generation)
+    except RotationRefused as e:
+        session.rollback()
+        session.info.pop("generation", None)  # nothing to publish
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(e)) from None
+    session.commit()  # get_session then publishes the generation: sidecars are woken now
+    return _status(ca, session)
+
+
+@router.get("/rotation", response_model=RotationStatus)
+def rotation(request: Request, session: SessionDep, _: Reader) -> RotationStatus:
+    """The root rotation's phase, the bundle's roots (fingerprints, never keys), the issuer that
+    signs now, the sidecars yet to ACK the bundle, and when finishing becomes safe."""
+    return _status(request.app.state.ca, session)
+
+
+@router.post("/rotation", response_model=RotationStatus, responses=_CONFLICT)
+def start_rotation(request: Request, session: SessionDep, _: Admin) -> RotationStatus:
+    """Phase 1: a new root (and issuer) joins the bundle; SVIDs still come from the current issuer.
+    The operator's `next-root.pem` + `next-root.key` (or + `next-issuer.pem`/`.key`) in the CA
+    directory are used if present; otherwise both are made."""
+    ca: CertificateAuthority = request.app.state.ca
+    return _step(request, session, lambda generation: ca.start_rotation(bundle_generation=generation))
+
+
+@router.post("/rotation/activate", response_model=RotationStatus, responses=_CONFLICT)
+def activate_rotation(
+    request: Request,
+    session: SessionDep,
+    _: Admin,
+    force: bool = Query(default=False, description="Even though some live sidecars have not ACKed the new bundle."),
+) -> RotationStatus:
+    """Phase 2: SVIDs come from the new issuer; sidecars move to it as they renew. Refused while a
+    live sidecar has not ACKed the generation carrying the new bundle, unless forced."""
+    ca: CertificateAuthority = request.app.state.ca
+    if ca.phase == "bundled" and not force:
+        pending = _pending(session, ca.state.bundle_generation)
+        if pending:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                detail=f"{pending} live sidecar(s) have not ACKed mesh generation {ca.state.bundle_generation}, which "
+                "carries the new root, and would refuse peers' new certificates; activate once they have, or force it",
+            )
+    return _step(request, session, lambda _generation: ca.activate_rotation())
+
+
+@router.post("/rotation/finish", response_model=RotationStatus, responses=_CONFLICT)
+def finish_rotation(
+    request: Request,
+    session: SessionDep,
+    _: Admin,
+    force: bool = Query(default=False, description="Even though SVIDs from the old issuer may still be valid."),
+) -> RotationStatus:
+    """Phase 3: the old root leaves the bundle. Refused while an SVID from the old issuer may still
+    be valid (`finish_safe_after`), unless forced."""
+    ca: CertificateAuthority = request.app.state.ca
+    return _step(request, session, lambda generation: ca.finish_rotation(force=force, bundle_generation=generation))
