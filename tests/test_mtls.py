@@ -4,6 +4,7 @@ forwards to an app. Checked with openssl s_client/s_server and curl too."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -11,12 +12,15 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
+from websockets.sync.client import connect
+from websockets.sync.server import ServerConnection, serve
 
 from helpers import EchoBackend, cluster, header_values, http_listener, route, unused_port, wait_until
 from meshctl import ConfigError, DataPlane
@@ -149,9 +153,7 @@ def test_client_certificates_are_required_and_checked(pair: dict[str, Any], pki:
         pki.svid(sid("frontend"), valid_from=dt.timedelta(hours=-2), valid_for=dt.timedelta(hours=1)),
         pki.svid(sid("frontend"), valid_from=dt.timedelta(hours=1)),
     ):
-        refused = s_client(
-            addr, "-CAfile", str(pki.roots), "-cert", str(bad.chain), "-key", str(bad.key), data=request
-        )
+        refused = s_client(addr, "-CAfile", str(pki.roots), "-cert", str(bad.chain), "-key", str(bad.key), data=request)
         assert b"HTTP/1.1 200" not in refused.stdout
     # The right certificate: TLS 1.3, and the request gets through.
     good = pki.svid(sid("frontend"))
@@ -172,53 +174,57 @@ def test_the_peer_must_present_the_expected_spiffe_id(
     assert all(s["path"] != "/secret" for s in app.seen)
 
 
-def test_expired_or_wrong_certificates_on_the_server_side_are_refused(
-    pki: TestPki, proxy: MakeProxy, tmp_path: Path
-) -> None:
-    """openssl s_server plays the peer sidecar with bad certificates."""
-    client = pki.svid(sid("frontend"))
-    cases = {
-        "expired": pki.svid(sid("catalog"), valid_from=dt.timedelta(hours=-2), valid_for=dt.timedelta(hours=1)),
-        "not-yet-valid": pki.svid(sid("catalog"), valid_from=dt.timedelta(hours=1)),
-        "other-root": TestPki(tmp_path / "other").svid(sid("catalog")),
-        "wrong-id": pki.svid(sid("payments")),
-    }
-    for name, cert in cases.items():
-        port = unused_port()
-        server = subprocess.Popen(
-            ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert.chain), "-key", str(cert.key),
-             "-tls1_3", "-www", "-verify", "1", "-CAfile", str(pki.roots)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_until(lambda: listening(port), what="s_server")
-            dp = proxy(outbound(client.identity(pki.roots), f"127.0.0.1:{port}", [sid("catalog")], h2=False))
-            status, _ = get(dp.addresses()["out"])
-            assert status in (502, 503), name
-        finally:
-            server.kill()
-            server.wait()
-
-
-def test_a_good_openssl_peer_is_accepted(pki: TestPki, proxy: MakeProxy) -> None:
-    """The control for the test above: the same setup with a good certificate succeeds."""
+@contextlib.contextmanager
+def openssl_peer(cert: Issued, roots: Path) -> Iterator[str]:
+    """openssl s_server playing a peer sidecar (TLS 1.3, client certificate required)."""
     port = unused_port()
-    cert = pki.svid(sid("catalog"))
     server = subprocess.Popen(
-        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert.chain), "-key", str(cert.key),
-         "-tls1_3", "-www", "-Verify", "1", "-CAfile", str(pki.roots)],
+        [
+            "openssl",
+            "s_server",
+            "-accept",
+            f"127.0.0.1:{port}",
+            "-cert",
+            str(cert.chain),
+            "-key",
+            str(cert.key),
+            "-tls1_3",
+            "-www",
+            "-Verify",
+            "1",
+            "-CAfile",
+            str(roots),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_until(lambda: listening(port), what="s_server")
-        dp = proxy(outbound(pki.svid(sid("frontend")).identity(pki.roots), f"127.0.0.1:{port}", [sid("catalog")], h2=False))
-        status, body = get(dp.addresses()["out"])
-        assert status == 200, body
+        yield f"127.0.0.1:{port}"
     finally:
         server.kill()
         server.wait()
+
+
+def test_expired_or_wrong_certificates_on_the_server_side_are_refused(
+    pki: TestPki, proxy: MakeProxy, tmp_path: Path
+) -> None:
+    client = pki.svid(sid("frontend")).identity(pki.roots)
+    cases = {
+        "good": (pki.svid(sid("catalog")), 200),  # the control: the same setup succeeds
+        "expired": (
+            pki.svid(sid("catalog"), valid_from=dt.timedelta(hours=-2), valid_for=dt.timedelta(hours=1)),
+            502,
+        ),
+        "not-yet-valid": (pki.svid(sid("catalog"), valid_from=dt.timedelta(hours=1)), 502),
+        "other-root": (TestPki(tmp_path / "other").svid(sid("catalog")), 502),
+        "wrong-id": (pki.svid(sid("payments")), 502),
+    }
+    for name, (cert, expected) in cases.items():
+        with openssl_peer(cert, pki.roots) as peer:
+            dp = proxy(outbound(client, peer, [sid("catalog")], h2=False))
+            status, _ = get(dp.addresses()["out"])
+            assert status == expected, name
 
 
 def test_permissive_lets_plaintext_in_and_counts_it(pki: TestPki, app: EchoBackend, proxy: MakeProxy) -> None:
@@ -247,8 +253,12 @@ def test_tcp_over_mtls(pki: TestPki, proxy: MakeProxy) -> None:
     try:
         server = proxy(inbound(pki.svid(sid("db")).identity(pki.roots), app.address, protocol="tcp"))
         client = proxy(
-            outbound(pki.svid(sid("frontend")).identity(pki.roots), server.addresses()["inbound"], [sid("db")],
-                     protocol="tcp")
+            outbound(
+                pki.svid(sid("frontend")).identity(pki.roots),
+                server.addresses()["inbound"],
+                [sid("db")],
+                protocol="tcp",
+            )
         )
         assert get(client.addresses()["out"], "/rows")[0] == 200
         assert app.seen[-1]["path"] == "/rows"
@@ -329,11 +339,15 @@ def test_a_renewed_certificate_is_served_without_dropping_connections(
     _renew(server, config, second, pki.roots)
     after = _served_serial(addr, pki, caller)
     assert after != before, "the next handshake presents the new certificate"
-    # The h2 connection made before the renewal still carries requests.
-    handshakes = server.stats()["listeners"]["inbound"]["tls"]["handshakes"]
+
+    # The h2 connection made before the renewal still carries requests: 1 handshake, + 2 probes.
+    def handshakes() -> int:
+        return int(server.stats()["listeners"]["inbound"]["tls"]["handshakes"])
+
+    wait_until(lambda: handshakes() == 3, what="the probes' handshakes counted")
     for _ in range(10):
         assert get(out)[0] == 200
-    assert server.stats()["listeners"]["inbound"]["tls"]["handshakes"] == handshakes
+    assert handshakes() == 3
     assert server.stats()["identity"]["not_after"] >= first_not_after(first)
 
 
@@ -353,7 +367,33 @@ def test_a_new_trust_bundle_applies_to_the_next_handshake(
     addr = server.addresses()["inbound"]
     caller = newer.svid(sid("frontend"))
     request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    assert b"200" not in s_client(addr, "-CAfile", str(pki.roots), "-cert", str(caller.chain), "-key", str(caller.key), data=request).stdout
+    as_caller = ("-CAfile", str(pki.roots), "-cert", str(caller.chain), "-key", str(caller.key))
+    assert b"200" not in s_client(addr, *as_caller, data=request).stdout
     config["identity"]["roots_file"] = str(both)
     server.update(config)
-    assert b"HTTP/1.1 200" in s_client(addr, "-CAfile", str(pki.roots), "-cert", str(caller.chain), "-key", str(caller.key), data=request).stdout
+    assert b"HTTP/1.1 200" in s_client(addr, *as_caller, data=request).stdout
+
+
+def test_websocket_upgrades_cross_an_h2_mtls_cluster(pki: TestPki, proxy: MakeProxy) -> None:
+    """h2 has no Upgrade: the tunnel goes over an HTTP/1.1 mTLS connection of the same cluster."""
+
+    def echo(ws: ServerConnection) -> None:
+        for message in ws:
+            ws.send(message)
+
+    server = serve(echo, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.socket.getsockname()[:2]
+        inner = proxy(inbound(pki.svid(sid("chat")).identity(pki.roots), f"{host}:{port}"))
+        caller = pki.svid(sid("frontend")).identity(pki.roots)
+        outer = proxy(outbound(caller, inner.addresses()["inbound"], [sid("chat")]))
+        with connect(f"ws://{outer.addresses()['out']}/ws", open_timeout=5, close_timeout=5) as ws:
+            for i in range(10):
+                ws.send(f"hello {i}")
+                assert ws.recv(timeout=5) == f"hello {i}"
+        assert outer.stats()["clusters"]["peer"]["responses"]["1xx"] == 1
+    finally:
+        server.shutdown()
+        thread.join(5)

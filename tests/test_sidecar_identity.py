@@ -41,9 +41,9 @@ def test_the_keeper_writes_a_matching_key_and_chain_and_installs_it(cp: ControlP
         keeper.stop()
     first = installed[0]
     assert first.spiffe_id == "spiffe://cluster.local/ns/default/sa/pricing" and first.usable()
-    assert stat.S_IMODE((tmp_path / "id" / "key.pem").stat().st_mode) == 0o600
-    key = serialization.load_pem_private_key((tmp_path / "id" / "key.pem").read_bytes(), password=None)
-    leaf = x509.load_pem_x509_certificates((tmp_path / "id" / "chain.pem").read_bytes())[0]
+    assert stat.S_IMODE((tmp_path / "id" / "svid.pem").stat().st_mode) == 0o600
+    key = serialization.load_pem_private_key((tmp_path / "id" / "svid.pem").read_bytes(), password=None)
+    leaf = x509.load_pem_x509_certificates((tmp_path / "id" / "svid.pem").read_bytes())[0]
     assert leaf.public_key() == key.public_key()  # the chain is for the key that never left us
     # A renewal brings a new key, and the old one stays valid meanwhile.
     second = keeper.renew()

@@ -55,7 +55,8 @@ impl Cluster {
         // h2 between sidecars when the cluster speaks it: one connection per
         // peer pair and worker carries every request.
         let alpn: &[&[u8]] = match spec.protocol {
-            UpstreamProtocol::Http2 => &[b"h2"],
+            // http/1.1 too: upgrades (WebSocket) go over HTTP/1.1 even here.
+            UpstreamProtocol::Http2 => &[b"h2", b"http/1.1"],
             UpstreamProtocol::Http1 => &[b"http/1.1"],
         };
         let tls = spec
@@ -76,7 +77,6 @@ impl Cluster {
                 stats: registry.endpoint(&spec.name, &e.address),
                 pool: Arc::new(Pool::new(
                     &e.address,
-                    spec.protocol,
                     spec.connect_timeout,
                     tls.clone(),
                     workers,

@@ -73,6 +73,11 @@ def parser() -> argparse.ArgumentParser:
     side.add_argument("--token-file", type=Path, help="Join token file (default: $MESHCTL_TOKEN).")
     side.add_argument("--cache-dir", type=Path, help="Where the last good snapshot is kept.")
     side.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")
+    side.add_argument(
+        "--svid-ttl",
+        type=int,
+        help="Lifetime in seconds of the SVID to ask for (60 at the least; the control plane's default otherwise).",
+    )
     return p
 
 
@@ -124,6 +129,7 @@ def _sidecar(args: argparse.Namespace, log: logging.Logger) -> int:
             token=token,
             cache_dir=args.cache_dir,
             ttl_seconds=args.ttl,
+            svid_ttl_seconds=args.svid_ttl,
             workers=args.workers or None,
             grace=args.grace,
         )

@@ -74,9 +74,37 @@ def request_identity(api: ApiClient, *, namespace: str, service: str, ttl_second
     )
 
 
+def load_identity(directory: Path) -> Identity | None:
+    """The identity last written to `directory`, if it is still usable."""
+    try:
+        svid = (directory / SVID_FILE).read_text()
+        roots = (directory / ROOTS_FILE).read_text()
+        leaf = x509.load_pem_x509_certificates(svid.encode())[0]
+        spiffe_id = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uri = spiffe_id.get_values_for_type(x509.UniformResourceIdentifier)[0]
+    except (OSError, ValueError, IndexError, x509.ExtensionNotFound):
+        return None
+    key_start = svid.index("-----BEGIN PRIVATE KEY-----") if "-----BEGIN PRIVATE KEY-----" in svid else 0
+    identity = Identity(
+        uri,
+        svid[key_start:],
+        svid[:key_start],
+        [roots],
+        leaf.not_valid_before_utc,
+        leaf.not_valid_after_utc,
+    )
+    return identity if identity.usable() else None
+
+
+#: The chain and its key in one owner-only file, replaced atomically: a
+#: reader never sees a new certificate with an old key.
+SVID_FILE = "svid.pem"
+ROOTS_FILE = "roots.pem"
+
+
 class IdentityKeeper:
-    """Keeps a valid identity in `directory` (key.pem 0600, chain.pem, roots.pem) and hands each new
-    one to `install` before the old one expires."""
+    """Keeps a valid identity in `directory` (svid.pem: chain + key, 0600; roots.pem) and hands each
+    new one to `install` before the old one expires."""
 
     def __init__(
         self,
@@ -93,21 +121,35 @@ class IdentityKeeper:
         self.install = install
         self.current: Identity | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def resume(self) -> bool:
+        """Take up the identity already on disk, when it is still valid (control plane away)."""
+        self.current = load_identity(self.directory)
+        return self.current is not None
 
     def renew(self) -> Identity:
+        with self._lock:
+            return self._renew()
+
+    def _renew(self) -> Identity:
         identity = request_identity(
             self.api, namespace=self.namespace, service=self.service, ttl_seconds=self.ttl_seconds
         )
         if not identity.usable():
             raise ValueError(f"refusing a certificate valid {identity.not_before} to {identity.not_after}")
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_secret(self.directory / "key.pem", identity.key_pem.strip())
-        (self.directory / "chain.pem").write_text(identity.chain_pem)
-        (self.directory / "roots.pem").write_text("".join(identity.roots_pem))
-        self.install(identity)
+        write_secret(self.directory / SVID_FILE, identity.chain_pem.strip() + "\n" + identity.key_pem.strip())
+        write_secret(self.directory / ROOTS_FILE, "".join(identity.roots_pem))
         self.current = identity
+        self.install(identity)
         log.info("identity %s valid until %s", identity.spiffe_id, identity.not_after.isoformat())
         return identity
+
+    def files(self) -> dict[str, str]:
+        """The data plane's `identity` section for the files this keeper writes."""
+        svid = str(self.directory / SVID_FILE)
+        return {"cert_chain_file": svid, "private_key_file": svid, "roots_file": str(self.directory / ROOTS_FILE)}
 
     def run(self) -> None:
         """Renew until stopped; failed renewals retry with backoff while the current one lasts."""

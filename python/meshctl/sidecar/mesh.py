@@ -3,6 +3,11 @@ heartbeats, follows a stream of snapshots newer than the one it runs (one
 request however many changes), applies them with ``DataPlane.update()`` and
 reports ACK or NACK.
 
+Every snapshot runs with this sidecar's SVID (``sidecar.identity``): the
+files are merged into its ``identity`` section, and each renewal re-applies
+the running config, so the data plane picks up the new certificate for the
+next handshake without dropping a connection.
+
 The last good snapshot is kept on disk, so a sidecar (re)started while the
 control plane is away serves from it; it keeps trying to reach the control
 plane with capped exponential backoff and full jitter, so that a fleet does
@@ -25,6 +30,7 @@ from typing import Any
 from meshctl import BindError, ConfigError, DataPlane
 from meshctl.client import ApiClient, ApiError, Unreachable
 from meshctl.secretfile import write_secret
+from meshctl.sidecar.identity import Identity, IdentityKeeper
 
 log = logging.getLogger("meshctl.sidecar")
 
@@ -48,6 +54,8 @@ class SidecarOptions:
     token: str | None = None
     cache_dir: Path | None = None
     ttl_seconds: int = 15
+    #: The SVID lifetime to ask for (the control plane's default when None).
+    svid_ttl_seconds: int | None = None
     workers: int | None = None
     grace: float = 10.0
 
@@ -55,6 +63,10 @@ class SidecarOptions:
     def cache_path(self) -> Path:
         base = self.cache_dir or Path("~/.meshctl/sidecars").expanduser()
         return base / f"{self.namespace}.{self.service}.{self.inbound_port}" / "snapshot.json"
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.cache_path.parent / "identity"
 
     def registration(self) -> dict[str, Any]:
         return {
@@ -116,6 +128,16 @@ class MeshSidecar:
         self._pending: dict[str, Any] | None = None  # an ACK or NACK not delivered yet
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        #: The config last applied, as the control plane sent it (no local paths).
+        self._config: dict[str, Any] | None = None
+        self.keeper = IdentityKeeper(
+            self.api,
+            options.identity_dir,
+            namespace=options.namespace,
+            service=options.service,
+            install=self._identity_renewed,
+            ttl_seconds=options.svid_ttl_seconds,
+        )
 
     # === control-plane calls ===
 
@@ -144,21 +166,45 @@ class MeshSidecar:
 
     # === applying snapshots ===
 
+    def _with_identity(self, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` with this sidecar's SVID files in its identity section (the control plane
+        sends the trust bundle there; the roots from the last SVID stand in when it does not)."""
+        if self.keeper.current is None:
+            return config
+        files = self.keeper.files()
+        section = dict(config.get("identity") or {})
+        section["cert_chain_file"] = files["cert_chain_file"]
+        section["private_key_file"] = files["private_key_file"]
+        if "roots" not in section:
+            section["roots_file"] = files["roots_file"]
+        return {**config, "identity": section}
+
+    def _identity_renewed(self, identity: Identity) -> None:
+        with self._lock:
+            if self.dataplane is None or self._config is None:
+                return
+            try:
+                self.dataplane.update(self._with_identity(self._config))
+                log.info("identity renewed: %s until %s", identity.spiffe_id, identity.not_after.isoformat())
+            except (ConfigError, ValueError, OSError) as e:
+                log.error("the renewed identity was refused, keeping the current one: %s", e)
+
     def apply(self, version: int, config: dict[str, Any], *, source: str) -> bool:
         """Start or update the data plane; True when it took the config."""
         with self._lock:
             self.version = max(self.version, version)
             try:
                 if self.dataplane is None:
-                    dataplane = DataPlane(config, workers=self.opts.workers)
+                    dataplane = DataPlane(self._with_identity(config), workers=self.opts.workers)
                     dataplane.start()
                     self.dataplane = dataplane
                 else:
-                    self.dataplane.update(config)
+                    self.dataplane.update(self._with_identity(config))
             except (ConfigError, BindError, ValueError, OSError) as e:
                 log.error("snapshot %d from %s refused, keeping the running config: %s", version, source, e)
                 self._pending = {"version": version, "error": str(e)}
                 return False
+            self._config = config
             log.info("snapshot %d from %s applied", version, source)
             if source == "control plane":
                 self.cache.save(version, config)
@@ -173,6 +219,8 @@ class MeshSidecar:
             try:
                 if self.sidecar_id is None:
                     self.register()
+                if self.keeper.current is None:
+                    self.keeper.renew()
                 self._report()
                 path = f"/api/v1/sidecars/{self.sidecar_id}/watch?version={self.version}"
                 for line in self.api.lines(path, timeout=STREAM_IDLE_SECONDS):
@@ -217,18 +265,23 @@ class MeshSidecar:
         Raises ApiError when the control plane refuses us (bad token, unknown service)."""
         try:
             self.register()
+            self.keeper.renew()
         except Unreachable as e:
             cached = self.cache.load()
-            if cached is None:
+            if not self.keeper.resume():
+                log.warning("control plane unreachable (%s) and no valid identity yet: waiting for it", e)
+            elif cached is None:
                 log.warning("control plane unreachable (%s) and no cached snapshot yet: waiting for it", e)
             else:
                 log.warning("control plane unreachable (%s): starting from cached snapshot %d", e, cached[0])
                 self.apply(*cached, source="cache")
+        self.keeper.start()
         for target in (self._watch, self._heartbeat):
             threading.Thread(target=target, name=f"sidecar{target.__name__}", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.keeper.stop()
 
     def run_until_signalled(self) -> None:
         def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -242,6 +295,7 @@ class MeshSidecar:
     def shutdown(self) -> None:
         """Leave the mesh at once (callers stop picking us), then drain."""
         self._stop.set()
+        self.keeper.stop()
         if self.sidecar_id is not None:
             try:
                 self.api.delete(f"/api/v1/sidecars/{self.sidecar_id}", timeout=2)

@@ -41,7 +41,6 @@ struct Slot {
 
 pub struct Pool {
     address: String,
-    protocol: UpstreamProtocol,
     connect_timeout: Duration,
     /// Mesh mTLS to the endpoint, when the cluster asks for it.
     tls: Option<Arc<ClientTls>>,
@@ -80,14 +79,12 @@ impl Drop for Checkin {
 impl Pool {
     pub fn new(
         address: &str,
-        protocol: UpstreamProtocol,
         connect_timeout: Duration,
         tls: Option<Arc<ClientTls>>,
         workers: usize,
     ) -> Self {
         Pool {
             address: address.to_string(),
-            protocol,
             connect_timeout,
             tls,
             slots: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
@@ -183,8 +180,9 @@ impl Pool {
     pub async fn send(
         self: &Arc<Self>,
         req: http::Request<ProxyBody>,
+        protocol: UpstreamProtocol,
     ) -> Result<(Response<hyper::body::Incoming>, Option<Checkin>), SendError> {
-        match self.protocol {
+        match protocol {
             UpstreamProtocol::Http1 => self.send_http1(req).await,
             UpstreamProtocol::Http2 => self.send_http2(req).await.map(|r| (r, None)),
         }

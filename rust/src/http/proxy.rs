@@ -231,7 +231,14 @@ async fn forward(
             }
         }
     };
-    match cluster.spec.protocol {
+    // An upgrade (WebSocket) needs HTTP/1.1 even to an HTTP/2 cluster: h2
+    // has no Upgrade, and the tunnel takes the whole connection anyway.
+    let protocol = if upgrade {
+        UpstreamProtocol::Http1
+    } else {
+        cluster.spec.protocol
+    };
+    match protocol {
         UpstreamProtocol::Http1 => {
             // Origin form; the Host header carries the authority.
             parts.version = Version::HTTP_11;
@@ -267,7 +274,7 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, ProxyBody::streamed(body, meter, None));
 
     let sent = Instant::now();
-    let (mut resp, checkin) = match ep.pool.send(upstream_req).await {
+    let (mut resp, checkin) = match ep.pool.send(upstream_req, protocol).await {
         Ok(r) => r,
         Err(SendError::Connect(e)) => {
             cluster.report_connect_failure(ep);
