@@ -60,7 +60,7 @@ def test_0004_turns_whole_state_revisions_into_changes_and_back(tmp_path: Path) 
                 " 'default/a', ?)",
                 (json.dumps(state),),
             )
-    migrate(url)
+    migrate(url, "0004")
     with engine.connect() as conn:
         changes = [json.loads(r[0]) for r in conn.exec_driver_sql("SELECT changes FROM revision ORDER BY id")]
         assert conn.exec_driver_sql("SELECT generation FROM meshstate").scalar() == 3
@@ -73,4 +73,50 @@ def test_0004_turns_whole_state_revisions_into_changes_and_back(tmp_path: Path) 
     with engine.connect() as conn:
         back = [json.loads(r[0]) for r in conn.exec_driver_sql("SELECT state FROM revision ORDER BY id")]
     assert back == [{"Service": {"default/a": []}}, {"Service": {"default/a": [{"port": 80}]}}, {"Service": {}}]
+    engine.dispose()
+
+
+def test_0005_adds_authorization_policies_and_service_mtls_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url, "0004")
+    engine = make_engine(url)
+    ports = [{"name": "http", "port": 80, "protocol": "http"}]
+    changes = [
+        {"kind": "Service", "name": "default/a", "before": None, "after": ports},
+        {"kind": "HTTPRoute", "name": "default/r", "before": None, "after": {"rules": []}},
+    ]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO service (resource_version, created_at, updated_at, name, namespace, ports)"
+            " VALUES (1, '2026-01-01', '2026-01-01', 'a', 'default', ?)",
+            (json.dumps(ports),),
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO revision (created_at, action, kind, name, changes)"
+            " VALUES ('2026-01-01', 'apply', '*', 'x', ?)",
+            (json.dumps(changes),),
+        )
+    migrate(url)
+    with engine.begin() as conn:
+        # The existing service is STRICT; the revision log records services as their whole spec.
+        assert conn.exec_driver_sql("SELECT mtls FROM service").scalar() == "STRICT"
+        upgraded = json.loads(conn.exec_driver_sql("SELECT changes FROM revision").scalar())
+        assert upgraded == [{**changes[0], "after": {"ports": ports, "mtls": "STRICT"}}, changes[1]]
+        conn.exec_driver_sql(
+            "INSERT INTO authorizationpolicy (resource_version, created_at, updated_at, name, namespace, spec)"
+            " VALUES (1, '2026-01-01', '2026-01-01', 'p', 'default', '{}')"
+        )
+        # A service written without the column (an older writer) is STRICT too.
+        conn.exec_driver_sql(
+            "INSERT INTO service (resource_version, created_at, updated_at, name, namespace, ports)"
+            " VALUES (1, '2026-01-01', '2026-01-01', 'b', 'default', '[]')"
+        )
+        assert conn.exec_driver_sql("SELECT mtls FROM service WHERE name = 'b'").scalar() == "STRICT"
+    command.downgrade(alembic_config(url), "0004")
+    with engine.connect() as conn:
+        assert json.loads(conn.exec_driver_sql("SELECT changes FROM revision").scalar()) == changes
+        assert "authorizationpolicy" not in inspect(conn).get_table_names()
+        assert "mtls" not in {c["name"] for c in inspect(conn).get_columns("service")}
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM service").scalar() == 2
+    migrate(url)  # and up again
     engine.dispose()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from meshctl.cli import logs
+
+
+class AuthzDefault(StrEnum):
+    allow = "allow"
+    deny = "deny"
 
 
 def control_plane(
@@ -21,6 +27,13 @@ def control_plane(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 15010,
     trust_domain: Annotated[
         str | None, typer.Option(help="SPIFFE trust domain of the identities it issues (default cluster.local).")
+    ] = None,
+    authz_default: Annotated[
+        AuthzDefault | None,
+        typer.Option(
+            help="What sidecars do with a request no AuthorizationPolicy decides (default allow;"
+            " MESHCTL_AUTHZ_DEFAULT)."
+        ),
     ] = None,
 ) -> None:
     """Serve the control-plane API; migrations run and tokens are made on start."""
@@ -36,6 +49,7 @@ def control_plane(
         "data_dir": data_dir,
         "database_url": database_url,
         "trust_domain": trust_domain,
+        "authz_default": authz_default.value if authz_default else None,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     _check_ca(settings.data_dir / "ca", settings.trust_domain)

@@ -1,6 +1,7 @@
 """``meshctl explain``: what the mesh would do with one request from a
 service, and why: each rule in the order the data plane tries it, whether it
-matched and what failed, then the backends with their share and endpoints."""
+matched and what failed, then the backends with their share and endpoints,
+then what the receiving service's authorization decides and by which rule."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def explain(
     token: api.Token = None,
     token_file: api.TokenFile = None,
 ) -> None:
-    """Which route and rule a request would take, why the others did not match, and where it would go."""
+    """Which route and rule a request would take, why the others did not match, where it would go, and
+    whether the receiving service's AuthorizationPolicies let it in."""
     if (to is None) == (host is None):
         api.fail("give the destination with --to SERVICE or --host HOST (one of them)")
     body = {
@@ -87,3 +89,22 @@ def render(r: dict[str, Any]) -> None:
             out.print(Text(f"  {name}  {b['share_percent']:g}% (weight {b['weight']})  {how}"))
             endpoints = ", ".join(b["endpoints"]) if b["endpoints"] else "none live"
             out.print(Text(f"    endpoints: {endpoints}", style="" if b["endpoints"] else "yellow"))
+    seen: set[str] = set()
+    for verdict in [r.get("authorization"), *(b.get("authorization") for b in r["backends"])]:
+        if verdict and verdict["service"] not in seen:
+            seen.add(verdict["service"])
+            render_authorization(verdict)
+
+
+def render_authorization(v: dict[str, Any]) -> None:
+    out = api.console()
+    request = f", {v['method']} {v['path']}" if v["path"] is not None else ""
+    policies = ", ".join(v["policies"]) or "none"
+    out.print(
+        Text(f"authorization at {v['service']} (mTLS {v['mtls']}, policies: {policies}) for {v['principal']}{request}:")
+    )
+    for rule in v["rules"]:
+        mark = Text("  ✓ ", style="green") if rule["matched"] else Text("  ✗ ", style="red")
+        out.print(mark + Text(f"{rule['action'].upper()} {rule['rule']}: {rule['reason']}"))
+    allowed = v["decision"] == "allow"
+    out.print(Text(f"  -> {v['decision'].upper()} ({v['decided_by']})", style="green" if allowed else "bold red"))

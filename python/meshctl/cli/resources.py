@@ -41,8 +41,8 @@ class Kind:
         return self.name in APPLIABLE
 
 
-def _ports(svc: dict[str, Any]) -> list[str]:
-    return [", ".join(f"{p['name']}:{p['port']}/{p['protocol']}" for p in svc.get("ports", []))]
+def _service(svc: dict[str, Any]) -> list[str]:
+    return [", ".join(f"{p['name']}:{p['port']}/{p['protocol']}" for p in svc.get("ports", [])), svc.get("mtls", "")]
 
 
 def _subset(subset: dict[str, str]) -> str:
@@ -117,8 +117,34 @@ def _policy(p: dict[str, Any]) -> list[str]:
     ]
 
 
+def _source(s: dict[str, Any]) -> str:
+    parts = [f"{f}={','.join(s[f])}" for f in ("principals", "namespaces", "services") if s.get(f)]
+    return " ".join(parts)
+
+
+def _operation(o: dict[str, Any]) -> str:
+    return " ".join([*o.get("methods", []), *o.get("paths", [])])
+
+
+def _authz_rule(rule: dict[str, Any]) -> str:
+    sources = " | ".join(_source(f["source"]) for f in rule.get("from", [])) or "anyone"
+    operations = " | ".join(_operation(t["operation"]) for t in rule.get("to", [])) or "anything"
+    return f"{sources} -> {operations}"
+
+
+def _authz_policy(p: dict[str, Any]) -> list[str]:
+    spec = p["spec"]
+    target = spec["targetRef"]
+    rules = [_authz_rule(r) for r in spec.get("rules", [])]
+    return [
+        qualified(target.get("namespace"), target["name"], p["namespace"]),
+        spec.get("action", "ALLOW"),
+        "\n".join(rules) if rules else "(none: matches nothing)",
+    ]
+
+
 KINDS = (
-    Kind("Service", "services", ("service", "services", "svc"), ("PORTS",), _ports),
+    Kind("Service", "services", ("service", "services", "svc"), ("PORTS", "MTLS"), _service),
     Kind("HTTPRoute", "httproutes", ("httproute", "httproutes"), ("PARENTS", "RULES"), _http_route),
     Kind("TCPRoute", "tcproutes", ("tcproute", "tcproutes"), ("PARENTS", "BACKENDS"), _tcp_route),
     Kind(
@@ -128,10 +154,17 @@ KINDS = (
         ("TARGET", "LOAD BALANCER", "PROTOCOL", "CONNECT TIMEOUT"),
         _policy,
     ),
+    Kind(
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        ("authorizationpolicy", "authorizationpolicies", "authz"),
+        ("TARGET", "ACTION", "RULES"),
+        _authz_policy,
+    ),
     Kind("Endpoint", "endpoints", ("endpoint", "endpoints", "ep")),
     Kind("Sidecar", "sidecars", ("sidecar", "sidecars")),
 )
-APPLIABLE = ("Service", "HTTPRoute", "TCPRoute", "TrafficPolicy")
+APPLIABLE = ("Service", "HTTPRoute", "TCPRoute", "TrafficPolicy", "AuthorizationPolicy")
 _BY_ALIAS = {alias: k for k in KINDS for alias in (*k.aliases, k.name.lower())}
 
 
@@ -179,7 +212,7 @@ def _prune(value: Any) -> Any:
 
 def document(kind: Kind, item: dict[str, Any]) -> dict[str, Any]:
     """An API object as the document `apply -f` takes."""
-    spec = {"ports": item["ports"]} if kind.name == "Service" else item["spec"]
+    spec = {"ports": item["ports"], "mtls": item["mtls"]} if kind.name == "Service" else item["spec"]
     return {
         "kind": kind.name,
         "metadata": {"name": item["name"], "namespace": item["namespace"]},
@@ -313,7 +346,11 @@ def apply(
 
 def get(
     kind: Annotated[
-        str, typer.Argument(help="services (svc), httproutes, tcproutes, trafficpolicies, endpoints, sidecars.")
+        str,
+        typer.Argument(
+            help="services (svc), httproutes, tcproutes, trafficpolicies, authorizationpolicies (authz), endpoints,"
+            " sidecars."
+        ),
     ],
     name: Annotated[
         str | None, typer.Argument(help="NAME or NAMESPACE/NAME (for endpoints and sidecars: the service).")
@@ -400,7 +437,10 @@ def _get_sidecars(client: Client, target: tuple[str, str] | None, namespace: str
 
 
 def delete(
-    kind: Annotated[str | None, typer.Argument(help="services (svc), httproutes, tcproutes, trafficpolicies.")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Argument(help="services (svc), httproutes, tcproutes, trafficpolicies, authorizationpolicies (authz)."),
+    ] = None,
     name: Annotated[str | None, typer.Argument(help="NAME or NAMESPACE/NAME.")] = None,
     filename: Files = None,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")] = None,

@@ -13,6 +13,11 @@ Rules attached to one service are ordered as the Gateway API says: exact
 paths first, then regular expressions, then longer prefixes; then matches
 with a method, with more headers, with more query params; then the older
 route, the route's name, and the order in the route.
+
+The inbound listener of a service with AuthorizationPolicies (or of every
+service when the mesh default is deny) carries an ``authorization`` block:
+each policy rule becomes the cross product of its ``from`` and ``to``
+entries, in policy name order then rule order (see ``authorization``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from meshctl.control.models import (
+    AuthorizationPolicySpec,
     BackendRef,
     HeaderModifier,
     HTTPRouteRule,
@@ -75,6 +81,14 @@ class Mesh:
     tcp_routes: list[RouteView] = field(default_factory=list)
     #: target "ns/name" -> (policy "ns/name", spec)
     policies: dict[str, tuple[str, TrafficPolicySpec]] = field(default_factory=dict)
+    #: "ns/name" -> "STRICT" | "PERMISSIVE": whether its sidecars also take plaintext callers.
+    mtls: dict[str, str] = field(default_factory=dict)
+    #: target "ns/name" -> [(AuthorizationPolicy "ns/name", spec)]
+    authz: dict[str, list[tuple[str, AuthorizationPolicySpec]]] = field(default_factory=dict)
+    #: What a request that no policy decides gets ("allow" | "deny"): the control plane's setting.
+    authz_default: str = "allow"
+    #: Identities are spiffe://<trust_domain>/ns/<namespace>/sa/<service>.
+    trust_domain: str = "cluster.local"
 
 
 @dataclass(frozen=True)
@@ -286,6 +300,8 @@ class _Compiler:
         else:
             c["protocol"] = "http2" if protocol in ("http2", "grpc") else "http1"
             listener |= {"protocol": "http", "routes": [{"name": "inbound", "backends": [{"cluster": "inbound"}]}]}
+        if (authz := authorization(self.mesh, sc.key)) is not None:
+            listener["authorization"] = authz
         self.clusters["inbound"] = c
         return listener
 
@@ -353,6 +369,43 @@ def _headers(mod: HeaderModifier) -> dict[str, Any]:
     if mod.remove:
         out["remove"] = [h.lower() for h in mod.remove]
     return out
+
+
+#: Source fields of a data-plane authorization rule (the caller's identity), then request fields.
+SOURCE_FIELDS = ("principals", "namespaces", "services")
+OPERATION_FIELDS = ("paths", "methods")
+
+
+def authorization(mesh: Mesh, service: str) -> dict[str, Any] | None:
+    """The inbound `authorization` block of `service` ("ns/name"), or None when it has no
+    AuthorizationPolicy and the mesh default is allow (nothing to check).
+
+    Each policy rule gives one data-plane rule per (`from` entry, `to` entry) pair, named
+    "<ns>/<policy>[<rule index>]"; absent `from`/`to` leave those fields out. The data plane
+    evaluates deny rules first, then allows iff an allow rule matches, and falls back to
+    `default` only when there is no allow rule: so an ALLOW policy without rules makes the
+    default deny. (On a TCP listener, which has no path or method, the data plane lets no ALLOW
+    rule that names one match and applies a DENY rule that names one to every connection.)"""
+    policies = sorted(mesh.authz.get(service, []), key=lambda p: p[0])
+    if not policies and mesh.authz_default != "deny":
+        return None
+    default = mesh.authz_default
+    rules: list[dict[str, Any]] = []
+    for name, spec in policies:
+        if spec.action == "ALLOW" and not spec.rules:
+            default = "deny"
+        for index, rule in enumerate(spec.rules):
+            sources = [f.source for f in rule.from_] if rule.from_ else [None]
+            operations = [t.operation for t in rule.to] if rule.to else [None]
+            for source in sources:
+                for operation in operations:
+                    r: dict[str, Any] = {"name": f"{name}[{index}]", "action": spec.action.lower()}
+                    for part, fields in ((source, SOURCE_FIELDS), (operation, OPERATION_FIELDS)):
+                        for f in fields:
+                            if part is not None and (values := getattr(part, f)) is not None:
+                                r[f] = list(values)
+                    rules.append(r)
+    return {"default": default, "rules": rules}
 
 
 def compile_sidecar(mesh: Mesh, sidecar: SidecarSpec, outbound: Outbound | None = None) -> dict[str, Any]:

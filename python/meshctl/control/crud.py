@@ -14,9 +14,12 @@ from meshctl.control.models import (
     ApiToken,
     ApplyDocument,
     ApplyResult,
+    AuthorizationPolicy,
+    AuthorizationPolicySpec,
     HTTPRoute,
     HTTPRouteSpec,
     MeshState,
+    MtlsMode,
     Revision,
     Service,
     ServiceCreate,
@@ -29,20 +32,24 @@ from meshctl.control.models import (
     now,
 )
 
-#: Versioned resource kinds: table model and the column holding their spec.
-KINDS: dict[str, tuple[Any, str]] = {
-    "Service": (Service, "ports"),
-    "HTTPRoute": (HTTPRoute, "spec"),
-    "TCPRoute": (TCPRoute, "spec"),
-    "TrafficPolicy": (TrafficPolicy, "spec"),
+#: Versioned resource kinds by table model, in the order apply writes them (services first,
+#: so that routes and policies may name them). A kind's spec is what revisions record of it:
+#: the `spec` column, or for a Service {"ports", "mtls"} (see `spec_of`).
+KINDS: dict[str, Any] = {
+    "Service": Service,
+    "HTTPRoute": HTTPRoute,
+    "TCPRoute": TCPRoute,
+    "TrafficPolicy": TrafficPolicy,
+    "AuthorizationPolicy": AuthorizationPolicy,
 }
 SPECS: dict[str, type[BaseModel]] = {
     "HTTPRoute": HTTPRouteSpec,
     "TCPRoute": TCPRouteSpec,
     "TrafficPolicy": TrafficPolicySpec,
+    "AuthorizationPolicy": AuthorizationPolicySpec,
 }
 
-Resource = Service | HTTPRoute | TCPRoute | TrafficPolicy
+Resource = Service | HTTPRoute | TCPRoute | TrafficPolicy | AuthorizationPolicy
 Loc = list[str | int]
 
 
@@ -60,6 +67,27 @@ class Invalid(Exception):
 
 def key(row: Any) -> str:
     return f"{row.namespace}/{row.name}"
+
+
+# === a resource's spec, as revisions record it ===
+
+
+def spec_of(row: Any) -> Any:
+    """What revisions record of a resource (and rollbacks restore)."""
+    if isinstance(row, Service):
+        return {"ports": row.ports, "mtls": row.mtls}
+    return row.spec
+
+
+def columns(kind: str, spec: Any) -> dict[str, Any]:
+    """The column values that hold `spec` (a `spec_of` value)."""
+    if kind == "Service":
+        return {"ports": spec["ports"], "mtls": spec.get("mtls", "STRICT")}
+    return {"spec": spec}
+
+
+def service_spec(ports: list[ServicePort], mtls: MtlsMode) -> dict[str, Any]:
+    return {"ports": [p.model_dump() for p in ports], "mtls": mtls}
 
 
 # === generation: what sidecar snapshots are versioned by ===
@@ -92,9 +120,9 @@ def bump(session: Session) -> int:
 
 def current_state(session: Session) -> dict[str, dict[str, Any]]:
     state: dict[str, dict[str, Any]] = {}
-    for kind, (model, field) in KINDS.items():
+    for kind, model in KINDS.items():
         rows = session.exec(select(model).order_by(col(model.namespace), col(model.name))).all()
-        state[kind] = {key(r): getattr(r, field) for r in rows}
+        state[kind] = {key(r): spec_of(r) for r in rows}
     return state
 
 
@@ -128,11 +156,11 @@ def _check_version(row: Resource, kind: str, version: int | None) -> None:
 
 def _write(session: Session, kind: str, row: Resource | None, namespace: str, name: str, spec: Any) -> Resource:
     """Create or change one resource in the session; no commit, no revision."""
-    model, field = KINDS[kind]
     if row is None:
-        row = model(namespace=namespace, name=name, **{field: spec})
+        row = KINDS[kind](namespace=namespace, name=name, **columns(kind, spec))
     else:
-        setattr(row, field, spec)
+        for column, value in columns(kind, spec).items():
+            setattr(row, column, value)
         row.resource_version += 1
         row.updated_at = now()
     session.add(row)
@@ -141,7 +169,7 @@ def _write(session: Session, kind: str, row: Resource | None, namespace: str, na
 
 def _commit(session: Session, row: Resource, *, kind: str, action: str, before: Any) -> Any:
     session.flush()
-    after = getattr(row, KINDS[kind][1])
+    after = spec_of(row)
     record_revision(
         session,
         action=action,
@@ -161,7 +189,7 @@ def delete(session: Session, row: Resource, *, kind: str) -> None:
             raise Conflict(f"service {key(row)} is used by {', '.join(users)}")
         for token in session.exec(select(ApiToken).where(ApiToken.role == "join", ApiToken.scope == key(row))).all():
             session.delete(token)  # its sidecars' tokens go with it
-    before = getattr(row, KINDS[kind][1])
+    before = spec_of(row)
     session.delete(row)
     session.flush()
     record_revision(
@@ -180,14 +208,15 @@ def delete(session: Session, row: Resource, *, kind: str) -> None:
 def create_service(session: Session, *, data: ServiceCreate) -> Service:
     if get(session, Service, namespace=data.namespace, name=data.name):
         raise Conflict(f"service {data.namespace}/{data.name} already exists")
-    row = _write(session, "Service", None, data.namespace, data.name, [p.model_dump() for p in data.ports])
+    spec = service_spec(data.ports, data.mtls)
+    row = _write(session, "Service", None, data.namespace, data.name, spec)
     return _commit(session, row, kind="Service", action="create", before=None)  # type: ignore[no-any-return]
 
 
 def update_service(session: Session, *, svc: Service, data: ServiceUpdate) -> Service:
     _check_version(svc, "service", data.resource_version)
-    before = svc.ports
-    _write(session, "Service", svc, svc.namespace, svc.name, [p.model_dump() for p in data.ports])
+    before = spec_of(svc)
+    _write(session, "Service", svc, svc.namespace, svc.name, service_spec(data.ports, data.mtls))
     return _commit(session, svc, kind="Service", action="update", before=before)  # type: ignore[no-any-return]
 
 
@@ -196,7 +225,7 @@ def update_service(session: Session, *, svc: Service, data: ServiceUpdate) -> Se
 
 def references(kind: str, spec: Any, namespace: str) -> list[tuple[Loc, str, str]]:
     """Every service a spec names: (location in the spec, namespace, name)."""
-    if isinstance(spec, TrafficPolicySpec):
+    if isinstance(spec, TrafficPolicySpec | AuthorizationPolicySpec):
         return [(["targetRef"], spec.target_ref.namespace or namespace, spec.target_ref.name)]
     assert isinstance(spec, HTTPRouteSpec | TCPRouteSpec), kind
     refs: list[tuple[Loc, str, str]] = [
@@ -212,7 +241,7 @@ def references(kind: str, spec: Any, namespace: str) -> list[tuple[Loc, str, str
 def _users_of(session: Session, namespace: str, name: str) -> list[tuple[str, Any]]:
     users = []
     for kind, spec_model in SPECS.items():
-        for row in list_all(session, KINDS[kind][0]):
+        for row in list_all(session, KINDS[kind]):
             spec = spec_model.model_validate(row.spec)
             if any(ns == namespace and n == name for _, ns, n in references(kind, spec, row.namespace)):
                 users.append((kind, row))
@@ -250,7 +279,7 @@ def _check_refs(session: Session, kind: str, spec: Any, namespace: str, name: st
 
 
 def create_spec(session: Session, kind: str, *, namespace: str, name: str, spec: BaseModel) -> Any:
-    model = KINDS[kind][0]
+    model = KINDS[kind]
     if get(session, model, namespace=namespace, name=name):
         raise Conflict(f"{kind} {namespace}/{name} already exists")
     if errors := _check_refs(session, kind, spec, namespace, name, ["body", "spec"]):
@@ -281,6 +310,7 @@ def _validated(doc: ApplyDocument, at: Loc) -> tuple[Any, list[dict[str, Any]]]:
 
 class _ServiceSpec(BaseModel):
     ports: list[ServicePort] = []
+    mtls: MtlsMode = "STRICT"
 
 
 def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = False) -> list[ApplyResult]:
@@ -305,23 +335,22 @@ def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = F
 
     order = list(KINDS)
     parsed.sort(key=lambda p: (order.index(p[1].kind), p[0]))
-    stored = {kind: {key(r): r for r in list_all(session, KINDS[kind][0])} for kind in {d.kind for d in documents}}
+    stored = {kind: {key(r): r for r in list_all(session, KINDS[kind])} for kind in {d.kind for d in documents}}
     results: dict[int, ApplyResult] = {}
     changes: list[dict[str, Any]] = []
     inserts: dict[str, list[dict[str, Any]]] = {}
     for i, doc, spec in parsed:
         meta = doc.metadata
-        field = KINDS[doc.kind][1]
         row = stored[doc.kind].get(f"{meta.namespace}/{meta.name}")
         value = (
-            [p.model_dump() for p in spec.ports]
+            service_spec(spec.ports, spec.mtls)
             if doc.kind == "Service"
             else spec.model_dump(by_alias=True, exclude_none=True)
         )
         name = f"{meta.namespace}/{meta.name}"
         if row is not None:
             _check_version(row, doc.kind, meta.resource_version)
-        before = getattr(row, field) if row is not None else None
+        before = spec_of(row) if row is not None else None
         if row is not None and before == value:
             results[i] = ApplyResult(kind=doc.kind, name=name, action="unchanged")
             continue
@@ -331,7 +360,7 @@ def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = F
                 {
                     "namespace": meta.namespace,
                     "name": meta.name,
-                    field: value,
+                    **columns(doc.kind, value),
                     "resource_version": 1,
                     "created_at": stamp,
                     "updated_at": stamp,
@@ -344,7 +373,7 @@ def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = F
     session.flush()
     for kind in order:
         if kind in inserts:
-            session.execute(insert(KINDS[kind][0]), inserts[kind])
+            session.execute(insert(KINDS[kind]), inserts[kind])
     checker = _RefChecker(session)
     for i, doc, spec in parsed:
         if doc.kind in SPECS:

@@ -2,10 +2,13 @@
 
 It walks the same ordered rules the compiler emits (``compiler.http_entries``)
 and says, for each, whether it matched and if not which condition failed;
-then which backends, subsets, endpoints and policy the winning rule uses.
+then which backends, subsets, endpoints and policy the winning rule uses,
+and whether each receiving service's authorization lets the request in.
 Matching follows the data plane's rules: exact and segment-aware prefix
 paths, anchored regular expressions, exact header (case-insensitive name)
-and query values.
+and query values; authorization is evaluated on the very block the compiler
+emits (``compiler.authorization``), for the caller's SPIFFE ID and the path
+the receiving sidecar sees (after a URLRewrite).
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, Field
 
-from meshctl.control.compiler import Entry, Mesh, http_entries, subset_endpoints, tcp_route
+from meshctl.control.compiler import (
+    OPERATION_FIELDS,
+    SOURCE_FIELDS,
+    Entry,
+    Mesh,
+    authorization,
+    http_entries,
+    subset_endpoints,
+    tcp_route,
+)
 from meshctl.control.models import FILTER_FIELDS, NAME, BackendRef, RouteMatch
 
 
@@ -36,6 +48,34 @@ class RuleVerdict(BaseModel):
     reason: str
 
 
+class AuthorizationRuleVerdict(BaseModel):
+    #: "<ns>/<policy>[<rule index>]", as the data plane names it.
+    rule: str
+    action: Literal["allow", "deny"]
+    matched: bool
+    reason: str
+
+
+class AuthorizationVerdict(BaseModel):
+    """What the receiving sidecar's inbound authorization decides, rules in the order it tries
+    them (every deny rule first)."""
+
+    #: The service whose sidecars decide.
+    service: str
+    #: The caller's identity: spiffe://<trust domain>/ns/<namespace>/sa/<service>.
+    principal: str
+    #: The request as the receiving sidecar sees it (path after a URLRewrite); None for TCP.
+    method: str | None
+    path: str | None
+    mtls: str
+    #: The AuthorizationPolicies on the service.
+    policies: list[str]
+    decision: Literal["allow", "deny"]
+    #: The rule that decided, or "default allow", "default deny", "no ALLOW rule matched".
+    decided_by: str
+    rules: list[AuthorizationRuleVerdict] = Field(default_factory=list)
+
+
 class BackendVerdict(BaseModel):
     service: str
     subset: dict[str, str]
@@ -44,18 +84,21 @@ class BackendVerdict(BaseModel):
     endpoints: list[str]
     policy: str | None
     load_balancer: str
+    authorization: AuthorizationVerdict | None = None
 
 
 class Explanation(BaseModel):
     source: str
     destination: str
     protocol: str
-    outcome: Literal["forward", "redirect", "no_route", "unknown_service"]
+    outcome: Literal["forward", "redirect", "no_route", "unknown_service", "denied"]
     summary: str
     route: str | None = None
     rules: list[RuleVerdict] = Field(default_factory=list)
     filters: list[str] = Field(default_factory=list)
     backends: list[BackendVerdict] = Field(default_factory=list)
+    #: The receiving service's decision: for "denied", the one that denied.
+    authorization: AuthorizationVerdict | None = None
 
 
 def _qualify(name: str, namespace: str) -> str:
@@ -97,6 +140,143 @@ def why_not(match: RouteMatch, method: str, path: str, query: dict[str, list[str
         if q.value not in query.get(q.name, []):
             return f"query param {q.name} is {query.get(q.name)!r}, not {q.value!r}"
     return ""
+
+
+# === authorization: the data plane's evaluation of the compiled block ===
+
+
+def glob_match(pattern: str, value: str) -> bool:
+    """Whole-string match where each '*' stands for any run of characters ('/' included)."""
+    first, *rest = pattern.split("*")
+    if not rest:
+        return pattern == value
+    last = rest.pop()
+    if len(value) < len(first) + len(last) or not value.startswith(first) or not value.endswith(last):
+        return False
+    pos, end = len(first), len(value) - len(last)
+    for part in rest:  # leftmost placement of each middle part leaves the most room for the next
+        found = value.find(part, pos, end)
+        if found < 0:
+            return False
+        pos = found + len(part)
+    return True
+
+
+_FIELD_LABEL = {"principals": "principal", "namespaces": "namespace", "services": "service", "paths": "path"}
+
+
+def _rule_misses(rule: dict[str, Any], facts: dict[str, str | None], tcp: bool) -> str:
+    """Empty when the data-plane `rule` matches; else the first field that does not. A TCP
+    connection has no path or method: an ALLOW rule naming one cannot match it, a DENY rule
+    naming one applies to it whatever they say (the data plane's stricter reading)."""
+    for f in SOURCE_FIELDS if tcp else (*SOURCE_FIELDS, *OPERATION_FIELDS):
+        if f not in rule:
+            continue
+        value, patterns = facts[f], rule[f]
+        if f == "methods":
+            if value not in patterns:
+                return f"method {value} is none of {', '.join(patterns)}"
+        elif value is None or not any(glob_match(p, value) for p in patterns):
+            return f"{_FIELD_LABEL[f]} {value!r} matches none of {', '.join(patterns)}"
+    if tcp and rule["action"] == "allow" and any(f in rule for f in OPERATION_FIELDS):
+        return "a TCP connection has no path or method to match"
+    return ""
+
+
+def authorize(mesh: Mesh, service: str, source: str, method: str | None, path: str | None) -> AuthorizationVerdict:
+    """The decision of `service`'s inbound authorization on a request from the mesh service
+    `source` ("ns/name"), exactly as the data plane takes it: any matching deny rule denies;
+    else, when allow rules exist, one of them must match; else the block's default."""
+    namespace, name = source.split("/", 1)
+    principal = f"spiffe://{mesh.trust_domain}/ns/{namespace}/sa/{name}"
+    block = authorization(mesh, service) or {"default": "allow", "rules": []}
+    facts = {"principals": principal, "namespaces": namespace, "services": name, "paths": path, "methods": method}
+    rules = block["rules"]
+    ordered = [r for r in rules if r["action"] == "deny"] + [r for r in rules if r["action"] == "allow"]
+    verdicts: list[AuthorizationRuleVerdict] = []
+    decided: dict[str, Any] | None = None
+    for r in ordered:
+        if decided is not None:
+            reason = f"not tried: {decided['name']} decided"
+            verdicts.append(AuthorizationRuleVerdict(rule=r["name"], action=r["action"], matched=False, reason=reason))
+            continue
+        miss = _rule_misses(r, facts, tcp=path is None)
+        verdicts.append(
+            AuthorizationRuleVerdict(rule=r["name"], action=r["action"], matched=not miss, reason=miss or "matched")
+        )
+        if not miss:
+            decided = r
+    if decided is not None:
+        decision, by = decided["action"], decided["name"]
+    elif any(r["action"] == "allow" for r in rules):
+        decision, by = "deny", "no ALLOW rule matched"
+    else:
+        decision, by = block["default"], f"default {block['default']}"
+    return AuthorizationVerdict(
+        service=service,
+        principal=principal,
+        method=method,
+        path=path,
+        mtls=mesh.mtls.get(service, "STRICT"),
+        policies=sorted(p for p, _ in mesh.authz.get(service, [])),
+        decision=decision,
+        decided_by=by,
+        rules=verdicts,
+    )
+
+
+def _rewritten(path: str, entry: Entry) -> str:
+    """The path the receiving sidecar sees after the rule's URLRewrite (as the data plane rewrites)."""
+    rewrite = entry.rule.filter("URLRewrite")
+    if rewrite is None or rewrite.path is None:
+        return path
+    if rewrite.path.type == "ReplaceFullPath":
+        return str(rewrite.path.replace_full_path)
+    match = entry.match.path
+    if match is None or match.type != "PathPrefix":
+        return path
+    matched = match.value.rstrip("/")
+    rest = path[len(matched) :]
+    if not path.startswith(matched) or (rest and not rest.startswith("/")):
+        return path
+    return (str(rewrite.path.replace_prefix_match).rstrip("/") + rest) or "/"
+
+
+def _forward(
+    mesh: Mesh,
+    base: dict[str, Any],
+    backends: list[BackendVerdict],
+    summary: str,
+    method: str | None,
+    path: str | None,
+    **extra: Any,
+) -> Explanation:
+    """A forwarded request meets each receiving service's authorization; it is denied when
+    every backend it may go to denies it."""
+    decided: dict[str, AuthorizationVerdict] = {}
+    for b in backends:
+        if b.service not in decided:
+            decided[b.service] = authorize(mesh, b.service, base["source"], method, path)
+        b.authorization = decided[b.service]
+    live = [b for b in backends if b.weight > 0] or backends
+    denied = [b for b in live if b.authorization and b.authorization.decision == "deny"]
+    if denied and len(denied) == len(live):
+        verdict = denied[0].authorization
+        assert verdict is not None
+        return Explanation(
+            **base,
+            outcome="denied",
+            summary=f"denied by the authorization of {verdict.service}: {verdict.decided_by} ({summary})",
+            backends=backends,
+            authorization=verdict,
+            **extra,
+        )
+    allowed = next(b.authorization for b in live if b not in denied)
+    if denied:
+        share = sum(b.share_percent for b in denied)
+        names = ", ".join(sorted({b.service for b in denied}))
+        summary += f"; {share:g}% of requests are denied by the authorization of {names}"
+    return Explanation(**base, outcome="forward", summary=summary, backends=backends, authorization=allowed, **extra)
 
 
 def _backends(mesh: Mesh, refs: list[BackendRef], namespace: str) -> list[BackendVerdict]:
@@ -144,12 +324,14 @@ def explain(mesh: Mesh, req: ExplainRequest) -> Explanation:
         refs = route.spec.rules[0].backend_refs if route else [BackendRef(name=dest.split("/")[1])]
         ns = route.namespace if route else dest.split("/")[0]
         why = f"TCPRoute {route.key}" if route else "no TCPRoute attached: the whole service"
-        return Explanation(
-            **base,
-            outcome="forward",
-            summary=f"TCP to {dest} via {why}",
+        return _forward(
+            mesh,
+            base,
+            _backends(mesh, refs, ns),
+            f"TCP to {dest} via {why}",
+            None,
+            None,
             route=route.key if route else None,
-            backends=_backends(mesh, refs, ns),
         )
 
     url = urlsplit(req.path)
@@ -158,13 +340,16 @@ def explain(mesh: Mesh, req: ExplainRequest) -> Explanation:
         query.setdefault(k, []).append(v)
     headers = {k.lower(): v for k, v in req.headers.items()}
     entries = http_entries(mesh, dest)
+    method = req.method.upper()
     if not entries:
         refs = [BackendRef(name=dest.split("/")[1])]
-        return Explanation(
-            **base,
-            outcome="forward",
-            summary=f"no HTTPRoute attached to {dest}: the whole service",
-            backends=_backends(mesh, refs, dest.split("/")[0]),
+        return _forward(
+            mesh,
+            base,
+            _backends(mesh, refs, dest.split("/")[0]),
+            f"no HTTPRoute attached to {dest}: the whole service",
+            method,
+            path,
         )
     verdicts, winner = [], None
     for e in entries:
@@ -189,12 +374,14 @@ def explain(mesh: Mesh, req: ExplainRequest) -> Explanation:
             rules=verdicts,
             filters=filters,
         )
-    return Explanation(
-        **base,
-        outcome="forward",
-        summary=f"{winner.name} matched",
+    return _forward(
+        mesh,
+        base,
+        _backends(mesh, winner.rule.backend_refs, winner.route.namespace),
+        f"{winner.name} matched",
+        method,
+        _rewritten(path, winner),
         route=winner.route.key,
         rules=verdicts,
         filters=filters,
-        backends=_backends(mesh, winner.rule.backend_refs, winner.route.namespace),
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from meshctl.control.crud import KINDS, current_state, key, record_revision
+from meshctl.control.crud import KINDS, columns, current_state, key, record_revision, spec_of
 from meshctl.control.models import Change, Revision, now
 
 
@@ -54,16 +54,17 @@ def rollback(session: Session, *, revision: Revision) -> Revision:
     assert revision.id is not None
     target = state_at(session, revision=revision.id)
     changes: list[dict[str, Any]] = []
-    for kind, (model, field) in KINDS.items():
+    for kind, model in KINDS.items():
         wanted = target.get(kind, {})
         for row in session.exec(select(model)).all():
-            name, spec = key(row), getattr(row, field)
+            name, spec = key(row), spec_of(row)
             if name not in wanted:
                 changes.append({"kind": kind, "name": name, "before": spec, "after": None})
                 session.delete(row)
             elif spec != wanted[name]:
                 changes.append({"kind": kind, "name": name, "before": spec, "after": wanted[name]})
-                setattr(row, field, wanted[name])
+                for column, value in columns(kind, wanted[name]).items():
+                    setattr(row, column, value)
                 row.resource_version += 1
                 row.updated_at = now()
                 session.add(row)
@@ -72,7 +73,7 @@ def rollback(session: Session, *, revision: Revision) -> Revision:
         for name in sorted(wanted.keys() - present):
             namespace, short = name.split("/", 1)
             changes.append({"kind": kind, "name": name, "before": None, "after": wanted[name]})
-            session.add(model(namespace=namespace, name=short, **{field: wanted[name]}))
+            session.add(model(namespace=namespace, name=short, **columns(kind, wanted[name])))
     if not changes:  # already there: nothing to record
         session.rollback()
         return list_revisions(session)[-1]

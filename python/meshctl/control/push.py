@@ -30,6 +30,8 @@ from meshctl.control.compiler import (
     route_views,
 )
 from meshctl.control.models import (
+    AuthorizationPolicy,
+    AuthorizationPolicySpec,
     Endpoint,
     HTTPRoute,
     HTTPRouteSpec,
@@ -47,12 +49,14 @@ COALESCE_SECONDS = 0.002
 ACK_FLUSH_SECONDS = 0.2
 
 
-def load_mesh(session: Session) -> Mesh:
-    """The compiler's input, read in one transaction together with its generation."""
-    mesh = Mesh(generation=crud.generation(session))
+def load_mesh(session: Session, *, trust_domain: str = "cluster.local", authz_default: str = "allow") -> Mesh:
+    """The compiler's input, read in one transaction together with its generation; the
+    settings it carries (trust domain, authorization default) are the caller's."""
+    mesh = Mesh(generation=crud.generation(session), trust_domain=trust_domain, authz_default=authz_default)
     by_id: dict[int | None, str] = {}
     for svc in crud.list_all(session, Service):
         mesh.services[crud.key(svc)] = svc.ports[0]["protocol"] if svc.ports else "http"
+        mesh.mtls[crud.key(svc)] = svc.mtls
         by_id[svc.id] = crud.key(svc)
     live = session.exec(select(Endpoint).where(col(Endpoint.expires_at) > now()).order_by(col(Endpoint.id)))
     for ep in live.all():
@@ -64,14 +68,21 @@ def load_mesh(session: Session) -> Mesh:
     for p in crud.list_all(session, TrafficPolicy):
         spec = TrafficPolicySpec.model_validate(p.spec)
         mesh.policies[f"{spec.target_ref.namespace or p.namespace}/{spec.target_ref.name}"] = (crud.key(p), spec)
+    for a in crud.list_all(session, AuthorizationPolicy):  # by namespace and name: the compiler's rule order
+        authz = AuthorizationPolicySpec.model_validate(a.spec)
+        target = f"{authz.target_ref.namespace or a.namespace}/{authz.target_ref.name}"
+        mesh.authz.setdefault(target, []).append((crud.key(a), authz))
     return mesh
 
 
 class Hub:
     """Lives on the server's event loop; `publish` may be called from any thread."""
 
-    def __init__(self, engine: Engine, tick: float = 1.0):
+    def __init__(
+        self, engine: Engine, tick: float = 1.0, *, trust_domain: str = "cluster.local", authz_default: str = "allow"
+    ):
         self.engine, self.tick = engine, tick
+        self.trust_domain, self.authz_default = trust_domain, authz_default
         self.loop = asyncio.get_running_loop()
         with Session(engine) as session:
             self.generation = crud.generation(session)
@@ -176,7 +187,7 @@ class Hub:
     def _load(self) -> Mesh:
         with Session(self.engine) as session:
             self._endpoints = instances.live_endpoints_digest(session)
-            return load_mesh(session)
+            return load_mesh(session, trust_domain=self.trust_domain, authz_default=self.authz_default)
 
     def _poll(self) -> int:
         with Session(self.engine) as session:

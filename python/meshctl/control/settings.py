@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,9 @@ class Settings(BaseSettings):
     trust_domain: str = Field(default="cluster.local", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     #: How long an SVID lives unless the sidecar asks for less (one minute at the least).
     svid_ttl_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    #: What a sidecar does with a request that no AuthorizationPolicy decides: allow, or deny
+    #: (then only what ALLOW policies allow gets through, mesh-wide).
+    authz_default: Literal["allow", "deny"] = "allow"
 
     @property
     def db_url(self) -> str:

@@ -3,7 +3,7 @@ explain what the mesh would do with a request."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
@@ -23,10 +23,12 @@ def apply(session: SessionDep, _: Admin, data: ApplyRequest) -> list[ApplyResult
 
 
 @router.post("/explain", response_model=Explanation)
-async def explain_request(session: SessionDep, _: Reader, data: ExplainRequest) -> Explanation:
-    """Which route, rule and match a request from `source` would take, why the others did not, and where it goes."""
+async def explain_request(request: Request, session: SessionDep, _: Reader, data: ExplainRequest) -> Explanation:
+    """Which route, rule and match a request from `source` would take, why the others did not, where it
+    goes, and whether the receiving service's authorization lets it in."""
+    settings = request.app.state.settings
 
     def run(s: Session) -> Explanation:
-        return explain(load_mesh(s), data)
+        return explain(load_mesh(s, trust_domain=settings.trust_domain, authz_default=settings.authz_default), data)
 
     return await run_in_threadpool(run, session)

@@ -1,4 +1,4 @@
-"""One router per spec resource kind (HTTPRoute, TCPRoute, TrafficPolicy),
+"""One router per spec resource kind (HTTPRoute, TCPRoute, TrafficPolicy, AuthorizationPolicy),
 made by one factory since they share their shape: references are checked
 and a revision is recorded on every write."""
 
@@ -13,6 +13,9 @@ from pydantic import BaseModel
 from meshctl.control import crud
 from meshctl.control.deps import Admin, Reader, SessionDep
 from meshctl.control.models import (
+    AuthorizationPolicyCreate,
+    AuthorizationPolicyPublic,
+    AuthorizationPolicyUpdate,
     HTTPRouteCreate,
     HTTPRoutePublic,
     HTTPRouteUpdate,
@@ -29,7 +32,7 @@ from meshctl.control.routers.common import found
 def spec_router(
     kind: str, path: str, create_model: type[BaseModel], update_model: type[BaseModel], public: type
 ) -> APIRouter:
-    model = crud.KINDS[kind][0]
+    model = crud.KINDS[kind]
     router = APIRouter(prefix=f"/api/v1/{path}", tags=[path])
 
     @router.get("", response_model=list[public], name=f"list {kind}")  # type: ignore[valid-type]
@@ -62,4 +65,11 @@ http_routes = spec_router("HTTPRoute", "httproutes", HTTPRouteCreate, HTTPRouteU
 tcp_routes = spec_router("TCPRoute", "tcproutes", TCPRouteCreate, TCPRouteUpdate, TCPRoutePublic)
 traffic_policies = spec_router(
     "TrafficPolicy", "trafficpolicies", TrafficPolicyCreate, TrafficPolicyUpdate, TrafficPolicyPublic
+)
+authorization_policies = spec_router(
+    "AuthorizationPolicy",
+    "authorizationpolicies",
+    AuthorizationPolicyCreate,
+    AuthorizationPolicyUpdate,
+    AuthorizationPolicyPublic,
 )
