@@ -115,6 +115,8 @@ class Sidecar:
     admin_port: int = field(default_factory=unused_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    #: More `meshctl proxy` flags (e.g. --svid-ttl).
+    args: tuple[str, ...] = ()
 
     @property
     def log(self) -> Path:
@@ -154,6 +156,7 @@ class Sidecar:
         cmd += [a for k, v in self.upstreams.items() for a in ("--upstream", f"{k}={v}")]
         if self.http_proxy_port:
             cmd += ["--http-proxy-port", str(self.http_proxy_port)]
+        cmd += self.args
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         self.starts += 1
@@ -170,6 +173,10 @@ class Sidecar:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(15)
+
+    def stats(self) -> dict[str, Any]:
+        """The data plane's stats, from the sidecar's admin listener."""
+        return dict(httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5).json())
 
 
 def get(host: str, port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:

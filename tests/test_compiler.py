@@ -3,7 +3,10 @@ data-plane config out — which the real data plane's validator accepts."""
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +15,24 @@ from meshctl import validate_config
 from meshctl.control.compiler import EndpointView, Mesh, RouteView, SidecarSpec, compile_sidecar
 from meshctl.control.explain import ExplainRequest, explain
 from meshctl.control.models import HTTPRouteSpec, TCPRouteSpec, TrafficPolicySpec
+from pki import TestPki
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@functools.cache
+def _svid_files() -> dict[str, str]:
+    pki = TestPki(Path(tempfile.mkdtemp(prefix="meshctl-pki-")))
+    return pki.svid("spiffe://cluster.local/ns/default/sa/frontend").identity(pki.roots)
+
+
+def validate(config: dict[str, Any]) -> None:
+    """The real data plane accepts `config` once the sidecar has added its SVID files."""
+    files = _svid_files()
+    section = {**config.get("identity", {}), "cert_chain_file": files["cert_chain_file"]}
+    section["private_key_file"] = files["private_key_file"]
+    section.setdefault("roots", Path(files["roots_file"]).read_text())
+    validate_config({**config, "identity": section})
 
 
 def http_route(name: str, spec: dict[str, Any], age: int = 0, namespace: str = "default") -> RouteView:
@@ -82,13 +101,14 @@ def clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_a_sidecar_without_routes_gets_inbound_outbound_and_proxy_listeners() -> None:
     config = compile_sidecar(mesh(), FRONTEND)
-    validate_config(config)  # the real data plane's decoder accepts it
+    validate(config)  # the real data plane's decoder accepts it
     assert config["admin"] == {"address": "127.0.0.1:15000"}
     assert listener(config, "inbound") == {
         "name": "inbound",
         "address": "127.0.0.1:15006",
         "protocol": "http",
         "routes": [{"name": "inbound", "backends": [{"cluster": "inbound"}]}],
+        "tls": {"mode": "strict"},
     }
     assert clusters(config)["inbound"]["endpoints"] == [{"address": "127.0.0.1:8080"}]
     assert listener(config, "outbound/default/catalog") == {
@@ -100,7 +120,9 @@ def test_a_sidecar_without_routes_gets_inbound_outbound_and_proxy_listeners() ->
     assert clusters(config)["out/default/catalog"] == {
         "name": "out/default/catalog",
         "endpoints": [{"address": "10.0.0.3:15006", "weight": 1}],
-        "protocol": "http1",
+        # mTLS to catalog's sidecars, which must prove to be catalog; HTTP/2 between sidecars.
+        "protocol": "http2",
+        "tls": {"peer_ids": ["spiffe://cluster.local/ns/default/sa/catalog"]},
     }
     db = listener(config, "outbound/default/db")
     assert db["protocol"] == "tcp" and db["backends"] == [{"cluster": "out/default/db", "weight": 1}]
@@ -114,7 +136,7 @@ def test_a_sidecar_without_routes_gets_inbound_outbound_and_proxy_listeners() ->
 
 def test_canary_route_subsets_and_rule_precedence() -> None:
     config = compile_sidecar(mesh(http_routes=[http_route("canary", CANARY)]), FRONTEND)
-    validate_config(config)
+    validate(config)
     routes = listener(config, "outbound/default/pricing")["routes"]
     # The header match is more specific than the catch-all, so it goes first though it is listed second.
     assert [r["name"] for r in routes] == ["default/canary/rule1/match0", "default/canary/rule0/match0"]
@@ -177,7 +199,7 @@ def test_traffic_policy_and_tcp_route() -> None:
         ),
     )
     config = compile_sidecar(mesh(policies={"default/catalog": ("default/sticky", policy)}, tcp_routes=[tcp]), FRONTEND)
-    validate_config(config)
+    validate(config)
     cat = clusters(config)["out/default/catalog"]
     assert (cat["lb"], cat["hash_header"], cat["protocol"], cat["connect_timeout_ms"]) == (
         "ring_hash",
@@ -194,12 +216,13 @@ def test_traffic_policy_and_tcp_route() -> None:
 def test_a_tcp_service_gets_a_tcp_inbound_and_unknown_upstreams_get_empty_clusters() -> None:
     db = SidecarSpec("default", "db", "127.0.0.1", 15106, 5432, upstreams=(("ghost", 7100),))
     config = compile_sidecar(mesh(), db)
-    validate_config(config)
+    validate(config)
     assert listener(config, "inbound") == {
         "name": "inbound",
         "address": "127.0.0.1:15106",
         "protocol": "tcp",
         "cluster": "inbound",
+        "tls": {"mode": "strict"},
     }
     assert clusters(config)["out/default/ghost"]["endpoints"] == []  # callers get a 503, not a refused port
     assert "admin" not in config
@@ -296,7 +319,7 @@ FILTERED = {
 
 def test_filters_compile_to_what_the_data_plane_accepts() -> None:
     config = compile_sidecar(mesh(http_routes=[http_route("filters", FILTERED)]), FRONTEND)
-    validate_config(config)
+    validate(config)
     routes = {r["name"]: r for r in listener(config, "outbound/default/catalog")["routes"]}
     redirect = routes["default/filters/rule0/match0"]
     assert redirect["match"] == {"path_prefix": "/old", "query": {"v": "2"}}
@@ -337,3 +360,12 @@ def test_the_api_refuses_filters_the_data_plane_would(filters: list[dict[str, An
         del spec["rules"][0]["backendRefs"]
     with pytest.raises(ValueError, match=error):
         HTTPRouteSpec.model_validate(spec)
+
+
+def test_mtls_mode_trust_domain_and_bundle_reach_the_sidecar() -> None:
+    m = mesh(mtls={"default/frontend": "PERMISSIVE"}, trust_domain="example.org", trust_bundle=("ROOT-A\n", "ROOT-B\n"))
+    config = compile_sidecar(m, FRONTEND)
+    assert listener(config, "inbound")["tls"] == {"mode": "permissive"}
+    assert clusters(config)["out/default/db"]["tls"] == {"peer_ids": ["spiffe://example.org/ns/default/sa/db"]}
+    assert "protocol" not in clusters(config)["out/default/db"]  # TCP: bytes, mTLS all the same
+    assert config["identity"] == {"roots": "ROOT-A\nROOT-B\n"}

@@ -31,6 +31,19 @@ impl Shared {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+
+    /// Counters of the active snapshot, and the identity in use.
+    pub fn stats(&self) -> Value {
+        let mut stats = self.snapshot.load().stats();
+        if let Some(identity) = self.identity.load().as_ref() {
+            stats["identity"] = serde_json::json!({
+                "spiffe_id": identity.id.as_str(),
+                "not_before": identity.not_before,
+                "not_after": identity.not_after,
+            });
+        }
+        stats
+    }
 }
 
 /// Key of a bound socket: admin, or a listener by name.
@@ -323,15 +336,7 @@ impl Engine {
     }
 
     pub fn stats(&self) -> Value {
-        let mut stats = self.shared.snapshot.load().stats();
-        if let Some(identity) = self.shared.identity.load().as_ref() {
-            stats["identity"] = serde_json::json!({
-                "spiffe_id": identity.id.as_str(),
-                "not_before": identity.not_before,
-                "not_after": identity.not_after,
-            });
-        }
-        stats
+        self.shared.stats()
     }
 
     /// The active config, secrets redacted; before start, the one to start with.

@@ -41,7 +41,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ca = CertificateAuthority.load_or_create(settings.data_dir / "ca", settings.trust_domain)
         app.state.session_slots = asyncio.Semaphore(SESSION_SLOTS)
         app.state.token_cache = {}
-        app.state.hub = Hub(app.state.engine, trust_domain=settings.trust_domain, authz_default=settings.authz_default)
+        app.state.hub = Hub(
+            app.state.engine,
+            trust_domain=settings.trust_domain,
+            authz_default=settings.authz_default,
+            bundle=app.state.ca.bundle,
+        )
         # What startup made lives as long as the process: keep it out of the collector's full
         # passes, which would otherwise stall config pushes now and then.
         gc.collect()

@@ -9,6 +9,11 @@ A sidecar gets:
 - ``http-proxy``: one loopback port routing to every HTTP service by Host
   (``svc``, ``svc.ns``, ``svc.ns.svc``).
 
+Between sidecars everything is mutual TLS: the inbound listener requires it
+(STRICT, or PERMISSIVE per service), and each outbound cluster originates it
+and expects the destination's SPIFFE ID; HTTP goes as HTTP/2. The sidecar
+adds its own SVID files to the ``identity`` section, which carries the roots.
+
 Rules attached to one service are ordered as the Gateway API says: exact
 paths first, then regular expressions, then longer prefixes; then matches
 with a method, with more headers, with more query params; then the older
@@ -89,6 +94,8 @@ class Mesh:
     authz_default: str = "allow"
     #: Identities are spiffe://<trust_domain>/ns/<namespace>/sa/<service>.
     trust_domain: str = "cluster.local"
+    #: The CA's roots (PEM), sent to every sidecar; two during a root rotation.
+    trust_bundle: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,12 @@ def subset_endpoints(mesh: Mesh, service: str, subset: Mapping[str, str]) -> lis
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.:/-]+$")
 
 
+def spiffe_id(trust_domain: str, service: str) -> str:
+    """The identity of service "ns/name" (the CA signs exactly this)."""
+    namespace, name = service.split("/", 1)
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{name}"
+
+
 def cluster_name(service: str, subset: Mapping[str, str]) -> str:
     if not subset:
         return f"out/{service}"
@@ -209,8 +222,10 @@ class _Compiler:
         policy = self.mesh.policies.get(service)
         spec = policy[1] if policy else None
         if self.protocol(service) != "tcp":
-            default = "http2" if self.protocol(service) in ("http2", "grpc") else "http1"
-            c["protocol"] = (spec.protocol if spec else None) or default
+            # HTTP/2 between sidecars: one mTLS connection per peer pair carries every request.
+            c["protocol"] = (spec.protocol if spec else None) or "http2"
+        # Endpoints are the service's sidecars: mTLS, and they must prove to be that service.
+        c["tls"] = {"peer_ids": [spiffe_id(self.mesh.trust_domain, service)]}
         if spec and spec.load_balancer:
             lb = spec.load_balancer
             c["lb"] = {
@@ -300,6 +315,7 @@ class _Compiler:
         else:
             c["protocol"] = "http2" if protocol in ("http2", "grpc") else "http1"
             listener |= {"protocol": "http", "routes": [{"name": "inbound", "backends": [{"cluster": "inbound"}]}]}
+        listener["tls"] = {"mode": self.mesh.mtls.get(sc.key, "STRICT").lower()}
         if (authz := authorization(self.mesh, sc.key)) is not None:
             listener["authorization"] = authz
         self.clusters["inbound"] = c
@@ -331,6 +347,9 @@ class _Compiler:
         config: dict[str, Any] = {"listeners": listeners, "clusters": [*self.clusters.values(), *out.clusters]}
         if self.sidecar.admin_port:
             config["admin"] = {"address": f"127.0.0.1:{self.sidecar.admin_port}"}
+        if self.mesh.trust_bundle:
+            # The sidecar adds its own SVID files to this section.
+            config["identity"] = {"roots": "".join(self.mesh.trust_bundle)}
         return config
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
@@ -79,10 +80,18 @@ class Hub:
     """Lives on the server's event loop; `publish` may be called from any thread."""
 
     def __init__(
-        self, engine: Engine, tick: float = 1.0, *, trust_domain: str = "cluster.local", authz_default: str = "allow"
+        self,
+        engine: Engine,
+        tick: float = 1.0,
+        *,
+        trust_domain: str = "cluster.local",
+        authz_default: str = "allow",
+        bundle: Callable[[], list[str]] | None = None,
     ):
         self.engine, self.tick = engine, tick
         self.trust_domain, self.authz_default = trust_domain, authz_default
+        #: The CA's current roots; every phase change of a rotation raises the generation.
+        self.bundle = bundle
         self.loop = asyncio.get_running_loop()
         with Session(engine) as session:
             self.generation = crud.generation(session)
@@ -187,7 +196,10 @@ class Hub:
     def _load(self) -> Mesh:
         with Session(self.engine) as session:
             self._endpoints = instances.live_endpoints_digest(session)
-            return load_mesh(session, trust_domain=self.trust_domain, authz_default=self.authz_default)
+            mesh = load_mesh(session, trust_domain=self.trust_domain, authz_default=self.authz_default)
+        if self.bundle is not None:
+            mesh.trust_bundle = tuple(self.bundle())
+        return mesh
 
     def _poll(self) -> int:
         with Session(self.engine) as session:

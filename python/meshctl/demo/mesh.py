@@ -40,9 +40,16 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 
 RESOURCES: list[dict[str, Any]] = [
+    # The frontend faces clients outside the mesh (the demo's load generator): PERMISSIVE lets their
+    # plaintext in. Between the sidecars every hop is mTLS.
+    {
+        "kind": "Service",
+        "metadata": {"name": "frontend"},
+        "spec": {"ports": [{"port": 80, "protocol": "http"}], "mtls": "PERMISSIVE"},
+    },
     *(
         {"kind": "Service", "metadata": {"name": n}, "spec": {"ports": [{"port": 80, "protocol": "http"}]}}
-        for n in ("frontend", "catalog", "pricing")
+        for n in ("catalog", "pricing")
     ),
     {
         "kind": "HTTPRoute",

@@ -18,7 +18,7 @@ pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
     match req.uri().path() {
         "/ready" if shared.is_ready() => text(StatusCode::OK, "ready\n".into()),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
-        "/stats" => json(&shared.snapshot.load().stats()),
+        "/stats" => json(&shared.stats()),
         "/config" => json(&shared.snapshot.load().config.redacted()),
         _ => local_reply(
             StatusCode::NOT_FOUND,
