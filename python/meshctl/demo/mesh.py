@@ -203,6 +203,7 @@ class MeshDemo:
             if "out/default/pricing/version:v1" in clusters:
                 row["split"] = {v: clusters[f"out/default/pricing/version:{v}"]["requests"] for v in ("v1", "v2")}
             row["latency_ms"] = inbound.get("latency_ms")
+            row["tls"] = inbound["tls"]
             rows.append(row)
         return rows
 
