@@ -1,5 +1,6 @@
-"""Real processes for mesh tests: a control plane (uvicorn, SQLite file) and
-sidecars (``meshctl proxy --control-plane``), each logging to a file."""
+"""Real processes for mesh tests: a control plane (uvicorn, SQLite file),
+sidecars (``meshctl proxy --control-plane``) and ingress gateways
+(``meshctl gateway``), each logging to a file."""
 
 from __future__ import annotations
 
@@ -101,8 +102,55 @@ def http_route(name: str, parent: str, *rules: dict[str, Any]) -> dict[str, Any]
     }
 
 
+class _MeshProcess:
+    """What a sidecar and a gateway process share: the control-plane flags, the launch, /ready,
+    /stats and the stop. Subclasses are dataclasses with these fields."""
+
+    cp: ControlPlane
+    workdir: Path
+    token: str
+    admin_port: int
+    proc: subprocess.Popen[bytes] | None
+    starts: int
+    args: tuple[str, ...]
+    service: str
+
+    @property
+    def log(self) -> Path:
+        raise NotImplementedError
+
+    def _launch(self, verb: str, own: list[str]) -> None:
+        """`meshctl <verb> --control-plane ... <own> <args>`, then wait for its admin /ready."""
+        token_file = self.workdir / f"{self.service}.join-token"
+        token_file.write_text(self.token)
+        token_file.chmod(0o600)
+        cmd = [sys.executable, "-m", "meshctl", verb, "--control-plane", self.cp.url, *own]
+        cmd += ["--admin-port", str(self.admin_port), "--token-file", str(token_file)]
+        cmd += ["--cache-dir", str(self.workdir / "cache"), "--workers", "1", "--grace", "1", "--ttl", "5"]
+        cmd += self.args
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        self.starts += 1
+        wait_until(self.ready, timeout=30, what=f"the {self.service} {verb}'s admin /ready")
+
+    def ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.service} exited {self.proc.returncode}:\n{self.log.read_text()}")
+        return get("127.0.0.1", self.admin_port, "/ready")[0] == 200
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+    def stats(self) -> dict[str, Any]:
+        """The data plane's stats, from the process's admin listener."""
+        return dict(httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5).json())
+
+
 @dataclass
-class Sidecar:
+class Sidecar(_MeshProcess):
     cp: ControlPlane
     service: str
     app_port: int
@@ -123,60 +171,38 @@ class Sidecar:
         return self.workdir / f"sidecar-{self.service}-{self.inbound_port}.log"
 
     def start(self) -> Sidecar:
-        token_file = self.workdir / f"{self.service}.join-token"
-        token_file.write_text(self.token)
-        token_file.chmod(0o600)
-        cmd = [
-            sys.executable,
-            "-m",
-            "meshctl",
-            "proxy",
-            "--control-plane",
-            self.cp.url,
-            "--service",
-            self.service,
-            "--app-port",
-            str(self.app_port),
-            "--inbound-port",
-            str(self.inbound_port),
-            "--admin-port",
-            str(self.admin_port),
-            "--token-file",
-            str(token_file),
-            "--cache-dir",
-            str(self.workdir / "cache"),
-            "--workers",
-            "1",
-            "--grace",
-            "1",
-            "--ttl",
-            "5",
-        ]
-        cmd += [a for k, v in self.labels.items() for a in ("--label", f"{k}={v}")]
-        cmd += [a for k, v in self.upstreams.items() for a in ("--upstream", f"{k}={v}")]
+        own = ["--service", self.service, "--app-port", str(self.app_port), "--inbound-port", str(self.inbound_port)]
+        own += [a for k, v in self.labels.items() for a in ("--label", f"{k}={v}")]
+        own += [a for k, v in self.upstreams.items() for a in ("--upstream", f"{k}={v}")]
         if self.http_proxy_port:
-            cmd += ["--http-proxy-port", str(self.http_proxy_port)]
-        cmd += self.args
-        with self.log.open("a") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        self.starts += 1
-        wait_until(self.ready, timeout=30, what=f"the {self.service} sidecar's admin /ready")
+            own += ["--http-proxy-port", str(self.http_proxy_port)]
+        self._launch("proxy", own)
         return self
 
-    def ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"sidecar exited {self.proc.returncode}:\n{self.log.read_text()}")
-        return get("127.0.0.1", self.admin_port, "/ready")[0] == 200
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
+@dataclass
+class Gateway(_MeshProcess):
+    """`meshctl gateway` for the Gateway (and Service) `service`, its listeners on 127.0.0.1."""
 
-    def stats(self) -> dict[str, Any]:
-        """The data plane's stats, from the sidecar's admin listener."""
-        return dict(httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5).json())
+    cp: ControlPlane
+    service: str
+    cert_dir: Path
+    workdir: Path
+    token: str
+    address: str = "127.0.0.1"
+    admin_port: int = field(default_factory=unused_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    #: More `meshctl gateway` flags.
+    args: tuple[str, ...] = ()
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"gateway-{self.service}.log"
+
+    def start(self) -> Gateway:
+        self._launch("gateway", ["--name", self.service, "--cert-dir", str(self.cert_dir), "--address", self.address])
+        return self
 
 
 def get(host: str, port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:

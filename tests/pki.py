@@ -119,9 +119,7 @@ class TestPki:
     ) -> Issued:
         """An SVID valid from now+valid_from for valid_for."""
         start = _now() + valid_from
-        return self._leaf(
-            [x509.UniformResourceIdentifier(spiffe_id)], not_before=start, not_after=start + valid_for
-        )
+        return self._leaf([x509.UniformResourceIdentifier(spiffe_id)], not_before=start, not_after=start + valid_for)
 
     def server(self, *hosts: str) -> Issued:
         """An edge certificate for DNS names."""

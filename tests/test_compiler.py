@@ -12,9 +12,18 @@ from typing import Any
 import pytest
 
 from meshctl import validate_config
-from meshctl.control.compiler import EndpointView, Mesh, RouteView, SidecarSpec, compile_sidecar
+from meshctl.control.compiler import (
+    EndpointView,
+    Mesh,
+    RouteView,
+    SidecarSpec,
+    compile_sidecar,
+    covers,
+    intersect,
+)
 from meshctl.control.explain import ExplainRequest, explain
-from meshctl.control.models import HTTPRouteSpec, TCPRouteSpec, TrafficPolicySpec
+from meshctl.control.models import GatewaySpec, HTTPRouteSpec, TCPRouteSpec, TrafficPolicySpec
+from meshctl.sidecar.mesh import resolve_certificates
 from pki import TestPki
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -369,3 +378,192 @@ def test_mtls_mode_trust_domain_and_bundle_reach_the_sidecar() -> None:
     assert clusters(config)["out/default/db"]["tls"] == {"peer_ids": ["spiffe://example.org/ns/default/sa/db"]}
     assert "protocol" not in clusters(config)["out/default/db"]  # TCP: bytes, mTLS all the same
     assert config["identity"] == {"roots": "ROOT-A\nROOT-B\n"}
+
+
+# === the ingress gateway ===
+
+EDGE = SidecarSpec("default", "edge", "127.0.0.1", 0, 0, admin_port=15000, gateway=True)
+
+
+@functools.cache
+def _cert_dir() -> Path:
+    """Certificates for the refs the gateway tests name, as `meshctl gateway --cert-dir` holds them."""
+    directory = Path(tempfile.mkdtemp(prefix="meshctl-certs-"))
+    pki = TestPki(directory / "pki")
+    for ref, host in (("a", "a.example"), ("b", "b.example"), ("any", "edge.example"), ("wild", "x.example.com")):
+        issued = pki.server(host)
+        (directory / f"{ref}.pem").write_bytes(issued.chain.read_bytes())
+        (directory / f"{ref}.key").write_bytes(issued.key.read_bytes())
+    return directory
+
+
+def validate_gateway(config: dict[str, Any]) -> None:
+    """The real data plane accepts `config` once the gateway found its certificate files."""
+    validate(resolve_certificates(config, _cert_dir()))
+
+
+def https(name: str, port: int, hostname: str | None, cert: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": name,
+        "port": port,
+        "protocol": "HTTPS",
+        "tls": {"certificateRefs": [{"name": cert}]},
+    }
+    return out | ({"hostname": hostname} if hostname else {})
+
+
+def gateway_route(
+    name: str, rules: list[dict[str, Any]], *, section: str | None = None, age: int = 0, **spec: Any
+) -> RouteView:
+    parent: dict[str, Any] = {"kind": "Gateway", "name": "edge"} | ({"sectionName": section} if section else {})
+    return http_route(name, {"parentRefs": [parent], "rules": rules, **spec}, age=age)
+
+
+def to(service: str, path: str = "/") -> dict[str, Any]:
+    return {"matches": [{"path": {"type": "PathPrefix", "value": path}}], "backendRefs": [{"name": service}]}
+
+
+EDGE_GATEWAY = GatewaySpec.model_validate(
+    {
+        "listeners": [
+            https("a", 8443, "a.example", "a"),
+            https("b", 8443, "b.example", "b"),
+            https("any", 8443, None, "any"),
+            {"name": "plain", "port": 8080, "protocol": "HTTP"},
+        ]
+    }
+)
+
+
+def hosts(config: dict[str, Any], name: str) -> list[tuple[str | None, str]]:
+    return [(r["match"].get("host"), r["name"]) for r in listener(config, name)["routes"]]
+
+
+def test_a_gateway_gets_one_listener_per_port_with_certificates_by_sni_and_no_inbound() -> None:
+    m = mesh(gateways={"default/edge": EDGE_GATEWAY})
+    config = compile_sidecar(m, EDGE)
+    validate_gateway(config)
+    assert [x["name"] for x in config["listeners"]] == ["gateway/8080", "gateway/8443"]
+    assert "inbound" not in clusters(config)
+    secure = listener(config, "gateway/8443")
+    assert secure["address"] == "127.0.0.1:8443" and secure["protocol"] == "http"
+    # Relative files, found in the gateway's --cert-dir; the catch-all's first (no or unknown SNI).
+    assert secure["tls"] == {
+        "mode": "simple",
+        "certificates": [
+            {"cert_chain_file": "any.pem", "private_key_file": "any.key"},
+            {"server_names": ["a.example"], "cert_chain_file": "a.pem", "private_key_file": "a.key"},
+            {"server_names": ["b.example"], "cert_chain_file": "b.pem", "private_key_file": "b.key"},
+        ],
+    }
+    assert "tls" not in listener(config, "gateway/8080")
+    assert secure["routes"] == [] and listener(config, "gateway/8080")["routes"] == []  # nothing attached: 404s
+    assert config["admin"] == {"address": "127.0.0.1:15000"}
+    # A gateway on an IPv6 address, and one whose Gateway does not exist (yet): no listeners at all.
+    v6 = compile_sidecar(m, SidecarSpec("default", "edge", "::", 0, 0, gateway=True))
+    assert listener(v6, "gateway/8443")["address"] == "[::]:8443"
+    lonely = compile_sidecar(mesh(), EDGE)
+    validate(lonely)
+    assert lonely["listeners"] == []
+
+
+def test_gateway_routes_by_listener_hostname_section_name_and_route_hostnames() -> None:
+    routes = [
+        gateway_route("shop", [to("catalog")], section="a"),  # listener a only: its hostname
+        gateway_route("pay", [to("pricing")], hostnames=["b.example", "c.example"]),  # every listener
+        gateway_route("plain", [to("frontend")], section="plain"),
+    ]
+    m = mesh(gateways={"default/edge": EDGE_GATEWAY}, http_routes=routes)
+    config = compile_sidecar(m, EDGE)
+    validate_gateway(config)
+    # On 8443: listener a takes shop for a.example (pay's hostnames miss a.example), listener b takes
+    # pay for b.example, the catch-all pay for both its names; exact hosts first, then by name.
+    assert hosts(config, "gateway/8443") == [
+        ("a.example", "default/shop/rule0/match0"),
+        ("b.example", "default/pay/rule0/match0"),
+        ("c.example", "default/pay/rule0/match0"),
+    ]
+    assert hosts(config, "gateway/8080") == [
+        ("b.example", "default/pay/rule0/match0"),
+        ("c.example", "default/pay/rule0/match0"),
+        (None, "default/plain/rule0/match0"),  # no hostname anywhere: any host, last
+    ]
+    shop = listener(config, "gateway/8443")["routes"][0]
+    # Backends are mesh services: mTLS to their sidecars, which must prove to be them.
+    assert shop["backends"] == [{"cluster": "out/default/catalog", "weight": 1}]
+    assert clusters(config)["out/default/catalog"]["tls"] == {
+        "peer_ids": ["spiffe://cluster.local/ns/default/sa/catalog"]
+    }
+    # The edge tells the app how the client came, whatever the client claimed.
+    assert shop["request_headers"] == {"set": {"x-forwarded-proto": "https"}}
+    assert listener(config, "gateway/8080")["routes"][0]["request_headers"] == {"set": {"x-forwarded-proto": "http"}}
+    # Gateway parents are not services: the frontend's sidecar routes to catalog as if no route existed.
+    front = listener(compile_sidecar(m, FRONTEND), "outbound/default/catalog")
+    assert front["routes"] == [{"name": "default/catalog/default", "backends": [{"cluster": "out/default/catalog"}]}]
+
+
+def test_hostnames_of_a_route_on_a_service_are_ignored() -> None:
+    plain = compile_sidecar(mesh(http_routes=[http_route("canary", CANARY)]), FRONTEND)
+    named = compile_sidecar(mesh(http_routes=[http_route("canary", {**CANARY, "hostnames": ["x.example"]})]), FRONTEND)
+    assert named == plain
+
+
+@pytest.mark.parametrize(
+    ("pattern", "host", "covered"),
+    [
+        ("a.example.com", "a.example.com", True),
+        ("*.example.com", "a.example.com", True),
+        ("*.example.com", "a.b.example.com", True),  # any depth, as Gateway API hostnames match
+        ("*.example.com", "*.b.example.com", True),
+        ("*.example.com", "example.com", False),
+        ("*.example.com", "aexample.com", False),
+        ("a.example.com", "*.example.com", False),
+        ("*.com", "*.example.com", True),
+    ],
+)
+def test_wildcard_hostnames_cover_names_below_them(pattern: str, host: str, covered: bool) -> None:
+    assert covers(pattern, host) is covered
+
+
+def test_wildcard_listener_intersection_and_host_precedence() -> None:
+    # The narrower name of each pair that overlaps; none when they do not.
+    assert intersect(
+        "*.example.com", ["a.example.com", "*.example.com", "*.com", "x.other.org", "b.a.example.com"]
+    ) == [
+        "a.example.com",
+        "*.example.com",
+        "b.a.example.com",
+    ]
+    assert intersect("a.example.com", ["*.example.com"]) == ["a.example.com"]
+    assert intersect("a.example.com", ["b.example.com"]) == []
+    assert intersect(None, []) == [None] and intersect("a.example.com", []) == ["a.example.com"]
+
+    wild = GatewaySpec.model_validate({"listeners": [https("wild", 443, "*.example.com", "wild")]})
+    routes = [
+        gateway_route("broad", [to("catalog"), to("catalog", "/api")], age=0),
+        gateway_route("deep", [to("pricing")], hostnames=["*.shop.example.com"], age=1),
+        gateway_route("exact", [to("frontend")], hostnames=["www.example.com", "other.org"], age=2),
+    ]
+    config = compile_sidecar(mesh(gateways={"default/edge": wild}, http_routes=routes), EDGE)
+    validate_gateway(config)
+    # The most specific hostname first (www, then *.shop, then the listener's *.example.com); within
+    # one host the usual rule precedence (/api before /).
+    assert hosts(config, "gateway/443") == [
+        ("www.example.com", "default/exact/rule0/match0"),
+        ("*.shop.example.com", "default/deep/rule0/match0"),
+        ("*.example.com", "default/broad/rule1/match0"),
+        ("*.example.com", "default/broad/rule0/match0"),
+    ]
+    assert listener(config, "gateway/443")["tls"]["certificates"] == [
+        {"server_names": ["*.example.com"], "cert_chain_file": "wild.pem", "private_key_file": "wild.key"}
+    ]
+
+
+def test_a_route_on_two_listeners_of_one_port_is_tried_once_per_host() -> None:
+    spec = GatewaySpec.model_validate(
+        {"listeners": [https("one", 443, "a.example", "a"), https("two", 443, "*.example", "b")]}
+    )
+    route = gateway_route("r", [to("catalog")], hostnames=["a.example"])
+    config = compile_sidecar(mesh(gateways={"default/edge": spec}, http_routes=[route]), EDGE)
+    validate_gateway(config)
+    assert hosts(config, "gateway/443") == [("a.example", "default/r/rule0/match0")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -119,4 +120,60 @@ def test_0005_adds_authorization_policies_and_service_mtls_and_back(tmp_path: Pa
         assert "mtls" not in {c["name"] for c in inspect(conn).get_columns("service")}
         assert conn.exec_driver_sql("SELECT COUNT(*) FROM service").scalar() == 2
     migrate(url)  # and up again
+    engine.dispose()
+
+
+def test_0006_adds_gateways_and_refuses_to_drop_them_on_the_way_down(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    stamp = "'2026-01-01', '2026-01-01'"
+    on_service = {"parentRefs": [{"name": "a", "kind": "Service"}], "hostnames": ["x.example"], "rules": []}
+    on_gateway = {"parentRefs": [{"name": "edge", "kind": "Gateway"}], "rules": []}
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"INSERT INTO service (id, resource_version, created_at, updated_at, name, namespace, ports)"
+            f" VALUES (1, 1, {stamp}, 'edge', 'default', '[]')"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO gateway (resource_version, created_at, updated_at, name, namespace, spec)"
+            f" VALUES (1, {stamp}, 'edge', 'default', '{{}}')"
+        )
+        for name, spec in (("svc", on_service), ("gw", on_gateway)):
+            conn.exec_driver_sql(
+                f"INSERT INTO httproute (resource_version, created_at, updated_at, name, namespace, spec)"
+                f" VALUES (1, {stamp}, ?, 'default', ?)",
+                (name, json.dumps(spec)),
+            )
+        changes = [{"kind": "HTTPRoute", "name": "default/svc", "before": None, "after": on_service}]
+        conn.exec_driver_sql(
+            "INSERT INTO revision (created_at, action, kind, name, changes)"
+            " VALUES ('2026-01-01', 'apply', '*', 'x', ?)",
+            (json.dumps(changes),),
+        )
+        # A gateway instance (no endpoint) and a sidecar; the column defaults to false for older writers.
+        conn.exec_driver_sql(
+            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at,"
+            f" gateway) VALUES (1, '0.0.0.0', 0, 0, '{{}}', {stamp}, 1)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at)"
+            f" VALUES (1, '127.0.0.1', 15006, 8080, '{{}}', {stamp})"
+        )
+    # While a Gateway, or a route attached to one, exists, the older release could not read them.
+    with pytest.raises(RuntimeError, match="delete the Gateways and the HTTPRoutes attached to them first"):
+        command.downgrade(alembic_config(url), "0005")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM gateway")
+        conn.exec_driver_sql("DELETE FROM httproute WHERE name = 'gw'")
+    command.downgrade(alembic_config(url), "0005")
+    older = {"parentRefs": [{"name": "a"}], "rules": []}  # what 0005 reads, and means the same
+    with engine.connect() as conn:
+        assert "gateway" not in inspect(conn).get_table_names()
+        assert json.loads(conn.exec_driver_sql("SELECT spec FROM httproute").scalar()) == older
+        assert json.loads(conn.exec_driver_sql("SELECT changes FROM revision").scalar())[0]["after"] == older
+        assert conn.exec_driver_sql("SELECT address FROM sidecar").scalars().all() == ["127.0.0.1"]
+    migrate(url)  # and up again
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT gateway FROM sidecar").scalar() == 0
     engine.dispose()

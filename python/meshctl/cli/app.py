@@ -61,3 +61,15 @@ def _proxy(ctx: typer.Context) -> None:
     from meshctl.cli.proxy import main as proxy_main
 
     raise typer.Exit(proxy_main(list(ctx.args)))
+
+
+@app.command(
+    "gateway",
+    help="Run the mesh's ingress gateway for a Gateway resource (see `meshctl gateway --help`).",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def _gateway(ctx: typer.Context) -> None:
+    # Routed before typer loads, as proxy is (meshctl.cli.main); kept here so help lists it.
+    from meshctl.cli.gateway import main as gateway_main
+
+    raise typer.Exit(gateway_main(list(ctx.args)))

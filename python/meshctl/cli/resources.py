@@ -88,8 +88,17 @@ def _rules(route: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _parent(p: dict[str, Any], home: str) -> str:
+    name = qualified(p.get("namespace"), p["name"], home)
+    if p.get("kind") != "Gateway":
+        return name
+    return f"gateway/{name}" + (f"#{p['sectionName']}" if p.get("sectionName") else "")
+
+
 def _parents(route: dict[str, Any]) -> str:
-    return ", ".join(qualified(p.get("namespace"), p["name"], route["namespace"]) for p in route["spec"]["parentRefs"])
+    parents = ", ".join(_parent(p, route["namespace"]) for p in route["spec"]["parentRefs"])
+    hostnames = route["spec"].get("hostnames")
+    return parents + (f" ({', '.join(hostnames)})" if hostnames else "")
 
 
 def _http_route(route: dict[str, Any]) -> list[str]:
@@ -115,6 +124,16 @@ def _policy(p: dict[str, Any]) -> list[str]:
         spec.get("protocol") or "auto",
         f"{timeout}ms" if timeout else "",
     ]
+
+
+def _gateway(g: dict[str, Any]) -> list[str]:
+    """`https :8443 HTTPS shop.example.com [shop]`, one line per listener."""
+    lines = []
+    for item in g["spec"]["listeners"]:
+        refs = ((item.get("tls") or {}).get("certificateRefs")) or []
+        cert = f" [{', '.join(r['name'] for r in refs)}]" if refs else ""
+        lines.append(f"{item['name']} :{item['port']} {item['protocol']} {item.get('hostname') or '*'}{cert}")
+    return ["\n".join(lines)]
 
 
 def _source(s: dict[str, Any]) -> str:
@@ -145,6 +164,7 @@ def _authz_policy(p: dict[str, Any]) -> list[str]:
 
 KINDS = (
     Kind("Service", "services", ("service", "services", "svc"), ("PORTS", "MTLS"), _service),
+    Kind("Gateway", "gateways", ("gateway", "gateways", "gw"), ("LISTENERS",), _gateway),
     Kind("HTTPRoute", "httproutes", ("httproute", "httproutes"), ("PARENTS", "RULES"), _http_route),
     Kind("TCPRoute", "tcproutes", ("tcproute", "tcproutes"), ("PARENTS", "BACKENDS"), _tcp_route),
     Kind(
@@ -164,7 +184,7 @@ KINDS = (
     Kind("Endpoint", "endpoints", ("endpoint", "endpoints", "ep")),
     Kind("Sidecar", "sidecars", ("sidecar", "sidecars")),
 )
-APPLIABLE = ("Service", "HTTPRoute", "TCPRoute", "TrafficPolicy", "AuthorizationPolicy")
+APPLIABLE = ("Service", "Gateway", "HTTPRoute", "TCPRoute", "TrafficPolicy", "AuthorizationPolicy")
 _BY_ALIAS = {alias: k for k in KINDS for alias in (*k.aliases, k.name.lower())}
 
 
@@ -348,8 +368,8 @@ def get(
     kind: Annotated[
         str,
         typer.Argument(
-            help="services (svc), httproutes, tcproutes, trafficpolicies, authorizationpolicies (authz), endpoints,"
-            " sidecars."
+            help="services (svc), gateways (gw), httproutes, tcproutes, trafficpolicies, authorizationpolicies"
+            " (authz), endpoints, sidecars."
         ),
     ],
     name: Annotated[
@@ -439,7 +459,9 @@ def _get_sidecars(client: Client, target: tuple[str, str] | None, namespace: str
 def delete(
     kind: Annotated[
         str | None,
-        typer.Argument(help="services (svc), httproutes, tcproutes, trafficpolicies, authorizationpolicies (authz)."),
+        typer.Argument(
+            help="services (svc), gateways (gw), httproutes, tcproutes, trafficpolicies, authorizationpolicies (authz)."
+        ),
     ] = None,
     name: Annotated[str | None, typer.Argument(help="NAME or NAMESPACE/NAME.")] = None,
     filename: Files = None,
@@ -483,7 +505,7 @@ def delete(
 
 
 def _targets(paths: list[str]) -> list[tuple[Kind, str, str]]:
-    """What the documents name, routes and policies before the services they use."""
+    """What the documents name, routes and policies before the gateways and services they use."""
     docs, origins = read_documents(paths)
     targets = []
     for doc, origin in zip(docs, origins, strict=True):

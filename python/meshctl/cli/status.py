@@ -38,7 +38,7 @@ def sidecar_table(sidecars: list[dict[str, Any]]) -> Table:
             t,
             sc["id"],
             f"{sc['namespace']}/{sc['service']}",
-            f"{sc['address']}:{sc['inbound_port']}",
+            f"{sc['address']} (gateway)" if sc.get("gateway") else f"{sc['address']}:{sc['inbound_port']}",
             "yes" if sc["live"] else "no",
             "-" if sc["acked_version"] is None else sc["acked_version"],
             Text(state, style=style),

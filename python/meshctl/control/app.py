@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         services.router,
         endpoints.router,
+        specs.gateways,
         specs.http_routes,
         specs.tcp_routes,
         specs.traffic_policies,

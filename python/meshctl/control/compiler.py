@@ -23,6 +23,12 @@ The inbound listener of a service with AuthorizationPolicies (or of every
 service when the mesh default is deny) carries an ``authorization`` block:
 each policy rule becomes the cross product of its ``from`` and ``to``
 entries, in policy name order then rule order (see ``authorization``).
+
+An ingress gateway (a sidecar registered with ``gateway``) gets no inbound
+listener: instead one ``gateway/<port>`` listener per port of the Gateway
+of its service's name (see ``_Compiler.gateway``), serving the HTTPRoutes
+attached to it, with edge TLS for HTTPS ports and the usual mTLS clusters
+into the mesh.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from typing import Any
 from meshctl.control.models import (
     AuthorizationPolicySpec,
     BackendRef,
+    GatewayListener,
+    GatewaySpec,
     HeaderModifier,
     HTTPRouteRule,
     HTTPRouteSpec,
@@ -96,6 +104,8 @@ class Mesh:
     trust_domain: str = "cluster.local"
     #: The CA's roots (PEM), sent to every sidecar; two during a root rotation.
     trust_bundle: tuple[str, ...] = ()
+    #: "ns/name" -> the Gateway's spec (its instances join as the Service "ns/name").
+    gateways: dict[str, GatewaySpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,8 @@ class SidecarSpec:
     upstreams: tuple[tuple[str, int], ...] = ()
     http_proxy_port: int | None = None
     admin_port: int | None = None
+    #: An ingress gateway: the Gateway's listeners instead of an inbound listener.
+    gateway: bool = False
 
     @property
     def key(self) -> str:
@@ -157,8 +169,15 @@ def _precedence(e: Entry) -> tuple[Any, ...]:
 
 
 def attached(routes: Iterable[RouteView], service: str) -> list[RouteView]:
-    """The routes whose parentRefs name `service` ("ns/name")."""
-    return [r for r in routes if any(f"{p.namespace or r.namespace}/{p.name}" == service for p in r.spec.parent_refs)]
+    """The routes whose parentRefs name `service` ("ns/name") (Gateway parents are not services)."""
+    return [
+        r
+        for r in routes
+        if any(
+            f"{p.namespace or r.namespace}/{p.name}" == service and not getattr(p, "is_gateway", False)
+            for p in r.spec.parent_refs
+        )
+    ]
 
 
 def http_entries(mesh: Mesh, service: str) -> list[Entry]:
@@ -179,6 +198,76 @@ def tcp_route(mesh: Mesh, service: str) -> RouteView | None:
 
 def subset_endpoints(mesh: Mesh, service: str, subset: Mapping[str, str]) -> list[EndpointView]:
     return [e for e in mesh.endpoints.get(service, []) if all(e.labels.get(k) == v for k, v in subset.items())]
+
+
+# === gateways: which routes a listener serves, for which hosts ===
+
+
+def covers(pattern: str, host: str) -> bool:
+    """Whether hostname `pattern` covers `host` (itself a name or a `*.` wildcard): equal, or
+    `*.example.com` over any name below example.com, at any depth (`a.example.com`,
+    `a.b.example.com`, `*.b.example.com`), as Gateway API hostnames match; never example.com."""
+    if pattern == host:
+        return True
+    return pattern.startswith("*.") and host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+
+
+def intersect(listener: str | None, hostnames: Iterable[str]) -> list[str | None]:
+    """The hosts a route with `hostnames` (none: any) serves on a listener with hostname
+    `listener` (None: any): for each pair, the narrower of the two when one covers the other
+    (`*.example.com` and `a.example.com` give `a.example.com`; `*.com` and `*.example.com`
+    give `*.example.com`), else nothing. None stands for any host; an empty list means the
+    route does not attach to the listener."""
+    names = list(dict.fromkeys(hostnames))
+    if listener is None:
+        return list(names) if names else [None]
+    if not names:
+        return [listener]
+    out: list[str | None] = []
+    for name in names:
+        narrower = name if covers(listener, name) else listener if covers(name, listener) else None
+        if narrower is not None and narrower not in out:
+            out.append(narrower)
+    return out
+
+
+def host_precedence(host: str | None) -> tuple[int, int, str]:
+    """Rules for exact hosts first, then wildcards, longest (most specific) first, then any host:
+    the Gateway API gives precedence to the route with the most specific matching hostname."""
+    if host is None:
+        return (2, 0, "")
+    return (1 if host.startswith("*.") else 0, -len(host), host)
+
+
+def gateway_routes(mesh: Mesh, gateway: str, listener: GatewayListener) -> list[tuple[str | None, RouteView]]:
+    """(host, route) for each HTTPRoute attached to `listener` of Gateway `gateway` ("ns/name"),
+    directly (sectionName) or through the whole Gateway, once per host it serves there."""
+    out: list[tuple[str | None, RouteView]] = []
+    for route in mesh.http_routes:
+        parents = [
+            p
+            for p in route.spec.parent_refs
+            if getattr(p, "is_gateway", False) and f"{p.namespace or route.namespace}/{p.name}" == gateway
+        ]
+        if any(p.section_name in (None, listener.name) for p in parents):
+            out += [(h, route) for h in intersect(listener.hostname, route.spec.hostnames or [])]
+    return out
+
+
+def gateway_entries(mesh: Mesh, gateway: str, listeners: Iterable[GatewayListener]) -> list[tuple[str | None, Entry]]:
+    """The rules one data-plane listener (the Gateway's `listeners` on one port) tries, in order:
+    by host (`host_precedence`), then by the usual rule precedence within a host."""
+    seen: set[tuple[str | None, str]] = set()
+    out: list[tuple[str | None, Entry]] = []
+    for listener in listeners:
+        for host, route in gateway_routes(mesh, gateway, listener):
+            for ri, rule in enumerate(route.spec.rules):
+                for mi, match in enumerate(rule.matches):
+                    entry = Entry(route, ri, mi, rule, match)
+                    if (host, entry.name) not in seen:  # a route on two listeners of a port, same host
+                        seen.add((host, entry.name))
+                        out.append((host, entry))
+    return sorted(out, key=lambda he: (host_precedence(he[0]), _precedence(he[1])))
 
 
 # === the compiler ===
@@ -321,6 +410,47 @@ class _Compiler:
         self.clusters["inbound"] = c
         return listener
 
+    def gateway(self) -> list[dict[str, Any]]:
+        """One listener per port of the sidecar's Gateway, on its address: routes by host, and for
+        HTTPS the listeners' certificates by SNI. Certificate files are relative (`<ref>.pem`,
+        `<ref>.key`): the gateway process finds them in its --cert-dir."""
+        sc = self.sidecar
+        spec = self.mesh.gateways.get(sc.key)
+        if spec is None:
+            return []
+        ports: dict[int, list[GatewayListener]] = {}
+        for item in spec.listeners:
+            ports.setdefault(item.port, []).append(item)
+        out = []
+        for port, listeners in sorted(ports.items()):
+            https = listeners[0].protocol == "HTTPS"
+            routes = []
+            for host, entry in gateway_entries(self.mesh, sc.key, listeners):
+                r = self.route(entry, host)
+                if "backends" in r:  # the edge says how the client came; a client cannot claim it
+                    edits = r.setdefault("request_headers", {})
+                    edits["set"] = {"x-forwarded-proto": "https" if https else "http", **edits.get("set", {})}
+                routes.append(r)
+            listener: dict[str, Any] = {
+                "name": f"gateway/{port}",
+                "address": EndpointView(sc.address, port).host_port,
+                "protocol": "http",
+                "routes": routes,
+            }
+            if https:
+                # A client without SNI (or with an unknown name) gets the first: the catch-all's.
+                certificates = []
+                for item in sorted(listeners, key=lambda x: x.hostname is not None):
+                    assert item.tls is not None
+                    ref = item.tls.certificate_refs[0].name
+                    cert: dict[str, Any] = {"cert_chain_file": f"{ref}.pem", "private_key_file": f"{ref}.key"}
+                    if item.hostname:
+                        cert = {"server_names": [item.hostname], **cert}
+                    certificates.append(cert)
+                listener["tls"] = {"mode": "simple", "certificates": certificates}
+            out.append(listener)
+        return out
+
     def http_proxy(self, port: int) -> dict[str, Any]:
         routes: list[dict[str, Any]] = []
         for service in sorted(self.mesh.services):
@@ -343,8 +473,9 @@ class _Compiler:
     def compile(self, outbound: Outbound | None) -> dict[str, Any]:
         out = outbound or self.outbound_part()
         self.clusters = {}
-        listeners = [self.inbound(), *out.listeners]
-        config: dict[str, Any] = {"listeners": listeners, "clusters": [*self.clusters.values(), *out.clusters]}
+        own = self.gateway() if self.sidecar.gateway else [self.inbound()]
+        clusters = {c["name"]: c for c in [*self.clusters.values(), *out.clusters]}  # a gateway's may repeat
+        config: dict[str, Any] = {"listeners": [*own, *out.listeners], "clusters": list(clusters.values())}
         if self.sidecar.admin_port:
             config["admin"] = {"address": f"127.0.0.1:{self.sidecar.admin_port}"}
         if self.mesh.trust_bundle:

@@ -16,6 +16,8 @@ from meshctl.control.models import (
     ApplyResult,
     AuthorizationPolicy,
     AuthorizationPolicySpec,
+    Gateway,
+    GatewaySpec,
     HTTPRoute,
     HTTPRouteSpec,
     MeshState,
@@ -37,19 +39,21 @@ from meshctl.control.models import (
 #: the `spec` column, or for a Service {"ports", "mtls"} (see `spec_of`).
 KINDS: dict[str, Any] = {
     "Service": Service,
+    "Gateway": Gateway,
     "HTTPRoute": HTTPRoute,
     "TCPRoute": TCPRoute,
     "TrafficPolicy": TrafficPolicy,
     "AuthorizationPolicy": AuthorizationPolicy,
 }
 SPECS: dict[str, type[BaseModel]] = {
+    "Gateway": GatewaySpec,
     "HTTPRoute": HTTPRouteSpec,
     "TCPRoute": TCPRouteSpec,
     "TrafficPolicy": TrafficPolicySpec,
     "AuthorizationPolicy": AuthorizationPolicySpec,
 }
 
-Resource = Service | HTTPRoute | TCPRoute | TrafficPolicy | AuthorizationPolicy
+Resource = Service | Gateway | HTTPRoute | TCPRoute | TrafficPolicy | AuthorizationPolicy
 Loc = list[str | int]
 
 
@@ -189,6 +193,10 @@ def delete(session: Session, row: Resource, *, kind: str) -> None:
             raise Conflict(f"service {key(row)} is used by {', '.join(users)}")
         for token in session.exec(select(ApiToken).where(ApiToken.role == "join", ApiToken.scope == key(row))).all():
             session.delete(token)  # its sidecars' tokens go with it
+    if isinstance(row, Gateway):
+        routes = [f"HTTPRoute {key(r)}" for r in _routes_on(session, row.namespace, row.name)]
+        if routes:
+            raise Conflict(f"gateway {key(row)} is used by {', '.join(routes)}")
     before = spec_of(row)
     session.delete(row)
     session.flush()
@@ -223,13 +231,19 @@ def update_service(session: Session, *, svc: Service, data: ServiceUpdate) -> Se
 # === spec resources: routes and policies ===
 
 
-def references(kind: str, spec: Any, namespace: str) -> list[tuple[Loc, str, str]]:
-    """Every service a spec names: (location in the spec, namespace, name)."""
+def references(kind: str, spec: Any, namespace: str, name: str | None = None) -> list[tuple[Loc, str, str]]:
+    """Every service a spec names: (location in the spec, namespace, name). A Gateway names the
+    Service of its own name (its instances join as that service): located at `["metadata", "name"]`."""
     if isinstance(spec, TrafficPolicySpec | AuthorizationPolicySpec):
         return [(["targetRef"], spec.target_ref.namespace or namespace, spec.target_ref.name)]
+    if isinstance(spec, GatewaySpec):
+        assert name is not None, "a Gateway's reference is its own name"
+        return [(["metadata", "name"], namespace, name)]
     assert isinstance(spec, HTTPRouteSpec | TCPRouteSpec), kind
     refs: list[tuple[Loc, str, str]] = [
-        (["parentRefs", i], p.namespace or namespace, p.name) for i, p in enumerate(spec.parent_refs)
+        (["parentRefs", i], p.namespace or namespace, p.name)
+        for i, p in enumerate(spec.parent_refs)
+        if not getattr(p, "is_gateway", False)
     ]
     rules: list[Any] = spec.rules
     for r, rule in enumerate(rules):
@@ -238,14 +252,34 @@ def references(kind: str, spec: Any, namespace: str) -> list[tuple[Loc, str, str
     return refs
 
 
+def gateway_parents(spec: HTTPRouteSpec, namespace: str) -> list[tuple[int, str, str | None]]:
+    """(parentRefs index, Gateway "ns/name", sectionName) of each Gateway parent of a route."""
+    return [
+        (i, f"{p.namespace or namespace}/{p.name}", p.section_name)
+        for i, p in enumerate(spec.parent_refs)
+        if p.is_gateway
+    ]
+
+
 def _users_of(session: Session, namespace: str, name: str) -> list[tuple[str, Any]]:
     users = []
     for kind, spec_model in SPECS.items():
         for row in list_all(session, KINDS[kind]):
             spec = spec_model.model_validate(row.spec)
-            if any(ns == namespace and n == name for _, ns, n in references(kind, spec, row.namespace)):
+            refs = references(kind, spec, row.namespace, row.name)
+            if any(ns == namespace and n == name for _, ns, n in refs):
                 users.append((kind, row))
     return users
+
+
+def _routes_on(session: Session, namespace: str, name: str) -> list[HTTPRoute]:
+    """The HTTPRoutes attached to Gateway namespace/name."""
+    target = f"{namespace}/{name}"
+    return [
+        row
+        for row in list_all(session, HTTPRoute)
+        if any(g == target for _, g, _ in gateway_parents(HTTPRouteSpec.model_validate(row.spec), row.namespace))
+    ]
 
 
 class _RefChecker:
@@ -253,19 +287,58 @@ class _RefChecker:
     thousands of documents costs thousands of set lookups, not queries)."""
 
     def __init__(self, session: Session):
+        self.session = session
         self.services = {key(s) for s in list_all(session, Service)}
+        #: Gateway "ns/name" -> its listeners' names.
+        self.gateways = {
+            key(g): {item["name"] for item in g.spec.get("listeners", [])} for g in list_all(session, Gateway)
+        }
+        self._sections: dict[str, list[tuple[str, int, str]]] | None = None
         self.policy_targets: dict[tuple[str, str], str] = {}
         for p in list_all(session, TrafficPolicy):
             target = TrafficPolicySpec.model_validate(p.spec).target_ref
             self.policy_targets[(target.namespace or p.namespace, target.name)] = key(p)
 
-    def check(self, kind: str, spec: Any, namespace: str, name: str, at: Loc) -> list[dict[str, Any]]:
-        """Every reference must name an existing service; one policy per target service."""
+    def sections(self) -> dict[str, list[tuple[str, int, str]]]:
+        """Gateway "ns/name" -> (HTTPRoute "ns/name", parentRefs index, sectionName) naming its listeners."""
+        if self._sections is None:
+            self._sections = {}
+            for row in list_all(self.session, HTTPRoute):
+                for i, gateway, section in gateway_parents(HTTPRouteSpec.model_validate(row.spec), row.namespace):
+                    if section is not None:
+                        self._sections.setdefault(gateway, []).append((key(row), i, section))
+        return self._sections
+
+    def check(
+        self, kind: str, spec: Any, namespace: str, name: str, at: Loc, name_at: Loc | None = None
+    ) -> list[dict[str, Any]]:
+        """Every reference must name an existing service (or gateway); one policy per target service.
+        `name_at` is where the resource's own name was given (a Gateway's reference)."""
         errors = []
-        for loc, ns, ref in references(kind, spec, namespace):
+        for loc, ns, ref in references(kind, spec, namespace, name):
             if f"{ns}/{ref}" not in self.services:
+                if isinstance(spec, GatewaySpec):
+                    msg = f"service {ns}/{ref} does not exist: a Gateway's instances join as the Service of its name"
+                    errors.append({"loc": name_at or [*at[:-1], *loc], "msg": msg, "type": "reference"})
+                    continue
                 msg = f"service {ns}/{ref} does not exist"
                 errors.append({"loc": [*at, *loc, "name"], "msg": msg, "type": "reference"})
+        if isinstance(spec, HTTPRouteSpec):
+            for i, gateway, section in gateway_parents(spec, namespace):
+                loc = [*at, "parentRefs", i]
+                if gateway not in self.gateways:
+                    msg = f"gateway {gateway} does not exist"
+                    errors.append({"loc": [*loc, "name"], "msg": msg, "type": "reference"})
+                elif section is not None and section not in self.gateways[gateway]:
+                    msg = f"gateway {gateway} has no listener {section!r}"
+                    errors.append({"loc": [*loc, "sectionName"], "msg": msg, "type": "reference"})
+        if isinstance(spec, GatewaySpec):
+            errors += [{"loc": [*at, *loc], "msg": msg, "type": "value_error"} for loc, msg in spec.problems()]
+            listeners = {item.name for item in spec.listeners}
+            for route, i, section in self.sections().get(f"{namespace}/{name}", []):
+                if section not in listeners:
+                    msg = f"HTTPRoute {route} attaches to listener {section!r} (parentRefs[{i}].sectionName)"
+                    errors.append({"loc": [*at, "listeners"], "msg": msg, "type": "reference"})
         if isinstance(spec, TrafficPolicySpec):
             target = (spec.target_ref.namespace or namespace, spec.target_ref.name)
             holder = self.policy_targets.setdefault(target, f"{namespace}/{name}")
@@ -274,15 +347,17 @@ class _RefChecker:
         return errors
 
 
-def _check_refs(session: Session, kind: str, spec: Any, namespace: str, name: str, at: Loc) -> list[dict[str, Any]]:
-    return _RefChecker(session).check(kind, spec, namespace, name, at)
+def _check_refs(
+    session: Session, kind: str, spec: Any, namespace: str, name: str, at: Loc, name_at: Loc
+) -> list[dict[str, Any]]:
+    return _RefChecker(session).check(kind, spec, namespace, name, at, name_at)
 
 
 def create_spec(session: Session, kind: str, *, namespace: str, name: str, spec: BaseModel) -> Any:
     model = KINDS[kind]
     if get(session, model, namespace=namespace, name=name):
         raise Conflict(f"{kind} {namespace}/{name} already exists")
-    if errors := _check_refs(session, kind, spec, namespace, name, ["body", "spec"]):
+    if errors := _check_refs(session, kind, spec, namespace, name, ["body", "spec"], ["body", "name"]):
         raise Invalid(errors)
     row = _write(session, kind, None, namespace, name, spec.model_dump(by_alias=True, exclude_none=True))
     return _commit(session, row, kind=kind, action="create", before=None)
@@ -290,7 +365,7 @@ def create_spec(session: Session, kind: str, *, namespace: str, name: str, spec:
 
 def update_spec(session: Session, kind: str, *, row: Any, spec: BaseModel, resource_version: int) -> Any:
     _check_version(row, kind, resource_version)
-    if errors := _check_refs(session, kind, spec, row.namespace, row.name, ["body", "spec"]):
+    if errors := _check_refs(session, kind, spec, row.namespace, row.name, ["body", "spec"], ["path", "name"]):
         raise Invalid(errors)
     before = row.spec
     _write(session, kind, row, row.namespace, row.name, spec.model_dump(by_alias=True, exclude_none=True))
@@ -378,7 +453,10 @@ def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = F
     for i, doc, spec in parsed:
         if doc.kind in SPECS:
             meta = doc.metadata
-            errors += checker.check(doc.kind, spec, meta.namespace, meta.name, ["body", "documents", i, "spec"])
+            where: Loc = ["body", "documents", i]
+            errors += checker.check(
+                doc.kind, spec, meta.namespace, meta.name, [*where, "spec"], [*where, "metadata", "name"]
+            )
     if errors:
         session.rollback()
         raise Invalid(errors)

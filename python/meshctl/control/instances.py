@@ -5,6 +5,7 @@ log; joining or leaving still raises the mesh generation."""
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, case, update
@@ -85,6 +86,13 @@ def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister) -
     sc.app_port, sc.upstreams = data.app_port, data.upstreams
     sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
     sc.last_seen = now()
+    if data.gateway:  # the edge: nobody routes to it, so it is no endpoint of its service
+        sc.gateway = True
+        sc.expires_at = now() + timedelta(seconds=data.ttl_seconds)
+        session.add(sc)
+        session.commit()
+        session.refresh(sc)
+        return sc
     ep = _upsert_endpoint(
         session,
         svc=svc,

@@ -7,16 +7,19 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from pydantic import Field as PField
 from pydantic.alias_generators import to_camel
 from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS label, as Kubernetes names are
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # an RFC 9110 token
 HEADER_VALUE = r"^[\x20-\x7e]*$"  # visible ASCII and spaces, as the data plane accepts
 HOSTNAME = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"
+#: A Gateway API hostname: lower-case DNS labels, optionally behind one leading `*.` wildcard label.
+GATEWAY_HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
 #: Headers a modifier may not touch: framing and connection management belong to the proxy.
 RESERVED_HEADERS = {
     "host",
@@ -299,8 +302,41 @@ class HTTPRouteRule(Spec):
         return self
 
 
+def _hostname(value: str) -> str:
+    if re.fullmatch(r"[0-9.]+", value.removeprefix("*.")):
+        raise ValueError("a hostname is a DNS name, not an IP address")
+    return value
+
+
+#: A host name as the Gateway API writes it (lower case; `*.example.com` covers every name under example.com).
+Hostname = Annotated[str, PField(min_length=1, max_length=253, pattern=GATEWAY_HOSTNAME), AfterValidator(_hostname)]
+
+
+class ParentRef(ServiceRef):
+    """What an HTTPRoute attaches to: a Service (its callers' sidecars use the rules) or a
+    Gateway (its listeners serve them at the edge)."""
+
+    #: Service when left out.
+    kind: Literal["Service", "Gateway"] | None = None
+    #: A listener of the Gateway (by name); all of its listeners when left out.
+    section_name: str | None = PField(default=None, pattern=NAME, max_length=63)
+
+    @model_validator(mode="after")
+    def _section_for_gateways(self) -> ParentRef:
+        if self.section_name is not None and self.kind != "Gateway":
+            raise ValueError("sectionName names a Gateway listener: only for kind Gateway")
+        return self
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.kind == "Gateway"
+
+
 class HTTPRouteSpec(Spec):
-    parent_refs: list[ServiceRef] = PField(min_length=1)
+    parent_refs: list[ParentRef] = PField(min_length=1)
+    #: The Host names the route serves on a Gateway (intersected with each listener's hostname);
+    #: ignored for Service parents, whose callers name the service.
+    hostnames: list[Hostname] | None = PField(default=None, max_length=16)
     rules: list[HTTPRouteRule] = PField(min_length=1)
 
 
@@ -438,6 +474,64 @@ class AuthorizationPolicySpec(Spec):
     rules: list[AuthorizationRule] = PField(default_factory=list, max_length=1000)
 
 
+# === Gateway (shaped like the Gateway API's): the mesh's edge ===
+
+
+class CertificateRef(Spec):
+    """A certificate in the gateway process's --cert-dir: `<name>.pem` (the chain, leaf first)
+    and `<name>.key`. Keys stay with the gateway; the control plane only knows the name."""
+
+    name: str = PField(pattern=NAME, max_length=63)
+
+
+class GatewayTLS(Spec):
+    #: TLS ends at the gateway (the only mode).
+    mode: Literal["Terminate"] = "Terminate"
+    certificate_refs: list[CertificateRef] = PField(min_length=1, max_length=1)
+
+
+class GatewayListener(Spec):
+    name: str = PField(pattern=NAME, max_length=63)
+    port: int = PField(ge=1, le=65535)
+    protocol: Literal["HTTPS", "HTTP"]
+    #: The Host (and for HTTPS the SNI name) served; any host when left out.
+    hostname: Hostname | None = None
+    #: HTTPS only, and required there.
+    tls: GatewayTLS | None = None
+
+
+class GatewaySpec(Spec):
+    listeners: list[GatewayListener] = PField(min_length=1, max_length=64)
+
+    def problems(self) -> list[tuple[list[str | int], str]]:
+        """What is wrong across listeners, each with the field it is about (relative to the spec)."""
+        out: list[tuple[list[str | int], str]] = []
+        names: dict[str, int] = {}
+        by_port: dict[int, list[int]] = {}
+        for i, listener in enumerate(self.listeners):
+            at: list[str | int] = ["listeners", i]
+            if listener.name in names:
+                out.append(
+                    ([*at, "name"], f"listener name {listener.name!r} is used by listener {names[listener.name]}")
+                )
+            names.setdefault(listener.name, i)
+            if listener.protocol == "HTTPS" and listener.tls is None:
+                out.append(([*at, "tls"], "an HTTPS listener needs tls.certificateRefs"))
+            if listener.protocol == "HTTP" and listener.tls is not None:
+                out.append(([*at, "tls"], "an HTTP listener takes no tls (use protocol HTTPS)"))
+            for j in by_port.get(listener.port, []):
+                other = self.listeners[j]
+                if other.protocol != listener.protocol:
+                    msg = f"port {listener.port} is {other.protocol} (listener {other.name!r}): one protocol per port"
+                    out.append(([*at, "protocol"], msg))
+                elif other.hostname == listener.hostname:
+                    what = f"hostname {listener.hostname!r}" if listener.hostname else "no hostname"
+                    msg = f"listener {other.name!r} serves port {listener.port} with {what} already"
+                    out.append(([*at, "hostname"], msg))
+            by_port.setdefault(listener.port, []).append(i)
+        return out
+
+
 # === Spec resources: one table per kind, all shaped alike ===
 
 
@@ -514,9 +608,26 @@ class AuthorizationPolicyPublic(NamespacedName, VersionInfo):
     spec: AuthorizationPolicySpec
 
 
+class GatewayCreate(NamespacedName):
+    spec: GatewaySpec
+
+
+class GatewayUpdate(SQLModel):
+    spec: GatewaySpec
+    resource_version: int
+
+
+class Gateway(SpecRow, table=True):
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+
+
+class GatewayPublic(NamespacedName, VersionInfo):
+    spec: GatewaySpec
+
+
 # === apply: documents as users write them (kind, metadata, spec) ===
 
-KIND = Literal["Service", "HTTPRoute", "TCPRoute", "TrafficPolicy", "AuthorizationPolicy"]
+KIND = Literal["Service", "Gateway", "HTTPRoute", "TCPRoute", "TrafficPolicy", "AuthorizationPolicy"]
 
 
 class Metadata(Spec):
@@ -599,10 +710,14 @@ class SidecarRegister(SQLModel):
 
     namespace: str = Field(default="default", schema_extra={"pattern": NAME})
     service: str = Field(schema_extra={"pattern": NAME})
-    #: Where other sidecars reach this one (its inbound listener).
+    #: Where other sidecars reach this one (its inbound listener); a gateway's listeners bind it.
     address: str = Field(min_length=1, max_length=253)
-    inbound_port: int = Field(ge=1, le=65535)
-    app_port: int = Field(ge=1, le=65535)
+    #: An ingress gateway (`meshctl gateway`): it serves the Gateway of its service's name, has no
+    #: inbound listener nor app, and is no endpoint of its service (nobody routes to it).
+    gateway: bool = False
+    #: Required, except for a gateway (which has none: 0).
+    inbound_port: int = Field(default=0, ge=0, le=65535, schema_extra={"validate_default": True})
+    app_port: int = Field(default=0, ge=0, le=65535, schema_extra={"validate_default": True})
     labels: dict[str, str] = Field(default_factory=dict)
     weight: int = Field(default=1, ge=1, le=10_000)
     #: Local outbound ports by upstream service ("name" or "namespace/name").
@@ -611,6 +726,15 @@ class SidecarRegister(SQLModel):
     http_proxy_port: int | None = Field(default=None, ge=1, le=65535)
     admin_port: int | None = Field(default=None, ge=1, le=65535)
     ttl_seconds: int = Field(default=30, ge=1, le=3600)
+
+    @field_validator("inbound_port", "app_port")
+    @classmethod
+    def _ports(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("gateway") and value:
+            raise ValueError("a gateway has no inbound or app port: leave it out")
+        if not info.data.get("gateway") and not value:
+            raise ValueError("required (only a gateway has none)")
+        return value
 
 
 class Sidecar(SQLModel, table=True):
@@ -623,6 +747,7 @@ class Sidecar(SQLModel, table=True):
     upstreams: dict[str, int] = Field(default_factory=dict, sa_type=JSON)
     http_proxy_port: int | None = None
     admin_port: int | None = None
+    gateway: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
     last_seen: datetime = Field(default_factory=now)
     expires_at: datetime = Field(default_factory=now)
     acked_version: int | None = None
@@ -640,6 +765,7 @@ class SidecarPublic(SQLModel):
     upstreams: dict[str, int]
     http_proxy_port: int | None
     admin_port: int | None
+    gateway: bool
     last_seen: datetime
     live: bool
     acked_version: int | None

@@ -34,6 +34,8 @@ from meshctl.control.models import (
     AuthorizationPolicy,
     AuthorizationPolicySpec,
     Endpoint,
+    Gateway,
+    GatewaySpec,
     HTTPRoute,
     HTTPRouteSpec,
     Service,
@@ -73,6 +75,8 @@ def load_mesh(session: Session, *, trust_domain: str = "cluster.local", authz_de
         authz = AuthorizationPolicySpec.model_validate(a.spec)
         target = f"{authz.target_ref.namespace or a.namespace}/{authz.target_ref.name}"
         mesh.authz.setdefault(target, []).append((crud.key(a), authz))
+    for g in crud.list_all(session, Gateway):
+        mesh.gateways[crud.key(g)] = GatewaySpec.model_validate(g.spec)
     return mesh
 
 
@@ -229,4 +233,5 @@ def sidecar_spec(sc: Any, svc: Service) -> SidecarSpec:
         upstreams=tuple(sorted(sc.upstreams.items())),
         http_proxy_port=sc.http_proxy_port,
         admin_port=sc.admin_port,
+        gateway=sc.gateway,
     )

@@ -8,6 +8,13 @@ files are merged into its ``identity`` section, and each renewal re-applies
 the running config, so the data plane picks up the new certificate for the
 next handshake without dropping a connection.
 
+An ingress gateway (``gateway=True``, ``meshctl gateway``) runs the same
+way without an app: its snapshots carry the Gateway's listeners, whose
+certificate files are named relative to ``cert_dir`` and resolved here, so
+keys never travel. It refuses to start when the first snapshot names a file
+that is missing, and SIGHUP re-reads the files (a renewed certificate; see
+``reload_on_sighup``).
+
 The last good snapshot is kept on disk, so a sidecar (re)started while the
 control plane is away serves from it; it keeps trying to reach the control
 plane with capped exponential backoff and full jitter, so that a fleet does
@@ -19,8 +26,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import signal
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,23 +67,28 @@ class SidecarOptions:
     svid_ttl_seconds: int | None = None
     workers: int | None = None
     grace: float = 10.0
+    #: An ingress gateway: no app, no inbound listener; the Gateway's listeners bind `address`.
+    gateway: bool = False
+    #: Where a gateway's certificate files (`<name>.pem`, `<name>.key`) are.
+    cert_dir: Path | None = None
 
     @property
     def cache_path(self) -> Path:
         base = self.cache_dir or Path("~/.meshctl/sidecars").expanduser()
-        return base / f"{self.namespace}.{self.service}.{self.inbound_port}" / "snapshot.json"
+        instance = f"gateway.{self.address}" if self.gateway else str(self.inbound_port)
+        return base / f"{self.namespace}.{self.service}.{instance}" / "snapshot.json"
 
     @property
     def identity_dir(self) -> Path:
         return self.cache_path.parent / "identity"
 
     def registration(self) -> dict[str, Any]:
+        ports = {"gateway": True} if self.gateway else {"inbound_port": self.inbound_port, "app_port": self.app_port}
         return {
             "namespace": self.namespace,
             "service": self.service,
             "address": self.address,
-            "inbound_port": self.inbound_port,
-            "app_port": self.app_port,
+            **ports,
             "labels": self.labels,
             "weight": self.weight,
             "upstreams": self.upstreams,
@@ -116,6 +130,62 @@ class SnapshotCache:
         write_secret(self.path, json.dumps({"version": version, "config": config}))
 
 
+# === a gateway's certificate files ===
+
+CERT_FILE_KEYS = ("cert_chain_file", "private_key_file")
+
+
+class StartRefused(Exception):
+    """The sidecar cannot start as configured (a gateway's certificate file is missing)."""
+
+
+def certificate_files(config: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(listener, key, path) of every certificate file the listeners' TLS names."""
+    return [
+        (listener.get("name", "?"), k, cert[k])
+        for listener in config.get("listeners", [])
+        for cert in ((listener.get("tls") or {}).get("certificates") or [])
+        for k in CERT_FILE_KEYS
+        if isinstance(cert.get(k), str)
+    ]
+
+
+def resolve_certificates(config: dict[str, Any], cert_dir: Path) -> dict[str, Any]:
+    """`config` with the relative certificate paths of its listeners under `cert_dir`."""
+    listeners = []
+    for listener in config.get("listeners", []):
+        tls = listener.get("tls") or {}
+        if tls.get("certificates"):
+            certificates = [
+                {k: str(cert_dir / v) if k in CERT_FILE_KEYS and not Path(v).is_absolute() else v for k, v in c.items()}
+                for c in tls["certificates"]
+            ]
+            listener = {**listener, "tls": {**tls, "certificates": certificates}}
+        listeners.append(listener)
+    return {**config, "listeners": listeners} if "listeners" in config else config
+
+
+def certificate_problems(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about the certificate files of a resolved `config`: a file that is
+    missing or unreadable is an error; a key that others may read, a warning."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    for listener, k, path in certificate_files(config):
+        try:
+            mode = os.stat(path).st_mode
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            what = "certificate chain" if k == "cert_chain_file" else "private key"
+            errors.append(f"listener {listener}: cannot read the {what} {path}: {e.strerror or e}")
+            continue
+        if k == "private_key_file" and mode & 0o077:
+            warnings.append(
+                f"the private key {path} may be read by group or others (mode {stat.S_IMODE(mode):04o}): chmod 600 it"
+            )
+    return errors, warnings
+
+
 class MeshSidecar:
     def __init__(self, options: SidecarOptions):
         self.opts = options
@@ -130,6 +200,7 @@ class MeshSidecar:
         self._lock = threading.Lock()
         #: The config last applied, as the control plane sent it (no local paths).
         self._config: dict[str, Any] | None = None
+        self._warned: set[str] = set()
         self.keeper = IdentityKeeper(
             self.api,
             options.identity_dir,
@@ -179,12 +250,26 @@ class MeshSidecar:
             section["roots_file"] = files["roots_file"]
         return {**config, "identity": section}
 
+    def _local(self, config: dict[str, Any]) -> dict[str, Any]:
+        """`config` as this process runs it: with its SVID files and, for a gateway, its
+        certificate files found in --cert-dir (ValueError naming any that cannot be read)."""
+        if self.opts.cert_dir is not None:
+            config = resolve_certificates(config, self.opts.cert_dir)
+            errors, warnings = certificate_problems(config)
+            for warning in warnings:
+                if warning not in self._warned:
+                    self._warned.add(warning)
+                    log.warning("%s", warning)
+            if errors:
+                raise ValueError("; ".join(errors))
+        return self._with_identity(config)
+
     def _identity_renewed(self, identity: Identity) -> None:
         with self._lock:
             if self.dataplane is None or self._config is None:
                 return
             try:
-                self.dataplane.update(self._with_identity(self._config))
+                self.dataplane.update(self._local(self._config))
                 log.info("identity renewed: %s until %s", identity.spiffe_id, identity.not_after.isoformat())
             except (ConfigError, ValueError, OSError) as e:
                 log.error("the renewed identity was refused, keeping the current one: %s", e)
@@ -195,11 +280,11 @@ class MeshSidecar:
             self.version = max(self.version, version)
             try:
                 if self.dataplane is None:
-                    dataplane = DataPlane(self._with_identity(config), workers=self.opts.workers)
+                    dataplane = DataPlane(self._local(config), workers=self.opts.workers)
                     dataplane.start()
                     self.dataplane = dataplane
                 else:
-                    self.dataplane.update(self._with_identity(config))
+                    self.dataplane.update(self._local(config))
             except (ConfigError, BindError, ValueError, OSError) as e:
                 log.error("snapshot %d from %s refused, keeping the running config: %s", version, source, e)
                 self._pending = {"version": version, "error": str(e)}
@@ -260,12 +345,41 @@ class MeshSidecar:
 
     # === lifecycle ===
 
+    def reload_on_sighup(self) -> None:
+        """SIGHUP reads the certificate files again (call before `start`: from then on it may come)."""
+        signal.signal(signal.SIGHUP, lambda _s, _f: threading.Thread(target=self.reload, daemon=True).start())
+
+    def reload(self) -> None:
+        """Apply the running config again: files it names (a gateway's certificates) are read anew."""
+        with self._lock:
+            if self.dataplane is None or self._config is None:
+                return
+            try:
+                self.dataplane.update(self._local(self._config))
+                log.info("reloaded: certificate files read again")
+            except (ConfigError, ValueError, OSError) as e:
+                log.error("reloading refused, keeping the running config: %s", e)
+
+    def _first(self, version: int, config: dict[str, Any], *, source: str) -> None:
+        """A gateway's first config, applied before start returns: StartRefused when a certificate
+        file it names cannot be read (later ones are NACKed and the running config kept)."""
+        if self.opts.cert_dir is not None:
+            errors, _ = certificate_problems(resolve_certificates(config, self.opts.cert_dir))
+            if errors:
+                raise StartRefused(f"snapshot {version} from the {source}: " + "; ".join(errors))
+        if self.apply(version, config, source=source) and source == "control plane":
+            self._pending = {"version": version, "error": None}
+
     def start(self) -> None:
         """Join the mesh, or start from the cached snapshot when the control plane does not answer.
-        Raises ApiError when the control plane refuses us (bad token, unknown service)."""
+        Raises ApiError when the control plane refuses us (bad token, unknown service), and
+        StartRefused when a gateway's first snapshot names a certificate file it cannot read."""
         try:
             self.register()
             self.keeper.renew()
+            if self.opts.gateway:
+                snap = self.api.get(f"/api/v1/sidecars/{self.sidecar_id}/snapshot?wait=0", timeout=10)
+                self._first(snap["version"], snap["config"], source="control plane")
         except Unreachable as e:
             cached = self.cache.load()
             if not self.keeper.resume():
@@ -274,7 +388,10 @@ class MeshSidecar:
                 log.warning("control plane unreachable (%s) and no cached snapshot yet: waiting for it", e)
             else:
                 log.warning("control plane unreachable (%s): starting from cached snapshot %d", e, cached[0])
-                self.apply(*cached, source="cache")
+                if self.opts.gateway:
+                    self._first(*cached, source="cache")
+                else:
+                    self.apply(*cached, source="cache")
         self.keeper.start()
         for target in (self._watch, self._heartbeat):
             threading.Thread(target=target, name=f"sidecar{target.__name__}", daemon=True).start()

@@ -1,4 +1,4 @@
-"""One router per spec resource kind (HTTPRoute, TCPRoute, TrafficPolicy, AuthorizationPolicy),
+"""One router per spec resource kind (Gateway, HTTPRoute, TCPRoute, TrafficPolicy, AuthorizationPolicy),
 made by one factory since they share their shape: references are checked
 and a revision is recorded on every write."""
 
@@ -16,6 +16,9 @@ from meshctl.control.models import (
     AuthorizationPolicyCreate,
     AuthorizationPolicyPublic,
     AuthorizationPolicyUpdate,
+    GatewayCreate,
+    GatewayPublic,
+    GatewayUpdate,
     HTTPRouteCreate,
     HTTPRoutePublic,
     HTTPRouteUpdate,
@@ -61,6 +64,7 @@ def spec_router(
     return router
 
 
+gateways = spec_router("Gateway", "gateways", GatewayCreate, GatewayUpdate, GatewayPublic)
 http_routes = spec_router("HTTPRoute", "httproutes", HTTPRouteCreate, HTTPRouteUpdate, HTTPRoutePublic)
 tcp_routes = spec_router("TCPRoute", "tcproutes", TCPRouteCreate, TCPRouteUpdate, TCPRoutePublic)
 traffic_policies = spec_router(

@@ -1,0 +1,98 @@
+"""``meshctl gateway``: the data plane as the mesh's ingress gateway. It joins
+as the Service named like its Gateway, serves that Gateway's listeners
+(HTTPS with the operator's certificates from --cert-dir, chosen by SNI) and
+routes their HTTPRoutes into the mesh over mTLS. Like ``meshctl proxy
+--control-plane`` it registers, gets its SVID, follows the snapshot stream,
+ACKs or NACKs, caches the last good snapshot and deregisters on exit.
+
+Parsed with argparse, not typer, and routed before the CLI stack loads (see
+``meshctl.cli.main``): the gateway is a long-running data-plane process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from meshctl.cli import logs
+
+HELP = (
+    "Run the mesh's ingress gateway for a Gateway resource: its HTTPS/HTTP listeners, certificates from "
+    "--cert-dir selected by SNI, its HTTPRoutes, mTLS into the mesh. SIGINT/SIGTERM drain and exit; "
+    "SIGHUP re-reads the certificate files."
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshctl gateway", description=HELP)
+    p.add_argument("--control-plane", metavar="URL", required=True, help="The control plane to follow.")
+    p.add_argument("--name", required=True, help="The Gateway (and the Service its instances join as).")
+    p.add_argument("--namespace", default="default")
+    p.add_argument(
+        "--cert-dir",
+        type=Path,
+        required=True,
+        help="Where the certificates named by the Gateway's certificateRefs are: <name>.pem (chain, leaf first) "
+        "and <name>.key (0600). Keys never leave this host.",
+    )
+    p.add_argument(
+        "--address", default="0.0.0.0", help="Address the Gateway's listeners bind (default: every interface)."
+    )
+    p.add_argument("--admin-port", type=int, help="Loopback port for /ready, /stats and /config.")
+    p.add_argument("--token-file", type=Path, help="Join token file of the Service (default: $MESHCTL_TOKEN).")
+    p.add_argument("--cache-dir", type=Path, help="Where the last good snapshot and the SVID are kept.")
+    p.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")
+    p.add_argument(
+        "--svid-ttl",
+        type=int,
+        help="Lifetime in seconds of the SVID to ask for (60 at the least; the control plane's default otherwise).",
+    )
+    p.add_argument("--workers", type=int, default=0, help="Worker threads (0: one per CPU).")
+    p.add_argument("--grace", type=float, default=10.0, help="Seconds to drain in-flight work on SIGINT/SIGTERM.")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Run until signalled; the exit code (0 after a clean drain, 2 for a refusal or a bad setup)."""
+    args = parser().parse_args(argv)
+    log = logs.setup()
+    if not args.cert_dir.is_dir():
+        log.error("--cert-dir %s is not a directory", args.cert_dir)
+        return 2
+    # Imported here, as for `meshctl proxy`: the HTTP client and the sidecar only when running.
+    from meshctl.client import ApiError
+    from meshctl.sidecar.mesh import MeshSidecar, SidecarOptions, StartRefused
+
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("MESHCTL_TOKEN")
+    gateway = MeshSidecar(
+        SidecarOptions(
+            control_plane=args.control_plane,
+            service=args.name,
+            namespace=args.namespace,
+            app_port=0,
+            inbound_port=0,
+            address=args.address,
+            admin_port=args.admin_port,
+            token=token,
+            cache_dir=args.cache_dir,
+            ttl_seconds=args.ttl,
+            svid_ttl_seconds=args.svid_ttl,
+            workers=args.workers or None,
+            grace=args.grace,
+            gateway=True,
+            cert_dir=args.cert_dir.resolve(),
+        )
+    )
+    gateway.reload_on_sighup()
+    try:
+        gateway.start()
+    except ApiError as e:
+        log.error("the control plane refused this gateway: %s", e)
+        return 2
+    except StartRefused as e:
+        log.error("not starting: %s", e)
+        gateway.shutdown()
+        return 2
+    gateway.run_until_signalled()
+    return 0
