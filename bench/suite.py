@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 HERE = Path(__file__).resolve().parent
 DEBS = {"haproxy": "haproxy", "nginx": "nginx", "wrk": "wrk"}
@@ -53,9 +53,12 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def ensure_packages() -> None:
+def ensure_packages(debs: dict[str, str] | None = None) -> None:
+    """Installs the Debian packages (tool -> package) that are missing; the suite's own by default."""
     missing = [
-        deb for tool, deb in DEBS.items() if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+        deb
+        for tool, deb in (debs or DEBS).items()
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
     ]
     if not missing:
         return
@@ -260,7 +263,15 @@ def wrk(url: str, connections: int, seconds: float) -> float:
     return float(m.group(1))
 
 
-def measured(proc: Proc | None, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+class Metered(Protocol):
+    """What `measured` reads: a Proc, or several processes counted together."""
+
+    def cpu_seconds(self) -> float: ...
+
+    def rss_mb(self) -> float: ...
+
+
+def measured(proc: Metered | None, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Runs a load and adds the proxy's CPU seconds and RSS over it."""
     cpu0 = proc.cpu_seconds() if proc else 0.0
     result = run()

@@ -1,12 +1,16 @@
-"""A short smoke of the peer benchmark suite (one round, two seconds a case):
-every case runs and the report has every number the full run records."""
+"""Short smokes of the benchmarks (the peer suite, the mTLS pairs: one round,
+two seconds a case; the control plane with small numbers): every case runs and
+the report has every number the full run records."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SUITE = Path(__file__).resolve().parents[1] / "bench" / "suite.py"
 
@@ -52,3 +56,45 @@ def test_control_plane_bench_smoke(tmp_path: Path) -> None:
     assert data["push"]["watch_errors"] == 0 and data["hold"]["watch_errors"] == 0
     assert data["apply"]["created"] > data["apply"]["routes"]
     assert "| apply" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(), reason="needs HAProxy")
+def test_mtls_bench_smoke(tmp_path: Path) -> None:
+    script = SUITE.parent / "mtls.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads((tmp_path / "mtls.json").read_text())
+    summary = data["summary"]
+    medians = summary["medians"]
+    # Both server sides were checked: TLS 1.3, a client certificate needed.
+    for side in ("meshctl", "haproxy"):
+        assert summary["tls_checks"][side] == {
+            "protocol": "TLSv1.3",
+            "with_client_cert": True,
+            "without_client_cert_refused": True,
+        }
+    for case in ("direct", "meshctl-h2", "meshctl-h1", "haproxy"):
+        assert medians[f"l7/{case}"]["rps"] > 500, case
+        assert medians[f"l7/{case}"]["errors"] == 0, case
+        assert medians[f"rate/{case}"]["errors"] == 0, case
+        assert medians[f"rate/{case}"]["rps"] > 900, case
+        assert medians[f"rate/{case}"]["p99_ms"] > 0, case
+    for case in ("meshctl-h2", "meshctl-h1", "haproxy"):
+        assert medians[f"l7/{case}"]["cpu_s_per_100k"] > 0, case
+        assert medians[f"l7/{case}"]["rss_mb"] > 0, case
+        assert "added_p99_ms" in medians[f"rate/{case}"], case
+    for side in ("meshctl", "haproxy"):
+        hs = medians[f"hs/{side}"]
+        # Every connection openssl made was a handshake the server completed (and answered).
+        assert hs["server_handshakes"] == hs["client_connections"] > 0, side
+        assert hs["handshakes_per_s"] > 0 and hs["server_cpu_us_per_handshake"] > 0, side
+    assert set(summary["targets"]) == {
+        "l7_rps_meshctl_h2_over_haproxy",
+        "l7_rps_meshctl_h1_over_haproxy",
+        "added_p99_ms_at_rate_meshctl_h2",
+        "added_p99_ms_at_rate_meshctl_h1",
+        "handshakes_meshctl_over_haproxy",
+    }
+    assert "| meshctl pair, HTTP/2 between the proxies |" in out.stdout
