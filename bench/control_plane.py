@@ -35,6 +35,9 @@ from typing import Any
 import httpx
 
 from meshctl import validate_config
+from meshctl.client import ApiClient
+from meshctl.secretfile import write_secret
+from meshctl.sidecar.identity import request_identity
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -46,6 +49,8 @@ class ControlPlane:
     proc: subprocess.Popen[bytes]
     url: str
     token: str
+    #: Its data directory.
+    work: Path
 
     @property
     def headers(self) -> dict[str, str]:
@@ -85,7 +90,7 @@ def control_plane(work: Path) -> Iterator[ControlPlane]:
             raise RuntimeError(f"control plane did not start; see {log.name}")
         time.sleep(0.05)
     try:
-        yield ControlPlane(proc, url, (data / "admin.token").read_text().strip())
+        yield ControlPlane(proc, url, (data / "admin.token").read_text().strip(), data)
     finally:
         proc.terminate()
         try:
@@ -194,8 +199,10 @@ class Conn:
 class Watchers:
     """`n` simulated sidecars, each calling `target`; `acked[i]` is when watcher i ACKed each version."""
 
-    def __init__(self, cp: ControlPlane, n: int, callers: int):
+    def __init__(self, cp: ControlPlane, n: int, callers: int, svid: dict[str, str]):
         self.cp, self.n, self.callers = cp, n, callers
+        #: The SVID files every watcher adds to its snapshots, as a sidecar adds its own.
+        self.svid = svid
         self.acked: list[dict[int, float]] = [{} for _ in range(n)]
         self.errors = 0
         self.tasks: list[asyncio.Task[None]] = []
@@ -232,7 +239,9 @@ class Watchers:
                     if not line:
                         continue  # keep-alive
                     snap = json.loads(line)
-                    validate_config(snap["config"])  # what DataPlane.update() runs first
+                    config = snap["config"]
+                    config["identity"] = {**config.get("identity", {}), **self.svid}
+                    validate_config(config)  # what DataPlane.update() runs first
                     version = snap["version"]
                     self.acked[i][version] = time.perf_counter()
                     await api.request("POST", f"/api/v1/sidecars/{sid}/status", {"version": version})
@@ -263,6 +272,16 @@ class Watchers:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+async def svid_files(client: httpx.AsyncClient, cp: ControlPlane) -> dict[str, str]:
+    """One real SVID (a join token, a CSR, the CA's answer) in a 0600 file beside the control
+    plane's data, for the watchers to validate snapshots with."""
+    token = (await client.post("/api/v1/services/default/target/join-tokens")).json()["token"]
+    ident = await asyncio.to_thread(request_identity, ApiClient(cp.url, token), namespace="default", service="target")
+    path = cp.work / "svid.pem"
+    write_secret(path, ident.chain_pem.strip() + "\n" + ident.key_pem.strip())
+    return {"cert_chain_file": str(path), "private_key_file": str(path)}
+
+
 def quantile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
@@ -275,7 +294,7 @@ async def watching(
     """A mesh with `watchers` simulated sidecars, each holding its first snapshot."""
     async with httpx.AsyncClient(base_url=cp.url, headers=cp.headers, timeout=120) as client:
         await setup_mesh(client, callers)
-        w = Watchers(cp, watchers, callers)
+        w = Watchers(cp, watchers, callers, await svid_files(client, cp))
         await w.start()
         try:
             yield client, w
