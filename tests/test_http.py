@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import subprocess
+import threading
 import time
 
 import httpx
@@ -245,3 +246,36 @@ def test_admin_endpoints(proxy) -> None:
         assert c.get(f"http://{admin}/config").json()["clusters"][0]["name"] == "c"
         assert c.post(f"http://{admin}/stats").status_code == 405
         assert c.get(f"http://{admin}/nope").status_code == 404
+
+
+def test_a_response_head_is_not_held_back_waiting_for_its_body(proxy) -> None:
+    """The proxy reads a response's first bytes ahead only when they are already there: a server
+    that sends its head and then waits (SSE, long polls) has the head forwarded at once."""
+    release = threading.Event()
+
+    def serve(sock: socket.socket) -> None:
+        conn, _ = sock.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            release.wait(10)
+            conn.sendall(b"6\r\ndata:1\r\n0\r\n\r\n")
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=serve, args=(listener,), daemon=True).start()
+    port = listener.getsockname()[1]
+    dp = proxy(
+        {"listeners": [http_listener("web", [route("sse")])], "clusters": [cluster("sse", [f"127.0.0.1:{port}"])]}
+    )
+    host, web_port = dp.addresses()["web"].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(web_port), timeout=5)
+    try:
+        conn.request("GET", "/events")
+        resp = conn.getresponse()  # the head arrives while the server still holds the body
+        assert resp.status == 200 and resp.getheader("content-type") == "text/event-stream"
+        release.set()
+        assert resp.read() == b"data:1"
+    finally:
+        release.set()
+        conn.close()
+        listener.close()

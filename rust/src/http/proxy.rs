@@ -318,10 +318,10 @@ async fn forward(
         cluster: cluster.stats.clone(),
         direction: Direction::Response,
     };
-    Response::from_parts(
-        parts,
-        ProxyBody::streamed(body, meter, Some(Box::new((guards, checkin)))),
-    )
+    let body = ProxyBody::streamed(body, meter, Some(Box::new((guards, checkin))))
+        .prefetch()
+        .await;
+    Response::from_parts(parts, body)
 }
 
 /// After a 101, the two upgraded connections are joined byte for byte; the
