@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from meshctl.sidecar.identity import request_identity
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from suite import CLK_TCK, free_port, machine  # noqa: E402
+from suite import CLK_TCK, free_port, machine, write_readme_table  # noqa: E402
 
 
 @dataclass
@@ -438,14 +437,6 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    block = f"<!-- control-plane:start -->\n{table}\n<!-- control-plane:end -->"
-    text = re.sub(r"<!-- control-plane:start -->.*<!-- control-plane:end -->", lambda _: block, text, flags=re.S)
-    readme.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--watchers", type=int, default=100)
@@ -481,13 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(result)
     print(table)
     if not args.smoke:
-        write_readme(table)
+        write_readme_table(table, "control-plane")
     return 0
 
 
 def rewrite_table() -> None:
     """Re-render bench/README.md's table from bench/results/control_plane.json."""
-    write_readme(markdown(json.loads((HERE / "results" / "control_plane.json").read_text())))
+    write_readme_table(markdown(json.loads((HERE / "results" / "control_plane.json").read_text())), "control-plane")
 
 
 if __name__ == "__main__":

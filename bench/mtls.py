@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 
 from meshctl.control.ca import CertificateAuthority
+from meshctl.sidecar.identity import key_and_csr
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -52,11 +52,13 @@ from suite import (  # noqa: E402
     bench,
     ensure_packages,
     free_port,
+    judged,
     machine,
     measured,
     median,
     tool,
     wait_port,
+    write_readme_table,
 )
 
 TRUST_DOMAIN = "cluster.local"
@@ -106,19 +108,8 @@ def make_pki(work: Path) -> Pki:
     roots.write_text("".join(ca.bundle()))
 
     def svid(name: str, spiffe_id: str) -> Svid:
-        key = ec.generate_private_key(ec.SECP256R1())
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([]))
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
-            .sign(key, hashes.SHA256())
-        )
-        chain, _ = ca.issue(
-            csr.public_bytes(serialization.Encoding.PEM).decode(), expected=spiffe_id, ttl=dt.timedelta(days=1)
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
+        key_pem, csr_pem = key_and_csr(spiffe_id)
+        chain, _ = ca.issue(csr_pem, expected=spiffe_id, ttl=dt.timedelta(days=1))
         s = Svid(work / f"{name}.crt", work / f"{name}.key", work / f"{name}.pem")
         s.chain.write_text(chain)
         s.key.write_text(key_pem)
@@ -505,10 +496,7 @@ def summarize(
         "load": load,
         "medians": med,
         "values": values,
-        "targets": {
-            k: {"op": op, "value": v, "met": (values[k] >= v) if op == ">=" else (values[k] <= v)}
-            for k, (op, v) in targets.items()
-        },
+        "targets": judged(values, targets),
     }
 
 
@@ -563,19 +551,6 @@ def markdown(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_readme_table(table: str) -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- mtls:start -->", "<!-- mtls:end -->"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        tail = rest.split(end, 1)[1]
-        text = f"{head}{start}\n{table}\n{end}{tail}"
-    else:
-        text += f"\n{start}\n{table}\n{end}\n"
-    readme.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -615,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "mtls.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
     table = markdown(summary)
     if not args.smoke:
-        write_readme_table(table)
+        write_readme_table(table, "mtls")
     print(table)
     return 0
 

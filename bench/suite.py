@@ -396,10 +396,7 @@ def summarize(results: dict[str, list[dict[str, Any]]], memory: dict[str, float]
         "plan": plan.__dict__,
         "medians": med,
         "ratios": ratios,
-        "targets": {
-            k: {"op": op, "value": v, "met": (ratios[k] >= v) if op == ">=" else (ratios[k] <= v)}
-            for k, (op, v) in targets.items()
-        },
+        "targets": judged(ratios, targets),
         "memory": memory,
         "memory_targets": {
             "idle_over_python_mb<=10": memory["idle_over_python_mb"] <= 10,
@@ -494,10 +491,12 @@ def chart(s: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_readme_table(table: str) -> None:
+def write_readme_table(table: str, marker: str = "results") -> None:
+    """Puts `table` between the `<!-- marker:start/end -->` comments of bench/README.md (appended
+    with them when they are missing)."""
     readme = HERE / "README.md"
     text = readme.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start in text and end in text:
         head, rest = text.split(start, 1)
         tail = rest.split(end, 1)[1]
@@ -505,6 +504,14 @@ def write_readme_table(table: str) -> None:
     else:
         text += f"\n{start}\n{table}\n{end}\n"
     readme.write_text(text)
+
+
+def judged(values: dict[str, float], targets: dict[str, tuple[str, float]]) -> dict[str, dict[str, Any]]:
+    """Each target as {op, value, met} for `values`."""
+    return {
+        k: {"op": op, "value": v, "met": (values[k] >= v) if op == ">=" else (values[k] <= v)}
+        for k, (op, v) in targets.items()
+    }
 
 
 @contextlib.contextmanager

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from meshctl import DataPlane
 from meshctl.demo.backends import DemoBackend
+from meshproc import ControlPlane
 
 
 @pytest.fixture
@@ -38,3 +40,14 @@ def proxy() -> Iterator[Callable[..., DataPlane]]:
     yield make
     for dp in started:
         dp.stop(0.5)
+
+
+@pytest.fixture
+def cp(tmp_path: Path) -> Iterator[ControlPlane]:
+    """A control plane process of the test's own, on a fresh data dir (modules that share one
+    across their tests define a module-scoped `cp` instead)."""
+    plane = ControlPlane(tmp_path / "cp")
+    plane.data_dir.mkdir()
+    plane.start()
+    yield plane
+    plane.stop()

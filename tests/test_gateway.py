@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,6 @@ from meshproc import ControlPlane, Gateway, Sidecar, get, service
 from pki import Issued, TestPki
 
 EDGE_ID = "spiffe://cluster.local/ns/default/sa/edge"
-
-
-@pytest.fixture
-def cp(tmp_path: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path / "cp")
-    plane.data_dir.mkdir()
-    plane.start()
-    yield plane
-    plane.stop()
 
 
 def install(issued: Issued, cert_dir: Path, name: str) -> None:

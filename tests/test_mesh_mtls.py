@@ -6,25 +6,13 @@ from __future__ import annotations
 
 import http.client
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from helpers import EchoBackend, unused_port, wait_until
 from meshctl.demo.backends import DemoBackend
 from meshproc import ControlPlane, Sidecar, service
-
-
-@pytest.fixture
-def cp(tmp_path: Path) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path / "cp")
-    plane.data_dir.mkdir()
-    plane.start()
-    yield plane
-    plane.stop()
 
 
 @dataclass

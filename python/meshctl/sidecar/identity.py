@@ -47,10 +47,8 @@ class Identity:
         return self.not_before + (self.not_after - self.not_before) * fraction
 
 
-def request_identity(api: ApiClient, *, namespace: str, service: str, ttl_seconds: int | None = None) -> Identity:
-    """A fresh key and a certificate for it. Raises ApiError (refused) or Unreachable."""
-    bundle = api.get("/api/v1/identity/bundle", timeout=10)
-    spiffe_id = f"spiffe://{bundle['trust_domain']}/ns/{namespace}/sa/{service}"
+def key_and_csr(spiffe_id: str) -> tuple[str, str]:
+    """A new EC P-256 key (PKCS#8 PEM) and a CSR (PEM) whose only name is the URI SAN `spiffe_id`."""
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -58,12 +56,19 @@ def request_identity(api: ApiClient, *, namespace: str, service: str, ttl_second
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
         .sign(key, hashes.SHA256())
     )
-    body = {"csr": csr.public_bytes(serialization.Encoding.PEM).decode(), "ttl_seconds": ttl_seconds}
-    svid = api.post("/api/v1/identity/svid", body, timeout=10)
-    leaf = x509.load_pem_x509_certificates(svid["certificate_chain"].encode())[0]
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def request_identity(api: ApiClient, *, namespace: str, service: str, ttl_seconds: int | None = None) -> Identity:
+    """A fresh key and a certificate for it. Raises ApiError (refused) or Unreachable."""
+    bundle = api.get("/api/v1/identity/bundle", timeout=10)
+    spiffe_id = f"spiffe://{bundle['trust_domain']}/ns/{namespace}/sa/{service}"
+    key_pem, csr_pem = key_and_csr(spiffe_id)
+    svid = api.post("/api/v1/identity/svid", {"csr": csr_pem, "ttl_seconds": ttl_seconds}, timeout=10)
+    leaf = x509.load_pem_x509_certificates(svid["certificate_chain"].encode())[0]
     return Identity(
         spiffe_id,
         key_pem,
