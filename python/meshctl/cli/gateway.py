@@ -12,10 +12,10 @@ Parsed with argparse, not typer, and routed before the CLI stack loads (see
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from meshctl.cli import logs
+from meshctl.cli.proxy import add_member_arguments, join_token
 
 HELP = (
     "Run the mesh's ingress gateway for a Gateway resource: its HTTPS/HTTP listeners, certificates from "
@@ -39,15 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--address", default="0.0.0.0", help="Address the Gateway's listeners bind (default: every interface)."
     )
-    p.add_argument("--admin-port", type=int, help="Loopback port for /ready, /stats and /config.")
-    p.add_argument("--token-file", type=Path, help="Join token file of the Service (default: $MESHCTL_TOKEN).")
-    p.add_argument("--cache-dir", type=Path, help="Where the last good snapshot and the SVID are kept.")
-    p.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")
-    p.add_argument(
-        "--svid-ttl",
-        type=int,
-        help="Lifetime in seconds of the SVID to ask for (60 at the least; the control plane's default otherwise).",
-    )
+    add_member_arguments(p)
     p.add_argument("--workers", type=int, default=0, help="Worker threads (0: one per CPU).")
     p.add_argument("--grace", type=float, default=10.0, help="Seconds to drain in-flight work on SIGINT/SIGTERM.")
     return p
@@ -64,7 +56,7 @@ def main(argv: list[str]) -> int:
     from meshctl.client import ApiError
     from meshctl.sidecar.mesh import MeshSidecar, SidecarOptions, StartRefused
 
-    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("MESHCTL_TOKEN")
+    token = join_token(args)
     gateway = MeshSidecar(
         SidecarOptions(
             control_plane=args.control_plane,

@@ -60,7 +60,6 @@ def parser() -> argparse.ArgumentParser:
         help="A local port for calls to SERVICE (or NAMESPACE/SERVICE); repeatable.",
     )
     side.add_argument("--http-proxy-port", type=int, help="A local port routing to any mesh service by Host.")
-    side.add_argument("--admin-port", type=int, help="Loopback port for /ready, /stats and /config.")
     side.add_argument(
         "--label",
         type=_pair,
@@ -70,15 +69,26 @@ def parser() -> argparse.ArgumentParser:
         help="Endpoint label, e.g. version=v2; repeatable.",
     )
     side.add_argument("--weight", type=int, default=1)
-    side.add_argument("--token-file", type=Path, help="Join token file (default: $MESHCTL_TOKEN).")
-    side.add_argument("--cache-dir", type=Path, help="Where the last good snapshot is kept.")
-    side.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")
-    side.add_argument(
+    add_member_arguments(side)
+    return p
+
+
+def add_member_arguments(group: argparse._ActionsContainer) -> None:
+    """The flags of every process that joins the mesh: `meshctl proxy` and `meshctl gateway`."""
+    group.add_argument("--admin-port", type=int, help="Loopback port for /ready, /stats and /config.")
+    group.add_argument("--token-file", type=Path, help="The service's join token file (default: $MESHCTL_TOKEN).")
+    group.add_argument("--cache-dir", type=Path, help="Where the last good snapshot and the SVID are kept.")
+    group.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")
+    group.add_argument(
         "--svid-ttl",
         type=int,
         help="Lifetime in seconds of the SVID to ask for (60 at the least; the control plane's default otherwise).",
     )
-    return p
+
+
+def join_token(args: argparse.Namespace) -> str | None:
+    """The join token from --token-file, else $MESHCTL_TOKEN."""
+    return str(args.token_file.read_text().strip()) if args.token_file else os.environ.get("MESHCTL_TOKEN")
 
 
 def main(argv: list[str]) -> int:
@@ -112,7 +122,7 @@ def _sidecar(args: argparse.Namespace, log: logging.Logger) -> int:
     from meshctl.client import ApiError
     from meshctl.sidecar.mesh import MeshSidecar, SidecarOptions
 
-    token = args.token_file.read_text().strip() if args.token_file else os.environ.get("MESHCTL_TOKEN")
+    token = join_token(args)
     sidecar = MeshSidecar(
         SidecarOptions(
             control_plane=args.control_plane,
