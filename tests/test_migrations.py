@@ -177,3 +177,27 @@ def test_0006_adds_gateways_and_refuses_to_drop_them_on_the_way_down(tmp_path: P
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT gateway FROM sidecar").scalar() == 0
     engine.dispose()
+
+
+def test_0007_records_each_sidecars_svid_expiry_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO service (id, resource_version, created_at, updated_at, name, namespace, ports, mtls)"
+            " VALUES (1, 1, '2026-01-01', '2026-01-01', 'a', 'default', '[]', 'STRICT')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at,"
+            " gateway, svid_expires_at) VALUES (1, '127.0.0.1', 15006, 8080, '{}', '2026-01-01', '2026-01-01', 0,"
+            " '2026-01-02')"
+        )
+    command.downgrade(alembic_config(url), "0006")
+    with engine.connect() as conn:
+        assert "svid_expires_at" not in {c["name"] for c in inspect(conn).get_columns("sidecar")}
+        assert conn.exec_driver_sql("SELECT count(*) FROM sidecar").scalar() == 1
+    migrate(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT svid_expires_at FROM sidecar").scalar() is None
+    engine.dispose()

@@ -4,6 +4,7 @@ config (its ACKed snapshot version is the mesh generation) or refused it."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -30,8 +31,19 @@ def sync_state(sc: dict[str, Any]) -> tuple[str, str]:
     return f"behind ({generation - acked})", "yellow"
 
 
+def svid_left(expires_at: str | None) -> Text:
+    """How long the sidecar's SVID has left (it renews at ~70 % of its life: one near its end,
+    or expired, is failing to renew)."""
+    if not expires_at:
+        return Text("-", style="dim")
+    left = int((api.parse_time(expires_at) - datetime.now(UTC)).total_seconds())
+    if left <= 0:
+        return Text("expired", style="red")
+    return Text(api.age((datetime.now(UTC) - timedelta(seconds=left)).isoformat()) + " left")
+
+
 def sidecar_table(sidecars: list[dict[str, Any]]) -> Table:
-    t = api.table("ID", "SERVICE", "ADDRESS", "LIVE", "VERSION", "SYNC", "LAST SEEN", "ERROR")
+    t = api.table("ID", "SERVICE", "ADDRESS", "LIVE", "VERSION", "SYNC", "SVID", "LAST SEEN", "ERROR")
     for sc in sidecars:
         state, style = sync_state(sc)
         add_row(
@@ -42,6 +54,7 @@ def sidecar_table(sidecars: list[dict[str, Any]]) -> Table:
             "yes" if sc["live"] else "no",
             "-" if sc["acked_version"] is None else sc["acked_version"],
             Text(state, style=style),
+            svid_left(sc.get("svid_expires_at")),
             api.age(sc["last_seen"]) + " ago",
             sc["last_error"] or "",
         )

@@ -726,6 +726,8 @@ class SidecarRegister(SQLModel):
     http_proxy_port: int | None = Field(default=None, ge=1, le=65535)
     admin_port: int | None = Field(default=None, ge=1, le=65535)
     ttl_seconds: int = Field(default=30, ge=1, le=3600)
+    #: When the SVID it serves with expires (None: it has none yet).
+    svid_expires_at: datetime | None = None
 
     @field_validator("inbound_port", "app_port")
     @classmethod
@@ -753,6 +755,7 @@ class Sidecar(SQLModel, table=True):
     acked_version: int | None = None
     nacked_version: int | None = None
     last_error: str | None = None
+    svid_expires_at: datetime | None = None
 
 
 class SidecarPublic(SQLModel):
@@ -771,6 +774,8 @@ class SidecarPublic(SQLModel):
     acked_version: int | None
     nacked_version: int | None
     last_error: str | None
+    #: When its SVID expires, as of its last heartbeat: one near its end has failed to renew.
+    svid_expires_at: datetime | None
     #: The mesh generation now; a sidecar whose acked version is lower is behind.
     mesh_generation: int
 

@@ -214,7 +214,10 @@ class MeshSidecar:
 
     def register(self) -> None:
         """Register or heartbeat; ApiError for a refusal (bad token, unknown service)."""
-        sidecar = self.api.put("/api/v1/sidecars", self.opts.registration(), timeout=5)
+        body = self.opts.registration()
+        if self.keeper.current is not None:  # so that `meshctl status` shows a renewal that fails
+            body["svid_expires_at"] = self.keeper.current.not_after.isoformat()
+        sidecar = self.api.put("/api/v1/sidecars", body, timeout=5)
         if sidecar["id"] != self.sidecar_id:
             log.info(
                 "registered with %s as sidecar %d of %s/%s",
