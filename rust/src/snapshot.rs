@@ -12,12 +12,12 @@ use crate::balance::Loads;
 use crate::cluster::Cluster;
 use crate::config::{Config, ListenerKind};
 use crate::error::{ConfigIssue, Error, Result};
-use crate::policy::authz::Authorization;
+use crate::policy::authz::{Authorization, Decision, Operation};
 use crate::route::{Backends, Route};
 use crate::stats::{ListenerStats, Registry};
 use crate::tls::config::ListenerTls;
 use crate::tls::server::ServerTls;
-use crate::tls::IdentityCell;
+use crate::tls::{IdentityCell, SpiffeId};
 
 /// Stable identity of a bound socket across config updates.
 pub type ListenerId = u64;
@@ -41,6 +41,41 @@ pub struct Listener {
     /// Server-side TLS: mesh mTLS or edge TLS; None for plaintext.
     pub tls: Option<ServerTls>,
     pub authz: Option<Authorization>,
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// The listener's authorization decision for a request (`op`) or a TCP
+    /// connection (`None`), counted and logged: None to go on, the deciding
+    /// rule when denied. Listeners without authorization allow everything.
+    pub fn authorize<'a>(
+        &'a self,
+        peer: Option<&SpiffeId>,
+        op: Operation<'_>,
+        client: SocketAddr,
+    ) -> Option<&'a str> {
+        let authz = self.authz.as_ref()?;
+        match authz.decide(peer, op) {
+            Decision::Allow(_) => {
+                self.stats.authz_allowed.inc();
+                None
+            }
+            Decision::Deny(why) => {
+                self.stats.authz_denied.inc();
+                let source = peer.map_or("plaintext", |p| p.as_str());
+                match op {
+                    Some((method, path)) => tracing::info!(
+                        listener = %self.name, %client, source, %method, path, "request denied: {why}"
+                    ),
+                    None => tracing::info!(
+                        listener = %self.name, %client, source, "connection denied: {why}"
+                    ),
+                }
+                Some(why)
+            }
+        }
+    }
 }
 
 pub struct Snapshot {

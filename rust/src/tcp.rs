@@ -8,7 +8,6 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::io::{join_streams, Stream};
-use crate::policy::authz::Decision;
 use crate::snapshot::{Listener, Role};
 use crate::stats::Active;
 use crate::tls::SpiffeId;
@@ -25,16 +24,8 @@ pub async fn forward(
     };
     let _conn = Active::enter(&listener.stats, |s| &s.active_connections);
     listener.stats.connections.inc();
-    if let Some(authz) = &listener.authz {
-        match authz.decide(peer_id.as_deref(), None) {
-            Decision::Allow(_) => listener.stats.authz_allowed.inc(),
-            Decision::Deny(why) => {
-                listener.stats.authz_denied.inc();
-                let source = peer_id.as_ref().map_or("plaintext", |p| p.as_str());
-                tracing::info!(listener = %listener.name, %peer, source, "connection denied: {why}");
-                return;
-            }
-        }
+    if listener.authorize(peer_id.as_deref(), None, peer).is_some() {
+        return; // denied: counted and logged; the connection just closes
     }
     let Some(cluster) = backends.pick() else {
         tracing::debug!(listener = %listener.name, "every backend has weight 0; closing");

@@ -7,13 +7,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hyper::client::conn::{http1, http2};
+use hyper::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
 use super::body::ProxyBody;
 use crate::config::UpstreamProtocol;
 use crate::io::Stream;
 use crate::tls::client::ClientTls;
-use hyper::client::conn::{http1, http2};
-use hyper::Response;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 /// Idle HTTP/1.1 connections older than this are closed rather than reused:
 /// servers close idle connections too, and a request must not race that.

@@ -23,7 +23,6 @@ use crate::config::{RedirectConfig, UpstreamProtocol};
 use crate::engine::Shared;
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
-use crate::policy::authz::Decision;
 use crate::route::{first_match, RequestView, Route};
 use crate::snapshot::{Listener, Role};
 use crate::stats::{Active, Direction, Meter};
@@ -120,21 +119,10 @@ fn authorize(
     conn: &ConnInfo,
     req: &Request<Incoming>,
 ) -> Option<Response<ProxyBody>> {
-    let authz = listener.authz.as_ref()?;
-    let (method, path) = (req.method(), req.uri().path());
-    match authz.decide(conn.peer_id.as_deref(), Some((method, path))) {
-        Decision::Allow(_) => {
-            listener.stats.authz_allowed.inc();
-            None
-        }
-        Decision::Deny(why) => {
-            listener.stats.authz_denied.inc();
-            let source = conn.peer_id.as_ref().map_or("plaintext", |p| p.as_str());
-            tracing::info!(listener = %listener.name, source, %method, path, "request denied: {why}");
-            let msg = format!("meshctl: access denied ({why})\n");
-            Some(local_reply(StatusCode::FORBIDDEN, "denied", msg))
-        }
-    }
+    let op = Some((req.method(), req.uri().path()));
+    let why = listener.authorize(conn.peer_id.as_deref(), op, conn.peer)?;
+    let msg = format!("meshctl: access denied ({why})\n");
+    Some(local_reply(StatusCode::FORBIDDEN, "denied", msg))
 }
 
 /// A redirect route's answer: its status, a `Location` and an empty body.
