@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from meshctl.cli import logs
-from meshctl.cli.proxy import add_member_arguments, join_token
+from meshctl.cli.proxy import add_member_arguments, member_options
 
 HELP = (
     "Run the mesh's ingress gateway for a Gateway resource: its HTTPS/HTTP listeners, certificates from "
@@ -56,22 +56,13 @@ def main(argv: list[str]) -> int:
     from meshctl.client import ApiError
     from meshctl.sidecar.mesh import MeshSidecar, SidecarOptions, StartRefused
 
-    token = join_token(args)
     gateway = MeshSidecar(
         SidecarOptions(
-            control_plane=args.control_plane,
+            **member_options(args),
             service=args.name,
-            namespace=args.namespace,
             app_port=0,
             inbound_port=0,
             address=args.address,
-            admin_port=args.admin_port,
-            token=token,
-            cache_dir=args.cache_dir,
-            ttl_seconds=args.ttl,
-            svid_ttl_seconds=args.svid_ttl,
-            workers=args.workers or None,
-            grace=args.grace,
             gateway=True,
             cert_dir=args.cert_dir.resolve(),
         )

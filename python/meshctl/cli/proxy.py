@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from meshctl import BindError, ConfigError
 from meshctl.cli import logs
@@ -86,9 +87,21 @@ def add_member_arguments(group: argparse._ActionsContainer) -> None:
     )
 
 
-def join_token(args: argparse.Namespace) -> str | None:
-    """The join token from --token-file, else $MESHCTL_TOKEN."""
-    return str(args.token_file.read_text().strip()) if args.token_file else os.environ.get("MESHCTL_TOKEN")
+def member_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The SidecarOptions every mesh member takes from its flags (the join token from
+    --token-file, else $MESHCTL_TOKEN)."""
+    token = str(args.token_file.read_text().strip()) if args.token_file else os.environ.get("MESHCTL_TOKEN")
+    return {
+        "control_plane": args.control_plane,
+        "namespace": args.namespace,
+        "admin_port": args.admin_port,
+        "token": token,
+        "cache_dir": args.cache_dir,
+        "ttl_seconds": args.ttl,
+        "svid_ttl_seconds": args.svid_ttl,
+        "workers": args.workers or None,
+        "grace": args.grace,
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -122,26 +135,17 @@ def _sidecar(args: argparse.Namespace, log: logging.Logger) -> int:
     from meshctl.client import ApiError
     from meshctl.sidecar.mesh import MeshSidecar, SidecarOptions
 
-    token = join_token(args)
     sidecar = MeshSidecar(
         SidecarOptions(
-            control_plane=args.control_plane,
+            **member_options(args),
             service=args.service,
-            namespace=args.namespace,
             app_port=args.app_port,
             address=args.address,
             inbound_port=args.inbound_port,
             upstreams=dict(args.upstream),
             http_proxy_port=args.http_proxy_port,
-            admin_port=args.admin_port,
             labels=dict(args.label),
             weight=args.weight,
-            token=token,
-            cache_dir=args.cache_dir,
-            ttl_seconds=args.ttl,
-            svid_ttl_seconds=args.svid_ttl,
-            workers=args.workers or None,
-            grace=args.grace,
         )
     )
     try:
