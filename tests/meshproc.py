@@ -5,6 +5,7 @@ sidecars (``meshctl proxy --control-plane``) and ingress gateways
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import subprocess
 import sys
@@ -89,9 +90,30 @@ class ControlPlane:
     def sidecars(self) -> list[dict[str, Any]]:
         return list(self.ok("GET", "/api/v1/sidecars"))
 
+    def cli(self, *args: str, data_dir: Path) -> str:
+        """The output of `meshctl ARGS` against this control plane with the admin token; a failure
+        fails the test. `data_dir` stands in for ~/.meshctl, so a real one is never read."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
+        env |= {"COLUMNS": "200", "MESHCTL_SERVER": self.url, "MESHCTL_TOKEN": self.token("admin")}
+        env["MESHCTL_DATA_DIR"] = str(data_dir)
+        out = subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
 
 def service(name: str, protocol: str = "http") -> dict[str, Any]:
     return {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": 80, "protocol": protocol}]}}
+
+
+def https_listener(name: str, hostname: str | None = None, port: int = 8443, cert: str = "shop") -> dict[str, Any]:
+    """A Gateway listener serving HTTPS with certificateRef `cert`, for `hostname` (None: any)."""
+    out: dict[str, Any] = {
+        "name": name,
+        "port": port,
+        "protocol": "HTTPS",
+        "tls": {"certificateRefs": [{"name": cert}]},
+    }
+    return out | ({"hostname": hostname} if hostname else {})
 
 
 def http_route(name: str, parent: str, *rules: dict[str, Any]) -> dict[str, Any]:

@@ -5,9 +5,6 @@ mesh-wide authorization default (flag and environment)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,12 +216,7 @@ def test_snapshots_carry_the_authorization_and_explain_decides_like_the_data_pla
 
 def test_apply_get_and_delete_through_the_cli(cp: ControlPlane, tmp_path: Path) -> None:
     def meshctl(*args: str) -> str:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
-        env |= {"COLUMNS": "200", "MESHCTL_SERVER": cp.url, "MESHCTL_TOKEN": cp.token("admin")}
-        env["MESHCTL_DATA_DIR"] = str(tmp_path)
-        out = subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
+        return cp.cli(*args, data_dir=tmp_path)
 
     docs = [service("catalog", "cli", mtls="PERMISSIVE"), authz_doc("deny-admin", "cli", DENY_ADMIN)]
     path = tmp_path / "mesh.yaml"

@@ -24,6 +24,7 @@ from meshctl.control.compiler import (
 from meshctl.control.explain import ExplainRequest, explain
 from meshctl.control.models import GatewaySpec, HTTPRouteSpec, TCPRouteSpec, TrafficPolicySpec
 from meshctl.sidecar.mesh import resolve_certificates
+from meshproc import https_listener
 from pki import TestPki
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -402,16 +403,6 @@ def validate_gateway(config: dict[str, Any]) -> None:
     validate(resolve_certificates(config, _cert_dir()))
 
 
-def https(name: str, port: int, hostname: str | None, cert: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": name,
-        "port": port,
-        "protocol": "HTTPS",
-        "tls": {"certificateRefs": [{"name": cert}]},
-    }
-    return out | ({"hostname": hostname} if hostname else {})
-
-
 def gateway_route(
     name: str, rules: list[dict[str, Any]], *, section: str | None = None, age: int = 0, **spec: Any
 ) -> RouteView:
@@ -426,9 +417,9 @@ def to(service: str, path: str = "/") -> dict[str, Any]:
 EDGE_GATEWAY = GatewaySpec.model_validate(
     {
         "listeners": [
-            https("a", 8443, "a.example", "a"),
-            https("b", 8443, "b.example", "b"),
-            https("any", 8443, None, "any"),
+            https_listener("a", "a.example", port=8443, cert="a"),
+            https_listener("b", "b.example", port=8443, cert="b"),
+            https_listener("any", None, port=8443, cert="any"),
             {"name": "plain", "port": 8080, "protocol": "HTTP"},
         ]
     }
@@ -538,7 +529,7 @@ def test_wildcard_listener_intersection_and_host_precedence() -> None:
     assert intersect("a.example.com", ["b.example.com"]) == []
     assert intersect(None, []) == [None] and intersect("a.example.com", []) == ["a.example.com"]
 
-    wild = GatewaySpec.model_validate({"listeners": [https("wild", 443, "*.example.com", "wild")]})
+    wild = GatewaySpec.model_validate({"listeners": [https_listener("wild", "*.example.com", port=443, cert="wild")]})
     routes = [
         gateway_route("broad", [to("catalog"), to("catalog", "/api")], age=0),
         gateway_route("deep", [to("pricing")], hostnames=["*.shop.example.com"], age=1),
@@ -561,7 +552,12 @@ def test_wildcard_listener_intersection_and_host_precedence() -> None:
 
 def test_a_route_on_two_listeners_of_one_port_is_tried_once_per_host() -> None:
     spec = GatewaySpec.model_validate(
-        {"listeners": [https("one", 443, "a.example", "a"), https("two", 443, "*.example", "b")]}
+        {
+            "listeners": [
+                https_listener("one", "a.example", port=443, cert="a"),
+                https_listener("two", "*.example", port=443, cert="b"),
+            ]
+        }
     )
     route = gateway_route("r", [to("catalog")], hostnames=["a.example"])
     config = compile_sidecar(mesh(gateways={"default/edge": spec}, http_routes=[route]), EDGE)

@@ -19,7 +19,7 @@ from cryptography import x509
 
 from helpers import unused_port, wait_until
 from meshctl.demo.backends import DemoBackend
-from meshproc import ControlPlane, Gateway, Sidecar, get, service
+from meshproc import ControlPlane, Gateway, Sidecar, get, https_listener, service
 from pki import Issued, TestPki
 
 EDGE_ID = "spiffe://cluster.local/ns/default/sa/edge"
@@ -32,16 +32,6 @@ def install(issued: Issued, cert_dir: Path, name: str) -> None:
     key = cert_dir / f"{name}.key"
     shutil.copyfile(issued.key, key)
     key.chmod(0o600)
-
-
-def https(name: str, port: int, hostname: str, cert: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "port": port,
-        "protocol": "HTTPS",
-        "hostname": hostname,
-        "tls": {"certificateRefs": [{"name": cert}]},
-    }
 
 
 def gateway_doc(*listeners: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +101,9 @@ def test_the_gateway_serves_two_hostnames_by_sni_into_a_strict_mesh(cp: ControlP
         service("beta"),
         service("edge"),
         service("client"),
-        gateway_doc(https("a", port, "a.example", "a"), https("b", port, "b.example", "b")),
+        gateway_doc(
+            https_listener("a", "a.example", port=port, cert="a"), https_listener("b", "b.example", port=port, cert="b")
+        ),
         route("alpha", "alpha", section="a"),  # listener a: a.example
         route("beta", "beta", hostnames=["b.example"]),  # the whole gateway, b.example
     )
@@ -225,7 +217,7 @@ def test_the_gateway_refuses_missing_certificate_files_and_rereads_them_on_sighu
     install(pki.server("shop.example"), cert_dir, "shop")
     (cert_dir / "shop.key").unlink()
     port = unused_port()
-    cp.apply(service("edge"), gateway_doc(https("shop", port, "shop.example", "shop")))
+    cp.apply(service("edge"), gateway_doc(https_listener("shop", "shop.example", port=port, cert="shop")))
     gateway = Gateway(cp, "edge", cert_dir, tmp_path, cp.join_token("edge"))
     try:
         with pytest.raises(AssertionError, match="exited 2"):
@@ -255,7 +247,8 @@ def test_the_gateway_refuses_missing_certificate_files_and_rereads_them_on_sighu
         assert gateway.proc.poll() is None
 
         # A later snapshot naming a missing file is refused (NACKed) and the running config kept.
-        cp.apply(gateway_doc(https("shop", port, "shop.example", "shop"), https("new", port, "new.example", "new")))
+        shop = https_listener("shop", "shop.example", port=port, cert="shop")
+        cp.apply(gateway_doc(shop, https_listener("new", "new.example", port=port, cert="new")))
 
         def nacked() -> str | None:
             row = next(s for s in cp.sidecars() if s["service"] == "edge")

@@ -5,9 +5,6 @@ listener a route names), gateway registrations, and the generic CLI."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ import pytest
 import yaml
 
 from meshproc import ControlPlane
+from meshproc import https_listener as https
 
 BASE = "/api/v1/gateways"
 
@@ -31,16 +29,6 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 def service(name: str, ns: str) -> dict[str, Any]:
     return {"kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"ports": [{"port": 80}]}}
-
-
-def https(name: str, hostname: str | None = None, port: int = 8443, cert: str = "shop") -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": name,
-        "port": port,
-        "protocol": "HTTPS",
-        "tls": {"certificateRefs": [{"name": cert}]},
-    }
-    return out | ({"hostname": hostname} if hostname else {})
 
 
 EDGE = {"listeners": [https("shop", "shop.example.com"), {"name": "plain", "port": 8080, "protocol": "HTTP"}]}
@@ -257,12 +245,7 @@ def test_gateway_registrations_are_no_endpoints_and_get_the_gateway_listeners(cp
 
 def test_apply_get_and_delete_through_the_cli(cp: ControlPlane, tmp_path: Path) -> None:
     def meshctl(*args: str) -> str:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
-        env |= {"COLUMNS": "200", "MESHCTL_SERVER": cp.url, "MESHCTL_TOKEN": cp.token("admin")}
-        env["MESHCTL_DATA_DIR"] = str(tmp_path)
-        out = subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
+        return cp.cli(*args, data_dir=tmp_path)
 
     docs = [
         service("edge", "cli"),

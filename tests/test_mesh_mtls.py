@@ -5,9 +5,6 @@ not notice any of it."""
 from __future__ import annotations
 
 import http.client
-import os
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,13 +173,7 @@ def test_authorization_policies_decide_by_caller_identity_path_and_method(cp: Co
             s.start()
         # Each heartbeat says when the sidecar's SVID expires; `meshctl status` shows what is left.
         wait_until(lambda: all(sc["svid_expires_at"] for sc in cp.sidecars()), timeout=20, what="SVID expiries")
-        shown = subprocess.run(
-            [sys.executable, "-m", "meshctl", "status", "--server", cp.url, "--token", cp.token("admin")],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, "COLUMNS": "200"},  # one line per sidecar, however wide its columns
-        ).stdout
+        shown = cp.cli("status", data_dir=tmp_path)
         assert shown.count("h left") == len(sidecars), shown
         cp.apply(
             authz_policy(
