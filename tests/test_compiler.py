@@ -188,6 +188,73 @@ def test_precedence_exact_then_regex_then_longest_prefix_then_age() -> None:
     ]
 
 
+def test_a_match_without_a_path_ranks_as_prefix_slash_and_the_tie_breakers_decide() -> None:
+    """Gateway API: no path match is `PathPrefix /`. Among equal paths a method wins, then more
+    headers, then more query params; then the older route, and the order in the route."""
+
+    def rule(path: str | None = None, **match: Any) -> dict[str, Any]:
+        if path is not None:
+            match["path"] = {"type": "PathPrefix", "value": path}
+        return {"matches": [match], "backendRefs": [{"name": "catalog"}]}
+
+    one_header = [{"name": "x-canary", "value": "true"}]
+    new = http_route(
+        "new",
+        {
+            "parentRefs": [{"name": "catalog"}],
+            "rules": [
+                rule("/"),
+                rule(headers=one_header),
+                rule(method="GET"),
+                rule("/api"),
+                rule(queryParams=[{"name": "debug", "value": "1"}]),
+                rule(),
+                rule("/", headers=[*one_header, {"name": "x-user", "value": "a"}]),
+            ],
+        },
+        age=5,
+    )
+    old = http_route("old", {"parentRefs": [{"name": "catalog"}], "rules": [{"backendRefs": [{"name": "catalog"}]}]})
+    routes = listener(compile_sidecar(mesh(http_routes=[new, old]), FRONTEND), "outbound/default/catalog")["routes"]
+    assert [r["name"] for r in routes] == [
+        "default/new/rule3/match0",  # the longer prefix
+        "default/new/rule2/match0",  # a method
+        "default/new/rule6/match0",  # two headers
+        "default/new/rule1/match0",  # one header, though it has no path
+        "default/new/rule4/match0",  # a query param
+        "default/old/rule0/match0",  # `/` or no path alike: the older route
+        "default/new/rule0/match0",  # then the order in the route
+        "default/new/rule5/match0",
+    ]
+
+
+def test_the_readme_canary_sends_the_header_to_v2() -> None:
+    """README's canary lists the header rule first and then an explicit `PathPrefix /`: the header
+    rule must be tried first, by the proxy and in `explain`."""
+    spec = {
+        "parentRefs": [{"name": "pricing"}],
+        "rules": [
+            {
+                "matches": [{"headers": [{"name": "x-canary", "value": "true"}]}],
+                "backendRefs": [{"name": "pricing", "subset": {"version": "v2"}}],
+            },
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [
+                    {"name": "pricing", "subset": {"version": "v1"}, "weight": 90},
+                    {"name": "pricing", "subset": {"version": "v2"}, "weight": 10},
+                ],
+            },
+        ],
+    }
+    m = mesh(http_routes=[http_route("pricing-canary", spec)])
+    routes = listener(compile_sidecar(m, FRONTEND), "outbound/default/pricing")["routes"]
+    assert [r["name"] for r in routes] == ["default/pricing-canary/rule0/match0", "default/pricing-canary/rule1/match0"]
+    out = explain(m, ExplainRequest(source="frontend", destination="pricing", headers={"x-canary": "true"}))
+    assert [v.rule for v in out.rules if v.matched] == ["default/pricing-canary/rule0/match0"]
+    assert [b.share_percent for b in out.backends] == [100.0]
+
+
 def test_traffic_policy_and_tcp_route() -> None:
     policy = TrafficPolicySpec.model_validate(
         {

@@ -17,6 +17,8 @@ from helpers import unused_port, wait_until
 from meshctl.demo.backends import DemoBackend
 from meshproc import ControlPlane, Sidecar, backends_seen, http_route, service
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+
 
 @pytest.fixture
 def apps() -> Iterator[dict[str, DemoBackend]]:
@@ -143,6 +145,43 @@ def test_traffic_survives_the_control_plane_and_a_sidecar_restarts_from_its_cach
     )
     cp.apply(to_subset("v1"))
     wait_until(lambda: set(backends_seen(port)) == {"pricing-v1"}, timeout=15, what="the change after reconnecting")
+
+
+def readme_mesh_yaml() -> str:
+    """The README's example `mesh.yaml`, exactly as written there."""
+    text = README.read_text()
+    start = text.index("```yaml\n", text.index("A `mesh.yaml` holds documents")) + len("```yaml\n")
+    return text[start : text.index("```", start)]
+
+
+def test_the_readme_canary_sends_x_canary_to_v2_and_the_rest_by_weight(
+    mesh: tuple[ControlPlane, list[Sidecar]], apps: dict[str, DemoBackend], tmp_path: Path
+) -> None:
+    """The README's mesh.yaml applied as it stands: its header rule (no path, so `PathPrefix /`
+    with one header) comes before its `PathPrefix /` rule, in the sidecars and in `explain`."""
+    cp, sidecars = mesh
+    front = pricing_mesh(cp, sidecars, apps, tmp_path)
+    port = front.upstreams["pricing"]
+    cp.apply(service("db", "tcp"), service("db-new", "tcp"))  # what the README's TCPRoute names
+    example = tmp_path / "mesh.yaml"
+    example.write_text(readme_mesh_yaml())
+    assert "pricing-canary" in example.read_text()
+    cli = tmp_path / "cli"
+    cli.mkdir()
+    cp.cli("apply", "-f", str(example), data_dir=cli)
+
+    canary = {"x-canary": "true"}
+    wait_until(lambda: set(backends_seen(port, headers=canary)) == {"pricing-v2"}, timeout=10, what="x-canary on v2")
+    assert set(backends_seen(port, 50, headers=canary)) == {"pricing-v2"}
+    rest = backends_seen(port, 200)
+    assert set(rest) <= {"pricing-v1", "pricing-v2"} and rest.count("pricing-v1") >= 140  # 90 % expected
+
+    out = cp.cli("explain", "--from", "frontend", "--to", "pricing", "-H", "x-canary: true", data_dir=cli).splitlines()
+    first = "default/pricing-canary/rule0/match0"
+    assert out[0] == f"{first} matched" and f"  ✓ {first}: matched" in out
+    assert f"  ✗ default/pricing-canary/rule1/match0: not tried: {first} matched first" in out
+    out = cp.cli("explain", "--from", "frontend", "--to", "pricing", data_dir=cli).splitlines()
+    assert out[0] == "default/pricing-canary/rule1/match0 matched"
 
 
 def test_join_tokens_are_scoped_to_their_service(mesh: tuple[ControlPlane, list[Sidecar]]) -> None:

@@ -15,9 +15,10 @@ and expects the destination's SPIFFE ID; HTTP goes as HTTP/2. The sidecar
 adds its own SVID files to the ``identity`` section, which carries the roots.
 
 Rules attached to one service are ordered as the Gateway API says: exact
-paths first, then regular expressions, then longer prefixes; then matches
-with a method, with more headers, with more query params; then the older
-route, the route's name, and the order in the route.
+paths first, then regular expressions, then longer prefixes (a match without
+a path is the prefix ``/``); then matches with a method, with more headers,
+with more query params; then the older route, the route's name, and the
+order in the route.
 
 The inbound listener of a service with AuthorizationPolicies (or of every
 service when the mesh default is deny) carries an ``authorization`` block:
@@ -48,6 +49,7 @@ from meshctl.control.models import (
     HeaderModifier,
     HTTPRouteRule,
     HTTPRouteSpec,
+    PathMatch,
     PathModifier,
     RouteMatch,
     TCPRouteSpec,
@@ -150,14 +152,16 @@ class Entry:
         return f"{self.route.key}/rule{self.rule_index}/match{self.match_index}"
 
 
+#: What a match without a path matches (Gateway API): it ranks as this, and ties with it.
+_ANY_PATH = PathMatch(type="PathPrefix", value="/")
+
+
 def _precedence(e: Entry) -> tuple[Any, ...]:
-    path = e.match.path
-    kind, length = (
-        (2, -1) if path is None else ({"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}[path.type], len(path.value))
-    )
+    path = e.match.path or _ANY_PATH
+    kind = {"Exact": 0, "RegularExpression": 1, "PathPrefix": 2}[path.type]
     return (
         kind,
-        -length,
+        -len(path.value),
         e.match.method is None,
         -len(e.match.headers),
         -len(e.match.query_params),
