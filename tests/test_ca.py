@@ -483,7 +483,7 @@ def test_meshctl_ca_status_and_rotate(cp: ControlPlane, tmp_path: Path) -> None:
 
 
 def test_finishing_is_allowed_once_the_old_svids_have_expired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from meshctl.control import ca as ca_module
+    from meshctl.control.ca import authority
 
     ca = CertificateAuthority.load_or_create(tmp_path / "ca", "cluster.local")
     _, expires = ca.issue(csr(), expected=ME, ttl=dt.timedelta(seconds=60))
@@ -493,7 +493,7 @@ def test_finishing_is_allowed_once_the_old_svids_have_expired(tmp_path: Path, mo
         ca.finish_rotation()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=125)  # past the expiry rounded up to the minute
     assert later > expires
-    monkeypatch.setattr(ca_module, "_now", lambda: later)
+    monkeypatch.setattr(authority, "now", lambda: later)
     ca.finish_rotation()
     assert ca.phase == "idle" and len(ca.bundle()) == 1
 

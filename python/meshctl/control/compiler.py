@@ -55,6 +55,7 @@ from meshctl.control.models import (
     TCPRouteSpec,
     TrafficPolicySpec,
 )
+from meshctl.spiffe import spiffe_id
 
 # === inputs ===
 
@@ -279,12 +280,6 @@ def gateway_entries(mesh: Mesh, gateway: str, listeners: Iterable[GatewayListene
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.:/-]+$")
 
 
-def spiffe_id(trust_domain: str, service: str) -> str:
-    """The identity of service "ns/name" (the CA signs exactly this)."""
-    namespace, name = service.split("/", 1)
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{name}"
-
-
 def cluster_name(service: str, subset: Mapping[str, str]) -> str:
     if not subset:
         return f"out/{service}"
@@ -318,7 +313,8 @@ class _Compiler:
             # HTTP/2 between sidecars: one mTLS connection per peer pair carries every request.
             c["protocol"] = (spec.protocol if spec else None) or "http2"
         # Endpoints are the service's sidecars: mTLS, and they must prove to be that service.
-        c["tls"] = {"peer_ids": [spiffe_id(self.mesh.trust_domain, service)]}
+        peer_namespace, peer_service = service.split("/", 1)
+        c["tls"] = {"peer_ids": [spiffe_id(self.mesh.trust_domain, peer_namespace, peer_service)]}
         if spec and spec.load_balancer:
             lb = spec.load_balancer
             c["lb"] = {

@@ -30,6 +30,7 @@ from meshctl.control.compiler import (
     tcp_route,
 )
 from meshctl.control.models import FILTER_FIELDS, NAME, BackendRef, RouteMatch
+from meshctl.spiffe import spiffe_id
 
 
 class ExplainRequest(BaseModel):
@@ -188,7 +189,7 @@ def authorize(mesh: Mesh, service: str, source: str, method: str | None, path: s
     `source` ("ns/name"), exactly as the data plane takes it: any matching deny rule denies;
     else, when allow rules exist, one of them must match; else the block's default."""
     namespace, name = source.split("/", 1)
-    principal = f"spiffe://{mesh.trust_domain}/ns/{namespace}/sa/{name}"
+    principal = spiffe_id(mesh.trust_domain, namespace, name)
     block = authorization(mesh, service) or {"default": "allow", "rules": []}
     facts = {"principals": principal, "namespaces": namespace, "services": name, "paths": path, "methods": method}
     rules = block["rules"]

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshctl.client import ApiClient, ApiError, Unreachable
 from meshctl.secretfile import write_secret
+from meshctl.spiffe import spiffe_id
 
 log = logging.getLogger("meshctl.sidecar.identity")
 
@@ -65,12 +66,12 @@ def key_and_csr(spiffe_id: str) -> tuple[str, str]:
 def request_identity(api: ApiClient, *, namespace: str, service: str, ttl_seconds: int | None = None) -> Identity:
     """A fresh key and a certificate for it. Raises ApiError (refused) or Unreachable."""
     bundle = api.get("/api/v1/identity/bundle", timeout=10)
-    spiffe_id = f"spiffe://{bundle['trust_domain']}/ns/{namespace}/sa/{service}"
-    key_pem, csr_pem = key_and_csr(spiffe_id)
+    identity = spiffe_id(bundle["trust_domain"], namespace, service)
+    key_pem, csr_pem = key_and_csr(identity)
     svid = api.post("/api/v1/identity/svid", {"csr": csr_pem, "ttl_seconds": ttl_seconds}, timeout=10)
     leaf = x509.load_pem_x509_certificates(svid["certificate_chain"].encode())[0]
     return Identity(
-        spiffe_id,
+        identity,
         key_pem,
         svid["certificate_chain"],
         bundle["roots"],
