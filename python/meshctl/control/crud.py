@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import insert, update
 from sqlmodel import Session, SQLModel, col, select
 
+from meshctl.control.errors import Conflict, Invalid
 from meshctl.control.models import (
     ApiToken,
     ApplyDocument,
@@ -55,18 +56,6 @@ SPECS: dict[str, type[BaseModel]] = {
 
 Resource = Service | Gateway | HTTPRoute | TCPRoute | TrafficPolicy | AuthorizationPolicy
 Loc = list[str | int]
-
-
-class Conflict(Exception):
-    """The resource exists, is referenced, or the write is based on a stale resource_version."""
-
-
-class Invalid(Exception):
-    """Input that validates alone but not against the mesh; `errors` are FastAPI-style 422 items."""
-
-    def __init__(self, errors: list[dict[str, Any]]):
-        super().__init__("; ".join(e["msg"] for e in errors))
-        self.errors = errors
 
 
 def key(row: Any) -> str:

@@ -1,5 +1,7 @@
-"""Request dependencies as ``Annotated`` aliases: a database session, and
-the caller's role from its bearer token."""
+"""Request dependencies as ``Annotated`` aliases: a database session, the
+caller's role from its bearer token, and the objects the app's lifespan made
+(settings, CA, watch hub, engine, token cache). This module is the only
+reader of ``app.state``: routers take these aliases."""
 
 from __future__ import annotations
 
@@ -11,12 +13,18 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
 from sqlmodel import Session
 
+from meshctl.control.ca import CertificateAuthority
+from meshctl.control.push import Hub
 from meshctl.control.security import token_of
+from meshctl.control.settings import Settings
 
 bearer = HTTPBearer(auto_error=False)
 
+
+# === the database session ===
 
 #: Requests holding a session at once; below the connection pool's size (see db.make_engine).
 SESSION_SLOTS = 16
@@ -39,6 +47,9 @@ SessionDep = Annotated[Session, Depends(get_session)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
+# === the caller ===
+
+
 @dataclass(frozen=True)
 class Caller:
     role: str  # admin | reader | join
@@ -49,13 +60,16 @@ class Caller:
         return self.role == "admin" or (self.role == "join" and self.scope == service)
 
 
+#: A token check remembered: (the caller, or None for an unknown token; when it expires).
+TokenCache = dict[str, tuple[Caller | None, float]]
+
 #: How long a token check is remembered: thousands of long-polls need not each read the database.
 #: A revoked token stops working within this time.
 TOKEN_CACHE_SECONDS = 5.0
 
 
-def _lookup(request: Request, token: str) -> Caller | None:
-    with Session(request.app.state.engine) as session:  # its own: long-polls must not hold one
+def _lookup(engine: Engine, token: str) -> Caller | None:
+    with Session(engine) as session:  # its own: long-polls must not hold one
         row = token_of(session, token)
     return Caller(row.role, row.scope) if row else None
 
@@ -64,13 +78,13 @@ async def authenticate(request: Request, creds: Credentials) -> Caller:
     """Who is calling (401 when nobody we know)."""
     caller = None
     if creds:
-        cache: dict[str, tuple[Caller | None, float]] = request.app.state.token_cache
+        cache: TokenCache = request.app.state.token_cache
         now = time.monotonic()
         hit = cache.get(creds.credentials)
         if hit is not None and hit[1] > now:
             caller = hit[0]
         else:
-            caller = await run_in_threadpool(_lookup, request, creds.credentials)
+            caller = await run_in_threadpool(_lookup, request.app.state.engine, creds.credentials)
             if len(cache) > 10_000:
                 cache.clear()
             cache[creds.credentials] = (caller, now + TOKEN_CACHE_SECONDS)
@@ -100,3 +114,40 @@ def require_admin(caller: AnyCaller) -> str:
 
 Reader = Annotated[str, Depends(require_reader)]
 Admin = Annotated[str, Depends(require_admin)]
+
+
+# === what the app's lifespan made (see app.create_app) ===
+# Async, so that FastAPI calls them on the event loop rather than in a worker thread.
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_ca(request: Request) -> CertificateAuthority:
+    ca: CertificateAuthority = request.app.state.ca
+    return ca
+
+
+async def get_hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+async def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+async def get_token_cache(request: Request) -> TokenCache:
+    cache: TokenCache = request.app.state.token_cache
+    return cache
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CaDep = Annotated[CertificateAuthority, Depends(get_ca)]
+HubDep = Annotated[Hub, Depends(get_hub)]
+#: For work in a thread that needs its own short session (long-polls must not hold a request's).
+EngineDep = Annotated[Engine, Depends(get_engine)]
+TokenCacheDep = Annotated[TokenCache, Depends(get_token_cache)]

@@ -3,12 +3,12 @@ explain what the mesh would do with a request."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from meshctl.control import crud
-from meshctl.control.deps import Admin, Reader, SessionDep
+from meshctl.control.deps import Admin, Reader, SessionDep, SettingsDep
 from meshctl.control.explain import ExplainRequest, Explanation, explain
 from meshctl.control.models import ApplyRequest, ApplyResult
 from meshctl.control.push import load_mesh
@@ -23,10 +23,9 @@ def apply(session: SessionDep, _: Admin, data: ApplyRequest) -> list[ApplyResult
 
 
 @router.post("/explain", response_model=Explanation)
-async def explain_request(request: Request, session: SessionDep, _: Reader, data: ExplainRequest) -> Explanation:
+async def explain_request(settings: SettingsDep, session: SessionDep, _: Reader, data: ExplainRequest) -> Explanation:
     """Which route, rule and match a request from `source` would take, why the others did not, where it
     goes, and whether the receiving service's authorization lets it in."""
-    settings = request.app.state.settings
 
     def run(s: Session) -> Explanation:
         return explain(load_mesh(s, trust_domain=settings.trust_domain, authz_default=settings.authz_default), data)

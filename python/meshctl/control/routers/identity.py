@@ -12,13 +12,13 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, col, func, select
 
 from meshctl.control import crud
-from meshctl.control.ca import CertificateAuthority, CsrRefused, RotationRefused, spiffe_id
-from meshctl.control.deps import Admin, AnyCaller, Reader, SessionDep
+from meshctl.control.ca import CertificateAuthority, RotationRefused, spiffe_id
+from meshctl.control.deps import Admin, AnyCaller, CaDep, Reader, SessionDep, SettingsDep
 from meshctl.control.models import RotationStatus, Sidecar, Svid, SvidRequest, TrustBundle, now
 
 router = APIRouter(prefix="/api/v1/identity", tags=["identity"])
@@ -29,26 +29,20 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/bundle", response_model=TrustBundle)
-def bundle(request: Request, _: AnyCaller) -> TrustBundle:
-    ca: CertificateAuthority = request.app.state.ca
+def bundle(ca: CaDep, _: AnyCaller) -> TrustBundle:
     return TrustBundle(trust_domain=ca.trust_domain, roots=ca.bundle(), digest=ca.bundle_digest())
 
 
 @router.post("/svid", response_model=Svid)
-async def issue_svid(request: Request, caller: AnyCaller, data: SvidRequest) -> Svid:
+async def issue_svid(ca: CaDep, settings: SettingsDep, caller: AnyCaller, data: SvidRequest) -> Svid:
     """Signs the CSR of a sidecar of the join token's service; its only URI SAN must be that
     service's SPIFFE ID (anything else is a 403)."""
     if caller.role != "join" or caller.scope is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="SVIDs are issued to sidecars, with their join token")
-    ca: CertificateAuthority = request.app.state.ca
     namespace, service = caller.scope.split("/", 1)
     expected = spiffe_id(ca.trust_domain, namespace, service)
-    ttl = dt.timedelta(seconds=data.ttl_seconds or request.app.state.settings.svid_ttl_seconds)
-    try:
-        chain, expires = await run_in_threadpool(ca.issue, data.csr, expected=expected, ttl=ttl)
-    except CsrRefused as e:
-        code = status.HTTP_403_FORBIDDEN if e.forbidden else status.HTTP_422_UNPROCESSABLE_ENTITY
-        raise HTTPException(code, detail=str(e)) from None
+    ttl = dt.timedelta(seconds=data.ttl_seconds or settings.svid_ttl_seconds)
+    chain, expires = await run_in_threadpool(ca.issue, data.csr, expected=expected, ttl=ttl)
     return Svid(spiffe_id=expected, certificate_chain=chain, expires_at=expires)
 
 
@@ -70,47 +64,44 @@ def _status(ca: CertificateAuthority, session: Session) -> RotationStatus:
     return RotationStatus.model_validate({**info, "sidecars_pending": pending})
 
 
-def _step(request: Request, session: Session, change: Callable[[int], None]) -> RotationStatus:
+def _step(ca: CertificateAuthority, session: Session, change: Callable[[int], None]) -> RotationStatus:
     """Raise the generation and make the change in one go: the commit (and with it the push to
-    sidecars) happens only if the change did; a refused one is a 409 and changes nothing."""
-    ca: CertificateAuthority = request.app.state.ca
+    sidecars) happens only if the change did; a refused one (RotationRefused, a 409) changes nothing."""
     generation = crud.bump(session)
     try:
         change(generation)
-    except RotationRefused as e:
+    except RotationRefused:
         session.rollback()
         session.info.pop("generation", None)  # nothing to publish
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(e)) from None
+        raise
     session.commit()  # get_session then publishes the generation: sidecars are woken now
     return _status(ca, session)
 
 
 @router.get("/rotation", response_model=RotationStatus)
-def rotation(request: Request, session: SessionDep, _: Reader) -> RotationStatus:
+def rotation(ca: CaDep, session: SessionDep, _: Reader) -> RotationStatus:
     """The root rotation's phase, the bundle's roots (fingerprints, never keys), the issuer that
     signs now, the sidecars yet to ACK the bundle, and when finishing becomes safe."""
-    return _status(request.app.state.ca, session)
+    return _status(ca, session)
 
 
 @router.post("/rotation", response_model=RotationStatus, responses=_CONFLICT)
-def start_rotation(request: Request, session: SessionDep, _: Admin) -> RotationStatus:
+def start_rotation(ca: CaDep, session: SessionDep, _: Admin) -> RotationStatus:
     """Phase 1: a new root (and issuer) joins the bundle; SVIDs still come from the current issuer.
     The operator's `next-root.pem` + `next-root.key` (or + `next-issuer.pem`/`.key`) in the CA
     directory are used if present; otherwise both are made."""
-    ca: CertificateAuthority = request.app.state.ca
-    return _step(request, session, lambda generation: ca.start_rotation(bundle_generation=generation))
+    return _step(ca, session, lambda generation: ca.start_rotation(bundle_generation=generation))
 
 
 @router.post("/rotation/activate", response_model=RotationStatus, responses=_CONFLICT)
 def activate_rotation(
-    request: Request,
+    ca: CaDep,
     session: SessionDep,
     _: Admin,
     force: bool = Query(default=False, description="Even though some live sidecars have not ACKed the new bundle."),
 ) -> RotationStatus:
     """Phase 2: SVIDs come from the new issuer; sidecars move to it as they renew. Refused while a
     live sidecar has not ACKed the generation carrying the new bundle, unless forced."""
-    ca: CertificateAuthority = request.app.state.ca
     if ca.phase == "bundled" and not force:
         pending = _pending(session, ca.state.bundle_generation)
         if pending:
@@ -119,17 +110,16 @@ def activate_rotation(
                 detail=f"{pending} live sidecar(s) have not ACKed mesh generation {ca.state.bundle_generation}, which "
                 "carries the new root, and would refuse peers' new certificates; activate once they have, or force it",
             )
-    return _step(request, session, lambda _generation: ca.activate_rotation())
+    return _step(ca, session, lambda _generation: ca.activate_rotation())
 
 
 @router.post("/rotation/finish", response_model=RotationStatus, responses=_CONFLICT)
 def finish_rotation(
-    request: Request,
+    ca: CaDep,
     session: SessionDep,
     _: Admin,
     force: bool = Query(default=False, description="Even though SVIDs from the old issuer may still be valid."),
 ) -> RotationStatus:
     """Phase 3: the old root leaves the bundle. Refused while an SVID from the old issuer may still
     be valid (`finish_safe_after`), unless forced."""
-    ca: CertificateAuthority = request.app.state.ca
-    return _step(request, session, lambda generation: ca.finish_rotation(force=force, bundle_generation=generation))
+    return _step(ca, session, lambda generation: ca.finish_rotation(force=force, bundle_generation=generation))

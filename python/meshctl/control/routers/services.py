@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, status
 
 from meshctl.control import crud
-from meshctl.control.deps import Admin, Reader, SessionDep
+from meshctl.control.deps import Admin, Reader, SessionDep, TokenCacheDep
 from meshctl.control.models import JoinToken, JoinTokenInfo, Service, ServiceCreate, ServicePublic, ServiceUpdate
 from meshctl.control.routers.common import found
 from meshctl.control.security import issue_join_token, join_tokens
@@ -61,7 +61,9 @@ def list_tokens(session: SessionDep, _: Admin, namespace: str, name: str) -> lis
 
 
 @router.delete("/{namespace}/{name}/join-tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(request: Request, session: SessionDep, _: Admin, namespace: str, name: str, token_id: int) -> None:
+def revoke_token(
+    token_cache: TokenCacheDep, session: SessionDep, _: Admin, namespace: str, name: str, token_id: int
+) -> None:
     """Revoke a join token: refused at once by this server, within seconds by any other one
     (they remember token checks briefly). Sidecars already watching keep their stream."""
     svc = found(session, Service, "service", namespace, name)
@@ -70,4 +72,4 @@ def revoke_token(request: Request, session: SessionDep, _: Admin, namespace: str
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"join token {token_id} of {crud.key(svc)} not found")
     session.delete(row)
     session.commit()
-    request.app.state.token_cache.clear()
+    token_cache.clear()

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from meshctl.control import crud, history, instances
 from meshctl.control.compiler import SidecarSpec
-from meshctl.control.deps import AnyCaller, Caller, Reader, SessionDep
+from meshctl.control.deps import AnyCaller, Caller, EngineDep, HubDep, Reader, SessionDep
+from meshctl.control.errors import Invalid
 from meshctl.control.models import (
     MeshStatus,
     Service,
@@ -23,7 +25,7 @@ from meshctl.control.models import (
     Snapshot,
     now,
 )
-from meshctl.control.push import sidecar_spec
+from meshctl.control.push import Hub, sidecar_spec
 
 router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"])
 mesh_router = APIRouter(prefix="/api/v1/mesh", tags=["sidecars"])
@@ -53,17 +55,17 @@ def _owned(session: Session, caller: Caller, sidecar_id: int) -> tuple[Sidecar, 
 
 
 @router.put("", response_model=SidecarPublic)
-def register(request: Request, session: SessionDep, caller: AnyCaller, data: SidecarRegister) -> SidecarPublic:
+def register(hub: HubDep, session: SessionDep, caller: AnyCaller, data: SidecarRegister) -> SidecarPublic:
     """Registers the sidecar and its endpoint; PUT the same again within the TTL to heartbeat."""
     name = f"{data.namespace}/{data.service}"
     if not caller.may_act_as(name):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot join as {name}")
     svc = crud.get(session, Service, namespace=data.namespace, name=data.service)
     if svc is None:
-        raise crud.Invalid([{"loc": ["body", "service"], "msg": f"service {name} does not exist", "type": "reference"}])
+        raise Invalid([{"loc": ["body", "service"], "msg": f"service {name} does not exist", "type": "reference"}])
     sc = instances.register_sidecar(session, svc=svc, data=data)
     assert sc.id is not None
-    request.app.state.hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name)
+    hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name)
     return _public(sc, svc, crud.generation(session))
 
 
@@ -88,17 +90,17 @@ def list_sidecars(session: SessionDep, _: Reader, namespace: str | None = None) 
     return [_public(sc, svc, generation) for sc, svc in instances.list_sidecars(session, namespace=namespace)]
 
 
-def _load_spec(request: Request, caller: Caller, sidecar_id: int) -> tuple[SidecarSpec, str]:
-    with Session(request.app.state.engine) as session:
+def _load_spec(engine: Engine, caller: Caller, sidecar_id: int) -> tuple[SidecarSpec, str]:
+    with Session(engine) as session:
         sc, svc = _owned(session, caller, sidecar_id)
         return sidecar_spec(sc, svc), crud.key(svc)
 
 
-async def _spec(request: Request, caller: Caller, sidecar_id: int) -> SidecarSpec:
-    known: tuple[SidecarSpec, str] | None = request.app.state.hub.sidecars.get(sidecar_id)
+async def _spec(hub: Hub, engine: Engine, caller: Caller, sidecar_id: int) -> SidecarSpec:
+    known = hub.sidecars.get(sidecar_id)
     if known is None:
-        known = await run_in_threadpool(_load_spec, request, caller, sidecar_id)
-        request.app.state.hub.sidecars[sidecar_id] = known
+        known = await run_in_threadpool(_load_spec, engine, caller, sidecar_id)
+        hub.sidecars[sidecar_id] = known
     if not caller.may_act_as(known[1]):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot act for {known[1]}")
     return known[0]
@@ -110,15 +112,15 @@ async def _spec(request: Request, caller: Caller, sidecar_id: int) -> SidecarSpe
     responses={304: {"description": "Nothing newer than `version` within `wait` seconds"}},
 )
 async def watch(
-    request: Request,
+    hub: HubDep,
+    engine: EngineDep,
     caller: AnyCaller,
     sidecar_id: int,
     version: int = Query(default=-1, description="The version the sidecar holds; only a newer one is sent."),
     wait: float = Query(default=30.0, ge=0, le=300, description="Seconds to hold the request open."),
 ) -> Response:
     """Long-poll: answers as soon as the mesh generation passes `version`. NACKs go to `status`."""
-    spec = await _spec(request, caller, sidecar_id)
-    hub = request.app.state.hub
+    spec = await _spec(hub, engine, caller, sidecar_id)
     if await hub.wait_newer(version, wait) is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED)
     return Response((await hub.snapshot(spec))[1], media_type="application/json")
@@ -134,15 +136,15 @@ KEEPALIVE_SECONDS = 15.0
     responses={200: {"content": {"application/x-ndjson": {}}, "description": "One snapshot per line"}},
 )
 async def watch_stream(
-    request: Request,
+    hub: HubDep,
+    engine: EngineDep,
     caller: AnyCaller,
     sidecar_id: int,
     version: int = Query(default=-1, description="The version the sidecar holds; only newer ones are sent."),
 ) -> StreamingResponse:
     """A stream of snapshots, one JSON object per line, each newer than the last; blank lines keep it
     alive. One request per sidecar, however many changes: what sidecars use. ACK/NACK go to `status`."""
-    spec = await _spec(request, caller, sidecar_id)
-    hub = request.app.state.hub
+    spec = await _spec(hub, engine, caller, sidecar_id)
 
     async def lines() -> AsyncIterator[bytes]:
         held = version
@@ -157,16 +159,16 @@ async def watch_stream(
 
 
 @router.post("/{sidecar_id}/status", status_code=status.HTTP_204_NO_CONTENT)
-async def report(request: Request, caller: AnyCaller, sidecar_id: int, data: SidecarReport) -> None:
+async def report(hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: int, data: SidecarReport) -> None:
     """ACK (no error) or NACK (the data plane's error) of the snapshot `version`. ACKs are written
     in batches (see `meshctl status` a moment later); NACKs at once."""
-    await _spec(request, caller, sidecar_id)  # exists, and the caller may act for it
+    await _spec(hub, engine, caller, sidecar_id)  # exists, and the caller may act for it
     if data.error is None:
-        request.app.state.hub.note_ack(sidecar_id, data.version)
+        hub.note_ack(sidecar_id, data.version)
         return
 
     def write() -> None:
-        with Session(request.app.state.engine) as session:
+        with Session(engine) as session:
             sc, _ = _owned(session, caller, sidecar_id)
             instances.report(session, sidecar=sc, data=data)
 
@@ -174,8 +176,8 @@ async def report(request: Request, caller: AnyCaller, sidecar_id: int, data: Sid
 
 
 @router.delete("/{sidecar_id}", status_code=status.HTTP_204_NO_CONTENT)
-def deregister(request: Request, session: SessionDep, caller: AnyCaller, sidecar_id: int) -> None:
+def deregister(hub: HubDep, session: SessionDep, caller: AnyCaller, sidecar_id: int) -> None:
     """A sidecar leaving cleanly takes its endpoint with it at once, not after its TTL."""
     sc, svc = _owned(session, caller, sidecar_id)
     instances.deregister_sidecar(session, sidecar=sc, svc=svc)
-    request.app.state.hub.sidecars.pop(sidecar_id, None)
+    hub.sidecars.pop(sidecar_id, None)
