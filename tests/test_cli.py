@@ -27,6 +27,27 @@ def test_version() -> None:
     assert out.stdout.strip() == f"meshctl {meshctl.__version__}"
 
 
+@pytest.mark.parametrize(
+    ("verb", "offered", "other"),
+    [
+        (["status"], ["table", "json"], "yaml"),
+        (["ca", "status"], ["table", "json"], "text"),
+        (["history"], ["table", "json"], "yaml"),
+        (["explain", "--from", "web"], ["text", "json"], "table"),
+        (["get", "svc"], ["table", "yaml", "json"], "text"),
+    ],
+)
+def test_each_verb_offers_the_output_formats_it_can_print(verb: list[str], offered: list[str], other: str) -> None:
+    """One output-format enum for the CLI; each verb lists and accepts only its own share of it
+    (and refuses another verb's before connecting to anything)."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    shown = subprocess.run([*MESHCTL, *verb, "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert f"<{'|'.join(offered)}>" in shown.stdout, shown.stdout
+    refused = subprocess.run([*MESHCTL, *verb, "-o", other], capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 2
+    assert f"{other!r} is not one of {', '.join(map(repr, offered))}." in refused.stderr, refused.stderr
+
+
 class ProxyProcess:
     def __init__(self, config_path: Path, log_path: Path):
         self.log_path = log_path

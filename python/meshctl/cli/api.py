@@ -1,6 +1,6 @@
-"""What the control-plane verbs share: the connection options (``--server``,
-``--token``, ``--token-file``), the client they build, API errors turned into
-messages (never a traceback), and small output helpers.
+"""What the control-plane verbs share: the client their connection options
+(``options.Server``, ``options.Token``, ``options.TokenFile``) build, API errors
+turned into messages (never a traceback), and small output helpers.
 
 Exit codes: 1 when the API refused or could not be reached, 2 for usage and
 file errors.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import typer
@@ -22,37 +22,6 @@ from rich.table import Table
 from rich.text import Text
 
 from meshctl.client import ApiClient, ApiError, Unreachable, format_detail
-
-DEFAULT_SERVER = "http://127.0.0.1:15010"
-_PANEL = "Connection"
-
-Server = Annotated[
-    str,
-    typer.Option(
-        "--server",
-        envvar="MESHCTL_SERVER",
-        help="Control-plane URL.",
-        rich_help_panel=_PANEL,
-    ),
-]
-Token = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        help="API bearer token. Default: $MESHCTL_TOKEN, else the --token-file default.",
-        show_default=False,
-        rich_help_panel=_PANEL,
-    ),
-]
-TokenFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--token-file",
-        help="File holding the token. Default: admin.token in $MESHCTL_DATA_DIR (~/.meshctl), if it exists.",
-        show_default=False,
-        rich_help_panel=_PANEL,
-    ),
-]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

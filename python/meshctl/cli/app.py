@@ -39,7 +39,7 @@ app.command("bench")(bench.bench)
 app.command("backend")(backend.backend)
 app.command("control-plane")(control_plane.control_plane)
 
-# The control plane's user-facing verbs (connection options in meshctl.cli.api).
+# The control plane's user-facing verbs (their shared options in meshctl.cli.options).
 app.command("apply")(resources.apply)
 app.command("get")(resources.get)
 app.command("delete")(resources.delete)

@@ -12,14 +12,14 @@ breaks a connection (rotating needs the admin token):
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
-from meshctl.cli import api
+from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, reported
+from meshctl.cli.options import Format
 
 app = typer.Typer(
     help="The mesh's certificate authority: its trust bundle and root rotation.",
@@ -38,11 +38,6 @@ _NEXT = {
     "bundled": "the bundle holds both roots; SVIDs still come from the old issuer",
     "activated": "SVIDs come from the new issuer; the old root stays in the bundle until finish",
 }
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
 
 
 Force = Annotated[bool, typer.Option("--force", help="Even though it is not safe yet (see meshctl ca status).")]
@@ -95,10 +90,10 @@ def show(info: dict[str, Any]) -> None:
 
 
 def status(
-    output: Annotated[Format, typer.Option("--output", "-o")] = Format.table,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    output: options.TableOutput = Format.table,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """The trust bundle's roots (fingerprints), the issuer signing SVIDs, and the rotation's phase."""
     client = api.connect(server, token, token_file)
@@ -116,7 +111,9 @@ def _step(client: Client, path: str) -> dict[str, Any]:
     return info
 
 
-def start(server: api.Server = api.DEFAULT_SERVER, token: api.Token = None, token_file: api.TokenFile = None) -> None:
+def start(
+    server: options.Server = options.DEFAULT_SERVER, token: options.Token = None, token_file: options.TokenFile = None
+) -> None:
     """Step 1: a new root joins the trust bundle; SVIDs still come from the current issuer.
 
     The new root is the operator's next-root.pem (+ next-root.key, or + next-issuer.pem/.key)
@@ -129,9 +126,9 @@ def start(server: api.Server = api.DEFAULT_SERVER, token: api.Token = None, toke
 
 def activate(
     force: Force = False,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """Step 2: SVIDs come from the new issuer; sidecars move to it as they renew."""
     info = _step(api.connect(server, token, token_file), f"{ROTATION}/activate" + ("?force=true" if force else ""))
@@ -141,9 +138,9 @@ def activate(
 
 def finish(
     force: Force = False,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """Step 3: the old root leaves the trust bundle."""
     info = _step(api.connect(server, token, token_file), f"{ROTATION}/finish" + ("?force=true" if force else ""))

@@ -6,19 +6,14 @@ then what the receiving service's authorization decides and by which rule."""
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
-from meshctl.cli import api
+from meshctl.cli import api, options
 from meshctl.cli.api import reported
-
-
-class Format(StrEnum):
-    text = "text"
-    json = "json"
+from meshctl.cli.options import Format
 
 
 def _headers(values: list[str]) -> dict[str, str]:
@@ -38,10 +33,10 @@ def explain(
     method: Annotated[str, typer.Option("--method", "-X")] = "GET",
     path: Annotated[str, typer.Option("--path", help="Path and query, e.g. /api?debug=1.")] = "/",
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable.")] = None,
-    output: Annotated[Format, typer.Option("--output", "-o")] = Format.text,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    output: options.TextOutput = Format.text,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """Which route and rule a request would take, why the others did not match, where it would go, and
     whether the receiving service's AuthorizationPolicies let it in."""

@@ -12,7 +12,6 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -20,8 +19,9 @@ from urllib.parse import quote
 import typer
 import yaml
 
-from meshctl.cli import api
+from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, age, fail, qualified, reported
+from meshctl.cli.options import Format as Output
 from meshctl.client import ApiError
 
 # === kinds ===
@@ -337,18 +337,12 @@ Files = Annotated[
 Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: all for lists).")]
 
 
-class Output(StrEnum):
-    table = "table"
-    yaml = "yaml"
-    json = "json"
-
-
 def apply(
     filename: Files = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; change nothing.")] = False,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """Create or update every resource in the files, all or nothing, as one revision."""
     if not filename:
@@ -376,10 +370,10 @@ def get(
         str | None, typer.Argument(help="NAME or NAMESPACE/NAME (for endpoints and sidecars: the service).")
     ] = None,
     namespace: Namespace = None,
-    output: Annotated[Output, typer.Option("--output", "-o", help="table, or documents for apply -f.")] = Output.table,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    output: options.DocumentOutput = Output.table,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """Show resources: one by NAME, or all of a kind (in every namespace unless -n)."""
     kind, name = kind_and_name(kind, name)
@@ -466,9 +460,9 @@ def delete(
     name: Annotated[str | None, typer.Argument(help="NAME or NAMESPACE/NAME.")] = None,
     filename: Files = None,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")] = None,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """Delete one resource (KIND NAME), or every resource in the files (-f); missing ones are reported and skipped."""
     if filename and (kind or name):

@@ -5,29 +5,24 @@ from __future__ import annotations
 
 import difflib
 import json
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 import yaml
 
-from meshctl.cli import api
+from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, reported
+from meshctl.cli.options import Format
 from meshctl.cli.resources import ref
 
 _VERB = {"added": "created", "removed": "deleted", "changed": "configured"}
 
 
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-
-
 def history(
-    output: Annotated[Format, typer.Option("--output", "-o")] = Format.table,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    output: options.TableOutput = Format.table,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """Every revision of the mesh, oldest first."""
     client = api.connect(server, token, token_file)
@@ -78,9 +73,9 @@ def _latest(client: Client) -> int:
 def diff(
     rev1: Annotated[int, typer.Argument(help="The revision to compare from.")],
     rev2: Annotated[int | None, typer.Argument(help="The revision to compare to (default: the latest).")] = None,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """What changed from REV1 to REV2: each resource added, removed or changed, with a diff of its spec."""
     client = api.connect(server, token, token_file)
@@ -106,9 +101,9 @@ def diff(
 
 def rollback(
     revision: Annotated[int, typer.Argument(help="The revision to restore.")],
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """Restore every resource to what it was at REVISION; recorded as a new revision."""
     client = api.connect(server, token, token_file)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -13,8 +12,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from meshctl.cli import api
+from meshctl.cli import api, options
 from meshctl.cli.api import add_row, reported
+from meshctl.cli.options import Format
 
 
 def sync_state(sc: dict[str, Any]) -> tuple[str, str]:
@@ -61,17 +61,12 @@ def sidecar_table(sidecars: list[dict[str, Any]]) -> Table:
     return t
 
 
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-
-
 def status(
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Only this namespace.")] = None,
-    output: Annotated[Format, typer.Option("--output", "-o")] = Format.table,
-    server: api.Server = api.DEFAULT_SERVER,
-    token: api.Token = None,
-    token_file: api.TokenFile = None,
+    output: options.TableOutput = Format.table,
+    server: options.Server = options.DEFAULT_SERVER,
+    token: options.Token = None,
+    token_file: options.TokenFile = None,
 ) -> None:
     """The mesh generation and every sidecar: its config version, in sync or not, and why it refused one."""
     client = api.connect(server, token, token_file)
