@@ -2,6 +2,8 @@
 
 from typing import Any, Final, final
 
+from meshctl.dataplane_config import DataPlaneConfig
+
 __all__ = [
     "Bench",
     "BenchBackend",
@@ -22,13 +24,17 @@ class ConfigError(ValueError):
 class BindError(OSError):
     """A listener could not bind its address."""
 
+# A config is YAML/JSON text or a document (any dict `json.dumps` takes); a `DataPlaneConfig` is
+# one the type checker has seen the shape of. Rust checks every field either way.
+_Config = str | DataPlaneConfig | dict[str, Any]
+
 @final
 class DataPlane:
     """The data plane: listeners, routes and clusters served from Rust threads."""
 
-    def __new__(cls, config: str | dict[str, Any], *, workers: int | None = None) -> DataPlane: ...
+    def __new__(cls, config: _Config, *, workers: int | None = None) -> DataPlane: ...
     def start(self) -> None: ...
-    def update(self, config: str | dict[str, Any]) -> int: ...
+    def update(self, config: _Config) -> int: ...
     def stop(self, grace_seconds: float = 10.0) -> None: ...
     def stats(self) -> dict[str, Any]: ...
     def config(self) -> dict[str, Any]: ...
@@ -36,7 +42,7 @@ class DataPlane:
     @property
     def running(self) -> bool: ...
 
-def validate_config(config: str | dict[str, Any]) -> None: ...
+def validate_config(config: _Config) -> None: ...
 
 @final
 class Bench:

@@ -39,8 +39,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypeVar
 
+from meshctl import dataplane_config as dp
 from meshctl.control.models import (
     AuthorizationPolicySpec,
     BackendRef,
@@ -290,10 +291,25 @@ def cluster_name(service: str, subset: Mapping[str, str]) -> str:
     return f"out/{service}/{label}"
 
 
+_LB_POLICIES: dict[str, dp.LbPolicy] = {
+    "RoundRobin": "round_robin",
+    "LeastRequest": "least_request",
+    "Random": "random",
+    "RingHash": "ring_hash",
+}
+_PATH_FORMS: dict[str, Literal["path", "path_prefix", "path_regex"]] = {
+    "Exact": "path",
+    "PathPrefix": "path_prefix",
+    "RegularExpression": "path_regex",
+}
+_MTLS_MODES: dict[str, dp.TlsMode] = {"STRICT": "strict", "PERMISSIVE": "permissive"}
+_ACTIONS: dict[str, dp.AuthorizationAction] = {"ALLOW": "allow", "DENY": "deny"}
+
+
 class _Compiler:
     def __init__(self, mesh: Mesh, sidecar: SidecarSpec):
         self.mesh, self.sidecar = mesh, sidecar
-        self.clusters: dict[str, dict[str, Any]] = {}
+        self.clusters: dict[str, dp.ClusterConfig] = {}
 
     def protocol(self, service: str) -> str:
         return self.mesh.services.get(service, "http")
@@ -303,7 +319,7 @@ class _Compiler:
         if name in self.clusters:
             return name
         endpoints = subset_endpoints(self.mesh, service, subset)
-        c: dict[str, Any] = {
+        c: dp.ClusterConfig = {
             "name": name,
             "endpoints": [{"address": e.host_port, "weight": e.weight} for e in endpoints],
         }
@@ -317,12 +333,7 @@ class _Compiler:
         c["tls"] = {"peer_ids": [spiffe_id(self.mesh.trust_domain, peer_namespace, peer_service)]}
         if spec and spec.load_balancer:
             lb = spec.load_balancer
-            c["lb"] = {
-                "RoundRobin": "round_robin",
-                "LeastRequest": "least_request",
-                "Random": "random",
-                "RingHash": "ring_hash",
-            }[lb.type]
+            c["lb"] = _LB_POLICIES[lb.type]
             if lb.hash_on and lb.hash_on.header:
                 c["hash_header"] = lb.hash_on.header.lower()
         if spec and spec.connect_timeout_ms:
@@ -330,87 +341,88 @@ class _Compiler:
         self.clusters[name] = c
         return name
 
-    def backends(self, refs: list[BackendRef], namespace: str) -> list[dict[str, Any]]:
+    def backends(self, refs: list[BackendRef], namespace: str) -> list[dp.BackendConfig]:
         return [
             {"cluster": self.cluster(f"{b.namespace or namespace}/{b.name}", b.subset), "weight": b.weight}
             for b in refs
         ]
 
-    def route(self, e: Entry, host: str | None = None) -> dict[str, Any]:
-        m: dict[str, Any] = {}
+    def route(self, e: Entry, host: str | None = None) -> dp.RouteConfig:
+        m: dp.MatchConfig = {}
         if host:
             m["host"] = host
         if e.match.path:
-            form = {"Exact": "path", "PathPrefix": "path_prefix", "RegularExpression": "path_regex"}[e.match.path.type]
-            m[form] = e.match.path.value
+            m[_PATH_FORMS[e.match.path.type]] = e.match.path.value
         if e.match.method:
             m["method"] = e.match.method
         if e.match.headers:
             m["headers"] = {h.name.lower(): h.value for h in e.match.headers}
         if e.match.query_params:
             m["query"] = {q.name: q.value for q in e.match.query_params}
-        r: dict[str, Any] = {"name": e.name, "match": m}
+        r: dp.RouteConfig = {"name": e.name, "match": m}
         rule = e.rule
         if (redirect := rule.filter("RequestRedirect")) is not None:
-            out = {
-                "scheme": redirect.scheme,
-                "host": redirect.hostname,
-                "port": redirect.port,
-                "status": redirect.status_code,
-                **_path(redirect.path),
-            }
-            r["redirect"] = {k: v for k, v in out.items() if v is not None}
+            to: dp.RedirectConfig = {}
+            if redirect.scheme is not None:
+                to["scheme"] = redirect.scheme
+            if redirect.hostname is not None:
+                to["host"] = redirect.hostname
+            if redirect.port is not None:
+                to["port"] = redirect.port
+            to["status"] = redirect.status_code
+            r["redirect"] = _path(to, redirect.path)
         else:
             r["backends"] = self.backends(rule.backend_refs, e.route.namespace)
         if (rewrite := rule.filter("URLRewrite")) is not None:
-            out = {"host": rewrite.hostname, **_path(rewrite.path)}
-            r["rewrite"] = {k: v for k, v in out.items() if v is not None}
-        for kind, key in (("RequestHeaderModifier", "request_headers"), ("ResponseHeaderModifier", "response_headers")):
-            if (mod := rule.filter(kind)) is not None:
-                r[key] = _headers(mod)
+            new: dp.RewriteConfig = {} if rewrite.hostname is None else {"host": rewrite.hostname}
+            r["rewrite"] = _path(new, rewrite.path)
+        if (mod := rule.filter("RequestHeaderModifier")) is not None:
+            r["request_headers"] = _headers(mod)
+        if (mod := rule.filter("ResponseHeaderModifier")) is not None:
+            r["response_headers"] = _headers(mod)
         return r
 
-    def http_routes(self, service: str, hosts: list[str | None]) -> list[dict[str, Any]]:
+    def http_routes(self, service: str, hosts: list[str | None]) -> list[dp.RouteConfig]:
         entries = http_entries(self.mesh, service)
         if not entries:  # no HTTPRoute: every request goes to the whole service
             cluster = self.cluster(service, {})
-            return [
-                {
-                    "name": f"{service}/default",
-                    **({"match": {"host": h}} if h else {}),
-                    "backends": [{"cluster": cluster}],
-                }
-                for h in hosts
-            ]
+            routes: list[dp.RouteConfig] = []
+            for h in hosts:
+                r: dp.RouteConfig = {"name": f"{service}/default"}
+                if h:
+                    r["match"] = {"host": h}
+                r["backends"] = [{"cluster": cluster}]
+                routes.append(r)
+            return routes
         return [self.route(e, h) for h in hosts for e in entries]
 
-    def outbound(self, service: str, port: int) -> dict[str, Any]:
-        listener: dict[str, Any] = {"name": f"outbound/{service}", "address": f"127.0.0.1:{port}"}
+    def outbound(self, service: str, port: int) -> dp.ListenerConfig:
+        name, address = f"outbound/{service}", f"127.0.0.1:{port}"
         if self.protocol(service) == "tcp":
             route = tcp_route(self.mesh, service)
             refs = route.spec.rules[0].backend_refs if route else [BackendRef(name=service.split("/")[1])]
             namespace = route.namespace if route else service.split("/")[0]
-            return {**listener, "protocol": "tcp", "backends": self.backends(refs, namespace)}
-        return {**listener, "protocol": "http", "routes": self.http_routes(service, [None])}
+            return {"name": name, "address": address, "protocol": "tcp", "backends": self.backends(refs, namespace)}
+        return {"name": name, "address": address, "protocol": "http", "routes": self.http_routes(service, [None])}
 
-    def inbound(self) -> dict[str, Any]:
+    def inbound(self) -> dp.ListenerConfig:
         sc = self.sidecar
-        c: dict[str, Any] = {"name": "inbound", "endpoints": [{"address": f"127.0.0.1:{sc.app_port}"}]}
+        c: dp.ClusterConfig = {"name": "inbound", "endpoints": [{"address": f"127.0.0.1:{sc.app_port}"}]}
         protocol = self.protocol(sc.key)
         address = EndpointView(sc.address, sc.inbound_port).host_port
-        listener: dict[str, Any] = {"name": "inbound", "address": address}
+        listener: dp.ListenerConfig = {"name": "inbound", "address": address}
         if protocol == "tcp":
             listener |= {"protocol": "tcp", "cluster": "inbound"}
         else:
             c["protocol"] = "http2" if protocol in ("http2", "grpc") else "http1"
             listener |= {"protocol": "http", "routes": [{"name": "inbound", "backends": [{"cluster": "inbound"}]}]}
-        listener["tls"] = {"mode": self.mesh.mtls.get(sc.key, "STRICT").lower()}
+        listener["tls"] = {"mode": _MTLS_MODES[self.mesh.mtls.get(sc.key, "STRICT")]}
         if (authz := authorization(self.mesh, sc.key)) is not None:
             listener["authorization"] = authz
         self.clusters["inbound"] = c
         return listener
 
-    def gateway(self) -> list[dict[str, Any]]:
+    def gateway(self) -> list[dp.ListenerConfig]:
         """One listener per port of the sidecar's Gateway, on its address: routes by host, and for
         HTTPS the listeners' certificates by SNI. Certificate files are relative (`<ref>.pem`,
         `<ref>.key`): the gateway process finds them in its --cert-dir."""
@@ -431,7 +443,7 @@ class _Compiler:
                     edits = r.setdefault("request_headers", {})
                     edits["set"] = {"x-forwarded-proto": "https" if https else "http", **edits.get("set", {})}
                 routes.append(r)
-            listener: dict[str, Any] = {
+            listener: dp.ListenerConfig = {
                 "name": f"gateway/{port}",
                 "address": EndpointView(sc.address, port).host_port,
                 "protocol": "http",
@@ -439,20 +451,19 @@ class _Compiler:
             }
             if https:
                 # A client without SNI (or with an unknown name) gets the first: the catch-all's.
-                certificates = []
+                certificates: list[dp.CertificateConfig] = []
                 for item in sorted(listeners, key=lambda x: x.hostname is not None):
                     assert item.tls is not None
                     ref = item.tls.certificate_refs[0].name
-                    cert: dict[str, Any] = {"cert_chain_file": f"{ref}.pem", "private_key_file": f"{ref}.key"}
-                    if item.hostname:
-                        cert = {"server_names": [item.hostname], **cert}
+                    cert: dp.CertificateConfig = {"server_names": [item.hostname]} if item.hostname else {}
+                    cert |= {"cert_chain_file": f"{ref}.pem", "private_key_file": f"{ref}.key"}
                     certificates.append(cert)
                 listener["tls"] = {"mode": "simple", "certificates": certificates}
             out.append(listener)
         return out
 
-    def http_proxy(self, port: int) -> dict[str, Any]:
-        routes: list[dict[str, Any]] = []
+    def http_proxy(self, port: int) -> dp.ListenerConfig:
+        routes: list[dp.RouteConfig] = []
         for service in sorted(self.mesh.services):
             if self.protocol(service) == "tcp":
                 continue
@@ -470,12 +481,12 @@ class _Compiler:
             listeners.append(self.http_proxy(sc.http_proxy_port))
         return Outbound(listeners, list(self.clusters.values()))
 
-    def compile(self, outbound: Outbound | None) -> dict[str, Any]:
+    def compile(self, outbound: Outbound | None) -> dp.DataPlaneConfig:
         out = outbound or self.outbound_part()
         self.clusters = {}
         own = self.gateway() if self.sidecar.gateway else [self.inbound()]
         clusters = {c["name"]: c for c in [*self.clusters.values(), *out.clusters]}  # a gateway's may repeat
-        config: dict[str, Any] = {"listeners": [*own, *out.listeners], "clusters": list(clusters.values())}
+        config: dp.DataPlaneConfig = {"listeners": [*own, *out.listeners], "clusters": list(clusters.values())}
         if self.sidecar.admin_port:
             config["admin"] = {"address": f"127.0.0.1:{self.sidecar.admin_port}"}
         if self.mesh.trust_bundle:
@@ -489,8 +500,8 @@ class Outbound:
     """The part of a sidecar's config that is the same for every instance of its service with
     the same upstream ports: computed once per such group and generation."""
 
-    listeners: list[dict[str, Any]]
-    clusters: list[dict[str, Any]]
+    listeners: list[dp.ListenerConfig]
+    clusters: list[dp.ClusterConfig]
 
 
 def outbound_key(sidecar: SidecarSpec) -> tuple[Any, ...]:
@@ -502,16 +513,20 @@ def compile_outbound(mesh: Mesh, sidecar: SidecarSpec) -> Outbound:
     return _Compiler(mesh, sidecar).outbound_part()
 
 
-def _path(p: PathModifier | None) -> dict[str, Any]:
-    if p is None:
-        return {}
-    if p.type == "ReplaceFullPath":
-        return {"path": p.replace_full_path}
-    return {"path_prefix": p.replace_prefix_match}
+_WithPath = TypeVar("_WithPath", dp.RewriteConfig, dp.RedirectConfig)
 
 
-def _headers(mod: HeaderModifier) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _path(target: _WithPath, p: PathModifier | None) -> _WithPath:
+    """`target` with the new path of `p`, if any (a rewrite's or a redirect's)."""
+    if p is not None and p.type == "ReplaceFullPath" and p.replace_full_path is not None:
+        target["path"] = p.replace_full_path
+    elif p is not None and p.type == "ReplacePrefixMatch" and p.replace_prefix_match is not None:
+        target["path_prefix"] = p.replace_prefix_match
+    return target
+
+
+def _headers(mod: HeaderModifier) -> dp.HeaderModifier:
+    out: dp.HeaderModifier = {}
     if mod.set:
         out["set"] = {h.name.lower(): h.value for h in mod.set}
     if mod.add:
@@ -521,12 +536,13 @@ def _headers(mod: HeaderModifier) -> dict[str, Any]:
     return out
 
 
+_RuleField = Literal["principals", "namespaces", "services", "paths", "methods"]
 #: Source fields of a data-plane authorization rule (the caller's identity), then request fields.
-SOURCE_FIELDS = ("principals", "namespaces", "services")
-OPERATION_FIELDS = ("paths", "methods")
+SOURCE_FIELDS: tuple[_RuleField, ...] = ("principals", "namespaces", "services")
+OPERATION_FIELDS: tuple[_RuleField, ...] = ("paths", "methods")
 
 
-def authorization(mesh: Mesh, service: str) -> dict[str, Any] | None:
+def authorization(mesh: Mesh, service: str) -> dp.AuthorizationConfig | None:
     """The inbound `authorization` block of `service` ("ns/name"), or None when it has no
     AuthorizationPolicy and the mesh default is allow (nothing to check).
 
@@ -539,8 +555,8 @@ def authorization(mesh: Mesh, service: str) -> dict[str, Any] | None:
     policies = sorted(mesh.authz.get(service, []), key=lambda p: p[0])
     if not policies and mesh.authz_default != "deny":
         return None
-    default = mesh.authz_default
-    rules: list[dict[str, Any]] = []
+    default: dp.AuthorizationAction = "deny" if mesh.authz_default == "deny" else "allow"
+    rules: list[dp.AuthorizationRule] = []
     for name, spec in policies:
         if spec.action == "ALLOW" and not spec.rules:
             default = "deny"
@@ -549,7 +565,7 @@ def authorization(mesh: Mesh, service: str) -> dict[str, Any] | None:
             operations = [t.operation for t in rule.to] if rule.to else [None]
             for source in sources:
                 for operation in operations:
-                    r: dict[str, Any] = {"name": f"{name}[{index}]", "action": spec.action.lower()}
+                    r: dp.AuthorizationRule = {"name": f"{name}[{index}]", "action": _ACTIONS[spec.action]}
                     for part, fields in ((source, SOURCE_FIELDS), (operation, OPERATION_FIELDS)):
                         for f in fields:
                             if part is not None and (values := getattr(part, f)) is not None:
@@ -558,7 +574,7 @@ def authorization(mesh: Mesh, service: str) -> dict[str, Any] | None:
     return {"default": default, "rules": rules}
 
 
-def compile_sidecar(mesh: Mesh, sidecar: SidecarSpec, outbound: Outbound | None = None) -> dict[str, Any]:
+def compile_sidecar(mesh: Mesh, sidecar: SidecarSpec, outbound: Outbound | None = None) -> dp.DataPlaneConfig:
     """The data-plane config for `sidecar`, from `mesh` alone (and its `compile_outbound` part,
     when the caller has it already)."""
     return _Compiler(mesh, sidecar).compile(outbound)

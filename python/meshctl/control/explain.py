@@ -30,6 +30,7 @@ from meshctl.control.compiler import (
     tcp_route,
 )
 from meshctl.control.models import FILTER_FIELDS, NAME, BackendRef, RouteMatch
+from meshctl.dataplane_config import AuthorizationRule
 from meshctl.spiffe import spiffe_id
 
 
@@ -166,7 +167,7 @@ def glob_match(pattern: str, value: str) -> bool:
 _FIELD_LABEL = {"principals": "principal", "namespaces": "namespace", "services": "service", "paths": "path"}
 
 
-def _rule_misses(rule: dict[str, Any], facts: dict[str, str | None], tcp: bool) -> str:
+def _rule_misses(rule: AuthorizationRule, facts: dict[str, str | None], tcp: bool) -> str:
     """Empty when the data-plane `rule` matches; else the first field that does not. A TCP
     connection has no path or method: an ALLOW rule naming one cannot match it, a DENY rule
     naming one applies to it whatever they say (the data plane's stricter reading)."""
@@ -195,7 +196,7 @@ def authorize(mesh: Mesh, service: str, source: str, method: str | None, path: s
     rules = block["rules"]
     ordered = [r for r in rules if r["action"] == "deny"] + [r for r in rules if r["action"] == "allow"]
     verdicts: list[AuthorizationRuleVerdict] = []
-    decided: dict[str, Any] | None = None
+    decided: AuthorizationRule | None = None
     for r in ordered:
         if decided is not None:
             reason = f"not tried: {decided['name']} decided"

@@ -34,10 +34,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal, cast
 
 from meshctl import BindError, ConfigError, DataPlane
 from meshctl.client import ApiClient, ApiError, Unreachable
+from meshctl.dataplane_config import CertificateConfig, DataPlaneConfig, ListenerConfig
 from meshctl.secretfile import write_secret
 from meshctl.sidecar.identity import Identity, IdentityKeeper
 
@@ -118,54 +119,68 @@ class SnapshotCache:
     def __init__(self, path: Path):
         self.path = path
 
-    def load(self) -> tuple[int, dict[str, Any]] | None:
+    def load(self) -> tuple[int, DataPlaneConfig] | None:
         try:
             doc = json.loads(self.path.read_text())
-            return int(doc["version"]), dict(doc["config"])
+            # What `save` wrote: a config the data plane took.
+            return int(doc["version"]), cast(DataPlaneConfig, dict(doc["config"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save(self, version: int, config: dict[str, Any]) -> None:
+    def save(self, version: int, config: DataPlaneConfig) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_secret(self.path, json.dumps({"version": version, "config": config}))
 
 
 # === a gateway's certificate files ===
 
-CERT_FILE_KEYS = ("cert_chain_file", "private_key_file")
+CERT_FILE_KEYS: tuple[Literal["cert_chain_file", "private_key_file"], ...] = ("cert_chain_file", "private_key_file")
 
 
 class StartRefused(Exception):
     """The sidecar cannot start as configured (a gateway's certificate file is missing)."""
 
 
-def certificate_files(config: dict[str, Any]) -> list[tuple[str, str, str]]:
+def certificate_files(config: DataPlaneConfig) -> list[tuple[str, str, str]]:
     """(listener, key, path) of every certificate file the listeners' TLS names."""
     return [
         (listener.get("name", "?"), k, cert[k])
         for listener in config.get("listeners", [])
-        for cert in ((listener.get("tls") or {}).get("certificates") or [])
+        for cert in _certificates(listener)
         for k in CERT_FILE_KEYS
         if isinstance(cert.get(k), str)
     ]
 
 
-def resolve_certificates(config: dict[str, Any], cert_dir: Path) -> dict[str, Any]:
+def _certificates(listener: ListenerConfig) -> list[CertificateConfig]:
+    tls = listener.get("tls")
+    return (tls.get("certificates") or []) if tls else []
+
+
+def _under(cert: CertificateConfig, cert_dir: Path) -> CertificateConfig:
+    """`cert` with its relative file paths under `cert_dir`."""
+    out = cert.copy()
+    for k in CERT_FILE_KEYS:
+        if k in cert and not Path(cert[k]).is_absolute():
+            out[k] = str(cert_dir / cert[k])
+    return out
+
+
+def resolve_certificates(config: DataPlaneConfig, cert_dir: Path) -> DataPlaneConfig:
     """`config` with the relative certificate paths of its listeners under `cert_dir`."""
+    if "listeners" not in config:
+        return config
     listeners = []
-    for listener in config.get("listeners", []):
-        tls = listener.get("tls") or {}
-        if tls.get("certificates"):
-            certificates = [
-                {k: str(cert_dir / v) if k in CERT_FILE_KEYS and not Path(v).is_absolute() else v for k, v in c.items()}
-                for c in tls["certificates"]
-            ]
-            listener = {**listener, "tls": {**tls, "certificates": certificates}}
+    for listener in config["listeners"]:
+        tls = listener.get("tls")
+        if tls is not None and tls.get("certificates"):
+            listener = listener.copy()
+            listener["tls"] = tls | {"certificates": [_under(c, cert_dir) for c in tls["certificates"]]}
         listeners.append(listener)
-    return {**config, "listeners": listeners} if "listeners" in config else config
+    return config | {"listeners": listeners}
 
 
-def certificate_problems(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+def certificate_problems(config: DataPlaneConfig) -> tuple[list[str], list[str]]:
     """(errors, warnings) about the certificate files of a resolved `config`: a file that is
     missing or unreadable is an error; a key that others may read, a warning."""
     errors: list[str] = []
@@ -199,7 +214,7 @@ class MeshSidecar:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         #: The config last applied, as the control plane sent it (no local paths).
-        self._config: dict[str, Any] | None = None
+        self._config: DataPlaneConfig | None = None
         self._warned: set[str] = set()
         self.keeper = IdentityKeeper(
             self.api,
@@ -240,20 +255,20 @@ class MeshSidecar:
 
     # === applying snapshots ===
 
-    def _with_identity(self, config: dict[str, Any]) -> dict[str, Any]:
+    def _with_identity(self, config: DataPlaneConfig) -> DataPlaneConfig:
         """`config` with this sidecar's SVID files in its identity section (the control plane
         sends the trust bundle there; the roots from the last SVID stand in when it does not)."""
         if self.keeper.current is None:
             return config
         files = self.keeper.files()
-        section = dict(config.get("identity") or {})
+        section = (config.get("identity") or {}).copy()
         section["cert_chain_file"] = files["cert_chain_file"]
         section["private_key_file"] = files["private_key_file"]
         if "roots" not in section:
             section["roots_file"] = files["roots_file"]
-        return {**config, "identity": section}
+        return config | {"identity": section}
 
-    def _local(self, config: dict[str, Any]) -> dict[str, Any]:
+    def _local(self, config: DataPlaneConfig) -> DataPlaneConfig:
         """`config` as this process runs it: with its SVID files and, for a gateway, its
         certificate files found in --cert-dir (ValueError naming any that cannot be read)."""
         if self.opts.cert_dir is not None:
@@ -277,7 +292,7 @@ class MeshSidecar:
             except (ConfigError, ValueError, OSError) as e:
                 log.error("the renewed identity was refused, keeping the current one: %s", e)
 
-    def apply(self, version: int, config: dict[str, Any], *, source: str) -> bool:
+    def apply(self, version: int, config: DataPlaneConfig, *, source: str) -> bool:
         """Start or update the data plane; True when it took the config."""
         with self._lock:
             self.version = max(self.version, version)
@@ -363,7 +378,7 @@ class MeshSidecar:
             except (ConfigError, ValueError, OSError) as e:
                 log.error("reloading refused, keeping the running config: %s", e)
 
-    def _first(self, version: int, config: dict[str, Any], *, source: str) -> None:
+    def _first(self, version: int, config: DataPlaneConfig, *, source: str) -> None:
         """A gateway's first config, applied before start returns: StartRefused when a certificate
         file it names cannot be read (later ones are NACKed and the running config kept)."""
         if self.opts.cert_dir is not None:
