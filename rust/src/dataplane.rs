@@ -26,7 +26,8 @@ create_exception!(
     "A listener could not bind its address."
 );
 
-fn to_py(py: Python<'_>, e: Error) -> PyErr {
+/// The one place where the core's errors become Python exceptions.
+pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
     match e {
         Error::Config(ref issues) => {
             let err = ConfigError::new_err(e.to_string());
@@ -124,14 +125,11 @@ fn validate_config(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<()> {
         .map_err(|e| to_py(py, e))
 }
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<DataPlane>()?;
     m.add_function(wrap_pyfunction!(validate_config, m)?)?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("BindError", py.get_type::<BindError>())?;
-    m.add_class::<crate::python_bench::Bench>()?;
-    m.add_class::<crate::python_bench::BenchBackend>()?;
     Ok(())
 }

@@ -1,50 +1,21 @@
 //! The data plane as a Rust object: start, update, stop, stats. It owns the
-//! tokio runtime and the bound sockets; the Python class is a thin shell
-//! around it, and Rust tests drive it directly.
+//! tokio runtime and the bound sockets; the Python class (`dataplane.rs`) is
+//! a thin shell around it. Nothing imports the engine back: the state each
+//! request reads lives below, in `shared`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
+use crate::drain::{drain_all, Drain};
 use crate::error::{Error, Result};
-use crate::listener::{self, Drain};
+use crate::listener;
 use crate::runtime::Workers;
+use crate::shared::Shared;
 use crate::snapshot::{Bindings, ListenerId, Snapshot};
-use crate::stats::Registry;
-use crate::tls::IdentityCell;
-
-/// What request handlers share: the active snapshot and the stats registry.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub registry: Registry,
-    /// The SVID and roots every mesh TLS config reads at handshake time.
-    pub identity: IdentityCell,
-    ready: AtomicBool,
-}
-
-impl Shared {
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// Counters of the active snapshot, and the identity in use.
-    pub fn stats(&self) -> Value {
-        let mut stats = self.snapshot.load().stats();
-        if let Some(identity) = self.identity.load().as_ref() {
-            stats["identity"] = serde_json::json!({
-                "spiffe_id": identity.id.as_str(),
-                "not_before": identity.not_before,
-                "not_after": identity.not_after,
-            });
-        }
-        stats
-    }
-}
 
 /// Key of a bound socket: admin, or a listener by name.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -116,12 +87,7 @@ impl Engine {
             .filter(|&w| w > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         Engine {
-            shared: Arc::new(Shared {
-                snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-                registry: Registry::default(),
-                identity: IdentityCell::default(),
-                ready: AtomicBool::new(false),
-            }),
+            shared: Arc::new(Shared::new()),
             state: Mutex::new(State {
                 phase: Phase::Created,
                 config: Arc::new(config),
@@ -160,7 +126,7 @@ impl Engine {
             }
             return Err(e);
         }
-        self.shared.ready.store(true, Ordering::Release);
+        self.shared.set_ready(true);
         Ok(())
     }
 
@@ -320,13 +286,13 @@ impl Engine {
     /// closes everything. Idempotent.
     pub fn stop(&self, grace: Duration) {
         let mut st = self.lock();
-        self.shared.ready.store(false, Ordering::Release);
+        self.shared.set_ready(false);
         let Phase::Running(rt) = std::mem::replace(&mut st.phase, Phase::Stopped) else {
             st.phase = Phase::Stopped;
             return;
         };
         let drains: Vec<Drain> = st.bound.drain(..).map(|b| b.drain).collect();
-        rt.block_on(listener::drain_all(&drains, grace));
+        rt.block_on(drain_all(&drains, grace));
         rt.shutdown(Duration::from_secs(1));
         tracing::info!("data plane stopped");
     }

@@ -8,52 +8,13 @@ use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::engine::Shared;
+use crate::drain::Drain;
 use crate::http;
 use crate::io::Stream;
+use crate::shared::Shared;
 use crate::snapshot::{Listener, ListenerId, Role};
 use crate::tcp;
-
-/// Lets a listener stop accepting, ask its connections to finish, and at
-/// last cut them off.
-#[derive(Clone, Default)]
-pub struct Drain {
-    /// Stop accepting; HTTP connections close once their requests finish.
-    pub stop: CancellationToken,
-    /// Cut everything still open.
-    pub abort: CancellationToken,
-    /// Every task of the listener: its accept loop and connections.
-    pub tracker: TaskTracker,
-}
-
-impl Drain {
-    /// Stops accepting and waits for connections up to `grace`, then aborts them.
-    pub async fn drain(&self, grace: Duration) {
-        drain_all(std::slice::from_ref(self), grace).await;
-    }
-}
-
-/// Drains several listeners at once, under one deadline.
-pub async fn drain_all(drains: &[Drain], grace: Duration) {
-    for d in drains {
-        d.stop.cancel();
-        d.tracker.close();
-    }
-    let wait_all = || async {
-        for d in drains {
-            d.tracker.wait().await;
-        }
-    };
-    if tokio::time::timeout(grace, wait_all()).await.is_err() {
-        for d in drains {
-            d.abort.cancel();
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), wait_all()).await;
-    }
-}
 
 /// Binds with SO_REUSEADDR (quick rebinds after a restart) and a deep backlog.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

@@ -187,3 +187,9 @@ impl BenchBackend {
         py.detach(|| self.inner.stop());
     }
 }
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Bench>()?;
+    m.add_class::<BenchBackend>()?;
+    Ok(())
+}

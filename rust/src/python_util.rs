@@ -16,3 +16,11 @@ pub fn to_python(py: Python<'_>, v: &serde_json::Value) -> PyResult<Py<PyAny>> {
     let json = py.import("json")?;
     Ok(json.call_method1("loads", (v.to_string(),))?.unbind())
 }
+
+/// A Python value (a dict, or YAML/JSON text) as a JSON document.
+pub fn from_python(value: &Bound<'_, PyAny>) -> PyResult<serde_json::Value> {
+    let text = json_text(value)?;
+    yaml_serde::from_str(&text).map_err(|e| {
+        pyo3::exceptions::PyValueError::new_err(format!("not a YAML/JSON document: {e}"))
+    })
+}

@@ -11,7 +11,8 @@ use regex::Regex;
 
 use crate::balance::{Balancer, Loads};
 use crate::config::{
-    HeaderModifier, LbPolicy, MatchConfig, PathMatch, RedirectConfig, RewriteConfig, RouteConfig,
+    path_regex, HeaderModifier, LbPolicy, MatchConfig, PathMatch, RedirectConfig, RewriteConfig,
+    RouteConfig,
 };
 
 /// The parts of a request that routing looks at.
@@ -36,6 +37,17 @@ enum PathMatcher {
     Exact(String),
     Prefix(String),
     Regex(Regex),
+}
+
+/// The first condition of a match that a request fails; `Header` and
+/// `Query` hold the index of the pair in the match, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    Method,
+    Host,
+    Path,
+    Header(usize),
+    Query(usize),
 }
 
 pub struct Matcher {
@@ -98,7 +110,7 @@ impl Matcher {
             PathMatch::Exact(p) => PathMatcher::Exact(p.clone()),
             PathMatch::Prefix(p) if p == "/" => PathMatcher::Any,
             PathMatch::Prefix(p) => PathMatcher::Prefix(p.trim_end_matches('/').to_string()),
-            PathMatch::Regex(r) => PathMatcher::Regex(Regex::new(&format!("^(?:{r})$"))?),
+            PathMatch::Regex(r) => PathMatcher::Regex(path_regex(r)?),
         };
         Ok(Matcher {
             host,
@@ -110,19 +122,24 @@ impl Matcher {
     }
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        if let Some(m) = &self.method {
-            if m != req.method {
-                return false;
-            }
+        self.mismatch(req).is_none()
+    }
+
+    /// None when the request matches; else the first condition that fails,
+    /// in the order method, host, path, headers, query.
+    pub fn mismatch(&self, req: &RequestView<'_>) -> Option<Mismatch> {
+        if self.method.as_ref().is_some_and(|m| m != req.method) {
+            return Some(Mismatch::Method);
         }
-        match &self.host {
-            Some(HostMatcher::Exact(h)) if h != req.host => return false,
-            Some(HostMatcher::Suffix(s))
-                if !(req.host.ends_with(s.as_str()) && req.host.len() > s.len()) =>
-            {
-                return false
+        let host_ok = match &self.host {
+            None => true,
+            Some(HostMatcher::Exact(h)) => h == req.host,
+            Some(HostMatcher::Suffix(s)) => {
+                req.host.ends_with(s.as_str()) && req.host.len() > s.len()
             }
-            _ => {}
+        };
+        if !host_ok {
+            return Some(Mismatch::Host);
         }
         let path_ok = match &self.path {
             PathMatcher::Any => true,
@@ -133,17 +150,22 @@ impl Matcher {
             }
             PathMatcher::Regex(r) => r.is_match(req.path),
         };
-        path_ok
-            && self.headers.iter().all(|(name, want)| {
-                req.headers
-                    .get_all(name)
-                    .iter()
-                    .any(|v| v.as_bytes() == want.as_bytes())
-            })
-            && self
-                .query
+        if !path_ok {
+            return Some(Mismatch::Path);
+        }
+        let header_miss = self.headers.iter().position(|(name, want)| {
+            !req.headers
+                .get_all(name)
                 .iter()
-                .all(|(name, want)| req.query.is_some_and(|q| query_has(q, name, want)))
+                .any(|v| v.as_bytes() == want.as_bytes())
+        });
+        if let Some(i) = header_miss {
+            return Some(Mismatch::Header(i));
+        }
+        self.query
+            .iter()
+            .position(|(name, want)| !req.query.is_some_and(|q| query_has(q, name, want)))
+            .map(Mismatch::Query)
     }
 }
 

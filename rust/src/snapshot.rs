@@ -10,14 +10,14 @@ use serde_json::{json, Map, Value};
 
 use crate::balance::Loads;
 use crate::cluster::Cluster;
-use crate::config::{Config, ListenerKind};
+use crate::config::{Config, ListenerKind, ListenerTls};
 use crate::error::{ConfigIssue, Error, Result};
+use crate::pki::SpiffeId;
 use crate::policy::authz::{Authorization, Decision, Operation};
 use crate::route::{Backends, Route};
 use crate::stats::{ListenerStats, Registry};
-use crate::tls::config::ListenerTls;
 use crate::tls::server::ServerTls;
-use crate::tls::{IdentityCell, SpiffeId};
+use crate::tls::IdentityCell;
 
 /// Stable identity of a bound socket across config updates.
 pub type ListenerId = u64;
@@ -204,7 +204,7 @@ impl Snapshot {
                 ListenerTls::Strict => ServerTls::mesh(identity, false),
                 ListenerTls::Permissive => ServerTls::mesh(identity, true),
                 ListenerTls::Simple(certs) => {
-                    ServerTls::edge(certs.clone(), matches!(cfg.kind, ListenerKind::Http { .. }))
+                    ServerTls::edge(certs, matches!(cfg.kind, ListenerKind::Http { .. }))
                 }
             });
             listeners.insert(
@@ -215,7 +215,7 @@ impl Snapshot {
                     role,
                     stats: registry.listener(&cfg.name),
                     tls,
-                    authz: cfg.authorization.clone(),
+                    authz: cfg.authorization.as_ref().map(Authorization::new),
                 }),
             );
         }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::io::{join_streams, Stream};
+use crate::pki::SpiffeId;
 use crate::snapshot::{Listener, Role};
 use crate::stats::Active;
-use crate::tls::SpiffeId;
 
 pub async fn forward(
     inbound: Stream,

@@ -5,7 +5,7 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::local_reply;
-use crate::engine::Shared;
+use crate::shared::Shared;
 
 pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {

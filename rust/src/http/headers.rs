@@ -116,7 +116,7 @@ pub const CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
 
 /// Replaces whatever the request claims with the verified peer's SPIFFE ID
 /// (`URI=<id>`), or removes it for a plaintext peer.
-pub fn set_client_identity(headers: &mut HeaderMap, peer: Option<&crate::tls::SpiffeId>) {
+pub fn set_client_identity(headers: &mut HeaderMap, peer: Option<&crate::pki::SpiffeId>) {
     headers.remove(CLIENT_CERT_HEADER);
     if let Some(value) = peer.and_then(|p| HeaderValue::try_from(format!("URI={p}")).ok()) {
         headers.insert(CLIENT_CERT_HEADER, value);

@@ -16,16 +16,16 @@ use super::headers::{
     strip_hop_by_hop, wants_upgrade,
 };
 use super::local_reply;
-use super::pool::SendError;
+use super::pool::{Checkin, SendError};
 use super::server::ConnInfo;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Endpoint};
 use crate::config::{RedirectConfig, UpstreamProtocol};
-use crate::engine::Shared;
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
 use crate::route::{first_match, RequestView, Route};
+use crate::shared::Shared;
 use crate::snapshot::{Listener, Role};
-use crate::stats::{Active, Direction, Meter};
+use crate::stats::{Active, ClusterStats, Direction, EndpointStats, Meter};
 
 pub async fn handle(
     shared: &Shared,
@@ -149,12 +149,33 @@ fn redirect_reply(
     resp
 }
 
+/// The request counted active on its cluster and endpoint while it lives.
+type ActiveGuards = (Active<ClusterStats>, Active<EndpointStats>);
+
+/// What the response step needs to know of the downstream request.
+struct Downstream {
+    version: Version,
+    /// The client's side of a protocol upgrade (WebSocket), when asked for.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// A request ready for the upstream: the protocol it goes out with, and
+/// what the response step needs.
+struct Prepared {
+    request: Request<ProxyBody>,
+    protocol: UpstreamProtocol,
+    downstream: Downstream,
+}
+
+/// Forwards to one endpoint of `cluster` in three steps: `prepare` the
+/// request, `send` it (with failure and outlier accounting), `finish` the
+/// response. Retries, mirroring and fault injection hook in between.
 async fn forward(
     listener: &Arc<Listener>,
     route: &Route<Arc<Cluster>>,
     cluster: &Arc<Cluster>,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     cluster.stats.requests.inc();
     let key = cluster
@@ -176,10 +197,45 @@ async fn forward(
         Active::enter(&cluster.stats, |s| &s.active_requests),
         Active::enter(&ep.stats, |s| &s.active),
     );
+    let prepared = match prepare(listener, route, cluster, ep, conn, req) {
+        Ok(p) => p,
+        Err(reply) => return reply,
+    };
+    let (resp, checkin) = match send(cluster, ep, prepared.request, prepared.protocol).await {
+        Ok(sent) => sent,
+        Err(reply) => return reply,
+    };
+    finish(
+        listener,
+        route,
+        cluster,
+        conn,
+        prepared.downstream,
+        resp,
+        (guards, checkin),
+    )
+    .await
+}
 
-    let downstream_version = req.version();
-    let upgrade = downstream_version == Version::HTTP_11 && wants_upgrade(req.headers());
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+/// Step 1: the upstream request. Hop-by-hop headers out, forwarding and
+/// identity headers in, the route's edits and rewrite applied, the target
+/// in the form the upstream protocol wants. Err is the proxy's own reply.
+// The Err variant is the reply itself, returned at once: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+fn prepare(
+    listener: &Listener,
+    route: &Route<Arc<Cluster>>,
+    cluster: &Cluster,
+    ep: &Endpoint,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+) -> Result<Prepared, Response<ProxyBody>> {
+    let version = req.version();
+    let upgrade = version == Version::HTTP_11 && wants_upgrade(req.headers());
+    let downstream = Downstream {
+        version,
+        upgrade: upgrade.then(|| hyper::upgrade::on(&mut req)),
+    };
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(&mut parts.headers, conn.peer.ip());
@@ -210,13 +266,10 @@ async fn forward(
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
         Some(modifier) => {
             let path = rewrite_path(parts.uri.path(), route.matched_prefix.as_deref(), modifier);
-            match PathAndQuery::try_from(with_query(path, parts.uri.query())) {
-                Ok(pq) => pq,
-                Err(e) => {
-                    let msg = format!("meshctl: bad rewritten request target: {e}\n");
-                    return local_reply(StatusCode::BAD_REQUEST, "bad_request", msg);
-                }
-            }
+            PathAndQuery::try_from(with_query(path, parts.uri.query())).map_err(|e| {
+                let msg = format!("meshctl: bad rewritten request target: {e}\n");
+                local_reply(StatusCode::BAD_REQUEST, "bad_request", msg)
+            })?
         }
     };
     // An upgrade (WebSocket) needs HTTP/1.1 even to an HTTP/2 cluster: h2
@@ -240,18 +293,15 @@ async fn forward(
                 .and_then(|h| Authority::try_from(h.as_bytes()).ok())
                 .unwrap_or_else(|| ep.authority.clone());
             parts.version = Version::HTTP_2;
-            parts.uri = match Uri::builder()
+            parts.uri = Uri::builder()
                 .scheme(Scheme::HTTP)
                 .authority(authority)
                 .path_and_query(pq)
                 .build()
-            {
-                Ok(u) => u,
-                Err(e) => {
+                .map_err(|e| {
                     let msg = format!("meshctl: bad request target: {e}\n");
-                    return local_reply(StatusCode::BAD_REQUEST, "bad_request", msg);
-                }
-            };
+                    local_reply(StatusCode::BAD_REQUEST, "bad_request", msg)
+                })?;
         }
     }
     let meter = Meter {
@@ -259,11 +309,30 @@ async fn forward(
         cluster: cluster.stats.clone(),
         direction: Direction::Request,
     };
-    let upstream_req = Request::from_parts(parts, ProxyBody::streamed(body, meter, None));
+    Ok(Prepared {
+        request: Request::from_parts(parts, ProxyBody::streamed(body, meter, None)),
+        protocol,
+        downstream,
+    })
+}
 
+/// Step 2: one try on one endpoint. A connect failure counts toward the
+/// endpoint's ejection (outlier detection); an answer resets it. Err is
+/// the 502 the client gets.
+async fn send(
+    cluster: &Cluster,
+    ep: &Endpoint,
+    request: Request<ProxyBody>,
+    protocol: UpstreamProtocol,
+) -> Result<(Response<Incoming>, Option<Checkin>), Response<ProxyBody>> {
     let sent = Instant::now();
-    let (mut resp, checkin) = match ep.pool.send(upstream_req, protocol).await {
-        Ok(r) => r,
+    match ep.pool.send(request, protocol).await {
+        Ok(answer) => {
+            cluster.stats.latency.record(sent.elapsed());
+            cluster.report_success(ep);
+            cluster.stats.responses.record(answer.0.status().as_u16());
+            Ok(answer)
+        }
         Err(SendError::Connect(e)) => {
             cluster.report_connect_failure(ep);
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
@@ -271,42 +340,53 @@ async fn forward(
                 "meshctl: upstream connect failure in cluster '{}'\n",
                 cluster.name
             );
-            return local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg);
+            Err(local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg))
         }
         Err(SendError::Upstream(e)) => {
             cluster.stats.upstream_errors.inc();
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "upstream error: {e:?}");
             let msg = format!("meshctl: upstream error in cluster '{}'\n", cluster.name);
-            return local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg);
+            Err(local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg))
         }
-    };
-    cluster.stats.latency.record(sent.elapsed());
-    cluster.report_success(ep);
-    cluster.stats.responses.record(resp.status().as_u16());
+    }
+}
 
+/// Step 3: the response for the client. A 101 joins the two upgraded
+/// connections in a tunnel; anything else streams back metered, with the
+/// route's response edits. `held` (the active-request guards and the pool
+/// check-in) lives as long as the body or the tunnel.
+async fn finish(
+    listener: &Arc<Listener>,
+    route: &Route<Arc<Cluster>>,
+    cluster: &Arc<Cluster>,
+    conn: &ConnInfo,
+    downstream: Downstream,
+    mut resp: Response<Incoming>,
+    held: (ActiveGuards, Option<Checkin>),
+) -> Response<ProxyBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(down) = downstream_upgrade {
+        if let Some(down) = downstream.upgrade {
             let up = hyper::upgrade::on(&mut resp);
             let abort = conn.drain.abort.clone();
-            let tunnel = tunnel(down, up, listener.clone(), cluster.clone(), abort, guards);
+            let tunnel = tunnel(down, up, listener.clone(), cluster.clone(), abort, held);
             conn.drain.tracker.spawn(tunnel);
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
             route.response_headers.apply(&mut parts.headers);
-            parts.version = downstream_version;
+            parts.version = downstream.version;
             return Response::from_parts(parts, ProxyBody::empty());
         }
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     route.response_headers.apply(&mut parts.headers);
-    parts.version = downstream_version;
+    parts.version = downstream.version;
     let meter = Meter {
         listener: listener.stats.clone(),
         cluster: cluster.stats.clone(),
         direction: Direction::Response,
     };
-    let body = ProxyBody::streamed(body, meter, Some(Box::new((guards, checkin))))
+    let body = ProxyBody::streamed(body, meter, Some(Box::new(held)))
         .prefetch()
         .await;
     Response::from_parts(parts, body)

@@ -7,12 +7,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::{admin, proxy};
-use crate::engine::Shared;
+use crate::drain::Drain;
 use crate::io::Stream;
-use crate::listener::Drain;
+use crate::pki::SpiffeId;
+use crate::shared::Shared;
 use crate::snapshot::{Listener, ListenerId, Role};
 use crate::stats::Active;
-use crate::tls::SpiffeId;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;

@@ -4,10 +4,9 @@
 //! request must match one; otherwise the listener's default decides.
 
 use http::Method;
-use serde_json::Value;
 
-use crate::config::{Decoder, Fields};
-use crate::tls::SpiffeId;
+use crate::config::{Action, AuthorizationConfig, RuleConfig};
+use crate::pki::SpiffeId;
 
 /// A `*` glob: `*` stands for any run of characters, everything else is literal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +20,11 @@ impl Glob {
         Glob {
             parts: pattern.split('*').map(str::to_string).collect(),
         }
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> String {
+        self.parts.join("*")
     }
 
     pub fn matches(&self, text: &str) -> bool {
@@ -50,12 +54,6 @@ impl Glob {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Allow,
-    Deny,
-}
-
 /// One rule: every field given must match; an empty field matches anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -72,11 +70,41 @@ pub struct Rule {
 /// path, or nothing for a TCP connection.
 pub type Operation<'a> = Option<(&'a Method, &'a str)>;
 
+/// The first condition of a rule that a request does not meet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    Principal,
+    Namespace,
+    Service,
+    Path,
+    Method,
+    /// An ALLOW rule that names a path or method, on a TCP connection.
+    NoOperation,
+}
+
 fn any(globs: &[Glob], value: Option<&str>) -> bool {
     globs.is_empty() || value.is_some_and(|v| globs.iter().any(|g| g.matches(v)))
 }
 
+fn globs(patterns: &[String]) -> Vec<Glob> {
+    patterns.iter().map(|p| Glob::new(p)).collect()
+}
+
+// === impl Rule ===
+
 impl Rule {
+    fn new(cfg: &RuleConfig) -> Rule {
+        Rule {
+            name: cfg.name.clone(),
+            action: cfg.action,
+            principals: globs(&cfg.principals),
+            namespaces: globs(&cfg.namespaces),
+            services: globs(&cfg.services),
+            paths: globs(&cfg.paths),
+            methods: cfg.methods.clone(),
+        }
+    }
+
     fn has_source(&self) -> bool {
         !(self.principals.is_empty() && self.namespaces.is_empty() && self.services.is_empty())
     }
@@ -85,25 +113,52 @@ impl Rule {
         !(self.paths.is_empty() && self.methods.is_empty())
     }
 
-    fn matches(&self, peer: Option<&SpiffeId>, op: Operation<'_>) -> bool {
+    /// None when the rule matches; else the first condition that fails, in
+    /// the order principal, namespace, service, path, method.
+    pub fn miss(&self, peer: Option<&SpiffeId>, op: Operation<'_>) -> Option<Miss> {
         // A source condition needs a verified peer: plaintext matches none.
         if self.has_source() {
-            let Some(peer) = peer else { return false };
-            if !(any(&self.principals, Some(peer.as_str()))
-                && any(&self.namespaces, peer.namespace())
-                && any(&self.services, peer.service()))
-            {
-                return false;
+            if !any(&self.principals, peer.map(SpiffeId::as_str)) {
+                return Some(Miss::Principal);
+            }
+            if !any(&self.namespaces, peer.and_then(SpiffeId::namespace)) {
+                return Some(Miss::Namespace);
+            }
+            if !any(&self.services, peer.and_then(SpiffeId::service)) {
+                return Some(Miss::Service);
             }
         }
         match op {
             Some((method, path)) => {
-                any(&self.paths, Some(path))
-                    && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+                if !any(&self.paths, Some(path)) {
+                    Some(Miss::Path)
+                } else if !(self.methods.is_empty() || self.methods.contains(method)) {
+                    Some(Miss::Method)
+                } else {
+                    None
+                }
             }
             // TCP has no path or method: an ALLOW that asks for one cannot be met;
             // a DENY that names one still applies (the stricter reading).
-            None => self.action == Action::Deny || !self.has_operation(),
+            None if self.action == Action::Allow && self.has_operation() => Some(Miss::NoOperation),
+            None => None,
+        }
+    }
+
+    fn matches(&self, peer: Option<&SpiffeId>, op: Operation<'_>) -> bool {
+        self.miss(peer, op).is_none()
+    }
+
+    /// The patterns (or methods) of the condition `miss` names, as configured.
+    pub fn wanted(&self, miss: Miss) -> Vec<String> {
+        let patterns = |g: &[Glob]| g.iter().map(Glob::pattern).collect();
+        match miss {
+            Miss::Principal => patterns(&self.principals),
+            Miss::Namespace => patterns(&self.namespaces),
+            Miss::Service => patterns(&self.services),
+            Miss::Path => patterns(&self.paths),
+            Miss::Method => self.methods.iter().map(ToString::to_string).collect(),
+            Miss::NoOperation => Vec::new(),
         }
     }
 }
@@ -122,7 +177,29 @@ pub enum Decision<'a> {
     Deny(&'a str),
 }
 
+// === impl Authorization ===
+
 impl Authorization {
+    pub fn new(cfg: &AuthorizationConfig) -> Authorization {
+        let of = |action| {
+            cfg.rules
+                .iter()
+                .filter(|r| r.action == action)
+                .map(Rule::new)
+                .collect()
+        };
+        Authorization {
+            default_allow: cfg.default_allow,
+            deny: of(Action::Deny),
+            allow: of(Action::Allow),
+        }
+    }
+
+    /// Every rule in the order they are tried: DENY rules, then ALLOW rules.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.deny.iter().chain(&self.allow)
+    }
+
     pub fn decide(&self, peer: Option<&SpiffeId>, op: Operation<'_>) -> Decision<'_> {
         if let Some(rule) = self.deny.iter().find(|r| r.matches(peer, op)) {
             return Decision::Deny(&rule.name);
@@ -141,105 +218,10 @@ impl Authorization {
     }
 }
 
-// === impl Decoder (authorization) ===
-
-impl Decoder {
-    fn globs(&mut self, f: &Fields<'_>, key: &str) -> Vec<Glob> {
-        self.list(f, key, false)
-            .into_iter()
-            .filter_map(|(p, v)| match v.as_str() {
-                Some(s) if !s.is_empty() => Some(Glob::new(s)),
-                _ => {
-                    self.err(p, "expected a non-empty pattern");
-                    None
-                }
-            })
-            .collect()
-    }
-
-    pub(crate) fn authorization(&mut self, v: &Value, path: &str) -> Option<Authorization> {
-        let f = self.object(v, path, &["default", "rules"])?;
-        let default_allow = match self.string(&f, "default", false).as_deref() {
-            None | Some("allow") => true,
-            Some("deny") => false,
-            Some(other) => {
-                self.err(
-                    f.at("default"),
-                    format!("'{other}' is not one of: allow, deny"),
-                );
-                true
-            }
-        };
-        let mut auth = Authorization {
-            default_allow,
-            deny: Vec::new(),
-            allow: Vec::new(),
-        };
-        for (i, (p, item)) in self.list(&f, "rules", false).into_iter().enumerate() {
-            let Some(rf) = self.object(
-                item,
-                &p,
-                &[
-                    "name",
-                    "action",
-                    "principals",
-                    "namespaces",
-                    "services",
-                    "paths",
-                    "methods",
-                ],
-            ) else {
-                continue;
-            };
-            let name = self
-                .string(&rf, "name", false)
-                .unwrap_or_else(|| format!("rules[{i}]"));
-            let action = match self.string(&rf, "action", true).as_deref() {
-                Some("allow") => Action::Allow,
-                Some("deny") => Action::Deny,
-                Some(other) => {
-                    self.err(
-                        rf.at("action"),
-                        format!("'{other}' is not one of: allow, deny"),
-                    );
-                    continue;
-                }
-                None => continue,
-            };
-            let methods = self
-                .list(&rf, "methods", false)
-                .into_iter()
-                .filter_map(
-                    |(mp, v)| match v.as_str().map(|s| Method::from_bytes(s.as_bytes())) {
-                        Some(Ok(m)) => Some(m),
-                        _ => {
-                            self.err(mp, "expected an HTTP method");
-                            None
-                        }
-                    },
-                )
-                .collect();
-            let rule = Rule {
-                name,
-                action,
-                principals: self.globs(&rf, "principals"),
-                namespaces: self.globs(&rf, "namespaces"),
-                services: self.globs(&rf, "services"),
-                paths: self.globs(&rf, "paths"),
-                methods,
-            };
-            match action {
-                Action::Allow => auth.allow.push(rule),
-                Action::Deny => auth.deny.push(rule),
-            }
-        }
-        Some(auth)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn globs_match_like_shell_stars() {
@@ -265,12 +247,12 @@ mod tests {
         }
     }
 
-    fn policy(doc: &str) -> Authorization {
-        let value: Value = serde_yaml::from_str(doc).unwrap();
-        let mut d = Decoder::default();
-        let a = d.authorization(&value, "authorization").unwrap();
-        assert!(d.issues.is_empty(), "{:?}", d.issues);
-        a
+    /// The authorization of a one-listener config with this section.
+    fn policy(section: &str) -> Authorization {
+        let doc = format!("listeners:\n - name: l\n   address: 127.0.0.1:1\n   protocol: tcp\n   cluster: c\n   authorization:\n{}\nclusters: [{{name: c, endpoints: []}}]\n",
+            section.lines().map(|l| format!("     {l}\n")).collect::<String>());
+        let config = Config::parse(&doc).expect("valid");
+        Authorization::new(config.listeners[0].authorization.as_ref().expect("present"))
     }
 
     #[test]
@@ -315,26 +297,6 @@ mod tests {
         assert_eq!(
             allow.decide(None, Some((&Method::DELETE, "/"))),
             Decision::Deny("rules[0]")
-        );
-    }
-
-    #[test]
-    fn bad_rules_are_reported_with_paths() {
-        let value: Value = serde_yaml::from_str(
-            "default: maybe\nrules: [{action: permit}, {action: allow, methods: ['GE T'], paths: ['']}]\n",
-        )
-        .unwrap();
-        let mut d = Decoder::default();
-        d.authorization(&value, "l.authorization");
-        let paths: Vec<&str> = d.issues.iter().map(|i| i.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "l.authorization.default",
-                "l.authorization.rules[0].action",
-                "l.authorization.rules[1].methods[0]",
-                "l.authorization.rules[1].paths[0]"
-            ]
         );
     }
 }

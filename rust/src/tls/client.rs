@@ -11,7 +11,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::verify::{CurrentCert, PeerVerifier};
-use super::{provider, IdentityCell};
+use super::IdentityCell;
+use crate::pki::provider;
 
 pub struct ClientTls {
     connector: TlsConnector,

@@ -12,10 +12,12 @@ use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::spiffe::SpiffeId;
 use super::verify::{CurrentCert, MeshClientVerifier};
-use super::{provider, IdentityCell};
+use super::IdentityCell;
+use crate::config::EdgeCertificates;
 use crate::io::Stream;
+use crate::pki::provider;
+use crate::pki::SpiffeId;
 use crate::stats::ListenerStats;
 
 /// A client that sends nothing, or stalls mid-handshake, is cut off after this.
@@ -64,12 +66,12 @@ impl ServerTls {
 
     /// Edge TLS: TLS 1.2 and 1.3 with the provider's AEAD suites only, a
     /// certificate per SNI name, no client certificate.
-    pub fn edge(certs: Arc<SniCertificates>, alpn_h2: bool) -> ServerTls {
+    pub fn edge(certs: &EdgeCertificates, alpn_h2: bool) -> ServerTls {
         let mut config = ServerConfig::builder_with_provider(provider().clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .expect("the ring provider supports TLS 1.2 and 1.3")
             .with_no_client_auth()
-            .with_cert_resolver(certs);
+            .with_cert_resolver(Arc::new(SniCertificates::new(certs)));
         config.alpn_protocols = if alpn_h2 {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         } else {
@@ -147,21 +149,19 @@ impl ServerTls {
 /// longest `*.suffix` wildcard; a client without SNI (or with an unknown
 /// name) gets the first certificate.
 #[derive(Debug)]
-pub struct SniCertificates {
+struct SniCertificates {
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: Vec<(String, Arc<CertifiedKey>)>,
     default: Arc<CertifiedKey>,
-    /// The PEM sources, so that an unchanged config compares equal.
-    source: Vec<u8>,
 }
 
 impl SniCertificates {
-    /// `entries`: server names and the certified key serving them, in order.
-    pub fn new(entries: Vec<(Vec<String>, Arc<CertifiedKey>)>, source: Vec<u8>) -> Option<Self> {
-        let default = entries.first()?.1.clone();
+    /// The config decoder guarantees at least one certificate.
+    fn new(certs: &EdgeCertificates) -> Self {
+        let default = certs.entries[0].1.clone();
         let mut exact = HashMap::new();
         let mut wildcard = Vec::new();
-        for (names, key) in entries {
+        for (names, key) in &certs.entries {
             for name in names {
                 let name = name.to_ascii_lowercase();
                 match name.strip_prefix("*.") {
@@ -173,12 +173,11 @@ impl SniCertificates {
             }
         }
         wildcard.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
-        Some(SniCertificates {
+        SniCertificates {
             exact,
             wildcard,
             default,
-            source,
-        })
+        }
     }
 
     fn lookup(&self, name: &str) -> Arc<CertifiedKey> {
@@ -194,12 +193,6 @@ impl SniCertificates {
                     .is_some_and(|label| !label.is_empty() && !label.contains('.'))
             })
             .map_or_else(|| self.default.clone(), |(_, key)| key.clone())
-    }
-}
-
-impl PartialEq for SniCertificates {
-    fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
     }
 }
 

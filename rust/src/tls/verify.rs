@@ -13,8 +13,9 @@ use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 
-use super::spiffe::SpiffeId;
-use super::{provider, IdentityCell};
+use super::IdentityCell;
+use crate::pki::provider;
+use crate::pki::SpiffeId;
 
 fn no_identity() -> Error {
     Error::General("no mesh identity is installed".into())

@@ -1,4 +1,4 @@
-//! The TLS parts of the data-plane config: the proxy's `identity`, a
+//! The TLS sections of the data-plane config: the proxy's `identity`, a
 //! listener's `tls` and a cluster's `tls`. Certificates and keys are read
 //! (inline PEM, or a `*_file`) and checked while the document is decoded,
 //! so a bad or expired certificate fails `update()` with its field path.
@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rustls::sign::CertifiedKey;
 use serde_json::Value;
 
-use super::identity::{certified_key, Identity, IdentityError};
-use super::server::SniCertificates;
-use super::spiffe::SpiffeId;
-use crate::config::{join, Decoder, Fields};
+use super::decode::{join, Decoder, Fields};
+use crate::pki::identity::{certified_key, Identity, IdentityError};
+use crate::pki::SpiffeId;
 
 /// A listener's server-side TLS.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +21,23 @@ pub enum ListenerTls {
     /// Mesh mTLS, or plaintext (counted) while a service migrates.
     Permissive,
     /// Edge TLS with operator certificates, no client certificate.
-    Simple(Arc<SniCertificates>),
+    Simple(Arc<EdgeCertificates>),
+}
+
+/// The operator certificates of an edge listener, checked, in the order
+/// given: the first one serves clients without a known server name.
+#[derive(Debug)]
+pub struct EdgeCertificates {
+    /// Server names (`*.suffix` allowed) and the certified key serving them.
+    pub entries: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+    /// The PEM sources, so that an unchanged config compares equal.
+    source: Vec<u8>,
+}
+
+impl PartialEq for EdgeCertificates {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
 }
 
 impl ListenerTls {
@@ -77,7 +93,7 @@ impl Decoder {
         self.err(join(path, e.field), e.message);
     }
 
-    pub(crate) fn identity(&mut self, v: &Value, path: &str) -> Option<Arc<Identity>> {
+    pub(super) fn identity(&mut self, v: &Value, path: &str) -> Option<Arc<Identity>> {
         let f = self.object(
             v,
             path,
@@ -102,7 +118,7 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn listener_tls(&mut self, v: &Value, path: &str) -> Option<ListenerTls> {
+    pub(super) fn listener_tls(&mut self, v: &Value, path: &str) -> Option<ListenerTls> {
         let f = self.object(v, path, &["mode", "certificates"])?;
         let mode = self.string(&f, "mode", true)?;
         if mode != "simple" && f.get("certificates").is_some() {
@@ -153,7 +169,10 @@ impl Decoder {
                     }
                     return None;
                 }
-                SniCertificates::new(entries, source).map(|c| ListenerTls::Simple(Arc::new(c)))
+                Some(ListenerTls::Simple(Arc::new(EdgeCertificates {
+                    entries,
+                    source,
+                })))
             }
             other => {
                 self.err(
@@ -190,7 +209,7 @@ impl Decoder {
         names
     }
 
-    pub(crate) fn cluster_tls(&mut self, v: &Value, path: &str) -> Option<ClusterTls> {
+    pub(super) fn cluster_tls(&mut self, v: &Value, path: &str) -> Option<ClusterTls> {
         let f = self.object(v, path, &["peer_ids"])?;
         let mut peer_ids = Vec::new();
         for (p, v) in self.list(&f, "peer_ids", true) {
@@ -206,5 +225,49 @@ impl Decoder {
             return None;
         }
         Some(ClusterTls { peer_ids })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::*;
+
+    #[test]
+    fn mesh_tls_needs_an_identity_and_valid_fields() {
+        let got = issues(
+            "listeners:\n \
+             - {name: a, address: 127.0.0.1:1, protocol: tcp, cluster: c, tls: {mode: strict, certificates: []}}\n \
+             - {name: b, address: 127.0.0.1:2, protocol: tcp, cluster: c, tls: {mode: mutual}}\n \
+             - {name: e, address: 127.0.0.1:3, protocol: tcp, cluster: c, tls: {mode: simple, certificates: [{server_names: ['bad name'], cert_chain: x, cert_chain_file: y}]}}\n\
+             clusters:\n - {name: c, endpoints: [], tls: {peer_ids: ['not-spiffe']}}\n",
+        );
+        for want in [
+            "listeners[0].tls.certificates: only mode simple takes certificates",
+            "listeners[0].tls: mesh mTLS needs the proxy's identity",
+            "listeners[1].tls.mode: 'mutual' is not one of: strict, permissive, simple",
+            "listeners[2].tls.certificates[0].server_names[0]: 'bad name' is not a host name",
+            "listeners[2].tls.certificates[0].cert_chain: give cert_chain or cert_chain_file, not both",
+            "listeners[2].tls.certificates[0].private_key: required (or give private_key_file)",
+            "clusters[0].tls: mesh mTLS needs the proxy's identity",
+            "clusters[0].tls.peer_ids[0]: expected a SPIFFE ID",
+        ] {
+            assert!(has(&got, want), "missing {want:?} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn an_identity_reports_each_part() {
+        let got = issues("identity: {cert_chain_file: /nonexistent/chain.pem, private_key: x}\n");
+        assert!(
+            has(
+                &got,
+                "identity.cert_chain_file: cannot read '/nonexistent/chain.pem'"
+            ),
+            "{got:?}"
+        );
+        assert!(
+            has(&got, "identity.roots: required (or give roots_file)"),
+            "{got:?}"
+        );
     }
 }

@@ -1,0 +1,244 @@
+//! A cluster's section: its endpoints, load balancer, upstream protocol,
+//! connect timeout, outlier detection and mesh mTLS.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use serde_json::Value;
+
+use super::decode::{join, Decoder, MAX_WEIGHT};
+use super::tls::ClusterTls;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    RingHash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub lb: LbPolicy,
+    /// ring_hash only: the request header hashed; the client address when absent.
+    pub hash_header: Option<HeaderName>,
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub endpoints: Vec<EndpointConfig>,
+    pub outlier: OutlierConfig,
+    /// Mesh mTLS to the endpoints, which must present one of these identities.
+    pub tls: Option<ClusterTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// `host:port`; an IP literal or a name resolved at connect time.
+    pub address: String,
+    pub weight: u32,
+}
+
+/// Passive health: an endpoint that fails to connect this many times in a row
+/// is skipped for `ejection`, unless it is the last one available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub ejection: Duration,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 5,
+            ejection: Duration::from_secs(10),
+        }
+    }
+}
+
+// === impl Decoder (cluster) ===
+
+impl Decoder {
+    pub(super) fn cluster(
+        &mut self,
+        v: &Value,
+        path: &str,
+        seen: &mut HashSet<String>,
+    ) -> Option<ClusterConfig> {
+        let f = self.object(
+            v,
+            path,
+            &[
+                "name",
+                "lb",
+                "hash_header",
+                "protocol",
+                "connect_timeout_ms",
+                "endpoints",
+                "outlier_detection",
+                "tls",
+            ],
+        )?;
+        let name = self.name(&f, seen, "cluster");
+        let lb = match self.string(&f, "lb", false).as_deref() {
+            None | Some("round_robin") => LbPolicy::RoundRobin,
+            Some("least_request") => LbPolicy::LeastRequest,
+            Some("random") => LbPolicy::Random,
+            Some("ring_hash") => LbPolicy::RingHash,
+            Some(other) => {
+                self.err(
+                    f.at("lb"),
+                    format!(
+                        "'{other}' is not one of: round_robin, least_request, random, ring_hash"
+                    ),
+                );
+                LbPolicy::RoundRobin
+            }
+        };
+        let hash_header = self.string(&f, "hash_header", false).and_then(|h| {
+            if lb != LbPolicy::RingHash {
+                self.err(f.at("hash_header"), "only used with lb: ring_hash");
+            }
+            HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| {
+                    self.err(
+                        f.at("hash_header"),
+                        format!("'{h}' is not a valid header name"),
+                    )
+                })
+                .ok()
+        });
+        let protocol = match self.string(&f, "protocol", false).as_deref() {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("http2") => UpstreamProtocol::Http2,
+            Some(other) => {
+                self.err(
+                    f.at("protocol"),
+                    format!("'{other}' is not one of: http1, http2"),
+                );
+                UpstreamProtocol::Http1
+            }
+        };
+        let connect_timeout = self.millis(&f, "connect_timeout_ms", 1_000);
+        let tls = f.get("tls").and_then(|t| {
+            self.need_identity(&f.at("tls"));
+            self.cluster_tls(t, &f.at("tls"))
+        });
+        let mut seen_eps = HashSet::new();
+        let endpoints = self
+            .list(&f, "endpoints", true)
+            .into_iter()
+            .filter_map(|(p, v)| {
+                let ep = self.endpoint(v, &p)?;
+                if !seen_eps.insert(ep.address.clone()) {
+                    self.err(
+                        join(&p, "address"),
+                        format!("duplicate endpoint '{}'", ep.address),
+                    );
+                }
+                Some(ep)
+            })
+            .collect();
+        let outlier = match f.get("outlier_detection") {
+            None => OutlierConfig::default(),
+            Some(o) => {
+                let path = f.at("outlier_detection");
+                let of = self.object(o, &path, &["consecutive_failures", "ejection_ms"])?;
+                let d = OutlierConfig::default();
+                OutlierConfig {
+                    consecutive_failures: self
+                        .uint(&of, "consecutive_failures", 0, 1_000)
+                        .map_or(d.consecutive_failures, |n| n as u32),
+                    ejection: self.millis(&of, "ejection_ms", d.ejection.as_millis() as u64),
+                }
+            }
+        };
+        Some(ClusterConfig {
+            name: name?,
+            lb,
+            hash_header,
+            protocol,
+            connect_timeout,
+            endpoints,
+            outlier,
+            tls,
+        })
+    }
+
+    fn endpoint(&mut self, v: &Value, path: &str) -> Option<EndpointConfig> {
+        let f = self.object(v, path, &["address", "weight"])?;
+        let address = self.string(&f, "address", true)?;
+        let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if !port_ok {
+            self.err(
+                f.at("address"),
+                format!("'{address}' is not a host:port address"),
+            );
+        }
+        let weight = self.uint(&f, "weight", 1, MAX_WEIGHT).unwrap_or(1) as u32;
+        Some(EndpointConfig { address, weight })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::*;
+    use crate::config::{Config, LbPolicy, UpstreamProtocol};
+
+    fn cluster_issues(cluster: &str) -> Vec<String> {
+        issues(&format!("clusters:\n - {cluster}\n"))
+    }
+
+    #[test]
+    fn accepts_every_cluster_field() {
+        let c = Config::parse(
+            "clusters:\n - {name: a, lb: ring_hash, hash_header: X-User, protocol: http2, connect_timeout_ms: 250, \
+             outlier_detection: {consecutive_failures: 3, ejection_ms: 500}, endpoints: [{address: 'h:1', weight: 2}]}\n",
+        )
+        .expect("valid");
+        let a = &c.clusters[0];
+        assert_eq!(a.lb, LbPolicy::RingHash);
+        assert_eq!(a.hash_header.as_ref().map(|h| h.as_str()), Some("x-user"));
+        assert_eq!(a.protocol, UpstreamProtocol::Http2);
+        assert_eq!(a.connect_timeout.as_millis(), 250);
+        assert_eq!(a.outlier.consecutive_failures, 3);
+        assert_eq!(a.outlier.ejection.as_millis(), 500);
+        assert_eq!(a.endpoints[0].weight, 2);
+    }
+
+    #[test]
+    fn rejects_bad_clusters_with_paths() {
+        let got = cluster_issues(
+            "{name: 'a b', lb: fastest, hash_header: x-user, protocol: h3, connect_timeout_ms: 0, \
+             outlier_detection: {consecutive_failures: -1, colour: red}, \
+             endpoints: [{address: nowhere}, {address: 'h:1', weight: 0}, {address: 'h:1'}]}",
+        );
+        for want in [
+            "clusters[0].name: 'a b' may only hold",
+            "clusters[0].lb: 'fastest' is not one of",
+            "clusters[0].hash_header: only used with lb: ring_hash",
+            "clusters[0].protocol: 'h3' is not one of: http1, http2",
+            "clusters[0].connect_timeout_ms: 0 is out of range",
+            "clusters[0].outlier_detection.colour: unknown field",
+            "clusters[0].outlier_detection.consecutive_failures: expected a whole number",
+            "clusters[0].endpoints[0].address: 'nowhere' is not a host:port address",
+            "clusters[0].endpoints[1].weight: 0 is out of range",
+            "clusters[0].endpoints[2].address: duplicate endpoint 'h:1'",
+        ] {
+            assert!(has(&got, want), "missing {want:?} in {got:?}");
+        }
+        assert_eq!(got.len(), 10, "{got:?}");
+        assert_eq!(
+            cluster_issues("{name: a}"),
+            ["clusters[0].endpoints: required"]
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! A listener's section: its address, protocol (http routes or tcp
+//! backends), server TLS and authorization.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use serde_json::Value;
+
+use super::authorization::AuthorizationConfig;
+use super::decode::Decoder;
+use super::route::{BackendConfig, RouteConfig};
+use super::tls::ListenerTls;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub kind: ListenerKind,
+    pub tls: Option<ListenerTls>,
+    pub authorization: Option<AuthorizationConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListenerKind {
+    Http {
+        routes: Vec<RouteConfig>,
+    },
+    /// `cluster: NAME` is read as one backend of weight 1.
+    Tcp {
+        backends: Vec<BackendConfig>,
+    },
+}
+
+// === impl Decoder (listener) ===
+
+impl Decoder {
+    pub(super) fn listener(
+        &mut self,
+        v: &Value,
+        path: &str,
+        seen: &mut HashSet<String>,
+        clusters: &HashSet<String>,
+    ) -> Option<ListenerConfig> {
+        let f = self.object(
+            v,
+            path,
+            &[
+                "name",
+                "address",
+                "protocol",
+                "routes",
+                "cluster",
+                "backends",
+                "tls",
+                "authorization",
+            ],
+        )?;
+        let name = self.name(&f, seen, "listener");
+        let address = self.socket_addr(&f, "address");
+        let protocol = self
+            .string(&f, "protocol", false)
+            .unwrap_or_else(|| "http".into());
+        let kind = match protocol.as_str() {
+            "http" => {
+                if f.get("cluster").is_some() {
+                    self.err(
+                        f.at("cluster"),
+                        "only tcp listeners take a cluster; http ones take routes",
+                    );
+                }
+                if f.get("backends").is_some() {
+                    self.err(
+                        f.at("backends"),
+                        "only tcp listeners take backends; http ones take them per route",
+                    );
+                }
+                let routes = self
+                    .list(&f, "routes", true)
+                    .into_iter()
+                    .filter_map(|(p, v)| self.route(v, &p, clusters))
+                    .collect();
+                Some(ListenerKind::Http { routes })
+            }
+            "tcp" => {
+                if f.get("routes").is_some() {
+                    self.err(
+                        f.at("routes"),
+                        "tcp listeners take a cluster or backends, not routes",
+                    );
+                }
+                // Both forms are checked even when both are given (an error already).
+                let single = self.string(&f, "cluster", false).map(|c| {
+                    if !clusters.contains(&c) {
+                        self.err(f.at("cluster"), format!("unknown cluster '{c}'"));
+                    }
+                    vec![BackendConfig {
+                        cluster: c,
+                        weight: 1,
+                    }]
+                });
+                let weighted = f
+                    .get("backends")
+                    .map(|_| self.backends(&f, false, clusters));
+                match (single, weighted) {
+                    (Some(backends), None) | (None, Some(backends)) => {
+                        Some(ListenerKind::Tcp { backends })
+                    }
+                    (Some(_), Some(_)) => {
+                        self.err(path, "give either cluster or backends, not both");
+                        None
+                    }
+                    (None, None) => {
+                        if f.get("cluster").is_none() {
+                            self.err(f.at("cluster"), "required (or give backends)");
+                        }
+                        None
+                    }
+                }
+            }
+            other => {
+                self.err(
+                    f.at("protocol"),
+                    format!("'{other}' is not one of: http, tcp"),
+                );
+                None
+            }
+        };
+        let tls = f
+            .get("tls")
+            .and_then(|t| self.listener_tls(t, &f.at("tls")));
+        if tls.as_ref().is_some_and(ListenerTls::is_mesh) {
+            self.need_identity(&f.at("tls"));
+        }
+        let authorization = f
+            .get("authorization")
+            .and_then(|a| self.authorization(a, &f.at("authorization")));
+        Some(ListenerConfig {
+            name: name?,
+            address: address?,
+            kind: kind?,
+            tls,
+            authorization,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::*;
+
+    #[test]
+    fn tcp_listeners_take_a_cluster_or_weighted_backends() {
+        let listeners = |l: &str| {
+            issues(&format!(
+                "listeners:\n{l}clusters: [{{name: a, endpoints: []}}, {{name: b, endpoints: []}}]\n"
+            ))
+        };
+        let got = listeners(
+            " - {name: both, address: 127.0.0.1:1, protocol: tcp, cluster: a, backends: [{cluster: b}]}\n \
+             - {name: none, address: 127.0.0.1:2, protocol: tcp}\n \
+             - {name: empty, address: 127.0.0.1:3, protocol: tcp, backends: []}\n \
+             - {name: bad, address: 127.0.0.1:4, protocol: tcp, backends: [{cluster: c, weight: 20000}]}\n \
+             - {name: web, address: 127.0.0.1:5, routes: [], backends: [{cluster: a}]}\n",
+        );
+        for want in [
+            "listeners[0]: give either cluster or backends, not both",
+            "listeners[1].cluster: required (or give backends)",
+            "listeners[2].backends: must name at least one backend",
+            "listeners[3].backends[0].cluster: unknown cluster 'c'",
+            "listeners[3].backends[0].weight: 20000 is out of range",
+            "listeners[4].backends: only tcp listeners take backends",
+        ] {
+            assert!(has(&got, want), "missing {want:?} in {got:?}");
+        }
+        assert_eq!(got.len(), 6, "{got:?}");
+    }
+}

@@ -1,0 +1,326 @@
+//! A route's section: what it matches (host, path, method, headers, query)
+//! and the weighted backends it forwards to. Its filters (header edits,
+//! rewrite, redirect) are decoded in `filter`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::Method;
+use serde_json::Value;
+
+use super::decode::{Decoder, Fields, MAX_WEIGHT};
+use super::filter::{HeaderModifier, Message, RedirectConfig, RewriteConfig};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: Option<String>,
+    pub matcher: MatchConfig,
+    /// Empty exactly when `redirect` is set.
+    pub backends: Vec<BackendConfig>,
+    pub timeout: Option<Duration>,
+    /// Applied to the request sent upstream (no effect on a redirect route).
+    pub request_headers: HeaderModifier,
+    /// Applied to upstream responses and to this route's redirects (not to
+    /// the proxy's error replies).
+    pub response_headers: HeaderModifier,
+    pub rewrite: Option<RewriteConfig>,
+    /// The route answers by itself; nothing is forwarded.
+    pub redirect: Option<RedirectConfig>,
+}
+
+/// Header edits, applied in the order remove, set, add.
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MatchConfig {
+    /// Lower-cased; `*.example.com` matches any subdomain.
+    pub host: Option<String>,
+    pub path: PathMatch,
+    pub method: Option<Method>,
+    pub headers: Vec<(HeaderName, String)>,
+    /// Query parameters that must be present with exactly this value (after
+    /// percent-decoding); a repeated parameter matches if any of its values does.
+    pub query: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PathMatch {
+    #[default]
+    Any,
+    Exact(String),
+    /// Segment-aware, as in the Gateway API: `/api` matches `/api` and
+    /// `/api/x` but not `/apix`.
+    Prefix(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub cluster: String,
+    pub weight: u32,
+}
+
+/// A `path_regex` as the data plane runs it: anchored at both ends. The
+/// control plane checks its regexes with this too (through `_core`).
+pub fn path_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
+// === impl Decoder (route) ===
+
+impl Decoder {
+    pub(super) fn route(
+        &mut self,
+        v: &Value,
+        path: &str,
+        clusters: &HashSet<String>,
+    ) -> Option<RouteConfig> {
+        let f = self.object(
+            v,
+            path,
+            &[
+                "name",
+                "match",
+                "backends",
+                "timeout_ms",
+                "request_headers",
+                "response_headers",
+                "rewrite",
+                "redirect",
+            ],
+        )?;
+        let name = self.string(&f, "name", false);
+        let matcher = match f.get("match") {
+            Some(m) => self.matcher(m, &f.at("match")),
+            None => Some(MatchConfig::default()),
+        };
+        // Read from the document, so that a broken match adds no second error here.
+        let has_prefix = f
+            .get("match")
+            .and_then(|m| m.get("path_prefix"))
+            .is_some_and(|p| !p.is_null());
+        let redirect = f
+            .get("redirect")
+            .and_then(|r| self.redirect(r, &f.at("redirect"), has_prefix));
+        let backends = if f.get("redirect").is_some() {
+            // These contradict a redirect. request_headers is let through with no
+            // effect: the Gateway API allows a RequestHeaderModifier beside a redirect.
+            for key in ["backends", "timeout_ms", "rewrite"] {
+                if f.get(key).is_some() {
+                    self.err(
+                        f.at(key),
+                        "not allowed with redirect: the route answers by itself and forwards nothing",
+                    );
+                }
+            }
+            Vec::new()
+        } else {
+            self.backends(&f, true, clusters)
+        };
+        let timeout = self
+            .uint(&f, "timeout_ms", 1, 86_400_000)
+            .map(Duration::from_millis);
+        let request_headers = f
+            .get("request_headers")
+            .and_then(|h| self.header_modifier(h, &f.at("request_headers"), Message::Request))
+            .unwrap_or_default();
+        let response_headers = f
+            .get("response_headers")
+            .and_then(|h| self.header_modifier(h, &f.at("response_headers"), Message::Response))
+            .unwrap_or_default();
+        let rewrite = f
+            .get("rewrite")
+            .and_then(|r| self.rewrite(r, &f.at("rewrite"), has_prefix));
+        Some(RouteConfig {
+            name,
+            matcher: matcher?,
+            backends,
+            timeout,
+            request_headers,
+            response_headers,
+            rewrite,
+            redirect,
+        })
+    }
+
+    /// `backends: [{cluster, weight}]`, for routes and tcp listeners.
+    pub(super) fn backends(
+        &mut self,
+        f: &Fields<'_>,
+        required: bool,
+        clusters: &HashSet<String>,
+    ) -> Vec<BackendConfig> {
+        let backends = self
+            .list(f, "backends", required)
+            .into_iter()
+            .filter_map(|(p, v)| self.backend(v, &p, clusters))
+            .collect();
+        if f.get("backends")
+            .is_some_and(|b| b.as_array().is_some_and(|a| a.is_empty()))
+        {
+            self.err(f.at("backends"), "must name at least one backend");
+        }
+        backends
+    }
+
+    pub(super) fn matcher(&mut self, v: &Value, path: &str) -> Option<MatchConfig> {
+        let f = self.object(
+            v,
+            path,
+            &[
+                "host",
+                "path",
+                "path_prefix",
+                "path_regex",
+                "method",
+                "headers",
+                "query",
+            ],
+        )?;
+        let mut m = MatchConfig {
+            host: self
+                .string(&f, "host", false)
+                .map(|h| h.to_ascii_lowercase()),
+            ..MatchConfig::default()
+        };
+        let kinds: Vec<&str> = ["path", "path_prefix", "path_regex"]
+            .into_iter()
+            .filter(|k| f.get(k).is_some())
+            .collect();
+        if kinds.len() > 1 {
+            self.err(
+                path,
+                format!(
+                    "give at most one of path, path_prefix, path_regex (got {})",
+                    kinds.join(", ")
+                ),
+            );
+        }
+        // Check every path form given, even when more than one was (an error already).
+        let exact = self.string(&f, "path", false);
+        let prefix = self.string(&f, "path_prefix", false);
+        let regex = self.string(&f, "path_regex", false);
+        for (key, p) in [("path", &exact), ("path_prefix", &prefix)] {
+            if let Some(p) = p {
+                if !p.starts_with('/') {
+                    self.err(f.at(key), format!("'{p}' must start with '/'"));
+                }
+            }
+        }
+        if let Some(Err(e)) = regex.as_deref().map(path_regex) {
+            self.err(f.at("path_regex"), format!("invalid regex: {e}"));
+        }
+        m.path = match (exact, prefix, regex) {
+            (Some(p), _, _) => PathMatch::Exact(p),
+            (_, Some(p), _) => PathMatch::Prefix(p),
+            (_, _, Some(r)) => PathMatch::Regex(r),
+            _ => PathMatch::Any,
+        };
+        if let Some(method) = self.string(&f, "method", false) {
+            match Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
+                Ok(me) => m.method = Some(me),
+                Err(_) => self.err(f.at("method"), format!("'{method}' is not an HTTP method")),
+            }
+        }
+        for (at, name, value) in self.string_map(&f, "headers") {
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(hn) => m.headers.push((hn, value)),
+                Err(_) => self.err(at, "not a valid header name"),
+            }
+        }
+        for (at, name, value) in self.string_map(&f, "query") {
+            if name.is_empty() {
+                self.err(at, "a query parameter name must not be empty");
+            } else {
+                m.query.push((name, value));
+            }
+        }
+        Some(m)
+    }
+
+    fn backend(
+        &mut self,
+        v: &Value,
+        path: &str,
+        clusters: &HashSet<String>,
+    ) -> Option<BackendConfig> {
+        let f = self.object(v, path, &["cluster", "weight"])?;
+        let cluster = self.string(&f, "cluster", true)?;
+        if !clusters.contains(&cluster) {
+            self.err(f.at("cluster"), format!("unknown cluster '{cluster}'"));
+        }
+        let weight = self.uint(&f, "weight", 0, MAX_WEIGHT).unwrap_or(1) as u32;
+        Some(BackendConfig { cluster, weight })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::*;
+
+    #[test]
+    fn rejects_bad_matches() {
+        let got = issues(
+            "listeners:\n - name: a\n   address: 127.0.0.1:1\n   routes:\n    - match: {path: x, path_regex: '(', method: 'G E T', headers: {'bad name': v}}\n      backends: []\n",
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("listeners[0].routes[0].match: give at most one")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("listeners[0].routes[0].match.path: 'x' must start")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("listeners[0].routes[0].match.path_regex: invalid regex")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("listeners[0].routes[0].match.method")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("listeners[0].routes[0].match.headers.bad name")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("listeners[0].routes[0].backends: must name")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_query_matches() {
+        let got = route_issues(&[
+            "{match: {query: {page: 2, ok: '1', '': x}}, backends: [{cluster: a}]}",
+            "{match: {query: [v]}, backends: [{cluster: a}]}",
+        ]);
+        assert!(
+            got.contains(
+                &"listeners[0].routes[0].match.query.page: expected a string, got a number"
+                    .to_string()
+            ),
+            "{got:?}"
+        );
+        assert!(
+            has(
+                &got,
+                "listeners[0].routes[0].match.query.: a query parameter name must not be empty"
+            ),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(
+                &"listeners[0].routes[1].match.query: expected a mapping, got a list".to_string()
+            ),
+            "{got:?}"
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
+    }
+}

@@ -1,0 +1,57 @@
+//! The state every request and connection reads: the active snapshot, the
+//! stats registry and the identity cell. It sits below the engine, the
+//! listeners and the HTTP code, which all hold an `Arc<Shared>`; it imports
+//! none of them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use crate::snapshot::Snapshot;
+use crate::stats::Registry;
+use crate::tls::IdentityCell;
+
+/// What request handlers share: the active snapshot and the stats registry.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Registry,
+    /// The SVID and roots every mesh TLS config reads at handshake time.
+    pub identity: IdentityCell,
+    ready: AtomicBool,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// An empty snapshot, not ready: the engine installs the first config.
+    pub fn new() -> Self {
+        Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            registry: Registry::default(),
+            identity: IdentityCell::default(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Counters of the active snapshot, and the identity in use.
+    pub fn stats(&self) -> Value {
+        let mut stats = self.snapshot.load().stats();
+        if let Some(identity) = self.identity.load().as_ref() {
+            stats["identity"] = serde_json::json!({
+                "spiffe_id": identity.id.as_str(),
+                "not_before": identity.not_before,
+                "not_after": identity.not_after,
+            });
+        }
+        stats
+    }
+}
