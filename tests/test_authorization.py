@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from meshctl import ConfigError, validate_config
 from meshctl.control.compiler import Mesh, RouteView, SidecarSpec, authorization, compile_sidecar
 from meshctl.control.explain import ExplainRequest, explain, glob_match
-from meshctl.control.models import AuthorizationPolicySpec, HTTPRouteSpec
+from meshctl.control.kinds.authorizationpolicy import AuthorizationPolicySpec
+from meshctl.control.kinds.httproute import HTTPRouteSpec
 from test_compiler import T0
 
 CATALOG = SidecarSpec("shop", "catalog", "127.0.0.1", 15006, 8080, upstreams=(("pricing", 7001),))

@@ -22,7 +22,10 @@ from meshctl.control.compiler import (
     intersect,
 )
 from meshctl.control.explain import ExplainRequest, explain
-from meshctl.control.models import GatewaySpec, HTTPRouteSpec, TCPRouteSpec, TrafficPolicySpec
+from meshctl.control.kinds.gateway import GatewaySpec
+from meshctl.control.kinds.httproute import HTTPRouteSpec
+from meshctl.control.kinds.tcproute import TCPRouteSpec
+from meshctl.control.kinds.trafficpolicy import TrafficPolicySpec
 from meshctl.sidecar.mesh import resolve_certificates
 from meshproc import https_listener
 from pki import TestPki

@@ -14,7 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
-import meshctl.control.models  # noqa: F401  (registers the tables)
+import meshctl.control.kinds.registry  # registers the kinds' tables
+import meshctl.control.models  # noqa: F401  (registers the other tables)
 from meshctl.control import openapi
 from meshctl.control.db import alembic_config, make_engine, migrate
 

@@ -23,6 +23,7 @@ from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, age, fail, qualified, reported
 from meshctl.cli.options import Format as Output
 from meshctl.client import ApiError
+from meshctl.control import kinds as registry
 
 # === kinds ===
 
@@ -162,29 +163,23 @@ def _authz_policy(p: dict[str, Any]) -> list[str]:
     ]
 
 
+#: How `get` shows a resource kind in a table: the columns after NAMESPACE and NAME, and their cells.
+_TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[str]]]] = {
+    "Service": (("PORTS", "MTLS"), _service),
+    "Gateway": (("LISTENERS",), _gateway),
+    "HTTPRoute": (("PARENTS", "RULES"), _http_route),
+    "TCPRoute": (("PARENTS", "BACKENDS"), _tcp_route),
+    "TrafficPolicy": (("TARGET", "LOAD BALANCER", "PROTOCOL", "CONNECT TIMEOUT"), _policy),
+    "AuthorizationPolicy": (("TARGET", "ACTION", "RULES"), _authz_policy),
+}
 KINDS = (
-    Kind("Service", "services", ("service", "services", "svc"), ("PORTS", "MTLS"), _service),
-    Kind("Gateway", "gateways", ("gateway", "gateways", "gw"), ("LISTENERS",), _gateway),
-    Kind("HTTPRoute", "httproutes", ("httproute", "httproutes"), ("PARENTS", "RULES"), _http_route),
-    Kind("TCPRoute", "tcproutes", ("tcproute", "tcproutes"), ("PARENTS", "BACKENDS"), _tcp_route),
-    Kind(
-        "TrafficPolicy",
-        "trafficpolicies",
-        ("trafficpolicy", "trafficpolicies"),
-        ("TARGET", "LOAD BALANCER", "PROTOCOL", "CONNECT TIMEOUT"),
-        _policy,
-    ),
-    Kind(
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-        ("authorizationpolicy", "authorizationpolicies", "authz"),
-        ("TARGET", "ACTION", "RULES"),
-        _authz_policy,
-    ),
+    # The control plane's registry of resource kinds (names, aliases and API paths only: no models).
+    *(Kind(e.name, e.plural, e.aliases, *_TABLES.get(e.name, ((), None))) for e in registry.REGISTRY),
+    # Not resource kinds, but shown by `get` as well.
     Kind("Endpoint", "endpoints", ("endpoint", "endpoints", "ep")),
     Kind("Sidecar", "sidecars", ("sidecar", "sidecars")),
 )
-APPLIABLE = ("Service", "Gateway", "HTTPRoute", "TCPRoute", "TrafficPolicy", "AuthorizationPolicy")
+APPLIABLE = registry.NAMES
 _BY_ALIAS = {alias: k for k in KINDS for alias in (*k.aliases, k.name.lower())}
 
 
@@ -400,10 +395,8 @@ def get(
             return
         t = api.table("NAMESPACE", "NAME", *k.columns, "VERSION", "AGE")
         for item in items:
-            assert k.cells is not None
-            add_row(
-                t, item["namespace"], item["name"], *k.cells(item), item["resource_version"], age(item["created_at"])
-            )
+            cells = k.cells(item) if k.cells else []
+            add_row(t, item["namespace"], item["name"], *cells, item["resource_version"], age(item["created_at"]))
         api.console().print(t)
         return
     docs = [document(k, item) for item in items]

@@ -38,24 +38,14 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from meshctl import dataplane_config as dp
-from meshctl.control.models import (
-    AuthorizationPolicySpec,
-    BackendRef,
-    GatewayListener,
-    GatewaySpec,
-    HeaderModifier,
-    HTTPRouteRule,
-    HTTPRouteSpec,
-    PathMatch,
-    PathModifier,
-    RouteMatch,
-    TCPRouteSpec,
-    TrafficPolicySpec,
-)
+from meshctl.control.kinds.authorizationpolicy import AuthorizationPolicySpec
+from meshctl.control.kinds.common import BackendRef, RouteView
+from meshctl.control.kinds.gateway import GatewayListener, GatewaySpec
+from meshctl.control.kinds.httproute import HeaderModifier, HTTPRouteRule, PathMatch, PathModifier, RouteMatch
+from meshctl.control.kinds.trafficpolicy import TrafficPolicySpec
 from meshctl.spiffe import spiffe_id
 
 # === inputs ===
@@ -71,18 +61,6 @@ class EndpointView:
     @property
     def host_port(self) -> str:
         return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
-
-
-@dataclass(frozen=True)
-class RouteView:
-    namespace: str
-    name: str
-    created_at: datetime
-    spec: Any  # HTTPRouteSpec | TCPRouteSpec
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass
@@ -578,8 +556,3 @@ def compile_sidecar(mesh: Mesh, sidecar: SidecarSpec, outbound: Outbound | None 
     """The data-plane config for `sidecar`, from `mesh` alone (and its `compile_outbound` part,
     when the caller has it already)."""
     return _Compiler(mesh, sidecar).compile(outbound)
-
-
-def route_views(rows: Iterable[Any], spec_model: type[HTTPRouteSpec] | type[TCPRouteSpec]) -> list[RouteView]:
-    """Stored route rows to compiler input."""
-    return [RouteView(r.namespace, r.name, r.created_at, spec_model.model_validate(r.spec)) for r in rows]

@@ -29,7 +29,8 @@ from meshctl.control.compiler import (
     subset_endpoints,
     tcp_route,
 )
-from meshctl.control.models import FILTER_FIELDS, NAME, BackendRef, RouteMatch
+from meshctl.control.kinds.common import NAME, BackendRef
+from meshctl.control.kinds.httproute import FILTER_FIELDS, RouteMatch
 from meshctl.dataplane_config import AuthorizationRule
 from meshctl.spiffe import spiffe_id
 

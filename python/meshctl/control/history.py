@@ -3,12 +3,14 @@ later changes undone), differences between two, and rollback to one."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlmodel import Session, col, select
 
-from meshctl.control.crud import KINDS, columns, current_state, key, record_revision, spec_of
-from meshctl.control.models import Change, Revision, now
+from meshctl.control.crud import current_state, record_revision
+from meshctl.control.kinds.common import key, now
+from meshctl.control.kinds.registry import KINDS
+from meshctl.control.models import Change, Revision
 
 
 def list_revisions(session: Session) -> list[Revision]:
@@ -35,7 +37,7 @@ def state_at(session: Session, *, revision: int) -> dict[str, dict[str, Any]]:
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
     changes = []
-    for kind in KINDS:
+    for kind in (k.name for k in KINDS):
         a, b = before.get(kind, {}), after.get(kind, {})
         for name in sorted(a.keys() | b.keys()):
             if name not in a:
@@ -54,16 +56,17 @@ def rollback(session: Session, *, revision: Revision) -> Revision:
     assert revision.id is not None
     target = state_at(session, revision=revision.id)
     changes: list[dict[str, Any]] = []
-    for kind, model in KINDS.items():
+    for k in KINDS:
+        kind, model = k.name, cast(Any, k.table)
         wanted = target.get(kind, {})
         for row in session.exec(select(model)).all():
-            name, spec = key(row), spec_of(row)
+            name, spec = key(row), k.recorded(row)
             if name not in wanted:
                 changes.append({"kind": kind, "name": name, "before": spec, "after": None})
                 session.delete(row)
             elif spec != wanted[name]:
                 changes.append({"kind": kind, "name": name, "before": spec, "after": wanted[name]})
-                for column, value in columns(kind, wanted[name]).items():
+                for column, value in k.columns(wanted[name]).items():
                     setattr(row, column, value)
                 row.resource_version += 1
                 row.updated_at = now()
@@ -73,7 +76,7 @@ def rollback(session: Session, *, revision: Revision) -> Revision:
         for name in sorted(wanted.keys() - present):
             namespace, short = name.split("/", 1)
             changes.append({"kind": kind, "name": name, "before": None, "after": wanted[name]})
-            session.add(model(namespace=namespace, name=short, **columns(kind, wanted[name])))
+            session.add(model(namespace=namespace, name=short, **k.columns(wanted[name])))
     if not changes:  # already there: nothing to record
         session.rollback()
         return list_revisions(session)[-1]

@@ -12,15 +12,9 @@ from sqlalchemy import bindparam, case, update
 from sqlmodel import Session, col, select
 
 from meshctl.control.crud import bump
-from meshctl.control.models import (
-    Endpoint,
-    EndpointRegister,
-    Service,
-    Sidecar,
-    SidecarRegister,
-    SidecarReport,
-    now,
-)
+from meshctl.control.kinds.common import now
+from meshctl.control.kinds.service import Service
+from meshctl.control.models import Endpoint, EndpointRegister, Sidecar, SidecarRegister, SidecarReport
 
 # === endpoints ===
 

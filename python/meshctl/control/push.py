@@ -28,23 +28,11 @@ from meshctl.control.compiler import (
     compile_outbound,
     compile_sidecar,
     outbound_key,
-    route_views,
 )
-from meshctl.control.models import (
-    AuthorizationPolicy,
-    AuthorizationPolicySpec,
-    Endpoint,
-    Gateway,
-    GatewaySpec,
-    HTTPRoute,
-    HTTPRouteSpec,
-    Service,
-    TCPRoute,
-    TCPRouteSpec,
-    TrafficPolicy,
-    TrafficPolicySpec,
-    now,
-)
+from meshctl.control.kinds.common import now
+from meshctl.control.kinds.registry import KINDS
+from meshctl.control.kinds.service import Service
+from meshctl.control.models import Endpoint
 
 log = logging.getLogger("meshctl.control.push")
 
@@ -55,29 +43,27 @@ ACK_FLUSH_SECONDS = 0.2
 def load_mesh(session: Session, *, trust_domain: str = "cluster.local", authz_default: str = "allow") -> Mesh:
     """The compiler's input, read in one transaction together with its generation; the
     settings it carries (trust domain, authorization default) are the caller's."""
-    mesh = Mesh(generation=crud.generation(session), trust_domain=trust_domain, authz_default=authz_default)
-    by_id: dict[int | None, str] = {}
-    for svc in crud.list_all(session, Service):
-        mesh.services[crud.key(svc)] = svc.ports[0]["protocol"] if svc.ports else "http"
-        mesh.mtls[crud.key(svc)] = svc.mtls
-        by_id[svc.id] = crud.key(svc)
-    live = session.exec(select(Endpoint).where(col(Endpoint.expires_at) > now()).order_by(col(Endpoint.id)))
-    for ep in live.all():
-        mesh.endpoints.setdefault(by_id[ep.service_id], []).append(
+    generation = crud.generation(session)  # first: what is read next is at least this new
+    parts: dict[str, Any] = {}
+    for kind in KINDS:  # each kind reads its own rows
+        parts.update(kind.load(crud.list_all(session, kind.table)))
+    endpoints: dict[str, list[EndpointView]] = {}
+    live = (
+        select(Endpoint, Service.namespace, Service.name)
+        .where(col(Endpoint.service_id) == col(Service.id), col(Endpoint.expires_at) > now())
+        .order_by(col(Endpoint.id))
+    )
+    for ep, namespace, name in session.exec(live).all():
+        endpoints.setdefault(f"{namespace}/{name}", []).append(
             EndpointView(ep.address, ep.port, ep.weight, dict(ep.labels))
         )
-    mesh.http_routes = route_views(crud.list_all(session, HTTPRoute), HTTPRouteSpec)
-    mesh.tcp_routes = route_views(crud.list_all(session, TCPRoute), TCPRouteSpec)
-    for p in crud.list_all(session, TrafficPolicy):
-        spec = TrafficPolicySpec.model_validate(p.spec)
-        mesh.policies[f"{spec.target_ref.namespace or p.namespace}/{spec.target_ref.name}"] = (crud.key(p), spec)
-    for a in crud.list_all(session, AuthorizationPolicy):  # by namespace and name: the compiler's rule order
-        authz = AuthorizationPolicySpec.model_validate(a.spec)
-        target = f"{authz.target_ref.namespace or a.namespace}/{authz.target_ref.name}"
-        mesh.authz.setdefault(target, []).append((crud.key(a), authz))
-    for g in crud.list_all(session, Gateway):
-        mesh.gateways[crud.key(g)] = GatewaySpec.model_validate(g.spec)
-    return mesh
+    return Mesh(
+        generation=generation,
+        trust_domain=trust_domain,
+        authz_default=authz_default,
+        endpoints=endpoints,
+        **parts,
+    )
 
 
 class Hub:

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from meshctl.control import crud
 from meshctl.control.deps import Admin, Reader, SessionDep, SettingsDep
 from meshctl.control.explain import ExplainRequest, Explanation, explain
-from meshctl.control.models import ApplyRequest, ApplyResult
+from meshctl.control.kinds.common import ApplyRequest, ApplyResult
 from meshctl.control.push import load_mesh
 
 router = APIRouter(prefix="/api/v1", tags=["apply"])

@@ -6,7 +6,8 @@ from fastapi import APIRouter, HTTPException, status
 
 from meshctl.control import instances
 from meshctl.control.deps import Admin, Reader, SessionDep
-from meshctl.control.models import Endpoint, EndpointPublic, EndpointRegister, Service
+from meshctl.control.kinds.service import KIND as SERVICE
+from meshctl.control.models import Endpoint, EndpointPublic, EndpointRegister
 from meshctl.control.routers.common import found
 
 router = APIRouter(prefix="/api/v1/services/{namespace}/{name}/endpoints", tags=["endpoints"])
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/api/v1/services/{namespace}/{name}/endpoints", tags=
 
 @router.put("", response_model=EndpointPublic)
 def register(session: SessionDep, _: Admin, namespace: str, name: str, data: EndpointRegister) -> Endpoint:
-    svc = found(session, Service, "service", namespace, name)
+    svc = found(session, SERVICE, namespace, name)
     return instances.register_endpoint(session, svc=svc, data=data)
 
 
@@ -22,12 +23,12 @@ def register(session: SessionDep, _: Admin, namespace: str, name: str, data: End
 def list_endpoints(
     session: SessionDep, _: Reader, namespace: str, name: str, include_expired: bool = False
 ) -> list[Endpoint]:
-    svc = found(session, Service, "service", namespace, name)
+    svc = found(session, SERVICE, namespace, name)
     return instances.list_endpoints(session, svc=svc, include_expired=include_expired)
 
 
 @router.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
 def deregister(session: SessionDep, _: Admin, namespace: str, name: str, endpoint_id: int) -> None:
-    svc = found(session, Service, "service", namespace, name)
+    svc = found(session, SERVICE, namespace, name)
     if not instances.delete_endpoint(session, svc=svc, endpoint_id=endpoint_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"endpoint {endpoint_id} of {namespace}/{name} not found")

@@ -19,7 +19,8 @@ from sqlmodel import Session, col, func, select
 from meshctl.control import crud
 from meshctl.control.ca import CertificateAuthority, RotationRefused, spiffe_id
 from meshctl.control.deps import Admin, AnyCaller, CaDep, Reader, SessionDep, SettingsDep
-from meshctl.control.models import RotationStatus, Sidecar, Svid, SvidRequest, TrustBundle, now
+from meshctl.control.kinds.common import now
+from meshctl.control.models import RotationStatus, Sidecar, Svid, SvidRequest, TrustBundle
 
 router = APIRouter(prefix="/api/v1/identity", tags=["identity"])
 

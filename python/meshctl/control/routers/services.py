@@ -6,7 +6,9 @@ from fastapi import APIRouter, HTTPException, status
 
 from meshctl.control import crud
 from meshctl.control.deps import Admin, Reader, SessionDep, TokenCacheDep
-from meshctl.control.models import JoinToken, JoinTokenInfo, Service, ServiceCreate, ServicePublic, ServiceUpdate
+from meshctl.control.kinds.common import key
+from meshctl.control.kinds.service import KIND, Service, ServiceCreate, ServicePublic, ServiceSpec, ServiceUpdate
+from meshctl.control.models import JoinToken, JoinTokenInfo
 from meshctl.control.routers.common import found
 from meshctl.control.security import issue_join_token, join_tokens
 
@@ -20,31 +22,33 @@ def list_services(session: SessionDep, _: Reader, namespace: str | None = None) 
 
 @router.post("", response_model=ServicePublic, status_code=status.HTTP_201_CREATED)
 def create_service(session: SessionDep, _: Admin, data: ServiceCreate) -> Service:
-    return crud.create_service(session, data=data)
+    spec = ServiceSpec(ports=data.ports, mtls=data.mtls)
+    return crud.create(session, kind=KIND, namespace=data.namespace, name=data.name, spec=spec)  # type: ignore[no-any-return]
 
 
 @router.get("/{namespace}/{name}", response_model=ServicePublic)
 def read_service(session: SessionDep, _: Reader, namespace: str, name: str) -> Service:
-    return found(session, Service, "service", namespace, name)  # type: ignore[no-any-return]
+    return found(session, KIND, namespace, name)  # type: ignore[no-any-return]
 
 
 @router.put("/{namespace}/{name}", response_model=ServicePublic)
 def update_service(session: SessionDep, _: Admin, namespace: str, name: str, data: ServiceUpdate) -> Service:
-    svc = found(session, Service, "service", namespace, name)
-    return crud.update_service(session, svc=svc, data=data)
+    svc = found(session, KIND, namespace, name)
+    spec = ServiceSpec(ports=data.ports, mtls=data.mtls)
+    return crud.update(session, kind=KIND, row=svc, spec=spec, resource_version=data.resource_version)  # type: ignore[no-any-return]
 
 
 @router.delete("/{namespace}/{name}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_service(session: SessionDep, _: Admin, namespace: str, name: str) -> None:
-    crud.delete(session, found(session, Service, "service", namespace, name), kind="Service")
+    crud.delete(session, kind=KIND, row=found(session, KIND, namespace, name))
 
 
 @router.post("/{namespace}/{name}/join-tokens", response_model=JoinToken, status_code=status.HTTP_201_CREATED)
 def issue_token(session: SessionDep, _: Admin, namespace: str, name: str) -> JoinToken:
     """A token for this service's sidecars only: they may register and watch as it, nothing more.
     It is shown this once; only its hash is kept."""
-    svc = found(session, Service, "service", namespace, name)
-    row, token = issue_join_token(session, service=crud.key(svc))
+    svc = found(session, KIND, namespace, name)
+    row, token = issue_join_token(session, service=key(svc))
     assert row.id is not None and row.scope is not None
     return JoinToken(id=row.id, service=row.scope, created_at=row.created_at, token=token)
 
@@ -52,10 +56,10 @@ def issue_token(session: SessionDep, _: Admin, namespace: str, name: str) -> Joi
 @router.get("/{namespace}/{name}/join-tokens", response_model=list[JoinTokenInfo])
 def list_tokens(session: SessionDep, _: Admin, namespace: str, name: str) -> list[JoinTokenInfo]:
     """The service's join tokens (never the tokens themselves)."""
-    svc = found(session, Service, "service", namespace, name)
+    svc = found(session, KIND, namespace, name)
     return [
-        JoinTokenInfo(id=t.id, service=crud.key(svc), created_at=t.created_at)
-        for t in join_tokens(session, service=crud.key(svc))
+        JoinTokenInfo(id=t.id, service=key(svc), created_at=t.created_at)
+        for t in join_tokens(session, service=key(svc))
         if t.id is not None
     ]
 
@@ -66,10 +70,10 @@ def revoke_token(
 ) -> None:
     """Revoke a join token: refused at once by this server, within seconds by any other one
     (they remember token checks briefly). Sidecars already watching keep their stream."""
-    svc = found(session, Service, "service", namespace, name)
-    row = next((t for t in join_tokens(session, service=crud.key(svc)) if t.id == token_id), None)
+    svc = found(session, KIND, namespace, name)
+    row = next((t for t in join_tokens(session, service=key(svc)) if t.id == token_id), None)
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"join token {token_id} of {crud.key(svc)} not found")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"join token {token_id} of {key(svc)} not found")
     session.delete(row)
     session.commit()
     token_cache.clear()

@@ -15,15 +15,15 @@ from meshctl.control import crud, history, instances
 from meshctl.control.compiler import SidecarSpec
 from meshctl.control.deps import AnyCaller, Caller, EngineDep, HubDep, Reader, SessionDep
 from meshctl.control.errors import Invalid
+from meshctl.control.kinds.common import key, now
+from meshctl.control.kinds.service import Service
 from meshctl.control.models import (
     MeshStatus,
-    Service,
     Sidecar,
     SidecarPublic,
     SidecarRegister,
     SidecarReport,
     Snapshot,
-    now,
 )
 from meshctl.control.push import Hub, sidecar_spec
 
@@ -49,8 +49,8 @@ def _owned(session: Session, caller: Caller, sidecar_id: int) -> tuple[Sidecar, 
     svc = session.get(Service, sc.service_id) if sc else None
     if sc is None or svc is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"sidecar {sidecar_id} not found")
-    if not caller.may_act_as(crud.key(svc)):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot act for {crud.key(svc)}")
+    if not caller.may_act_as(key(svc)):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot act for {key(svc)}")
     return sc, svc
 
 
@@ -93,7 +93,7 @@ def list_sidecars(session: SessionDep, _: Reader, namespace: str | None = None) 
 def _load_spec(engine: Engine, caller: Caller, sidecar_id: int) -> tuple[SidecarSpec, str]:
     with Session(engine) as session:
         sc, svc = _owned(session, caller, sidecar_id)
-        return sidecar_spec(sc, svc), crud.key(svc)
+        return sidecar_spec(sc, svc), key(svc)
 
 
 async def _spec(hub: Hub, engine: Engine, caller: Caller, sidecar_id: int) -> SidecarSpec:

@@ -1,0 +1,191 @@
+"""What a resource kind is: its models, what revisions record of it, what it
+references, and how the compiler reads it. A kind module makes one ``Kind``
+(subclassed where the kind differs) as ``KIND``; crud, the routers, history and
+push ask it instead of testing which kind they hold."""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple, cast
+
+from pydantic import BaseModel
+from sqlalchemy import UniqueConstraint
+from sqlmodel import Session, SQLModel
+
+from meshctl.control.kinds import BY_NAME, Entry
+from meshctl.control.kinds.common import NamespacedName, RouteView, SpecRow, VersionInfo
+
+#: Where something is in a request body or a spec, FastAPI style: ["rules", 0, "backendRefs", 1].
+Loc = list[str | int]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One reference a spec makes to another resource."""
+
+    #: Where, within the spec (for a reference made by the resource's name: ["metadata", "name"]).
+    loc: Loc
+    #: The kind referenced: "Service", "Gateway".
+    kind: str
+    namespace: str
+    name: str
+    #: The part of the target it picks (a Gateway listener's name), when it picks one.
+    section: str | None = None
+    #: For a reference made by the resource's own name: why it needs the target (errors then
+    #: point at the name).
+    why: str | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+# === the table family: one helper for every kind stored as {namespace, name, spec} ===
+
+
+class Family(NamedTuple):
+    """A kind's models: the create and update bodies, the table, and what the API returns."""
+
+    create: type[SQLModel]
+    update: type[SQLModel]
+    table: type[SQLModel]
+    public: type[SQLModel]
+
+
+def _model(
+    module: str,
+    name: str,
+    bases: tuple[type, ...],
+    fields: dict[str, Any],
+    body: dict[str, Any] | None = None,
+    **kwds: Any,
+) -> type[SQLModel]:
+    """`class <name>(*bases, **kwds)` with these annotated fields, as if written in `module`."""
+    namespace = {"__module__": module, "__qualname__": name, "__annotations__": fields, **(body or {})}
+    return cast(type[SQLModel], types.new_class(name, bases, kwds, lambda ns: ns.update(namespace)))
+
+
+def spec_family(name: str, spec: type[BaseModel], *, module: str) -> Family:
+    """`<name>Create` {name, namespace, spec}, `<name>Update` {spec, resource_version}, the table
+    `<name>` (one row per namespace/name) and `<name>Public`: the OpenAPI document's names."""
+    table = _model(
+        module, name, (SpecRow,), {}, {"__table_args__": (UniqueConstraint("namespace", "name"),)}, table=True
+    )
+    return Family(
+        create=_model(module, f"{name}Create", (NamespacedName,), {"spec": spec}),
+        update=_model(module, f"{name}Update", (SQLModel,), {"spec": spec, "resource_version": int}),
+        table=table,
+        public=_model(module, f"{name}Public", (NamespacedName, VersionInfo), {"spec": spec}),
+    )
+
+
+# === the kind ===
+
+
+class Kind:
+    """A kind stored as its spec, with a generic REST API (/api/v1/<plural>); subclasses say
+    what their specs reference and how the compiler reads them."""
+
+    #: Served by the generic spec router (routers/specs.py); Service has its own.
+    spec_api: ClassVar[bool] = True
+    #: What a Gateway's references may pick by name (sectionName): "listener"; None for none.
+    section_noun: ClassVar[str | None] = None
+    #: Where those sections are in the spec, for errors about them.
+    sections_at: ClassVar[tuple[str, ...]] = ()
+    #: At most one resource of this kind may reference a given resource (a TrafficPolicy per service).
+    exclusive: ClassVar[bool] = False
+
+    def __init__(self, name: str, spec: type[BaseModel], family: Family, *, refers_to: tuple[str, ...] = ()):
+        self.name = name
+        #: What `apply` validates a document's spec with.
+        self.spec = spec
+        self.create, self.update, self.table, self.public = family
+        #: The kinds whose resources this kind's specs name (what a delete must check).
+        self.refers_to = refers_to
+
+    def __repr__(self) -> str:
+        return f"<kind {self.name}>"
+
+    @property
+    def entry(self) -> Entry:
+        """Its registry entry (API path, CLI aliases)."""
+        return BY_NAME[self.name]
+
+    @property
+    def noun(self) -> str:
+        """How its REST API's errors name it ("HTTPRoute ns/name not found")."""
+        return self.name
+
+    # === what revisions record (and rollbacks restore) ===
+
+    def recorded(self, row: Any) -> Any:
+        """A stored resource's spec, as revisions record it."""
+        return row.spec
+
+    def value(self, spec: Any) -> Any:
+        """A validated spec as revisions record it."""
+        return spec.model_dump(by_alias=True, exclude_none=True)
+
+    def columns(self, value: Any) -> dict[str, Any]:
+        """The column values that hold a recorded spec."""
+        return {"spec": value}
+
+    def parse(self, row: Any) -> Any:
+        """A stored resource's spec, validated."""
+        return self.spec.model_validate(self.recorded(row))
+
+    # === references ===
+
+    def references(self, spec: Any, namespace: str, name: str) -> list[Ref]:
+        """Every resource a spec of this kind names, in the order errors about them are reported."""
+        return []
+
+    def sections(self, value: Any) -> set[str]:
+        """The names references may pick in a recorded spec (see `section_noun`)."""
+        return set()
+
+    def problems(self, spec: Any) -> list[tuple[Loc, str]]:
+        """What is wrong across the parts of a spec that each validate alone (loc within the spec)."""
+        return []
+
+    def on_delete(self, session: Session, row: Any) -> None:
+        """What goes with a deleted resource, in the same transaction."""
+
+    # === the compiler's input ===
+
+    def load(self, rows: list[Any]) -> dict[str, Any]:
+        """This kind's fields of the compiler's input (`compiler.Mesh`), from its stored rows in
+        namespace and name order."""
+        raise NotImplementedError
+
+
+# === shared by the kinds that reference services the same way ===
+
+
+def target_reference(spec: Any, namespace: str) -> list[Ref]:
+    """The service a policy is about (its targetRef)."""
+    return [Ref(["targetRef"], "Service", spec.target_ref.namespace or namespace, spec.target_ref.name)]
+
+
+def parent_references(parents: list[Any], namespace: str) -> list[Ref]:
+    """The services a route attaches to (its parentRefs that are no Gateway)."""
+    return [
+        Ref(["parentRefs", i], "Service", p.namespace or namespace, p.name)
+        for i, p in enumerate(parents)
+        if not getattr(p, "is_gateway", False)
+    ]
+
+
+def backend_references(rules: list[Any], namespace: str) -> list[Ref]:
+    """The services a route's rules send to (HTTPRoute and TCPRoute alike)."""
+    return [
+        Ref(["rules", r, "backendRefs", b], "Service", backend.namespace or namespace, backend.name)
+        for r, rule in enumerate(rules)
+        for b, backend in enumerate(rule.backend_refs)
+    ]
+
+
+def route_views(rows: list[Any], kind: Kind) -> list[RouteView]:
+    """Stored route rows as the compiler reads them."""
+    return [RouteView(r.namespace, r.name, r.created_at, kind.parse(r)) for r in rows]

@@ -1,0 +1,99 @@
+"""Service: a named set of ports that sidecars join as. Unlike the other kinds
+it is stored as columns (ports, mtls) rather than a spec, has its own REST API
+(join tokens and endpoints hang off it), and takes its join tokens with it
+when deleted."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic import Field as PField
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, Session, SQLModel
+
+from meshctl.control.kinds.base import Family, Kind
+from meshctl.control.kinds.common import NAME, NamespacedName, Versioned, VersionInfo, key
+from meshctl.control.security import join_tokens
+
+
+class ServicePort(BaseModel):
+    name: str = PField(default="http", pattern=NAME)
+    port: int = PField(ge=1, le=65535)
+    protocol: Literal["http", "http2", "grpc", "tcp"] = "http"
+
+
+#: How a service's sidecars take inbound connections: STRICT only mTLS from mesh identities,
+#: PERMISSIVE also plaintext (whose callers have no identity, so no source rule matches them).
+MtlsMode = Literal["STRICT", "PERMISSIVE"]
+
+
+class ServiceBase(NamespacedName):
+    pass
+
+
+class ServiceCreate(ServiceBase):
+    ports: list[ServicePort] = PField(default_factory=list)
+    mtls: MtlsMode = "STRICT"
+
+
+class ServiceUpdate(SQLModel):
+    """Replaces the service's spec: an `mtls` left out is STRICT again."""
+
+    ports: list[ServicePort]
+    mtls: MtlsMode = "STRICT"
+    #: The version the change is based on; a stale one is refused with 409.
+    resource_version: int
+
+
+class Service(ServiceBase, Versioned, table=True):
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ports: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    mtls: str = Field(default="STRICT", max_length=16, sa_column_kwargs={"server_default": "STRICT"})
+
+
+class ServicePublic(ServiceBase, VersionInfo):
+    ports: list[ServicePort]
+    mtls: MtlsMode
+
+
+class ServiceSpec(BaseModel):
+    """A Service document's spec in `apply` (extra fields are ignored, as they always were)."""
+
+    ports: list[ServicePort] = []
+    mtls: MtlsMode = "STRICT"
+
+
+class ServiceKind(Kind):
+    spec_api = False
+
+    @property
+    def noun(self) -> str:
+        return "service"
+
+    def recorded(self, row: Any) -> Any:
+        return {"ports": row.ports, "mtls": row.mtls}
+
+    def value(self, spec: Any) -> Any:
+        return {"ports": [p.model_dump() for p in spec.ports], "mtls": spec.mtls}
+
+    def columns(self, value: Any) -> dict[str, Any]:
+        return {"ports": value["ports"], "mtls": value.get("mtls", "STRICT")}
+
+    def on_delete(self, session: Session, row: Any) -> None:
+        for token in join_tokens(session, service=key(row)):
+            session.delete(token)  # its sidecars' tokens go with it
+
+    def load(self, rows: list[Any]) -> dict[str, Any]:
+        return {
+            "services": {key(s): s.ports[0]["protocol"] if s.ports else "http" for s in rows},
+            "mtls": {key(s): s.mtls for s in rows},
+        }
+
+
+KIND = ServiceKind(
+    "Service",
+    ServiceSpec,
+    Family(create=ServiceCreate, update=ServiceUpdate, table=Service, public=ServicePublic),
+)
