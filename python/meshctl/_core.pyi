@@ -1,16 +1,27 @@
 """Type stubs for the Rust extension (hand-written; checked by mypy.stubtest)."""
 
+from collections.abc import Sequence
 from typing import Any, Final, final
 
-from meshctl.dataplane_config import DataPlaneConfig
+from meshctl.dataplane_config import (
+    AuthorizationConfig,
+    AuthorizationDecision,
+    DataPlaneConfig,
+    MatchConfig,
+    RouteChoice,
+)
 
 __all__ = [
     "Bench",
     "BenchBackend",
+    "PROXY_OWNED_HEADERS",
     "BindError",
     "ConfigError",
     "DataPlane",
     "__version__",
+    "authorize",
+    "match_route",
+    "regex_error",
     "validate_config",
 ]
 
@@ -43,6 +54,28 @@ class DataPlane:
     def running(self) -> bool: ...
 
 def validate_config(config: _Config) -> None: ...
+
+# === the data plane's decisions, for explain and the control plane's checks ===
+
+#: Headers the proxy owns on every hop; route header edits may not touch them.
+PROXY_OWNED_HEADERS: Final[list[str]]
+
+def match_route(
+    matches: Sequence[MatchConfig | None],
+    *,
+    method: str,
+    path: str,
+    host: str | None = None,
+    headers: Sequence[tuple[str, str]] | None = None,
+) -> RouteChoice: ...
+def authorize(
+    block: AuthorizationConfig,
+    *,
+    peer: str | None,
+    method: str | None = None,
+    path: str | None = None,
+) -> AuthorizationDecision: ...
+def regex_error(pattern: str) -> str | None: ...
 
 @final
 class Bench:

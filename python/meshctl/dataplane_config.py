@@ -215,3 +215,28 @@ class DataPlaneConfig(TypedDict, total=False):
     clusters: list[ClusterConfig]
     #: How long a listener removed by an update may finish its connections; default 10000.
     drain_timeout_ms: int
+
+
+# === what the data plane answers explain with (_core.match_route, _core.authorize) ===
+
+
+class RouteChoice(TypedDict):
+    #: Index of the route that takes the request; None when none matches (a 404).
+    chosen: int | None
+    #: One per route tried, up to the chosen one ("matched").
+    reasons: list[str]
+
+
+class AuthorizationRuleVerdict(TypedDict):
+    rule: str
+    action: Literal["allow", "deny"]
+    matched: bool
+    reason: str
+
+
+class AuthorizationDecision(TypedDict):
+    decision: Literal["allow", "deny"]
+    #: The deciding rule, or "default allow", "default deny", "no ALLOW rule matched".
+    decided_by: str
+    #: Every rule in the order tried: DENY rules first.
+    rules: list[AuthorizationRuleVerdict]

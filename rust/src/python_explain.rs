@@ -14,16 +14,17 @@ use crate::python_util::{from_python, to_python};
 /// a route without one) takes the request, and why the ones before it did
 /// not: `{"chosen": index | None, "reasons": [...]}`.
 #[pyfunction]
-#[pyo3(signature = (matches, *, method, path, host = None, headers = Vec::new()))]
+#[pyo3(signature = (matches, *, method, path, host = None, headers = None))]
 fn match_route(
     py: Python<'_>,
     matches: &Bound<'_, PyAny>,
     method: &str,
     path: &str,
     host: Option<&str>,
-    headers: Vec<(String, String)>,
+    headers: Option<Vec<(String, String)>>,
 ) -> PyResult<Py<PyAny>> {
     let matches = from_python(matches)?;
+    let headers = headers.unwrap_or_default();
     let req = RequestDescription {
         method,
         host,
