@@ -1,37 +1,36 @@
 """``explain``: what the mesh would do with one request, and why.
 
-It walks the same ordered rules the compiler emits (``compiler.http_entries``)
-and says, for each, whether it matched and if not which condition failed;
-then which backends, subsets, endpoints and policy the winning rule uses,
-and whether each receiving service's authorization lets the request in.
-Matching follows the data plane's rules: exact and segment-aware prefix
-paths, anchored regular expressions, exact header (case-insensitive name)
-and query values; authorization is evaluated on the very block the compiler
-emits (``compiler.authorization``), for the caller's SPIFFE ID and the path
-the receiving sidecar sees (after a URLRewrite).
+It hands the data plane's own matcher (``_core.match_route``) the matches of
+the ordered rules the compiler emits (``compiler.http_entries``) and reports,
+for each, whether it matched and if not which condition failed; then which
+backends, subsets, endpoints and policy the winning rule uses, and whether
+each receiving service's authorization lets the request in: the data plane's
+own decision (``_core.authorize``) on the very block the compiler emits
+(``compiler.authorization``), for the caller's SPIFFE ID and the path the
+receiving sidecar sees (after a URLRewrite). Explain cannot disagree with
+the proxy: it runs the proxy's code.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from meshctl import _core
 from meshctl.control.compiler import (
-    OPERATION_FIELDS,
-    SOURCE_FIELDS,
     Entry,
     Mesh,
     authorization,
     http_entries,
+    route_match,
     subset_endpoints,
     tcp_route,
 )
 from meshctl.control.kinds.common import NAME, BackendRef
-from meshctl.control.kinds.httproute import FILTER_FIELDS, RouteMatch
-from meshctl.dataplane_config import AuthorizationRule
+from meshctl.control.kinds.httproute import FILTER_FIELDS
 from meshctl.spiffe import spiffe_id
 
 
@@ -121,100 +120,14 @@ def _destination(req: ExplainRequest, namespace: str) -> str | None:
     return None
 
 
-def why_not(match: RouteMatch, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
-    """Empty when `match` matches; else the first condition that failed."""
-    p = match.path
-    if p is not None:
-        if p.type == "Exact" and path != p.value:
-            return f"path {path!r} is not exactly {p.value!r}"
-        if p.type == "PathPrefix":
-            prefix = p.value.rstrip("/")
-            if prefix and not (path == prefix or path.startswith(prefix + "/")):
-                return f"path {path!r} is not under prefix {p.value!r}"
-        if p.type == "RegularExpression" and not re.fullmatch(p.value, path):
-            return f"path {path!r} does not match regex {p.value!r}"
-    if match.method and match.method != method.upper():
-        return f"method {method.upper()} is not {match.method}"
-    for h in match.headers:
-        got = headers.get(h.name.lower())
-        if got != h.value:
-            return f"header {h.name} is {got!r}, not {h.value!r}"
-    for q in match.query_params:
-        if q.value not in query.get(q.name, []):
-            return f"query param {q.name} is {query.get(q.name)!r}, not {q.value!r}"
-    return ""
-
-
-# === authorization: the data plane's evaluation of the compiled block ===
-
-
-def glob_match(pattern: str, value: str) -> bool:
-    """Whole-string match where each '*' stands for any run of characters ('/' included)."""
-    first, *rest = pattern.split("*")
-    if not rest:
-        return pattern == value
-    last = rest.pop()
-    if len(value) < len(first) + len(last) or not value.startswith(first) or not value.endswith(last):
-        return False
-    pos, end = len(first), len(value) - len(last)
-    for part in rest:  # leftmost placement of each middle part leaves the most room for the next
-        found = value.find(part, pos, end)
-        if found < 0:
-            return False
-        pos = found + len(part)
-    return True
-
-
-_FIELD_LABEL = {"principals": "principal", "namespaces": "namespace", "services": "service", "paths": "path"}
-
-
-def _rule_misses(rule: AuthorizationRule, facts: dict[str, str | None], tcp: bool) -> str:
-    """Empty when the data-plane `rule` matches; else the first field that does not. A TCP
-    connection has no path or method: an ALLOW rule naming one cannot match it, a DENY rule
-    naming one applies to it whatever they say (the data plane's stricter reading)."""
-    for f in SOURCE_FIELDS if tcp else (*SOURCE_FIELDS, *OPERATION_FIELDS):
-        if f not in rule:
-            continue
-        value, patterns = facts[f], rule[f]
-        if f == "methods":
-            if value not in patterns:
-                return f"method {value} is none of {', '.join(patterns)}"
-        elif value is None or not any(glob_match(p, value) for p in patterns):
-            return f"{_FIELD_LABEL[f]} {value!r} matches none of {', '.join(patterns)}"
-    if tcp and rule["action"] == "allow" and any(f in rule for f in OPERATION_FIELDS):
-        return "a TCP connection has no path or method to match"
-    return ""
-
-
 def authorize(mesh: Mesh, service: str, source: str, method: str | None, path: str | None) -> AuthorizationVerdict:
     """The decision of `service`'s inbound authorization on a request from the mesh service
-    `source` ("ns/name"), exactly as the data plane takes it: any matching deny rule denies;
-    else, when allow rules exist, one of them must match; else the block's default."""
+    `source` ("ns/name"): the data plane's own evaluation (`_core.authorize`) of the very
+    block the compiler emits, for the caller's SPIFFE ID."""
     namespace, name = source.split("/", 1)
     principal = spiffe_id(mesh.trust_domain, namespace, name)
     block = authorization(mesh, service) or {"default": "allow", "rules": []}
-    facts = {"principals": principal, "namespaces": namespace, "services": name, "paths": path, "methods": method}
-    rules = block["rules"]
-    ordered = [r for r in rules if r["action"] == "deny"] + [r for r in rules if r["action"] == "allow"]
-    verdicts: list[AuthorizationRuleVerdict] = []
-    decided: AuthorizationRule | None = None
-    for r in ordered:
-        if decided is not None:
-            reason = f"not tried: {decided['name']} decided"
-            verdicts.append(AuthorizationRuleVerdict(rule=r["name"], action=r["action"], matched=False, reason=reason))
-            continue
-        miss = _rule_misses(r, facts, tcp=path is None)
-        verdicts.append(
-            AuthorizationRuleVerdict(rule=r["name"], action=r["action"], matched=not miss, reason=miss or "matched")
-        )
-        if not miss:
-            decided = r
-    if decided is not None:
-        decision, by = decided["action"], decided["name"]
-    elif any(r["action"] == "allow" for r in rules):
-        decision, by = "deny", "no ALLOW rule matched"
-    else:
-        decision, by = block["default"], f"default {block['default']}"
+    decided = _core.authorize(block, peer=principal, method=method, path=path)
     return AuthorizationVerdict(
         service=service,
         principal=principal,
@@ -222,9 +135,9 @@ def authorize(mesh: Mesh, service: str, source: str, method: str | None, path: s
         path=path,
         mtls=mesh.mtls.get(service, "STRICT"),
         policies=sorted(p for p, _ in mesh.authz.get(service, [])),
-        decision=decision,
-        decided_by=by,
-        rules=verdicts,
+        decision=decided["decision"],
+        decided_by=decided["decided_by"],
+        rules=[AuthorizationRuleVerdict(**r) for r in decided["rules"]],
     )
 
 
@@ -337,11 +250,7 @@ def explain(mesh: Mesh, req: ExplainRequest) -> Explanation:
             route=route.key if route else None,
         )
 
-    url = urlsplit(req.path)
-    path, query = url.path or "/", dict[str, list[str]]()
-    for k, v in parse_qsl(url.query, keep_blank_values=True):
-        query.setdefault(k, []).append(v)
-    headers = {k.lower(): v for k, v in req.headers.items()}
+    path = urlsplit(req.path).path or "/"
     entries = http_entries(mesh, dest)
     method = req.method.upper()
     if not entries:
@@ -354,15 +263,22 @@ def explain(mesh: Mesh, req: ExplainRequest) -> Explanation:
             method,
             path,
         )
-    verdicts, winner = [], None
-    for e in entries:
-        if winner is not None:
-            verdicts.append(RuleVerdict(rule=e.name, matched=False, reason=f"not tried: {winner.name} matched first"))
-            continue
-        reason = why_not(e.match, req.method, path, query, headers)
-        verdicts.append(RuleVerdict(rule=e.name, matched=not reason, reason=reason or "matched"))
-        if not reason:
-            winner = e
+    # The data plane's own matcher decides (`_core.match_route`), on the matches the compiler emits.
+    choice = _core.match_route(
+        [route_match(e) for e in entries],
+        method=method,
+        path=req.path,
+        host=req.host,
+        headers=list(req.headers.items()),
+    )
+    chosen, reasons = choice["chosen"], choice["reasons"]
+    winner = None if chosen is None else entries[chosen]
+    verdicts = [
+        RuleVerdict(rule=e.name, matched=i == chosen, reason=reasons[i])
+        if i < len(reasons)
+        else RuleVerdict(rule=e.name, matched=False, reason=f"not tried: {entries[chosen or 0].name} matched first")
+        for i, e in enumerate(entries)
+    ]
     if winner is None:
         return Explanation(
             **base, outcome="no_route", summary=f"404: no rule of the routes on {dest} matched", rules=verdicts

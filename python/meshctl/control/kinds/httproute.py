@@ -11,6 +11,7 @@ from pydantic import Field as PField
 from pydantic import model_validator
 from pydantic.alias_generators import to_camel
 
+from meshctl import _core
 from meshctl.control.kinds.base import Kind, Ref, backend_references, parent_references, route_views, spec_family
 from meshctl.control.kinds.common import (
     HEADER_NAME,
@@ -23,17 +24,9 @@ from meshctl.control.kinds.common import (
     Spec,
 )
 
-#: Headers a modifier may not touch: framing and connection management belong to the proxy.
-RESERVED_HEADERS = {
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "content-length",
-    "te",
-    "upgrade",
-}
+#: Headers a modifier may not touch: framing and connection management belong to the proxy,
+#: whose own list this is (the data plane refuses the same ones).
+RESERVED_HEADERS = frozenset(_core.PROXY_OWNED_HEADERS)
 
 
 class PathMatch(Spec):
@@ -43,10 +36,9 @@ class PathMatch(Spec):
     @model_validator(mode="after")
     def _valid(self) -> PathMatch:
         if self.type == "RegularExpression":
-            try:
-                re.compile(self.value)
-            except re.error as e:
-                raise ValueError(f"invalid regular expression: {e}") from e
+            # The data plane's engine decides (Python's `re` takes look-arounds the proxy refuses).
+            if (error := _core.regex_error(self.value)) is not None:
+                raise ValueError(f"invalid regular expression: {error}")
         elif not self.value.startswith("/"):
             raise ValueError(f"{self.type} path '{self.value}' must start with '/'")
         return self
