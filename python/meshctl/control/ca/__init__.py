@@ -43,7 +43,6 @@ from meshctl.control.ca.authority import CertificateAuthority
 from meshctl.control.ca.certs import Authority, fingerprint
 from meshctl.control.ca.errors import CaError, CsrRefused, RotationRefused
 from meshctl.control.ca.files import State
-from meshctl.spiffe import spiffe_id
 
 __all__ = [
     "Authority",
@@ -53,5 +52,4 @@ __all__ = [
     "RotationRefused",
     "State",
     "fingerprint",
-    "spiffe_id",
 ]

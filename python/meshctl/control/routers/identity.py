@@ -17,10 +17,11 @@ from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session, col, func, select
 
 from meshctl.control import crud
-from meshctl.control.ca import CertificateAuthority, RotationRefused, spiffe_id
+from meshctl.control.ca import CertificateAuthority, RotationRefused
 from meshctl.control.deps import Admin, AnyCaller, CaDep, Reader, SessionDep, SettingsDep
 from meshctl.control.kinds.common import now
 from meshctl.control.models import RotationStatus, Sidecar, Svid, SvidRequest, TrustBundle
+from meshctl.spiffe import spiffe_id
 
 router = APIRouter(prefix="/api/v1/identity", tags=["identity"])
 
