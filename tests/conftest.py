@@ -1,4 +1,5 @@
-"""Fixtures: real backends and real data planes on 127.0.0.1, stopped after each test."""
+"""Fixtures: real backends and real data planes on 127.0.0.1, stopped after each test; and the
+layer markers, one per folder (tests/dataplane, tests/control, tests/e2e, tests/bench)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ import pytest
 from meshctl import DataPlane
 from meshctl.demo.backends import DemoBackend
 from meshproc import ControlPlane
+
+
+LAYERS = ("dataplane", "control", "e2e", "bench")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer, the folder under tests/ it lives in."""
+    here = Path(__file__).parent
+    for item in items:
+        layer = item.path.relative_to(here).parts[0]
+        if layer not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(LAYERS)}}}/")
+        item.add_marker(getattr(pytest.mark, layer))
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import meshctl.control.models  # noqa: F401  (registers the other tables)
 from meshctl.control import openapi
 from meshctl.control.db import alembic_config, make_engine, migrate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_revision_migrates_up_to_head_and_matches_the_models(tmp_path: Path) -> None:

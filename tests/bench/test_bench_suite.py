@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-SUITE = Path(__file__).resolve().parents[1] / "bench" / "suite.py"
+SUITE = Path(__file__).resolve().parents[2] / "bench" / "suite.py"
 
 
 def test_suite_smoke(tmp_path: Path) -> None:

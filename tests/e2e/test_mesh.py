@@ -17,7 +17,7 @@ from helpers import unused_port, wait_until
 from meshctl.demo.backends import DemoBackend
 from meshproc import ControlPlane, Sidecar, backends_seen, http_route, service
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture
