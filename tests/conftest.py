@@ -13,7 +13,6 @@ from meshctl import DataPlane
 from meshctl.demo.backends import DemoBackend
 from meshproc import ControlPlane
 
-
 LAYERS = ("dataplane", "control", "e2e", "bench")
 
 

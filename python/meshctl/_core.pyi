@@ -12,9 +12,9 @@ from meshctl.dataplane_config import (
 )
 
 __all__ = [
+    "PROXY_OWNED_HEADERS",
     "Bench",
     "BenchBackend",
-    "PROXY_OWNED_HEADERS",
     "BindError",
     "ConfigError",
     "DataPlane",
