@@ -31,6 +31,7 @@ pub(super) enum Message {
     Response,
 }
 
+/// Header edits, applied in the order remove, set, add.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HeaderModifier {
     /// Replaces every value of the header.

@@ -29,8 +29,6 @@ pub struct RouteConfig {
     pub redirect: Option<RedirectConfig>,
 }
 
-/// Header edits, applied in the order remove, set, add.
-
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MatchConfig {
     /// Lower-cased; `*.example.com` matches any subdomain.
