@@ -184,6 +184,15 @@ class OutlierDetectionConfig(TypedDict, total=False):
     ejection_ms: int
 
 
+class CircuitBreakersConfig(TypedDict, total=False):
+    """Limits on what one proxy sends to the cluster at once; each defaults to 1024. Over one, a
+    request gets an immediate 503 (`x-meshctl-error: overflow`)."""
+
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+
+
 class ClusterTls(TypedDict):
     """Mesh mTLS to the endpoints, which must present one of these SPIFFE IDs."""
 
@@ -202,6 +211,7 @@ class ClusterConfig(TypedDict, total=False):
     connect_timeout_ms: int
     endpoints: Required[list[EndpointConfig]]
     outlier_detection: OutlierDetectionConfig
+    circuit_breakers: CircuitBreakersConfig
     tls: ClusterTls
 
 

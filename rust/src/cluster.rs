@@ -63,6 +63,7 @@ impl Cluster {
             .tls
             .as_ref()
             .map(|t| Arc::new(ClientTls::mesh(identity, t.peer_ids.clone(), alpn)));
+        let stats = registry.cluster(&spec.name);
         let endpoints: Vec<Endpoint> = spec
             .endpoints
             .iter()
@@ -77,8 +78,9 @@ impl Cluster {
                 stats: registry.endpoint(&spec.name, &e.address),
                 pool: Arc::new(Pool::new(
                     &e.address,
-                    spec.connect_timeout,
+                    spec,
                     tls.clone(),
+                    stats.clone(),
                     workers,
                 )),
                 consecutive_failures: AtomicU32::new(0),
@@ -90,7 +92,7 @@ impl Cluster {
         Cluster {
             name: spec.name.clone(),
             balancer: Balancer::new(spec.lb, &weights, &keys),
-            stats: registry.cluster(&spec.name),
+            stats,
             endpoints,
             spec: spec.clone(),
             ejected: AtomicUsize::new(0),

@@ -31,6 +31,17 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+    /// Adds one unless the count is at `limit` already; true when added.
+    /// Racing callers may overshoot for an instant, never admit past it.
+    #[inline]
+    pub fn inc_below(&self, limit: u64) -> bool {
+        if self.0.fetch_add(1, Relaxed) < limit {
+            true
+        } else {
+            self.0.fetch_sub(1, Relaxed);
+            false
+        }
+    }
 }
 
 /// Responses by status class, 1xx to 5xx.
@@ -118,8 +129,13 @@ pub struct ClusterStats {
     pub upstream_errors: Counter,
     pub timeouts: Counter,
     pub no_healthy_endpoint: Counter,
+    /// Upstream connections opened, HTTP and TCP, and those open now.
     pub connections: Counter,
     pub active_connections: Counter,
+    /// Requests waiting for a new upstream connection now.
+    pub pending_requests: Counter,
+    /// Requests and connections refused by a circuit breaker.
+    pub overflow: Counter,
     pub bytes_sent: Counter,
     pub bytes_received: Counter,
     /// Upstream response time: from handing the request to the endpoint's pool
@@ -140,6 +156,8 @@ impl ClusterStats {
             "no_healthy_endpoint": self.no_healthy_endpoint.get(),
             "connections": self.connections.get(),
             "active_connections": self.active_connections.get(),
+            "pending_requests": self.pending_requests.get(),
+            "overflow": self.overflow.get(),
             "bytes_sent": self.bytes_sent.get(),
             "bytes_received": self.bytes_received.get(),
             "latency_ms": self.latency.to_json(),
@@ -213,6 +231,14 @@ impl<T> Active<T> {
             stats: stats.clone(),
             gauge,
         }
+    }
+
+    /// Enters unless the gauge is at `limit` already (a circuit breaker).
+    pub fn try_enter(stats: &Arc<T>, gauge: fn(&T) -> &Counter, limit: u64) -> Option<Self> {
+        gauge(stats).inc_below(limit).then(|| Active {
+            stats: stats.clone(),
+            gauge,
+        })
     }
 }
 

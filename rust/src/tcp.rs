@@ -36,10 +36,16 @@ pub async fn forward(
         tracing::debug!(listener = %listener.name, cluster = %cluster.name, "no healthy endpoint; closing");
         return;
     };
+    let limit = cluster.spec.circuit_breakers.max_connections;
+    let Some(_cluster_active) = Active::try_enter(&cluster.stats, |s| &s.active_connections, limit)
+    else {
+        cluster.stats.overflow.inc();
+        tracing::debug!(cluster = %cluster.name, "max_connections reached; closing");
+        return;
+    };
+    cluster.stats.connections.inc();
     ep.stats.requests.inc();
     let _ep_active = Active::enter(&ep.stats, |s| &s.active);
-    cluster.stats.connections.inc();
-    let _cluster_active = Active::enter(&cluster.stats, |s| &s.active_connections);
     let upstream = match ep.pool.connect_stream().await {
         Ok(s) => s,
         Err(e) => {

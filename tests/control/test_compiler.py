@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from meshctl import validate_config
 from meshctl.control.compiler import (
@@ -291,6 +292,27 @@ def test_traffic_policy_and_tcp_route() -> None:
         {"cluster": "out/default/db", "weight": 3},
         {"cluster": "out/default/pricing", "weight": 1},
     ]
+
+
+def test_connection_pool_becomes_the_clusters_circuit_breakers() -> None:
+    def compiled(pool: dict[str, Any]) -> dict[str, Any]:
+        policy = TrafficPolicySpec.model_validate({"targetRef": {"name": "catalog"}, "connectionPool": pool})
+        config = compile_sidecar(mesh(policies={"default/catalog": ("default/limits", policy)}), FRONTEND)
+        validate(config)
+        return dict(clusters(config)["out/default/catalog"])
+
+    full = {"tcp": {"maxConnections": 64}, "http": {"http1MaxPendingRequests": 8, "http2MaxRequests": 100}}
+    assert compiled(full)["circuit_breakers"] == {"max_connections": 64, "max_pending_requests": 8, "max_requests": 100}
+    assert compiled({"http": {"http2MaxRequests": 10}})["circuit_breakers"] == {"max_requests": 10}
+    assert "circuit_breakers" not in compiled({}), "no limit set: the data plane's defaults"
+    with pytest.raises(ValidationError) as bad:
+        TrafficPolicySpec.model_validate(
+            {"targetRef": {"name": "c"}, "connectionPool": {"tcp": {"maxConnections": 0}, "http": {"maxRetries": 3}}}
+        )
+    assert {e["loc"] for e in bad.value.errors()} == {
+        ("connectionPool", "tcp", "maxConnections"),
+        ("connectionPool", "http", "maxRetries"),
+    }
 
 
 def test_a_tcp_service_gets_a_tcp_inbound_and_unknown_upstreams_get_empty_clusters() -> None:

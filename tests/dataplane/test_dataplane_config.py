@@ -32,6 +32,7 @@ CLUSTER = {
     "name": "c",
     "endpoints": [{"address": "127.0.0.1:2", "zz": 1}],
     "outlier_detection": {"zz": 1},
+    "circuit_breakers": {"zz": 1},
     "tls": {"zz": 1, "peer_ids": ["spiffe://td/x"]},
 }
 DOCUMENT = {
@@ -60,6 +61,7 @@ SECTIONS: dict[str, Any] = {
     "clusters[0].zz": dp.ClusterConfig,
     "clusters[0].endpoints[0].zz": dp.EndpointConfig,
     "clusters[0].outlier_detection.zz": dp.OutlierDetectionConfig,
+    "clusters[0].circuit_breakers.zz": dp.CircuitBreakersConfig,
     "clusters[0].tls.zz": dp.ClusterTls,
 }
 

@@ -45,7 +45,7 @@ from meshctl.control.kinds.authorizationpolicy import AuthorizationPolicySpec
 from meshctl.control.kinds.common import BackendRef, RouteView
 from meshctl.control.kinds.gateway import GatewayListener, GatewaySpec
 from meshctl.control.kinds.httproute import HeaderModifier, HTTPRouteRule, PathMatch, PathModifier, RouteMatch
-from meshctl.control.kinds.trafficpolicy import TrafficPolicySpec
+from meshctl.control.kinds.trafficpolicy import ConnectionPool, TrafficPolicySpec
 from meshctl.spiffe import spiffe_id
 
 # === inputs ===
@@ -284,6 +284,18 @@ _MTLS_MODES: dict[str, dp.TlsMode] = {"STRICT": "strict", "PERMISSIVE": "permiss
 _ACTIONS: dict[str, dp.AuthorizationAction] = {"ALLOW": "allow", "DENY": "deny"}
 
 
+def _circuit_breakers(pool: ConnectionPool) -> dp.CircuitBreakersConfig:
+    """The data plane's circuit breakers for Istio's connectionPool: only the limits it sets."""
+    limits: dp.CircuitBreakersConfig = {}
+    if pool.tcp and pool.tcp.max_connections:
+        limits["max_connections"] = pool.tcp.max_connections
+    if pool.http and pool.http.http1_max_pending_requests:
+        limits["max_pending_requests"] = pool.http.http1_max_pending_requests
+    if pool.http and pool.http.http2_max_requests:
+        limits["max_requests"] = pool.http.http2_max_requests
+    return limits
+
+
 def route_match(e: Entry, host: str | None = None) -> dp.MatchConfig:
     """The data plane's `match` for a rule's match (explain hands the same to `_core.match_route`)."""
     m: dp.MatchConfig = {}
@@ -332,6 +344,8 @@ class _Compiler:
                 c["hash_header"] = lb.hash_on.header.lower()
         if spec and spec.connect_timeout_ms:
             c["connect_timeout_ms"] = spec.connect_timeout_ms
+        if spec and spec.connection_pool and (limits := _circuit_breakers(spec.connection_pool)):
+            c["circuit_breakers"] = limits
         self.clusters[name] = c
         return name
 

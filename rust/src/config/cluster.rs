@@ -8,6 +8,7 @@ use http::header::HeaderName;
 use serde_json::Value;
 
 use super::decode::{join, Decoder, MAX_WEIGHT};
+use super::resilience::CircuitBreakers;
 use super::tls::ClusterTls;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     pub endpoints: Vec<EndpointConfig>,
     pub outlier: OutlierConfig,
+    /// Limits on what this proxy sends to the cluster at once.
+    pub circuit_breakers: CircuitBreakers,
     /// Mesh mTLS to the endpoints, which must present one of these identities.
     pub tls: Option<ClusterTls>,
 }
@@ -82,6 +85,7 @@ impl Decoder {
                 "connect_timeout_ms",
                 "endpoints",
                 "outlier_detection",
+                "circuit_breakers",
                 "tls",
             ],
         )?;
@@ -159,6 +163,10 @@ impl Decoder {
                 }
             }
         };
+        let circuit_breakers = f
+            .get("circuit_breakers")
+            .map(|c| self.circuit_breakers(c, &f.at("circuit_breakers")))
+            .unwrap_or_default();
         Some(ClusterConfig {
             name: name?,
             lb,
@@ -167,6 +175,7 @@ impl Decoder {
             connect_timeout,
             endpoints,
             outlier,
+            circuit_breakers,
             tls,
         })
     }

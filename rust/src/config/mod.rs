@@ -12,6 +12,7 @@ mod cluster;
 mod decode;
 mod filter;
 mod listener;
+mod resilience;
 mod route;
 mod tls;
 
@@ -32,6 +33,7 @@ pub use filter::{
     HeaderModifier, PathModifier, RedirectConfig, RewriteConfig, PROXY_OWNED_HEADERS,
 };
 pub use listener::{ListenerConfig, ListenerKind};
+pub use resilience::CircuitBreakers;
 pub use route::{path_regex, MatchConfig, PathMatch, RouteConfig};
 pub use tls::{EdgeCertificates, ListenerTls};
 

@@ -12,9 +12,13 @@ use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::ProxyBody;
-use crate::config::UpstreamProtocol;
+use crate::config::{CircuitBreakers, ClusterConfig, UpstreamProtocol};
 use crate::io::Stream;
+use crate::stats::{Active, ClusterStats};
 use crate::tls::client::ClientTls;
+
+/// Held by an open upstream connection: one of the cluster's active ones.
+type OpenConnection = Active<ClusterStats>;
 
 /// Idle HTTP/1.1 connections older than this are closed rather than reused:
 /// servers close idle connections too, and a request must not race that.
@@ -25,6 +29,9 @@ const MAX_IDLE_PER_SLOT: usize = 1024;
 pub enum SendError {
     /// No connection could be made: nothing was sent.
     Connect(String),
+    /// A new connection was needed and a circuit breaker (the named limit)
+    /// refused it: nothing was sent.
+    Overflow(&'static str),
     /// The exchange failed after the request went out (or may have).
     Upstream(hyper::Error),
 }
@@ -46,6 +53,10 @@ pub struct Pool {
     /// Mesh mTLS to the endpoint, when the cluster asks for it.
     tls: Option<Arc<ClientTls>>,
     slots: Vec<Mutex<Slot>>,
+    /// The cluster's: its connection and pending-request gauges are shared
+    /// by every endpoint's pool, so its limits hold for the whole cluster.
+    stats: Arc<ClusterStats>,
+    limits: CircuitBreakers,
 }
 
 /// Puts an HTTP/1.1 connection back into its slot when dropped (with the
@@ -80,15 +91,18 @@ impl Drop for Checkin {
 impl Pool {
     pub fn new(
         address: &str,
-        connect_timeout: Duration,
+        spec: &ClusterConfig,
         tls: Option<Arc<ClientTls>>,
+        stats: Arc<ClusterStats>,
         workers: usize,
     ) -> Self {
         Pool {
             address: address.to_string(),
-            connect_timeout,
+            connect_timeout: spec.connect_timeout,
             tls,
             slots: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            stats,
+            limits: spec.circuit_breakers,
         }
     }
 
@@ -121,15 +135,33 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<TokioIo<Stream>, SendError> {
-        self.connect_stream()
+    /// A new HTTP connection within the cluster's circuit breakers: the
+    /// request waits for it as a pending request, and the connection holds
+    /// the returned guard for as long as it is open.
+    async fn connect(&self) -> Result<(TokioIo<Stream>, OpenConnection), SendError> {
+        let limits = &self.limits;
+        let _pending = Active::try_enter(
+            &self.stats,
+            |s| &s.pending_requests,
+            limits.max_pending_requests,
+        )
+        .ok_or(SendError::Overflow("max_pending_requests"))?;
+        let open = Active::try_enter(
+            &self.stats,
+            |s| &s.active_connections,
+            limits.max_connections,
+        )
+        .ok_or(SendError::Overflow("max_connections"))?;
+        let stream = self
+            .connect_stream()
             .await
-            .map(TokioIo::new)
-            .map_err(|e| SendError::Connect(e.to_string()))
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        self.stats.connections.inc();
+        Ok((TokioIo::new(stream), open))
     }
 
     async fn connect_http1(&self) -> Result<http1::SendRequest<ProxyBody>, SendError> {
-        let io = self.connect().await?;
+        let (io, open) = self.connect().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -138,12 +170,13 @@ impl Pool {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("upstream connection ended: {e}");
             }
+            drop(open);
         });
         Ok(sender)
     }
 
     async fn connect_http2(&self) -> Result<http2::SendRequest<ProxyBody>, SendError> {
-        let io = self.connect().await?;
+        let (io, open) = self.connect().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -154,6 +187,7 @@ impl Pool {
             if let Err(e) = conn.await {
                 tracing::debug!("upstream h2 connection ended: {e}");
             }
+            drop(open);
         });
         Ok(sender)
     }

@@ -178,6 +178,10 @@ async fn forward(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     cluster.stats.requests.inc();
+    let limit = cluster.spec.circuit_breakers.max_requests;
+    let Some(in_flight) = Active::try_enter(&cluster.stats, |s| &s.active_requests, limit) else {
+        return overflow(cluster, "max_requests");
+    };
     let key = cluster
         .spec
         .hash_header
@@ -193,10 +197,7 @@ async fn forward(
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_endpoint", msg);
     };
     ep.stats.requests.inc();
-    let guards = (
-        Active::enter(&cluster.stats, |s| &s.active_requests),
-        Active::enter(&ep.stats, |s| &s.active),
-    );
+    let guards = (in_flight, Active::enter(&ep.stats, |s| &s.active));
     let prepared = match prepare(listener, route, cluster, ep, conn, req) {
         Ok(p) => p,
         Err(reply) => return reply,
@@ -318,7 +319,8 @@ fn prepare(
 
 /// Step 2: one try on one endpoint. A connect failure counts toward the
 /// endpoint's ejection (outlier detection); an answer resets it. Err is
-/// the 502 the client gets.
+/// the reply the client gets: 502, or 503 when a circuit breaker refused a
+/// new connection.
 async fn send(
     cluster: &Cluster,
     ep: &Endpoint,
@@ -342,6 +344,7 @@ async fn send(
             );
             Err(local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg))
         }
+        Err(SendError::Overflow(limit)) => Err(overflow(cluster, limit)),
         Err(SendError::Upstream(e)) => {
             cluster.stats.upstream_errors.inc();
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "upstream error: {e:?}");
@@ -349,6 +352,13 @@ async fn send(
             Err(local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg))
         }
     }
+}
+
+/// A circuit breaker's refusal: at once, counted, naming the limit.
+fn overflow(cluster: &Cluster, limit: &str) -> Response<ProxyBody> {
+    cluster.stats.overflow.inc();
+    let msg = format!("meshctl: cluster '{}' is at its {limit}\n", cluster.name);
+    local_reply(StatusCode::SERVICE_UNAVAILABLE, "overflow", msg)
 }
 
 /// Step 3: the response for the client. A 101 joins the two upgraded

@@ -4,7 +4,7 @@ service."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field as PField
 from pydantic import model_validator
@@ -35,11 +35,36 @@ class LoadBalancer(Spec):
         return self
 
 
+#: A circuit-breaker limit, as the data plane takes it.
+Limit = Annotated[int, PField(ge=1, le=1_000_000)]
+
+
+class TcpPool(Spec):
+    #: Upstream connections each caller's sidecar keeps open to the service at once.
+    max_connections: Limit | None = None
+
+
+class HttpPool(Spec):
+    #: Requests waiting for a new upstream connection at once (Istio's name, for HTTP/2 too).
+    http1_max_pending_requests: Limit | None = None
+    #: Requests in flight at once (Istio's name, for HTTP/1.1 too).
+    http2_max_requests: Limit | None = None
+
+
+class ConnectionPool(Spec):
+    """Istio's connectionPool: circuit breakers per calling sidecar. Over a limit, a request gets
+    an immediate 503 (`x-meshctl-error: overflow`). Unset limits are 1024."""
+
+    tcp: TcpPool | None = None
+    http: HttpPool | None = None
+
+
 class TrafficPolicySpec(Spec):
     """How callers reach one service (like Istio's DestinationRule)."""
 
     target_ref: ServiceRef
     load_balancer: LoadBalancer | None = None
+    connection_pool: ConnectionPool | None = None
     #: The protocol between sidecars; by default http2 for http2/grpc ports, http1 otherwise.
     protocol: Literal["http1", "http2"] | None = None
     connect_timeout_ms: int | None = PField(default=None, ge=1, le=60_000)
