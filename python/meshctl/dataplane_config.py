@@ -137,13 +137,35 @@ class RedirectConfig(PathModifier, total=False):
     status: RedirectStatus
 
 
+class BackoffConfig(TypedDict, total=False):
+    """Full jitter: retry n waits a random time up to min(max, base x 2^n)."""
+
+    #: Default 25.
+    base_ms: int
+    #: Default 250.
+    max_ms: int
+
+
+class RetryConfig(TypedDict, total=False):
+    """A try that could not connect is sent again, on another endpoint when there is one."""
+
+    #: Tries after the first; default 2; 0 disables.
+    attempts: int
+    #: So far only "connect-failure" (the default).
+    retry_on: list[Literal["connect-failure"]]
+    backoff: BackoffConfig
+
+
 class RouteConfig(TypedDict, total=False):
     name: str
     #: Left out: every request.
     match: MatchConfig
     #: Needed unless ``redirect`` is given (and then refused).
     backends: list[BackendConfig]
+    #: Bounds every try together.
     timeout_ms: int
+    #: Left out: the default retries.
+    retry: RetryConfig
     #: To the request sent upstream.
     request_headers: HeaderModifier
     #: To upstream responses and this route's redirects.
@@ -193,6 +215,17 @@ class CircuitBreakersConfig(TypedDict, total=False):
     max_requests: int
 
 
+class RetryBudgetConfig(TypedDict, total=False):
+    """Retries may add at most `percent` of the requests over the window, plus `min_per_second`."""
+
+    #: Default 20.
+    percent: int
+    #: Default 10.
+    min_per_second: int
+    #: Default 10000.
+    window_ms: int
+
+
 class ClusterTls(TypedDict):
     """Mesh mTLS to the endpoints, which must present one of these SPIFFE IDs."""
 
@@ -212,6 +245,7 @@ class ClusterConfig(TypedDict, total=False):
     endpoints: Required[list[EndpointConfig]]
     outlier_detection: OutlierDetectionConfig
     circuit_breakers: CircuitBreakersConfig
+    retry_budget: RetryBudgetConfig
     tls: ClusterTls
 
 

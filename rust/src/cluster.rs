@@ -4,23 +4,18 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use http::uri::Authority;
 
 use crate::balance::{hash_bytes, Balancer, Loads};
+use crate::clock::now_ms;
 use crate::config::{ClusterConfig, LbPolicy, UpstreamProtocol};
 use crate::http::pool::Pool;
+use crate::resilience::Budget;
 use crate::stats::{ClusterStats, EndpointStats, Registry};
 use crate::tls::client::ClientTls;
 use crate::tls::IdentityCell;
-
-/// Milliseconds since the process first asked; never 0 (0 means "not ejected").
-fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
 
 pub struct Endpoint {
     pub address: String,
@@ -38,6 +33,8 @@ pub struct Cluster {
     pub spec: ClusterConfig,
     pub endpoints: Vec<Endpoint>,
     pub stats: Arc<ClusterStats>,
+    /// What retries the cluster's requests may still add.
+    pub budget: Budget,
     balancer: Balancer,
     /// Endpoints currently marked ejected; lets picks skip the clock when 0.
     ejected: AtomicUsize,
@@ -93,6 +90,7 @@ impl Cluster {
             name: spec.name.clone(),
             balancer: Balancer::new(spec.lb, &weights, &keys),
             stats,
+            budget: Budget::new(spec.retry_budget),
             endpoints,
             spec: spec.clone(),
             ejected: AtomicUsize::new(0),
@@ -101,6 +99,20 @@ impl Cluster {
 
     pub fn pick(&self, hash: Option<u64>) -> Option<&Endpoint> {
         self.balancer.pick(self, hash).map(|i| &self.endpoints[i])
+    }
+
+    /// An endpoint for a retry: another than `failed` when the balancer
+    /// offers one within a few picks (a ring hash keeps its choice, so its
+    /// retry goes elsewhere only once `failed` is ejected).
+    pub fn pick_other(&self, hash: Option<u64>, failed: &Endpoint) -> Option<&Endpoint> {
+        let mut ep = self.pick(hash)?;
+        for _ in 0..3 {
+            if !std::ptr::eq(ep, failed) {
+                break;
+            }
+            ep = self.pick(hash)?;
+        }
+        Some(ep)
     }
 
     pub fn report_success(&self, ep: &Endpoint) {

@@ -7,6 +7,7 @@
 
 mod balance;
 mod bench;
+mod clock;
 mod cluster;
 mod config;
 mod drain;
@@ -21,6 +22,7 @@ mod listener;
 mod logging;
 mod pki;
 mod policy;
+mod resilience;
 mod route;
 mod runtime;
 mod shared;

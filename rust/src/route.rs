@@ -11,8 +11,8 @@ use regex::Regex;
 
 use crate::balance::{Balancer, Loads};
 use crate::config::{
-    path_regex, HeaderModifier, LbPolicy, MatchConfig, PathMatch, RedirectConfig, RewriteConfig,
-    RouteConfig,
+    path_regex, HeaderModifier, LbPolicy, MatchConfig, PathMatch, RedirectConfig, RetryPolicy,
+    RewriteConfig, RouteConfig,
 };
 
 /// The parts of a request that routing looks at.
@@ -222,6 +222,7 @@ pub struct Route<T> {
     /// Empty for a redirect route.
     pub backends: Backends<T>,
     pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
     pub request_headers: HeaderModifier,
     pub response_headers: HeaderModifier,
     pub rewrite: Option<RewriteConfig>,
@@ -244,6 +245,7 @@ impl<T> Route<T> {
             matcher: Matcher::new(&cfg.matcher)?,
             backends: Backends::new(backends, &weights),
             timeout: cfg.timeout,
+            retry: cfg.retry.clone(),
             request_headers: cfg.request_headers.clone(),
             response_headers: cfg.response_headers.clone(),
             rewrite: cfg.rewrite.clone(),

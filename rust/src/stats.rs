@@ -136,6 +136,11 @@ pub struct ClusterStats {
     pub pending_requests: Counter,
     /// Requests and connections refused by a circuit breaker.
     pub overflow: Counter,
+    /// Tries after the first; retries the budget refused; requests that
+    /// failed with every try they were allowed used.
+    pub retries: Counter,
+    pub retry_budget_exhausted: Counter,
+    pub retries_exhausted: Counter,
     pub bytes_sent: Counter,
     pub bytes_received: Counter,
     /// Upstream response time: from handing the request to the endpoint's pool
@@ -158,6 +163,9 @@ impl ClusterStats {
             "active_connections": self.active_connections.get(),
             "pending_requests": self.pending_requests.get(),
             "overflow": self.overflow.get(),
+            "retries": self.retries.get(),
+            "retry_budget_exhausted": self.retry_budget_exhausted.get(),
+            "retries_exhausted": self.retries_exhausted.get(),
             "bytes_sent": self.bytes_sent.get(),
             "bytes_received": self.bytes_received.get(),
             "latency_ms": self.latency.to_json(),

@@ -305,6 +305,12 @@ def test_connection_pool_becomes_the_clusters_circuit_breakers() -> None:
     assert compiled(full)["circuit_breakers"] == {"max_connections": 64, "max_pending_requests": 8, "max_requests": 100}
     assert compiled({"http": {"http2MaxRequests": 10}})["circuit_breakers"] == {"max_requests": 10}
     assert "circuit_breakers" not in compiled({}), "no limit set: the data plane's defaults"
+    policy = TrafficPolicySpec.model_validate({"targetRef": {"name": "catalog"}, "connectionPool": full})
+    out = explain(
+        mesh(policies={"default/catalog": ("default/limits", policy)}),
+        ExplainRequest(source="frontend", destination="catalog"),
+    )
+    assert out.backends[0].circuit_breakers == {"max_connections": 64, "max_pending_requests": 8, "max_requests": 100}
     with pytest.raises(ValidationError) as bad:
         TrafficPolicySpec.model_validate(
             {"targetRef": {"name": "c"}, "connectionPool": {"tcp": {"maxConnections": 0}, "http": {"maxRetries": 3}}}

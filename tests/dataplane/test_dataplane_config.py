@@ -18,6 +18,7 @@ ROUTE = {
     "backends": [{"cluster": "c", "zz": 1}],
     "request_headers": {"zz": 1},
     "rewrite": {"zz": 1},
+    "retry": {"zz": 1, "backoff": {"zz": 1}},
 }
 LISTENER = {
     "zz": 1,
@@ -33,6 +34,7 @@ CLUSTER = {
     "endpoints": [{"address": "127.0.0.1:2", "zz": 1}],
     "outlier_detection": {"zz": 1},
     "circuit_breakers": {"zz": 1},
+    "retry_budget": {"zz": 1},
     "tls": {"zz": 1, "peer_ids": ["spiffe://td/x"]},
 }
 DOCUMENT = {
@@ -53,6 +55,8 @@ SECTIONS: dict[str, Any] = {
     "listeners[0].routes[0].backends[0].zz": dp.BackendConfig,
     "listeners[0].routes[0].request_headers.zz": dp.HeaderModifier,
     "listeners[0].routes[0].rewrite.zz": dp.RewriteConfig,
+    "listeners[0].routes[0].retry.zz": dp.RetryConfig,
+    "listeners[0].routes[0].retry.backoff.zz": dp.BackoffConfig,
     "listeners[0].routes[1].redirect.zz": dp.RedirectConfig,
     "listeners[0].tls.zz": dp.ListenerTls,
     "listeners[0].tls.certificates[0].zz": dp.CertificateConfig,
@@ -62,6 +66,7 @@ SECTIONS: dict[str, Any] = {
     "clusters[0].endpoints[0].zz": dp.EndpointConfig,
     "clusters[0].outlier_detection.zz": dp.OutlierDetectionConfig,
     "clusters[0].circuit_breakers.zz": dp.CircuitBreakersConfig,
+    "clusters[0].retry_budget.zz": dp.RetryBudgetConfig,
     "clusters[0].tls.zz": dp.ClusterTls,
 }
 

@@ -180,6 +180,9 @@ def test_the_readme_canary_sends_x_canary_to_v2_and_the_rest_by_weight(
     first = "default/pricing-canary/rule0/match0"
     assert out[0] == f"{first} matched" and f"  ✓ {first}: matched" in out
     assert f"  ✗ default/pricing-canary/rule1/match0: not tried: {first} matched first" in out
+    # The README's TrafficPolicy sets connectionPool limits: explain shows them for each backend.
+    limits = "    circuit breakers: max_connections 100, max_pending_requests 50, max_requests 200"
+    assert limits in out, out
     out = cp.cli("explain", "--from", "frontend", "--to", "pricing", data_dir=cli).splitlines()
     assert out[0] == "default/pricing-canary/rule1/match0 matched"
 

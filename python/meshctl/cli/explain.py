@@ -84,6 +84,10 @@ def render(r: dict[str, Any]) -> None:
             out.print(Text(f"  {name}  {b['share_percent']:g}% (weight {b['weight']})  {how}"))
             endpoints = ", ".join(b["endpoints"]) if b["endpoints"] else "none live"
             out.print(Text(f"    endpoints: {endpoints}", style="" if b["endpoints"] else "yellow"))
+            if limits := b.get("circuit_breakers"):
+                shown = ", ".join(f"{k} {v}" for k, v in sorted(limits.items()))
+                rest = "" if len(limits) == 3 else " (unset ones: the data plane's default)"
+                out.print(Text(f"    circuit breakers: {shown}{rest}"))
     seen: set[str] = set()
     for verdict in [r.get("authorization"), *(b.get("authorization") for b in r["backends"])]:
         if verdict and verdict["service"] not in seen:

@@ -284,7 +284,7 @@ _MTLS_MODES: dict[str, dp.TlsMode] = {"STRICT": "strict", "PERMISSIVE": "permiss
 _ACTIONS: dict[str, dp.AuthorizationAction] = {"ALLOW": "allow", "DENY": "deny"}
 
 
-def _circuit_breakers(pool: ConnectionPool) -> dp.CircuitBreakersConfig:
+def circuit_breakers(pool: ConnectionPool) -> dp.CircuitBreakersConfig:
     """The data plane's circuit breakers for Istio's connectionPool: only the limits it sets."""
     limits: dp.CircuitBreakersConfig = {}
     if pool.tcp and pool.tcp.max_connections:
@@ -344,7 +344,7 @@ class _Compiler:
                 c["hash_header"] = lb.hash_on.header.lower()
         if spec and spec.connect_timeout_ms:
             c["connect_timeout_ms"] = spec.connect_timeout_ms
-        if spec and spec.connection_pool and (limits := _circuit_breakers(spec.connection_pool)):
+        if spec and spec.connection_pool and (limits := circuit_breakers(spec.connection_pool)):
             c["circuit_breakers"] = limits
         self.clusters[name] = c
         return name

@@ -14,7 +14,7 @@ the proxy: it runs the proxy's code.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
@@ -24,6 +24,7 @@ from meshctl.control.compiler import (
     Entry,
     Mesh,
     authorization,
+    circuit_breakers,
     http_entries,
     route_match,
     subset_endpoints,
@@ -86,6 +87,9 @@ class BackendVerdict(BaseModel):
     endpoints: list[str]
     policy: str | None
     load_balancer: str
+    #: The limits the policy's connectionPool sets, as the caller's sidecar applies them (those
+    #: not set are the data plane's default, 1024).
+    circuit_breakers: dict[str, int] = Field(default_factory=dict)
     authorization: AuthorizationVerdict | None = None
 
 
@@ -202,6 +206,7 @@ def _backends(mesh: Mesh, refs: list[BackendRef], namespace: str) -> list[Backen
         service = f"{b.namespace or namespace}/{b.name}"
         policy = mesh.policies.get(service)
         lb = policy[1].load_balancer.type if policy and policy[1].load_balancer else "RoundRobin"
+        pool = policy[1].connection_pool if policy else None
         endpoints = subset_endpoints(mesh, service, b.subset)
         out.append(
             BackendVerdict(
@@ -212,6 +217,8 @@ def _backends(mesh: Mesh, refs: list[BackendRef], namespace: str) -> list[Backen
                 endpoints=[e.host_port for e in endpoints],
                 policy=policy[0] if policy else None,
                 load_balancer=lb,
+                # A TypedDict of ints; pydantic takes only typing_extensions' TypedDict on 3.11.
+                circuit_breakers=cast(dict[str, int], circuit_breakers(pool)) if pool else {},
             )
         )
     return out

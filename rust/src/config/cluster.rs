@@ -8,7 +8,7 @@ use http::header::HeaderName;
 use serde_json::Value;
 
 use super::decode::{join, Decoder, MAX_WEIGHT};
-use super::resilience::CircuitBreakers;
+use super::resilience::{CircuitBreakers, RetryBudget};
 use super::tls::ClusterTls;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     pub outlier: OutlierConfig,
     /// Limits on what this proxy sends to the cluster at once.
     pub circuit_breakers: CircuitBreakers,
+    /// How many retries the cluster's requests may add.
+    pub retry_budget: RetryBudget,
     /// Mesh mTLS to the endpoints, which must present one of these identities.
     pub tls: Option<ClusterTls>,
 }
@@ -86,6 +88,7 @@ impl Decoder {
                 "endpoints",
                 "outlier_detection",
                 "circuit_breakers",
+                "retry_budget",
                 "tls",
             ],
         )?;
@@ -167,6 +170,10 @@ impl Decoder {
             .get("circuit_breakers")
             .map(|c| self.circuit_breakers(c, &f.at("circuit_breakers")))
             .unwrap_or_default();
+        let retry_budget = f
+            .get("retry_budget")
+            .map(|b| self.retry_budget(b, &f.at("retry_budget")))
+            .unwrap_or_default();
         Some(ClusterConfig {
             name: name?,
             lb,
@@ -176,6 +183,7 @@ impl Decoder {
             endpoints,
             outlier,
             circuit_breakers,
+            retry_budget,
             tls,
         })
     }

@@ -33,7 +33,7 @@ pub use filter::{
     HeaderModifier, PathModifier, RedirectConfig, RewriteConfig, PROXY_OWNED_HEADERS,
 };
 pub use listener::{ListenerConfig, ListenerKind};
-pub use resilience::CircuitBreakers;
+pub use resilience::{CircuitBreakers, RetryBudget, RetryPolicy};
 pub use route::{path_regex, MatchConfig, PathMatch, RouteConfig};
 pub use tls::{EdgeCertificates, ListenerTls};
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::decode::{Decoder, Fields, MAX_WEIGHT};
 use super::filter::{HeaderModifier, Message, RedirectConfig, RewriteConfig};
+use super::resilience::RetryPolicy;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
@@ -19,6 +20,8 @@ pub struct RouteConfig {
     /// Empty exactly when `redirect` is set.
     pub backends: Vec<BackendConfig>,
     pub timeout: Option<Duration>,
+    /// Retries of a failed try; the default retries what is safe to.
+    pub retry: RetryPolicy,
     /// Applied to the request sent upstream (no effect on a redirect route).
     pub request_headers: HeaderModifier,
     /// Applied to upstream responses and to this route's redirects (not to
@@ -81,6 +84,7 @@ impl Decoder {
                 "match",
                 "backends",
                 "timeout_ms",
+                "retry",
                 "request_headers",
                 "response_headers",
                 "rewrite",
@@ -103,7 +107,7 @@ impl Decoder {
         let backends = if f.get("redirect").is_some() {
             // These contradict a redirect. request_headers is let through with no
             // effect: the Gateway API allows a RequestHeaderModifier beside a redirect.
-            for key in ["backends", "timeout_ms", "rewrite"] {
+            for key in ["backends", "timeout_ms", "retry", "rewrite"] {
                 if f.get(key).is_some() {
                     self.err(
                         f.at(key),
@@ -118,6 +122,10 @@ impl Decoder {
         let timeout = self
             .uint(&f, "timeout_ms", 1, 86_400_000)
             .map(Duration::from_millis);
+        let retry = f
+            .get("retry")
+            .and_then(|r| self.retry(r, &f.at("retry")))
+            .unwrap_or_default();
         let request_headers = f
             .get("request_headers")
             .and_then(|h| self.header_modifier(h, &f.at("request_headers"), Message::Request))
@@ -134,6 +142,7 @@ impl Decoder {
             matcher: matcher?,
             backends,
             timeout,
+            retry,
             request_headers,
             response_headers,
             rewrite,

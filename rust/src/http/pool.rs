@@ -25,15 +25,27 @@ type OpenConnection = Active<ClusterStats>;
 const MAX_IDLE: Duration = Duration::from_secs(50);
 const MAX_IDLE_PER_SLOT: usize = 1024;
 
-#[derive(Debug)]
 pub enum SendError {
-    /// No connection could be made: nothing was sent.
-    Connect(String),
+    /// No connection could be made: nothing was sent, and the request is
+    /// handed back (once `send` has it) so that it may go elsewhere.
+    Connect(String, Option<Unsent>),
     /// A new connection was needed and a circuit breaker (the named limit)
     /// refused it: nothing was sent.
     Overflow(&'static str),
     /// The exchange failed after the request went out (or may have).
     Upstream(hyper::Error),
+}
+
+/// A request that never left, body untouched.
+pub type Unsent = Box<http::Request<ProxyBody>>;
+
+impl SendError {
+    fn unsent(self, req: http::Request<ProxyBody>) -> SendError {
+        match self {
+            SendError::Connect(why, _) => SendError::Connect(why, Some(Box::new(req))),
+            other => other,
+        }
+    }
 }
 
 struct Idle {
@@ -155,7 +167,7 @@ impl Pool {
         let stream = self
             .connect_stream()
             .await
-            .map_err(|e| SendError::Connect(e.to_string()))?;
+            .map_err(|e| SendError::Connect(e.to_string(), None))?;
         self.stats.connections.inc();
         Ok((TokioIo::new(stream), open))
     }
@@ -165,7 +177,7 @@ impl Pool {
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
-            .map_err(|e| SendError::Connect(e.to_string()))?;
+            .map_err(|e| SendError::Connect(e.to_string(), None))?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!("upstream connection ended: {e}");
@@ -182,7 +194,7 @@ impl Pool {
             .keep_alive_interval(Duration::from_secs(30))
             .handshake(io)
             .await
-            .map_err(|e| SendError::Connect(e.to_string()))?;
+            .map_err(|e| SendError::Connect(e.to_string(), None))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("upstream h2 connection ended: {e}");
@@ -240,7 +252,10 @@ impl Pool {
                 },
             }
         }
-        let mut sender = self.connect_http1().await?;
+        let mut sender = match self.connect_http1().await {
+            Ok(sender) => sender,
+            Err(e) => return Err(e.unsent(req)),
+        };
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, Some(self.checkin(slot, sender)))),
             Err(e) => Err(SendError::Upstream(e)),
@@ -276,7 +291,10 @@ impl Pool {
                 }
             }
         }
-        let mut sender = self.connect_http2().await?;
+        let mut sender = match self.connect_http2().await {
+            Ok(sender) => sender,
+            Err(e) => return Err(e.unsent(req)),
+        };
         self.slots[slot]
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -16,12 +16,13 @@ use super::headers::{
     strip_hop_by_hop, wants_upgrade,
 };
 use super::local_reply;
-use super::pool::{Checkin, SendError};
+use super::pool::{Checkin, SendError, Unsent};
 use super::server::ConnInfo;
 use crate::cluster::{Cluster, Endpoint};
 use crate::config::{RedirectConfig, UpstreamProtocol};
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
+use crate::resilience::backoff;
 use crate::route::{first_match, RequestView, Route};
 use crate::shared::Shared;
 use crate::snapshot::{Listener, Role};
@@ -168,8 +169,9 @@ struct Prepared {
 }
 
 /// Forwards to one endpoint of `cluster` in three steps: `prepare` the
-/// request, `send` it (with failure and outlier accounting), `finish` the
-/// response. Retries, mirroring and fault injection hook in between.
+/// request, `send` it (with failure and outlier accounting; a try that could
+/// not connect is retried on another endpoint, as the route's policy and the
+/// cluster's budget allow), `finish` the response.
 async fn forward(
     listener: &Arc<Listener>,
     route: &Route<Arc<Cluster>>,
@@ -188,7 +190,8 @@ async fn forward(
         .as_ref()
         .and_then(|h| req.headers().get(h))
         .map(|v| v.as_bytes());
-    let Some(ep) = cluster.pick(cluster.hash_key(key, conn.peer.ip())) else {
+    let hash = cluster.hash_key(key, conn.peer.ip());
+    let Some(mut ep) = cluster.pick(hash) else {
         cluster.stats.no_healthy_endpoint.inc();
         let msg = format!(
             "meshctl: no healthy endpoint in cluster '{}'\n",
@@ -196,26 +199,75 @@ async fn forward(
         );
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_endpoint", msg);
     };
+    cluster.budget.deposit();
     ep.stats.requests.inc();
-    let guards = (in_flight, Active::enter(&ep.stats, |s| &s.active));
-    let prepared = match prepare(listener, route, cluster, ep, conn, req) {
+    let mut ep_active = Active::enter(&ep.stats, |s| &s.active);
+    let Prepared {
+        mut request,
+        protocol,
+        downstream,
+    } = match prepare(listener, route, cluster, ep, conn, req) {
         Ok(p) => p,
         Err(reply) => return reply,
     };
-    let (resp, checkin) = match send(cluster, ep, prepared.request, prepared.protocol).await {
-        Ok(sent) => sent,
-        Err(reply) => return reply,
+    let policy = &route.retry;
+    let mut retries = 0;
+    let (resp, checkin) = loop {
+        let failed = match send(cluster, ep, request, protocol).await {
+            Ok(answer) => break answer,
+            Err(failed) => failed,
+        };
+        // Only a request that never left is retried: any method, any body.
+        let Some(unsent) = failed.unsent else {
+            return failed.reply;
+        };
+        if retries == policy.attempts {
+            if retries > 0 {
+                cluster.stats.retries_exhausted.inc();
+            }
+            return failed.reply;
+        }
+        if !cluster.budget.withdraw() {
+            cluster.stats.retry_budget_exhausted.inc();
+            return failed.reply;
+        }
+        tokio::time::sleep(backoff(policy, retries)).await;
+        retries += 1;
+        cluster.stats.retries.inc();
+        let Some(next) = cluster.pick_other(hash, ep) else {
+            return failed.reply;
+        };
+        ep = next;
+        ep.stats.requests.inc();
+        ep_active = Active::enter(&ep.stats, |s| &s.active);
+        request = *unsent;
     };
     finish(
         listener,
         route,
         cluster,
         conn,
-        prepared.downstream,
+        downstream,
         resp,
-        (guards, checkin),
+        ((in_flight, ep_active), checkin),
     )
     .await
+}
+
+/// A try that failed: the reply the client gets if it is the last, and the
+/// request when it never left (a connect failure), free to go elsewhere.
+struct Failed {
+    reply: Response<ProxyBody>,
+    unsent: Option<Unsent>,
+}
+
+impl From<Response<ProxyBody>> for Failed {
+    fn from(reply: Response<ProxyBody>) -> Self {
+        Failed {
+            reply,
+            unsent: None,
+        }
+    }
 }
 
 /// Step 1: the upstream request. Hop-by-hop headers out, forwarding and
@@ -326,7 +378,7 @@ async fn send(
     ep: &Endpoint,
     request: Request<ProxyBody>,
     protocol: UpstreamProtocol,
-) -> Result<(Response<Incoming>, Option<Checkin>), Response<ProxyBody>> {
+) -> Result<(Response<Incoming>, Option<Checkin>), Failed> {
     let sent = Instant::now();
     match ep.pool.send(request, protocol).await {
         Ok(answer) => {
@@ -335,21 +387,24 @@ async fn send(
             cluster.stats.responses.record(answer.0.status().as_u16());
             Ok(answer)
         }
-        Err(SendError::Connect(e)) => {
+        Err(SendError::Connect(e, unsent)) => {
             cluster.report_connect_failure(ep);
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
             let msg = format!(
                 "meshctl: upstream connect failure in cluster '{}'\n",
                 cluster.name
             );
-            Err(local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg))
+            Err(Failed {
+                reply: local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg),
+                unsent,
+            })
         }
-        Err(SendError::Overflow(limit)) => Err(overflow(cluster, limit)),
+        Err(SendError::Overflow(limit)) => Err(overflow(cluster, limit).into()),
         Err(SendError::Upstream(e)) => {
             cluster.stats.upstream_errors.inc();
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "upstream error: {e:?}");
             let msg = format!("meshctl: upstream error in cluster '{}'\n", cluster.name);
-            Err(local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg))
+            Err(local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg).into())
         }
     }
 }
