@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::config::RetryPolicy;
 use crate::io::{join_streams, Stream};
 use crate::pki::SpiffeId;
+use crate::resilience::backoff;
 use crate::snapshot::{Listener, Role};
 use crate::stats::Active;
 
@@ -31,7 +33,8 @@ pub async fn forward(
         tracing::debug!(listener = %listener.name, "every backend has weight 0; closing");
         return;
     };
-    let Some(ep) = cluster.pick(cluster.hash_key(None, peer.ip())) else {
+    let hash = cluster.hash_key(None, peer.ip());
+    let Some(mut ep) = cluster.pick(hash) else {
         cluster.stats.no_healthy_endpoint.inc();
         tracing::debug!(listener = %listener.name, cluster = %cluster.name, "no healthy endpoint; closing");
         return;
@@ -44,14 +47,34 @@ pub async fn forward(
         return;
     };
     cluster.stats.connections.inc();
-    ep.stats.requests.inc();
-    let _ep_active = Active::enter(&ep.stats, |s| &s.active);
-    let upstream = match ep.pool.connect_stream().await {
-        Ok(s) => s,
-        Err(e) => {
-            cluster.report_connect_failure(ep);
-            tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
+    cluster.budget.deposit();
+    // Nothing has been read from the client yet: a connect failure is retried on
+    // another endpoint as an HTTP route's default policy would, within the budget.
+    let policy = RetryPolicy::default();
+    let mut retries = 0;
+    let (upstream, _ep_active) = loop {
+        ep.stats.requests.inc();
+        let active = Active::enter(&ep.stats, |s| &s.active);
+        let e = match ep.pool.connect_stream().await {
+            Ok(s) => break (s, active),
+            Err(e) => e,
+        };
+        cluster.report_connect_failure(ep);
+        tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
+        if retries == policy.attempts {
+            cluster.stats.retries_exhausted.inc();
             return;
+        }
+        if !cluster.budget.withdraw() {
+            cluster.stats.retry_budget_exhausted.inc();
+            return;
+        }
+        tokio::time::sleep(backoff(&policy, retries)).await;
+        retries += 1;
+        cluster.stats.retries.inc();
+        match cluster.pick_other(hash, ep) {
+            Some(next) => ep = next,
+            None => return,
         }
     };
     cluster.report_success(ep);

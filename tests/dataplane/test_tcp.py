@@ -99,4 +99,26 @@ def test_upstream_down_closes_promptly(proxy) -> None:
         with contextlib.suppress(ConnectionResetError):
             assert _read_all(s) == b""
     assert time.monotonic() - start < 2
-    wait_until(lambda: dp.stats()["clusters"]["echo"]["connect_failures"] == 1, what="connect failure counted")
+    # The first try and 2 retries (the default policy), then the close.
+    stats = wait_until(
+        lambda: (s := dp.stats()["clusters"]["echo"])["retries_exhausted"] == 1 and s, what="retries exhausted"
+    )
+    assert (stats["connect_failures"], stats["retries"]) == (3, 2)
+
+
+def test_a_dead_endpoint_costs_no_connection(half_close_server, proxy) -> None:
+    dead = f"127.0.0.1:{unused_port()}"
+    dp = proxy(
+        {
+            "listeners": [{"name": "db", "address": "127.0.0.1:0", "protocol": "tcp", "cluster": "echo"}],
+            "clusters": [cluster("echo", [dead, half_close_server], lb="round_robin")],
+        }
+    )
+    host, port = dp.addresses()["db"].rsplit(":", 1)
+    for i in range(6):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(f"hello {i}".encode())
+            s.shutdown(socket.SHUT_WR)
+            assert _read_all(s) == f"hello {i}".encode()[::-1]
+    stats = dp.stats()["clusters"]["echo"]
+    assert stats["retries"] >= 1 and stats["retries"] == stats["connect_failures"]
