@@ -10,9 +10,9 @@ use http::uri::Authority;
 
 use crate::balance::{hash_bytes, Balancer, Loads};
 use crate::clock::now_ms;
-use crate::config::{ClusterConfig, LbPolicy, UpstreamProtocol};
+use crate::config::{ClusterConfig, LbPolicy, RetryPolicy, UpstreamProtocol};
 use crate::http::pool::Pool;
-use crate::resilience::Budget;
+use crate::resilience::{backoff, Budget};
 use crate::stats::{ClusterStats, EndpointStats, Registry};
 use crate::tls::client::ClientTls;
 use crate::tls::IdentityCell;
@@ -101,10 +101,37 @@ impl Cluster {
         self.balancer.pick(self, hash).map(|i| &self.endpoints[i])
     }
 
+    /// After a try on `failed` could not connect: the endpoint for the next
+    /// try, once the back-off has passed, when `policy` has a retry left and
+    /// the budget grants it; None (counted) when the failure is final.
+    /// `retries` counts the retries taken so far.
+    pub async fn retry_endpoint(
+        &self,
+        policy: &RetryPolicy,
+        retries: &mut u32,
+        hash: Option<u64>,
+        failed: &Endpoint,
+    ) -> Option<&Endpoint> {
+        if *retries == policy.attempts {
+            if *retries > 0 {
+                self.stats.retries_exhausted.inc();
+            }
+            return None;
+        }
+        if !self.budget.withdraw() {
+            self.stats.retry_budget_exhausted.inc();
+            return None;
+        }
+        tokio::time::sleep(backoff(policy, *retries)).await;
+        *retries += 1;
+        self.stats.retries.inc();
+        self.pick_other(hash, failed)
+    }
+
     /// An endpoint for a retry: another than `failed` when the balancer
     /// offers one within a few picks (a ring hash keeps its choice, so its
     /// retry goes elsewhere only once `failed` is ejected).
-    pub fn pick_other(&self, hash: Option<u64>, failed: &Endpoint) -> Option<&Endpoint> {
+    fn pick_other(&self, hash: Option<u64>, failed: &Endpoint) -> Option<&Endpoint> {
         let mut ep = self.pick(hash)?;
         for _ in 0..3 {
             if !std::ptr::eq(ep, failed) {

@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::RetryPolicy;
 use crate::io::{join_streams, Stream};
 use crate::pki::SpiffeId;
-use crate::resilience::backoff;
 use crate::snapshot::{Listener, Role};
 use crate::stats::Active;
 
@@ -61,18 +60,10 @@ pub async fn forward(
         };
         cluster.report_connect_failure(ep);
         tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
-        if retries == policy.attempts {
-            cluster.stats.retries_exhausted.inc();
-            return;
-        }
-        if !cluster.budget.withdraw() {
-            cluster.stats.retry_budget_exhausted.inc();
-            return;
-        }
-        tokio::time::sleep(backoff(&policy, retries)).await;
-        retries += 1;
-        cluster.stats.retries.inc();
-        match cluster.pick_other(hash, ep) {
+        match cluster
+            .retry_endpoint(&policy, &mut retries, hash, ep)
+            .await
+        {
             Some(next) => ep = next,
             None => return,
         }

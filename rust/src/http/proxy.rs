@@ -22,7 +22,6 @@ use crate::cluster::{Cluster, Endpoint};
 use crate::config::{RedirectConfig, UpstreamProtocol};
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
-use crate::resilience::backoff;
 use crate::route::{first_match, RequestView, Route};
 use crate::shared::Shared;
 use crate::snapshot::{Listener, Role};
@@ -221,20 +220,7 @@ async fn forward(
         let Some(unsent) = failed.unsent else {
             return failed.reply;
         };
-        if retries == policy.attempts {
-            if retries > 0 {
-                cluster.stats.retries_exhausted.inc();
-            }
-            return failed.reply;
-        }
-        if !cluster.budget.withdraw() {
-            cluster.stats.retry_budget_exhausted.inc();
-            return failed.reply;
-        }
-        tokio::time::sleep(backoff(policy, retries)).await;
-        retries += 1;
-        cluster.stats.retries.inc();
-        let Some(next) = cluster.pick_other(hash, ep) else {
+        let Some(next) = cluster.retry_endpoint(policy, &mut retries, hash, ep).await else {
             return failed.reply;
         };
         ep = next;
