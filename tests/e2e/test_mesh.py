@@ -74,7 +74,7 @@ def to_subset(version: str) -> dict:
     return http_route("pricing", "pricing", {"backendRefs": [{"name": "pricing", "subset": {"version": version}}]})
 
 
-def test_route_changes_shift_traffic_and_a_nack_is_reported_while_traffic_flows(
+def test_route_changes_shift_traffic_and_a_regex_the_proxy_refuses_is_a_422(
     mesh: tuple[ControlPlane, list[Sidecar]], apps: dict[str, DemoBackend], tmp_path: Path
 ) -> None:
     cp, sidecars = mesh
