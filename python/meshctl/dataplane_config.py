@@ -15,7 +15,13 @@ from typing import Literal, Required, TypedDict
 
 ListenerProtocol = Literal["http", "tcp"]
 UpstreamProtocol = Literal["http1", "http2"]
-LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash"]
+LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "peak_ewma"]
+#: What makes a try retriable: no connection; the upstream refused the HTTP/2 stream (nothing
+#: processed); the connection or stream reset before any response byte; a 502/503/504; any 5xx.
+RetryCondition = Literal["connect-failure", "refused-stream", "reset", "gateway-error", "5xx"]
+#: gRPC status names, read from the response headers (trailers-only answers) or trailers.
+GrpcCode = Literal["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"]
+HealthCheckType = Literal["http", "tcp"]
 TlsMode = Literal["strict", "permissive", "simple"]
 AuthorizationAction = Literal["allow", "deny"]
 RedirectStatus = Literal[301, 302, 303, 307, 308]
@@ -147,13 +153,83 @@ class BackoffConfig(TypedDict, total=False):
 
 
 class RetryConfig(TypedDict, total=False):
-    """A try that could not connect is sent again, on another endpoint when there is one."""
+    """When a try fails in one of the listed ways it is sent again (after the back-off), on another
+    endpoint when there is one, while the cluster's budget allows. Request bodies up to 64 KiB are
+    kept for replay; a larger one is retried only when nothing of it was sent."""
 
     #: Tries after the first; default 2; 0 disables.
     attempts: int
-    #: So far only "connect-failure" (the default).
-    retry_on: list[Literal["connect-failure"]]
+    #: Default connect-failure, refused-stream, reset.
+    retry_on: list[RetryCondition]
+    #: HTTP statuses retried besides ``retry_on`` (100..=599).
+    codes: list[int]
+    #: gRPC statuses retried.
+    grpc_codes: list[GrpcCode]
+    #: Bounds each try; the route's ``timeout_ms`` still bounds all of them together.
+    per_try_timeout_ms: int
+    #: Default false: POST, PATCH (and other non-idempotent methods) are retried only when nothing
+    #: reached the upstream (connect-failure, refused-stream).
+    non_idempotent: bool
     backoff: BackoffConfig
+
+
+class FaultDelay(TypedDict):
+    """Holds a share of requests (or TCP connections) before they are forwarded."""
+
+    #: 0..=100, fractions allowed.
+    percent: float
+    fixed_ms: int
+
+
+class FaultAbort(TypedDict, total=False):
+    """Answers a share of requests at once (HTTP: with ``http_status`` or ``grpc_status``, exactly
+    one; TCP: the connection is reset, neither is given)."""
+
+    percent: Required[float]
+    #: 200..=599.
+    http_status: int
+    #: 1..=16 (a gRPC status code), sent as a trailers-only answer.
+    grpc_status: int
+
+
+class FaultConfig(TypedDict, total=False):
+    """Independent of each other: a request may be both delayed and aborted."""
+
+    delay: FaultDelay
+    abort: FaultAbort
+
+
+class MirrorConfig(TypedDict, total=False):
+    """A copy of a share of the requests goes to ``cluster``; its answers are dropped and it never
+    delays or fails the primary request. Bodies are teed up to 64 KiB (a longer one is not
+    mirrored)."""
+
+    cluster: Required[str]
+    #: 0..=100, fractions allowed; default 100.
+    percent: float
+
+
+class RateLimitBucket(TypedDict, total=False):
+    """A token bucket: ``rps`` tokens a second, holding at most ``burst`` (default ``rps``, at least 1)."""
+
+    rps: Required[float]
+    burst: int
+
+
+class RateLimitOverride(RateLimitBucket, total=False):
+    #: Callers' SPIFFE IDs (mTLS) that get this bucket, each their own, instead of ``per_identity``.
+    identities: Required[list[str]]
+
+
+class RateLimitConfig(TypedDict, total=False):
+    """Linkerd's total / identity / overrides, checked in that order: a request over ``total`` or
+    over its caller's bucket gets a 429 with ``retry-after`` and ``x-meshctl-error: rate_limited``.
+    On a tcp listener it counts connections (refused by closing). At least one field."""
+
+    total: RateLimitBucket
+    #: One bucket per caller identity (callers without one share a bucket).
+    per_identity: RateLimitBucket
+    overrides: list[RateLimitOverride]
 
 
 class RouteConfig(TypedDict, total=False):
@@ -166,6 +242,10 @@ class RouteConfig(TypedDict, total=False):
     timeout_ms: int
     #: Left out: the default retries.
     retry: RetryConfig
+    fault: FaultConfig
+    mirrors: list[MirrorConfig]
+    #: Checked after the listener's own limit.
+    rate_limit: RateLimitConfig
     #: To the request sent upstream.
     request_headers: HeaderModifier
     #: To upstream responses and this route's redirects.
@@ -187,6 +267,10 @@ class ListenerConfig(TypedDict, total=False):
     backends: list[BackendConfig]
     tls: ListenerTls
     authorization: AuthorizationConfig
+    #: http: requests; tcp: new connections.
+    rate_limit: RateLimitConfig
+    #: tcp listeners: delay or reset (``abort`` with only ``percent``) a share of connections.
+    fault: FaultConfig
 
 
 # === clusters ===
@@ -197,13 +281,61 @@ class EndpointConfig(TypedDict, total=False):
     address: Required[str]
     #: 1..=10000, default 1.
     weight: int
+    #: The endpoint's locality, for the cluster's ``locality``.
+    zone: str
 
 
 class OutlierDetectionConfig(TypedDict, total=False):
-    #: Default 5; 0 disables.
-    consecutive_failures: int
+    """Passive health: an endpoint failing too often in a row is ejected for base x (its number of
+    ejections), capped at max; never more than ``max_ejection_percent`` of the endpoints at once,
+    though one may always be ejected."""
+
+    #: 5xx answers (and gateway errors) in a row; default 5; 0 disables.
+    consecutive_5xx: int
+    #: Connect failures, resets and 502/503/504 in a row; default 5; 0 disables.
+    consecutive_gateway_errors: int
     #: Default 10000.
-    ejection_ms: int
+    base_ejection_ms: int
+    #: Default 300000.
+    max_ejection_ms: int
+    #: Default 50.
+    max_ejection_percent: int
+    #: When fewer than this percentage of the endpoints are healthy, balance over all of them;
+    #: default 50; 0 disables.
+    panic_threshold_percent: int
+
+
+class HealthCheckConfig(TypedDict, total=False):
+    """Active health checks by every proxy: an endpoint is out after ``unhealthy_threshold`` failed
+    checks in a row and back after ``healthy_threshold`` passed ones. Combines with outlier
+    detection: an endpoint must pass both."""
+
+    type: Required[HealthCheckType]
+    #: http only (needed there): the path asked with GET.
+    path: str
+    #: http only: statuses that pass; default any 2xx.
+    expected_statuses: list[int]
+    #: Default 5000.
+    interval_ms: int
+    #: A random extra wait up to this before each check; default 10 % of the interval.
+    jitter_ms: int
+    #: Default 1000.
+    timeout_ms: int
+    #: Default 2.
+    healthy_threshold: int
+    #: Default 3.
+    unhealthy_threshold: int
+
+
+class LocalityConfig(TypedDict, total=False):
+    """Traffic stays with endpoints in ``zone`` while at least ``min_healthy_percent`` of them are
+    healthy, then fails over to the zones in ``failover`` order, then to any zone."""
+
+    #: The calling proxy's zone.
+    zone: Required[str]
+    failover: list[str]
+    #: Default 70.
+    min_healthy_percent: int
 
 
 class CircuitBreakersConfig(TypedDict, total=False):
@@ -213,6 +345,8 @@ class CircuitBreakersConfig(TypedDict, total=False):
     max_connections: int
     max_pending_requests: int
     max_requests: int
+    #: Retries in flight at once.
+    max_retries: int
 
 
 class RetryBudgetConfig(TypedDict, total=False):
@@ -244,6 +378,8 @@ class ClusterConfig(TypedDict, total=False):
     connect_timeout_ms: int
     endpoints: Required[list[EndpointConfig]]
     outlier_detection: OutlierDetectionConfig
+    health_check: HealthCheckConfig
+    locality: LocalityConfig
     circuit_breakers: CircuitBreakersConfig
     retry_budget: RetryBudgetConfig
     tls: ClusterTls
