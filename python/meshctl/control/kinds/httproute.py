@@ -1,6 +1,7 @@
 """HTTPRoute (shaped like the Gateway API's): rules matching requests to a
 Service's callers, or at a Gateway's listeners, and sending them to backends
-(weighted, optionally a label subset) after filters."""
+(weighted, optionally a label subset) after filters; with timeouts, retries,
+request mirrors and faults (``routeresilience``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 from typing import Any, Literal
 
 from pydantic import Field as PField
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from meshctl import _core
@@ -23,6 +24,7 @@ from meshctl.control.kinds.common import (
     ServiceRef,
     Spec,
 )
+from meshctl.control.kinds.routeresilience import HTTPFault, HTTPRouteRetry, HTTPRouteTimeouts, RequestMirror
 
 #: Headers a modifier may not touch: framing and connection management belong to the proxy,
 #: whose own list this is (the data plane refuses the same ones).
@@ -119,15 +121,19 @@ FILTER_FIELDS = {
     "ResponseHeaderModifier": "response_header_modifier",
     "RequestRedirect": "request_redirect",
     "URLRewrite": "url_rewrite",
+    "RequestMirror": "request_mirror",
 }
+#: The filters a rule may have several of (the Gateway API allows one of each other type).
+REPEATABLE = frozenset({"RequestMirror"})
 
 
 class RouteFilter(Spec):
-    type: Literal["RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"]
+    type: Literal["RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite", "RequestMirror"]
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
     request_redirect: RequestRedirect | None = None
     url_rewrite: URLRewrite | None = None
+    request_mirror: RequestMirror | None = None
 
     @model_validator(mode="after")
     def _matches_type(self) -> RouteFilter:
@@ -142,20 +148,39 @@ class HTTPRouteRule(Spec):
     matches: list[RouteMatch] = PField(default_factory=lambda: [RouteMatch()])
     backend_refs: list[BackendRef] = PField(default_factory=list)
     filters: list[RouteFilter] = PField(default_factory=list)
+    timeouts: HTTPRouteTimeouts | None = None
+    retry: HTTPRouteRetry | None = None
+    #: meshctl's extension (Istio's shape): the Gateway API has no fault injection.
+    fault: HTTPFault | None = None
 
     def filter(self, kind: str) -> Any:
         """The filter of that type, if the rule has one (the Gateway API allows one of each)."""
         return next((getattr(f, FILTER_FIELDS[kind]) for f in self.filters if f.type == kind), None)
 
+    @property
+    def mirrors(self) -> list[tuple[int, RequestMirror]]:
+        """(filter index, filter) of each RequestMirror filter, in order."""
+        return [(i, f.request_mirror) for i, f in enumerate(self.filters) if f.request_mirror is not None]
+
+    @field_validator("timeouts", "retry", "fault")
+    @classmethod
+    def _forwarding(cls, value: Any, info: ValidationInfo) -> Any:
+        # The data plane refuses these on a redirect too: such a rule forwards nothing.
+        if value is not None and any(f.type == "RequestRedirect" for f in info.data.get("filters", [])):
+            raise ValueError("not with a RequestRedirect filter: the rule answers by itself and forwards nothing")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> HTTPRouteRule:
         kinds = [f.type for f in self.filters]
-        for kind in set(kinds):
+        for kind in set(kinds) - REPEATABLE:
             if kinds.count(kind) > 1:
                 raise ValueError(f"at most one {kind} filter per rule")
         redirect, rewrite = self.filter("RequestRedirect"), self.filter("URLRewrite")
         if redirect and rewrite:
             raise ValueError("RequestRedirect and URLRewrite cannot be used together")
+        if redirect and self.mirrors:
+            raise ValueError("RequestMirror and RequestRedirect cannot be used together: nothing is forwarded")
         if redirect and self.backend_refs:
             raise ValueError("a rule with a RequestRedirect answers itself: give no backendRefs")
         if not redirect and not self.backend_refs:
@@ -198,12 +223,23 @@ class HTTPRouteSpec(Spec):
 # === the kind ===
 
 
+def mirror_references(rules: list[HTTPRouteRule], namespace: str) -> list[Ref]:
+    """The services RequestMirror filters copy requests to."""
+    return [
+        Ref(["rules", r, "filters", f, "requestMirror", "backendRef"], "Service", to.namespace or namespace, to.name)
+        for r, rule in enumerate(rules)
+        for f, mirror in rule.mirrors
+        for to in [mirror.backend_ref]
+    ]
+
+
 class HTTPRouteKind(Kind):
     def references(self, spec: Any, namespace: str, name: str) -> list[Ref]:
         # Services first (parents, then backends), then Gateways: the order errors are reported in.
         return [
             *parent_references(spec.parent_refs, namespace),
             *backend_references(spec.rules, namespace),
+            *mirror_references(spec.rules, namespace),
             *(
                 Ref(["parentRefs", i], "Gateway", p.namespace or namespace, p.name, section=p.section_name)
                 for i, p in enumerate(spec.parent_refs)

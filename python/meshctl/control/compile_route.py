@@ -1,0 +1,81 @@
+"""What an HTTPRoute rule's timeouts, retry, RequestMirror filters and fault
+become in its data-plane route (``timeout_ms``, ``retry``, ``mirrors``,
+``fault``): a part of the snapshot compiler, pure like it.
+
+A rule without ``retry`` (and without ``timeouts.backendRequest``) gets no
+``retry`` key, so that the data plane's default applies (and shows in its
+/config). A "0s" timeout means none: the key is left out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import cast
+
+from meshctl import dataplane_config as dp
+from meshctl.control.kinds.durations import MAX_MS, parse_duration
+from meshctl.control.kinds.httproute import HTTPRouteRule
+from meshctl.control.kinds.routeresilience import HTTPFault, HTTPRouteRetry, grpc_code, grpc_name
+
+#: How a compiler names (and emits) the cluster of a service ("ns/name") and label subset.
+ClusterOf = Callable[[str, Mapping[str, str]], str]
+
+
+def retry(spec: HTTPRouteRetry | None, backend_request: str | None) -> dp.RetryConfig | None:
+    """The route's `retry`, or None to leave the data plane's default."""
+    out: dp.RetryConfig = {}
+    if spec is not None:
+        if spec.attempts is not None:
+            out["attempts"] = spec.attempts
+        if spec.retry_on is not None:
+            out["retry_on"] = list(dict.fromkeys(spec.retry_on))
+        if spec.codes is not None:
+            out["codes"] = list(dict.fromkeys(spec.codes))
+        if spec.grpc_codes is not None:
+            out["grpc_codes"] = list(dict.fromkeys(cast(dp.GrpcCode, grpc_name(c)) for c in spec.grpc_codes))
+        if spec.non_idempotent is not None:
+            out["non_idempotent"] = spec.non_idempotent
+        backoff: dp.BackoffConfig = {}
+        if spec.backoff is not None:
+            backoff["base_ms"] = parse_duration(spec.backoff)
+            # Envoy's cap, 10 x the base: the data plane's defaults (25/250 ms) keep that ratio.
+            backoff["max_ms"] = min(10 * backoff["base_ms"], MAX_MS)
+        if spec.max_backoff is not None:
+            backoff["max_ms"] = parse_duration(spec.max_backoff)
+        if backoff:
+            out["backoff"] = backoff
+    if backend_request is not None and (per_try := parse_duration(backend_request)) > 0:
+        out["per_try_timeout_ms"] = per_try
+    return out if spec is not None or out else None
+
+
+def fault(spec: HTTPFault) -> dp.FaultConfig:
+    out: dp.FaultConfig = {}
+    if spec.delay is not None:
+        out["delay"] = {"percent": spec.delay.percentage.value, "fixed_ms": parse_duration(spec.delay.fixed_delay)}
+    if spec.abort is not None:
+        abort: dp.FaultAbort = {"percent": spec.abort.percentage.value}
+        if spec.abort.http_status is not None:
+            abort["http_status"] = spec.abort.http_status
+        if spec.abort.grpc_status is not None:
+            abort["grpc_status"] = grpc_code(spec.abort.grpc_status)
+        out["abort"] = abort
+    return out
+
+
+def resilience(rule: HTTPRouteRule, namespace: str, cluster: ClusterOf) -> dp.RouteConfig:
+    """The keys a rule adds to its route (in `namespace`, the route's); mirrored services get
+    their clusters through `cluster`, as backends do."""
+    out: dp.RouteConfig = {}
+    timeouts = rule.timeouts
+    if timeouts is not None and timeouts.request is not None and (total := parse_duration(timeouts.request)) > 0:
+        out["timeout_ms"] = total
+    if (policy := retry(rule.retry, timeouts.backend_request if timeouts else None)) is not None:
+        out["retry"] = policy
+    if mirrors := rule.mirrors:
+        out["mirrors"] = [
+            {"cluster": cluster(f"{m.backend_ref.namespace or namespace}/{m.backend_ref.name}", {}), "percent": m.share}
+            for _, m in mirrors
+        ]
+    if rule.fault is not None:
+        out["fault"] = fault(rule.fault)
+    return out
