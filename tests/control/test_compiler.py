@@ -313,7 +313,7 @@ def test_connection_pool_becomes_the_clusters_circuit_breakers() -> None:
     assert out.backends[0].circuit_breakers == {"max_connections": 64, "max_pending_requests": 8, "max_requests": 100}
     with pytest.raises(ValidationError) as bad:
         TrafficPolicySpec.model_validate(
-            {"targetRef": {"name": "c"}, "connectionPool": {"tcp": {"maxConnections": 0}, "http": {"maxRetries": 3}}}
+            {"targetRef": {"name": "c"}, "connectionPool": {"tcp": {"maxConnections": 0}, "http": {"maxRetries": 0}}}
         )
     assert {e["loc"] for e in bad.value.errors()} == {
         ("connectionPool", "tcp", "maxConnections"),

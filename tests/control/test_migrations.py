@@ -202,3 +202,51 @@ def test_0007_records_each_sidecars_svid_expiry_and_back(tmp_path: Path) -> None
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT svid_expires_at FROM sidecar").scalar() is None
     engine.dispose()
+
+
+def test_0008_adds_rate_limit_policies_and_sidecar_zones_and_refuses_to_lose_them(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url, "0007")
+    engine = make_engine(url)
+    stamp = "'2026-01-01', '2026-01-01'"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO service (id, resource_version, created_at, updated_at, name, namespace, ports, mtls)"
+            f" VALUES (1, 1, {stamp}, 'a', 'default', '[]', 'STRICT')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at,"
+            f" gateway) VALUES (1, '127.0.0.1', 15006, 8080, '{{}}', {stamp}, 0)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO trafficpolicy (resource_version, created_at, updated_at, name, namespace, spec)"
+            f" VALUES (1, {stamp}, 'old', 'default', ?)",
+            (json.dumps({"targetRef": {"name": "a"}, "loadBalancer": {"type": "Random"}}),),
+        )
+    migrate(url)
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT zone FROM sidecar").scalar() is None  # joined before zones
+        conn.exec_driver_sql("UPDATE sidecar SET zone = 'us-east-1a'")
+        conn.exec_driver_sql(
+            "INSERT INTO ratelimitpolicy (resource_version, created_at, updated_at, name, namespace, spec)"
+            f" VALUES (1, {stamp}, 'limits', 'default', '{{}}')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO trafficpolicy (resource_version, created_at, updated_at, name, namespace, spec)"
+            f" VALUES (1, {stamp}, 'new', 'default', ?)",
+            (json.dumps({"targetRef": {"name": "a"}, "connectionPool": {"http": {"maxRetries": 2}}}),),
+        )
+    # The older release could not read them: the downgrade says which, and changes nothing.
+    with pytest.raises(RuntimeError, match=r"RateLimitPolicies: default/limits; TrafficPolicies: default/new\)"):
+        command.downgrade(alembic_config(url), "0007")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM ratelimitpolicy")
+        conn.exec_driver_sql("DELETE FROM trafficpolicy WHERE name = 'new'")
+    command.downgrade(alembic_config(url), "0007")
+    with engine.connect() as conn:
+        assert "ratelimitpolicy" not in inspect(conn).get_table_names()
+        assert "zone" not in {c["name"] for c in inspect(conn).get_columns("sidecar")}
+        assert conn.exec_driver_sql("SELECT count(*) FROM sidecar").scalar() == 1
+        assert conn.exec_driver_sql("SELECT name FROM trafficpolicy").scalars().all() == ["old"]
+    migrate(url)  # and up again
+    engine.dispose()

@@ -77,6 +77,11 @@ def parser() -> argparse.ArgumentParser:
 def add_member_arguments(group: argparse._ActionsContainer) -> None:
     """The flags of every process that joins the mesh: `meshctl proxy` and `meshctl gateway`."""
     group.add_argument("--admin-port", type=int, help="Loopback port for /ready, /stats and /config.")
+    group.add_argument(
+        "--zone",
+        help="Where this instance runs (e.g. us-east-1a): its endpoint's zone label; its calls stay in the zone"
+        " while enough of it is healthy.",
+    )
     group.add_argument("--token-file", type=Path, help="The service's join token file (default: $MESHCTL_TOKEN).")
     group.add_argument("--cache-dir", type=Path, help="Where the last good snapshot and the SVID are kept.")
     group.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")
@@ -95,6 +100,7 @@ def member_options(args: argparse.Namespace) -> dict[str, Any]:
         "control_plane": args.control_plane,
         "namespace": args.namespace,
         "admin_port": args.admin_port,
+        "zone": args.zone,
         "token": token,
         "cache_dir": args.cache_dir,
         "ttl_seconds": args.ttl,

@@ -163,6 +163,28 @@ def _authz_policy(p: dict[str, Any]) -> list[str]:
     ]
 
 
+def _bucket(limit: dict[str, Any] | None) -> str:
+    if not limit:
+        return ""
+    burst = f" (burst {limit['burst']})" if limit.get("burst") else ""
+    return f"{limit['requestsPerSecond']:g}/s{burst}"
+
+
+def _rate_limit_policy(p: dict[str, Any]) -> list[str]:
+    spec = p["spec"]
+    target = spec["targetRef"]
+    overrides = [
+        f"{', '.join(qualified(c.get('namespace'), c['name'], p['namespace']) for c in o['clientRefs'])}: {_bucket(o)}"
+        for o in spec.get("overrides") or []
+    ]
+    return [
+        qualified(target.get("namespace"), target["name"], p["namespace"]),
+        _bucket(spec.get("total")),
+        _bucket(spec.get("identity")),
+        "\n".join(overrides),
+    ]
+
+
 #: How `get` shows a resource kind in a table: the columns after NAMESPACE and NAME, and their cells.
 _TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[str]]]] = {
     "Service": (("PORTS", "MTLS"), _service),
@@ -171,6 +193,7 @@ _TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[str]]]
     "TCPRoute": (("PARENTS", "BACKENDS"), _tcp_route),
     "TrafficPolicy": (("TARGET", "LOAD BALANCER", "PROTOCOL", "CONNECT TIMEOUT"), _policy),
     "AuthorizationPolicy": (("TARGET", "ACTION", "RULES"), _authz_policy),
+    "RateLimitPolicy": (("TARGET", "TOTAL", "PER IDENTITY", "OVERRIDES"), _rate_limit_policy),
 }
 KINDS = (
     # The control plane's registry of resource kinds (names, aliases and API paths only: no models).
@@ -358,7 +381,7 @@ def get(
         str,
         typer.Argument(
             help="services (svc), gateways (gw), httproutes, tcproutes, trafficpolicies, authorizationpolicies"
-            " (authz), endpoints, sidecars."
+            " (authz), ratelimitpolicies (ratelimit), endpoints, sidecars."
         ),
     ],
     name: Annotated[
@@ -447,7 +470,8 @@ def delete(
     kind: Annotated[
         str | None,
         typer.Argument(
-            help="services (svc), gateways (gw), httproutes, tcproutes, trafficpolicies, authorizationpolicies (authz)."
+            help="services (svc), gateways (gw), httproutes, tcproutes, trafficpolicies, authorizationpolicies (authz),"
+            " ratelimitpolicies (ratelimit)."
         ),
     ] = None,
     name: Annotated[str | None, typer.Argument(help="NAME or NAMESPACE/NAME.")] = None,

@@ -41,11 +41,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from meshctl import dataplane_config as dp
-from meshctl.control.compile_route import resilience
+from meshctl.control.compile_policy import add_cluster_policy, rate_limit
 from meshctl.control.kinds.authorizationpolicy import AuthorizationPolicySpec
 from meshctl.control.kinds.common import BackendRef, RouteView
 from meshctl.control.kinds.gateway import GatewayListener, GatewaySpec
 from meshctl.control.kinds.httproute import HeaderModifier, HTTPRouteRule, PathMatch, PathModifier, RouteMatch
+from meshctl.control.kinds.ratelimitpolicy import RateLimitPolicySpec
 from meshctl.control.kinds.trafficpolicy import ConnectionPool, TrafficPolicySpec
 from meshctl.spiffe import spiffe_id
 
@@ -62,6 +63,12 @@ class EndpointView:
     @property
     def host_port(self) -> str:
         return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+    def config(self) -> dp.EndpointConfig:
+        out: dp.EndpointConfig = {"address": self.host_port, "weight": self.weight}
+        if zone := self.labels.get("zone"):  # what its sidecar joined with (--zone): for callers' locality
+            out["zone"] = zone
+        return out
 
 
 @dataclass
@@ -89,6 +96,8 @@ class Mesh:
     trust_bundle: tuple[str, ...] = ()
     #: "ns/name" -> the Gateway's spec (its instances join as the Service "ns/name").
     gateways: dict[str, GatewaySpec] = field(default_factory=dict)
+    #: target "ns/name" -> (RateLimitPolicy "ns/name", spec)
+    rate_limits: dict[str, tuple[str, RateLimitPolicySpec]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ class SidecarSpec:
     admin_port: int | None = None
     #: An ingress gateway: the Gateway's listeners instead of an inbound listener.
     gateway: bool = False
+    #: Where it runs (`--zone`): its clusters keep traffic in this zone (locality).
+    zone: str | None = None
 
     @property
     def key(self) -> str:
@@ -275,6 +286,7 @@ _LB_POLICIES: dict[str, dp.LbPolicy] = {
     "LeastRequest": "least_request",
     "Random": "random",
     "RingHash": "ring_hash",
+    "PeakEWMA": "peak_ewma",
 }
 _PATH_FORMS: dict[str, Literal["path", "path_prefix", "path_regex"]] = {
     "Exact": "path",
@@ -294,6 +306,8 @@ def circuit_breakers(pool: ConnectionPool) -> dp.CircuitBreakersConfig:
         limits["max_pending_requests"] = pool.http.http1_max_pending_requests
     if pool.http and pool.http.http2_max_requests:
         limits["max_requests"] = pool.http.http2_max_requests
+    if pool.http and pool.http.max_retries:
+        limits["max_retries"] = pool.http.max_retries
     return limits
 
 
@@ -328,7 +342,7 @@ class _Compiler:
         endpoints = subset_endpoints(self.mesh, service, subset)
         c: dp.ClusterConfig = {
             "name": name,
-            "endpoints": [{"address": e.host_port, "weight": e.weight} for e in endpoints],
+            "endpoints": [e.config() for e in endpoints],
         }
         policy = self.mesh.policies.get(service)
         spec = policy[1] if policy else None
@@ -347,6 +361,7 @@ class _Compiler:
             c["connect_timeout_ms"] = spec.connect_timeout_ms
         if spec and spec.connection_pool and (limits := circuit_breakers(spec.connection_pool)):
             c["circuit_breakers"] = limits
+        add_cluster_policy(c, spec, self.sidecar.zone)
         self.clusters[name] = c
         return name
 
@@ -378,7 +393,6 @@ class _Compiler:
             r["request_headers"] = _headers(mod)
         if (mod := rule.filter("ResponseHeaderModifier")) is not None:
             r["response_headers"] = _headers(mod)
-        r.update(resilience(rule, e.route.namespace, self.cluster))
         return r
 
     def http_routes(self, service: str, hosts: list[str | None]) -> list[dp.RouteConfig]:
@@ -418,6 +432,8 @@ class _Compiler:
         listener["tls"] = {"mode": _MTLS_MODES[self.mesh.mtls.get(sc.key, "STRICT")]}
         if (authz := authorization(self.mesh, sc.key)) is not None:
             listener["authorization"] = authz
+        if (limits := self.mesh.rate_limits.get(sc.key)) is not None:
+            listener["rate_limit"] = rate_limit(limits[1], limits[0].split("/")[0], self.mesh.trust_domain)
         self.clusters["inbound"] = c
         return listener
 
@@ -505,7 +521,7 @@ class Outbound:
 
 def outbound_key(sidecar: SidecarSpec) -> tuple[Any, ...]:
     """Sidecars with equal keys get equal `Outbound` parts."""
-    return (sidecar.namespace, sidecar.upstreams, sidecar.http_proxy_port)
+    return (sidecar.namespace, sidecar.upstreams, sidecar.http_proxy_port, sidecar.zone)
 
 
 def compile_outbound(mesh: Mesh, sidecar: SidecarSpec) -> Outbound:

@@ -113,7 +113,7 @@ class _Checker:
             self._holders[holder.name] = {
                 ref.target: key(row)
                 for row in list_all(self.session, holder.table)
-                for ref in holder.references(holder.parse(row), row.namespace, row.name)
+                for ref in holder.held(holder.references(holder.parse(row), row.namespace, row.name))
             }
         return self._holders[holder.name]
 
@@ -147,7 +147,7 @@ class _Checker:
                     errors.append({"loc": [*at, *k.sections_at], "msg": msg, "type": "reference"})
         if k.exclusive:
             holders = self.holders(k)
-            for ref in refs:
+            for ref in k.held(refs):
                 holder = holders.setdefault(ref.target, f"{namespace}/{name}")
                 if holder != f"{namespace}/{name}":
                     raise Conflict(f"{ref.kind.lower()} {ref.target} already has {k.name} {holder}")

@@ -79,7 +79,7 @@ def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister) -
         sc = Sidecar(service_id=svc.id, address=data.address, inbound_port=data.inbound_port, app_port=data.app_port)
     sc.app_port, sc.upstreams = data.app_port, data.upstreams
     sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
-    sc.svid_expires_at = data.svid_expires_at
+    sc.svid_expires_at, sc.zone = data.svid_expires_at, data.zone
     sc.last_seen = now()
     if data.gateway:  # the edge: nobody routes to it, so it is no endpoint of its service
         sc.gateway = True
@@ -97,7 +97,7 @@ def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister) -
             address=data.address,
             port=data.inbound_port,
             weight=data.weight,
-            labels=data.labels,
+            labels=data.endpoint_labels(),
             ttl_seconds=data.ttl_seconds,
         ),
     )

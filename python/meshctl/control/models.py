@@ -8,6 +8,7 @@ so it lives here beside the sidecars that register it (see ``instances``)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
 from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
-from meshctl.control.kinds.common import NAME, now
+from meshctl.control.kinds.common import NAME, ZONE, now
 
 # === Endpoint: one running instance of a service ===
 
@@ -118,6 +119,9 @@ class SidecarRegister(SQLModel):
     inbound_port: int = Field(default=0, ge=0, le=65535, schema_extra={"validate_default": True})
     app_port: int = Field(default=0, ge=0, le=65535, schema_extra={"validate_default": True})
     labels: dict[str, str] = Field(default_factory=dict)
+    #: Where it runs (e.g. us-east-1a): its endpoint's `zone` label, and the zone its calls prefer
+    #: (locality). A `zone` label says the same.
+    zone: str | None = Field(default=None, max_length=63, schema_extra={"pattern": ZONE, "validate_default": True})
     weight: int = Field(default=1, ge=1, le=10_000)
     #: Local outbound ports by upstream service ("name" or "namespace/name").
     upstreams: dict[str, int] = Field(default_factory=dict)
@@ -137,6 +141,20 @@ class SidecarRegister(SQLModel):
             raise ValueError("required (only a gateway has none)")
         return value
 
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        label = (info.data.get("labels") or {}).get("zone")
+        if label is not None and value is not None and label != value:
+            raise ValueError(f"differs from the zone label ({label!r}): give one")
+        if label is not None and not re.fullmatch(ZONE, label):
+            raise ValueError(f"the zone label {label!r} is no zone: letters, digits, '-', '_' and '.'")
+        return value or label
+
+    def endpoint_labels(self) -> dict[str, str]:
+        """Its endpoint's labels: `labels`, with the zone."""
+        return {**self.labels, "zone": self.zone} if self.zone else self.labels
+
 
 class Sidecar(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("service_id", "address", "inbound_port"),)
@@ -149,6 +167,7 @@ class Sidecar(SQLModel, table=True):
     http_proxy_port: int | None = None
     admin_port: int | None = None
     gateway: bool = Field(default=False, sa_column_kwargs={"server_default": sa_false()})
+    zone: str | None = Field(default=None, max_length=63)
     last_seen: datetime = Field(default_factory=now)
     expires_at: datetime = Field(default_factory=now)
     acked_version: int | None = None
@@ -168,6 +187,7 @@ class SidecarPublic(SQLModel):
     http_proxy_port: int | None
     admin_port: int | None
     gateway: bool
+    zone: str | None
     last_seen: datetime
     live: bool
     acked_version: int | None

@@ -220,4 +220,5 @@ def sidecar_spec(sc: Any, svc: Service) -> SidecarSpec:
         http_proxy_port=sc.http_proxy_port,
         admin_port=sc.admin_port,
         gateway=sc.gateway,
+        zone=sc.zone,
     )

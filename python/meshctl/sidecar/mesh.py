@@ -61,6 +61,8 @@ class SidecarOptions:
     admin_port: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     weight: int = 1
+    #: Where it runs: its endpoint's `zone` label, and the zone its calls prefer.
+    zone: str | None = None
     token: str | None = None
     cache_dir: Path | None = None
     ttl_seconds: int = 15
@@ -91,6 +93,7 @@ class SidecarOptions:
             "address": self.address,
             **ports,
             "labels": self.labels,
+            **({"zone": self.zone} if self.zone else {}),
             "weight": self.weight,
             "upstreams": self.upstreams,
             "http_proxy_port": self.http_proxy_port,

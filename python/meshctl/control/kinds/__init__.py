@@ -40,6 +40,12 @@ REGISTRY = (
         ("authorizationpolicy", "authorizationpolicies", "authz"),
         "authorizationpolicy",
     ),
+    Entry(
+        "RateLimitPolicy",
+        "ratelimitpolicies",
+        ("ratelimitpolicy", "ratelimitpolicies", "ratelimit"),
+        "ratelimitpolicy",
+    ),
 )
 NAMES = tuple(e.name for e in REGISTRY)
 BY_NAME = {e.name: e for e in REGISTRY}

@@ -141,6 +141,10 @@ class Kind:
         """Every resource a spec of this kind names, in the order errors about them are reported."""
         return []
 
+    def held(self, refs: list[Ref]) -> list[Ref]:
+        """Of a spec's references, those an exclusive kind holds (by default every one)."""
+        return refs
+
     def sections(self, value: Any) -> set[str]:
         """The names references may pick in a recorded spec (see `section_noun`)."""
         return set()

@@ -18,6 +18,7 @@ from sqlmodel import Field, SQLModel
 from meshctl.control.kinds import NAMES
 
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS label, as Kubernetes names are
+ZONE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"  # a Kubernetes label value (us-east-1a)
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # an RFC 9110 token
 HEADER_VALUE = r"^[\x20-\x7e]*$"  # visible ASCII and spaces, as the data plane accepts
 HOSTNAME = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"
