@@ -42,6 +42,7 @@ from typing import Any, Literal, TypeVar
 
 from meshctl import dataplane_config as dp
 from meshctl.control.compile_policy import add_cluster_policy, rate_limit
+from meshctl.control.compile_route import resilience
 from meshctl.control.kinds.authorizationpolicy import AuthorizationPolicySpec
 from meshctl.control.kinds.common import BackendRef, RouteView
 from meshctl.control.kinds.gateway import GatewayListener, GatewaySpec
@@ -393,6 +394,7 @@ class _Compiler:
             r["request_headers"] = _headers(mod)
         if (mod := rule.filter("ResponseHeaderModifier")) is not None:
             r["response_headers"] = _headers(mod)
+        r.update(resilience(rule, e.route.namespace, self.cluster))
         return r
 
     def http_routes(self, service: str, hosts: list[str | None]) -> list[dp.RouteConfig]:
