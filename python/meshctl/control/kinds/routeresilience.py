@@ -107,7 +107,7 @@ DEFAULT_BACKOFF_MS = 25
 class HTTPRouteRetry(Spec):
     """Retries of a failed try, on another endpoint when there is one, within the service's retry
     budget. Without this field a route has the data plane's default (2 retries of connect
-    failures, refused streams and resets; shown in /config and by explain)."""
+    failures, refused streams and resets, which the proxy's /config shows)."""
 
     #: HTTP statuses retried (400..599).
     codes: list[Annotated[int, PField(ge=400, le=599)]] | None = None
