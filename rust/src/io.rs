@@ -185,3 +185,21 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+// === impl Stream ===
+
+impl Stream {
+    /// Closes with a TCP reset instead of a FIN (zero linger), as an
+    /// injected fault: the peer sees the connection fail, not end.
+    pub fn reset(self) {
+        let tcp = match &self {
+            Stream::Plain(s) => s,
+            Stream::ServerTls(s) => s.get_ref().0,
+            Stream::ClientTls(s) => s.get_ref().0,
+        };
+        if let Err(e) = socket2::SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO)) {
+            tracing::debug!("cannot set a zero linger: {e}");
+        }
+        drop(self);
+    }
+}

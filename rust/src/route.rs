@@ -11,9 +11,10 @@ use regex::Regex;
 
 use crate::balance::{Balancer, Loads};
 use crate::config::{
-    path_regex, HeaderModifier, LbPolicy, MatchConfig, PathMatch, RedirectConfig, RetryPolicy,
-    RewriteConfig, RouteConfig,
+    path_regex, FaultConfig, HeaderModifier, LbPolicy, MatchConfig, PathMatch, RedirectConfig,
+    RetryPolicy, RewriteConfig, RouteConfig,
 };
+use crate::policy::ratelimit::RateLimiter;
 
 /// The parts of a request that routing looks at.
 pub struct RequestView<'a> {
@@ -223,6 +224,10 @@ pub struct Route<T> {
     pub backends: Backends<T>,
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    pub fault: Option<FaultConfig>,
+    /// Where copies go, each with its percentage.
+    pub mirrors: Vec<(T, f64)>,
+    pub rate_limit: Option<RateLimiter>,
     pub request_headers: HeaderModifier,
     pub response_headers: HeaderModifier,
     pub rewrite: Option<RewriteConfig>,
@@ -234,7 +239,13 @@ pub struct Route<T> {
 // === impl Route ===
 
 impl<T> Route<T> {
-    pub fn new(index: usize, cfg: &RouteConfig, backends: Vec<T>) -> Result<Self, regex::Error> {
+    /// `backends` and `mirrors` are what the config's cluster names resolve to, in order.
+    pub fn new(
+        index: usize,
+        cfg: &RouteConfig,
+        backends: Vec<T>,
+        mirrors: Vec<T>,
+    ) -> Result<Self, regex::Error> {
         let weights: Vec<u32> = cfg.backends.iter().map(|b| b.weight).collect();
         let matched_prefix = match &cfg.matcher.path {
             PathMatch::Prefix(p) => Some(p.clone()),
@@ -246,6 +257,12 @@ impl<T> Route<T> {
             backends: Backends::new(backends, &weights),
             timeout: cfg.timeout,
             retry: cfg.retry.clone(),
+            fault: cfg.fault.clone(),
+            mirrors: mirrors
+                .into_iter()
+                .zip(cfg.mirrors.iter().map(|m| m.percent))
+                .collect(),
+            rate_limit: cfg.rate_limit.as_ref().map(RateLimiter::new),
             request_headers: cfg.request_headers.clone(),
             response_headers: cfg.response_headers.clone(),
             rewrite: cfg.rewrite.clone(),
@@ -281,7 +298,10 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                Route::new(i, r, r.backends.iter().map(|b| b.cluster.clone()).collect()).unwrap()
+                let names = |v: Vec<String>| v;
+                let backends = names(r.backends.iter().map(|b| b.cluster.clone()).collect());
+                let mirrors = r.mirrors.iter().map(|m| m.cluster.clone()).collect();
+                Route::new(i, r, backends, mirrors).unwrap()
             })
             .collect()
     }

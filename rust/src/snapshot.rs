@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::balance::Loads;
 use crate::cluster::Cluster;
-use crate::config::{Config, ListenerKind, ListenerTls};
+use crate::config::{Config, FaultConfig, ListenerKind, ListenerTls};
 use crate::error::{ConfigIssue, Error, Result};
 use crate::pki::SpiffeId;
 use crate::policy::authz::{Authorization, Decision, Operation};
+use crate::policy::ratelimit::RateLimiter;
 use crate::route::{Backends, Route};
 use crate::stats::{ListenerStats, Registry};
 use crate::tls::server::ServerTls;
@@ -41,6 +41,10 @@ pub struct Listener {
     /// Server-side TLS: mesh mTLS or edge TLS; None for plaintext.
     pub tls: Option<ServerTls>,
     pub authz: Option<Authorization>,
+    /// HTTP: requests, before routing; TCP: new connections.
+    pub rate_limit: Option<RateLimiter>,
+    /// TCP only: delays and resets of new connections.
+    pub fault: Option<FaultConfig>,
 }
 
 // === impl Listener ===
@@ -131,7 +135,7 @@ impl Snapshot {
                     .iter()
                     .find(|c| c.spec == *spec)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Cluster::new(spec, registry, identity, workers)))
+                    .unwrap_or_else(|| Cluster::build(spec, registry, identity, workers))
             })
             .collect();
         let by_name: HashMap<&str, &Arc<Cluster>> =
@@ -156,6 +160,8 @@ impl Snapshot {
                     stats: Arc::new(ListenerStats::default()),
                     tls: None,
                     authz: None,
+                    rate_limit: None,
+                    fault: None,
                 }),
             );
         }
@@ -177,7 +183,18 @@ impl Snapshot {
                                 )
                             })
                             .collect::<Result<Vec<_>>>()?;
-                        compiled.push(Route::new(r, route, backends).map_err(|e| {
+                        let mirrors = route
+                            .mirrors
+                            .iter()
+                            .enumerate()
+                            .map(|(m, mi)| {
+                                resolve(
+                                    &mi.cluster,
+                                    format!("listeners[{i}].routes[{r}].mirrors[{m}].cluster"),
+                                )
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        compiled.push(Route::new(r, route, backends, mirrors).map_err(|e| {
                             Error::Config(vec![ConfigIssue {
                                 path: format!("listeners[{i}].routes[{r}].match.path_regex"),
                                 message: e.to_string(),
@@ -216,6 +233,8 @@ impl Snapshot {
                     stats: registry.listener(&cfg.name),
                     tls,
                     authz: cfg.authorization.as_ref().map(Authorization::new),
+                    rate_limit: cfg.rate_limit.as_ref().map(RateLimiter::new),
+                    fault: cfg.fault.clone(),
                 }),
             );
         }
@@ -250,7 +269,7 @@ impl Snapshot {
                 .endpoints
                 .iter()
                 .enumerate()
-                .map(|(i, e)| (e.address.clone(), e.stats.to_json(e.weight, c.available(i))))
+                .map(|(i, e)| (e.address.clone(), c.endpoint_json(i)))
                 .collect();
             clusters.insert(c.name.clone(), c.stats.to_json(Value::Object(endpoints)));
         }

@@ -83,6 +83,11 @@ pub struct ListenerStats {
     /// Authorization decisions (HTTP requests, or TCP connections).
     pub authz_allowed: Counter,
     pub authz_denied: Counter,
+    /// Requests (HTTP) or connections (TCP) refused by a rate limit.
+    pub rate_limited: Counter,
+    /// Requests or connections a fault delayed, and those it aborted.
+    pub faults_delayed: Counter,
+    pub faults_aborted: Counter,
     /// HTTP only: from the request head received to the response head handed
     /// to hyper for writing, local replies included. The body is left out so
     /// that long streams (gRPC streaming, SSE, upgrades) do not swamp it.
@@ -111,6 +116,11 @@ impl ListenerStats {
             "authz": {
                 "allowed": self.authz_allowed.get(),
                 "denied": self.authz_denied.get(),
+            },
+            "rate_limited": self.rate_limited.get(),
+            "faults": {
+                "delayed": self.faults_delayed.get(),
+                "aborted": self.faults_aborted.get(),
             },
         });
         if protocol == "http" {
@@ -141,6 +151,14 @@ pub struct ClusterStats {
     pub retries: Counter,
     pub retry_budget_exhausted: Counter,
     pub retries_exhausted: Counter,
+    /// Retries in flight now (for `max_retries`).
+    pub active_retries: Counter,
+    /// Picks made over every endpoint because too few were healthy.
+    pub panic: Counter,
+    /// Copies of requests sent here by a route's mirror, and copies not
+    /// sent (body too long, limits reached, no endpoint).
+    pub mirrored: Counter,
+    pub mirror_skipped: Counter,
     pub bytes_sent: Counter,
     pub bytes_received: Counter,
     /// Upstream response time: from handing the request to the endpoint's pool
@@ -166,6 +184,10 @@ impl ClusterStats {
             "retries": self.retries.get(),
             "retry_budget_exhausted": self.retry_budget_exhausted.get(),
             "retries_exhausted": self.retries_exhausted.get(),
+            "active_retries": self.active_retries.get(),
+            "panic": self.panic.get(),
+            "mirrored": self.mirrored.get(),
+            "mirror_skipped": self.mirror_skipped.get(),
             "bytes_sent": self.bytes_sent.get(),
             "bytes_received": self.bytes_received.get(),
             "latency_ms": self.latency.to_json(),
@@ -179,18 +201,26 @@ pub struct EndpointStats {
     pub requests: Counter,
     pub active: Counter,
     pub connect_failures: Counter,
+    /// 5xx answers, connect failures and resets.
+    pub errors_5xx: Counter,
     pub ejections: Counter,
+    pub health_checks_passed: Counter,
+    pub health_checks_failed: Counter,
 }
 
 impl EndpointStats {
-    pub fn to_json(&self, weight: u32, healthy: bool) -> Value {
+    pub fn to_json(&self, weight: u32) -> Value {
         json!({
             "weight": weight,
-            "healthy": healthy,
             "requests": self.requests.get(),
             "active": self.active.get(),
             "connect_failures": self.connect_failures.get(),
+            "errors_5xx": self.errors_5xx.get(),
             "ejections": self.ejections.get(),
+            "health_checks": {
+                "passed": self.health_checks_passed.get(),
+                "failed": self.health_checks_failed.get(),
+            },
         })
     }
 }

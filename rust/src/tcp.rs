@@ -1,15 +1,19 @@
 //! L4 forwarding: one upstream connection per downstream connection, to a
 //! cluster chosen by weight; bytes copied both ways; a FIN on one side is
-//! passed on as a FIN on the other.
+//! passed on as a FIN on the other. A listener's rate limit counts new
+//! connections (over it, the connection closes) and its fault delays or
+//! resets a share of them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RetryPolicy;
+use crate::cluster::Outcome;
+use crate::config::{AbortAnswer, RetryPolicy};
 use crate::io::{join_streams, Stream};
 use crate::pki::SpiffeId;
+use crate::policy::fault;
 use crate::snapshot::{Listener, Role};
 use crate::stats::Active;
 
@@ -27,6 +31,27 @@ pub async fn forward(
     listener.stats.connections.inc();
     if listener.authorize(peer_id.as_deref(), None, peer).is_some() {
         return; // denied: counted and logged; the connection just closes
+    }
+    if let Some(limiter) = &listener.rate_limit {
+        if limiter
+            .check(peer_id.as_deref().map(|id| id.as_str()))
+            .is_err()
+        {
+            listener.stats.rate_limited.inc();
+            return;
+        }
+    }
+    if let Some(f) = &listener.fault {
+        let verdict = fault::decide(f);
+        if let Some(delay) = verdict.delay {
+            listener.stats.faults_delayed.inc();
+            tokio::time::sleep(delay).await;
+        }
+        if verdict.abort == Some(AbortAnswer::Reset) {
+            listener.stats.faults_aborted.inc();
+            inbound.reset();
+            return;
+        }
     }
     let Some(cluster) = backends.pick() else {
         tracing::debug!(listener = %listener.name, "every backend has weight 0; closing");
@@ -58,7 +83,7 @@ pub async fn forward(
             Ok(s) => break (s, active),
             Err(e) => e,
         };
-        cluster.report_connect_failure(ep);
+        cluster.report(ep, Outcome::ConnectFailure);
         tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
         match cluster
             .retry_endpoint(&policy, &mut retries, hash, ep)
@@ -68,7 +93,7 @@ pub async fn forward(
             None => return,
         }
     };
-    cluster.report_success(ep);
+    cluster.report(ep, Outcome::Answer(200));
     if let Err(e) = join_streams(inbound, upstream, &listener.stats, &cluster.stats, &abort).await {
         tracing::debug!(listener = %listener.name, "connection ended: {e}");
     }

@@ -64,7 +64,7 @@ def test_the_budget_caps_retries_against_a_failing_cluster(proxy) -> None:
                 cluster(
                     "c",
                     [dead],
-                    outlier_detection={"consecutive_failures": 0},
+                    outlier_detection={"consecutive_gateway_errors": 0, "consecutive_5xx": 0},
                     retry_budget={"percent": 20, "min_per_second": 0},
                 )
             ],
@@ -94,7 +94,7 @@ def test_the_route_policy_sets_attempts_and_zero_disables(proxy) -> None:
                     ],
                 )
             ],
-            "clusters": [cluster("c", [dead], outlier_detection={"consecutive_failures": 0})],
+            "clusters": [cluster("c", [dead], outlier_detection={"consecutive_gateway_errors": 0, "consecutive_5xx": 0})],
         }
     )
     web = dp.addresses()["web"]

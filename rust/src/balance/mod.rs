@@ -3,10 +3,12 @@
 //! (availability, in-flight counts) comes from the caller through [`Loads`].
 
 mod least_request;
+mod peak_ewma;
 mod random;
 mod ring_hash;
 mod round_robin;
 
+pub use peak_ewma::Rtt;
 pub use ring_hash::hash_bytes;
 
 use crate::config::LbPolicy;
@@ -17,6 +19,10 @@ pub trait Loads {
     fn available(&self, i: usize) -> bool;
     /// Requests in flight to the endpoint.
     fn active(&self, i: usize) -> u64;
+    /// The endpoint's response-time estimate (peak_ewma only).
+    fn rtt_ns(&self, _i: usize) -> u64 {
+        0
+    }
 }
 
 pub enum Balancer {
@@ -24,6 +30,7 @@ pub enum Balancer {
     LeastRequest(least_request::LeastRequest),
     Random(random::WeightedRandom),
     RingHash(ring_hash::Ring),
+    PeakEwma(peak_ewma::PeakEwma),
 }
 
 impl Balancer {
@@ -36,6 +43,7 @@ impl Balancer {
             }
             LbPolicy::Random => Balancer::Random(random::WeightedRandom::new(weights)),
             LbPolicy::RingHash => Balancer::RingHash(ring_hash::Ring::new(weights, keys)),
+            LbPolicy::PeakEwma => Balancer::PeakEwma(peak_ewma::PeakEwma::new(weights)),
         }
     }
 
@@ -46,6 +54,7 @@ impl Balancer {
             Balancer::LeastRequest(b) => b.pick(loads),
             Balancer::Random(b) => b.pick(loads),
             Balancer::RingHash(b) => b.pick(loads, hash.unwrap_or_else(|| fastrand::u64(..))),
+            Balancer::PeakEwma(b) => b.pick(loads),
         }
     }
 }
@@ -55,10 +64,12 @@ pub(crate) mod testing {
     use super::Loads;
     use std::cell::RefCell;
 
-    /// Loads for tests: a fixed availability mask and adjustable actives.
+    /// Loads for tests: a fixed availability mask, adjustable actives and
+    /// response times.
     pub struct Fixed {
         pub available: Vec<bool>,
         pub active: RefCell<Vec<u64>>,
+        pub rtt: RefCell<Vec<u64>>,
     }
 
     impl Fixed {
@@ -66,6 +77,7 @@ pub(crate) mod testing {
             Fixed {
                 available: vec![true; n],
                 active: RefCell::new(vec![0; n]),
+                rtt: RefCell::new(vec![1; n]),
             }
         }
     }
@@ -76,6 +88,9 @@ pub(crate) mod testing {
         }
         fn active(&self, i: usize) -> u64 {
             self.active.borrow()[i]
+        }
+        fn rtt_ns(&self, i: usize) -> u64 {
+            self.rtt.borrow()[i]
         }
     }
 

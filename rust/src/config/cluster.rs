@@ -8,6 +8,7 @@ use http::header::HeaderName;
 use serde_json::Value;
 
 use super::decode::{join, Decoder, MAX_WEIGHT};
+use super::health::{HealthCheckConfig, LocalityConfig, OutlierConfig};
 use super::resilience::{CircuitBreakers, RetryBudget};
 use super::tls::ClusterTls;
 
@@ -17,6 +18,9 @@ pub enum LbPolicy {
     LeastRequest,
     Random,
     RingHash,
+    /// Latency-aware: the cheaper of two random endpoints, by the peak-EWMA
+    /// of their response times times their requests in flight.
+    PeakEwma,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,8 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     pub endpoints: Vec<EndpointConfig>,
     pub outlier: OutlierConfig,
+    pub health_check: Option<HealthCheckConfig>,
+    pub locality: Option<LocalityConfig>,
     /// Limits on what this proxy sends to the cluster at once.
     pub circuit_breakers: CircuitBreakers,
     /// How many retries the cluster's requests may add.
@@ -48,23 +54,7 @@ pub struct EndpointConfig {
     /// `host:port`; an IP literal or a name resolved at connect time.
     pub address: String,
     pub weight: u32,
-}
-
-/// Passive health: an endpoint that fails to connect this many times in a row
-/// is skipped for `ejection`, unless it is the last one available.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutlierConfig {
-    pub consecutive_failures: u32,
-    pub ejection: Duration,
-}
-
-impl Default for OutlierConfig {
-    fn default() -> Self {
-        OutlierConfig {
-            consecutive_failures: 5,
-            ejection: Duration::from_secs(10),
-        }
-    }
+    pub zone: Option<String>,
 }
 
 // === impl Decoder (cluster) ===
@@ -87,6 +77,8 @@ impl Decoder {
                 "connect_timeout_ms",
                 "endpoints",
                 "outlier_detection",
+                "health_check",
+                "locality",
                 "circuit_breakers",
                 "retry_budget",
                 "tls",
@@ -98,11 +90,12 @@ impl Decoder {
             Some("least_request") => LbPolicy::LeastRequest,
             Some("random") => LbPolicy::Random,
             Some("ring_hash") => LbPolicy::RingHash,
+            Some("peak_ewma") => LbPolicy::PeakEwma,
             Some(other) => {
                 self.err(
                     f.at("lb"),
                     format!(
-                        "'{other}' is not one of: round_robin, least_request, random, ring_hash"
+                        "'{other}' is not one of: round_robin, least_request, random, ring_hash, peak_ewma"
                     ),
                 );
                 LbPolicy::RoundRobin
@@ -152,20 +145,16 @@ impl Decoder {
                 Some(ep)
             })
             .collect();
-        let outlier = match f.get("outlier_detection") {
-            None => OutlierConfig::default(),
-            Some(o) => {
-                let path = f.at("outlier_detection");
-                let of = self.object(o, &path, &["consecutive_failures", "ejection_ms"])?;
-                let d = OutlierConfig::default();
-                OutlierConfig {
-                    consecutive_failures: self
-                        .uint(&of, "consecutive_failures", 0, 1_000)
-                        .map_or(d.consecutive_failures, |n| n as u32),
-                    ejection: self.millis(&of, "ejection_ms", d.ejection.as_millis() as u64),
-                }
-            }
-        };
+        let outlier = f
+            .get("outlier_detection")
+            .map(|o| self.outlier(o, &f.at("outlier_detection")))
+            .unwrap_or_default();
+        let health_check = f
+            .get("health_check")
+            .and_then(|h| self.health_check(h, &f.at("health_check")));
+        let locality = f
+            .get("locality")
+            .and_then(|l| self.locality(l, &f.at("locality")));
         let circuit_breakers = f
             .get("circuit_breakers")
             .map(|c| self.circuit_breakers(c, &f.at("circuit_breakers")))
@@ -182,6 +171,8 @@ impl Decoder {
             connect_timeout,
             endpoints,
             outlier,
+            health_check,
+            locality,
             circuit_breakers,
             retry_budget,
             tls,
@@ -189,7 +180,7 @@ impl Decoder {
     }
 
     fn endpoint(&mut self, v: &Value, path: &str) -> Option<EndpointConfig> {
-        let f = self.object(v, path, &["address", "weight"])?;
+        let f = self.object(v, path, &["address", "weight", "zone"])?;
         let address = self.string(&f, "address", true)?;
         let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
@@ -201,7 +192,12 @@ impl Decoder {
             );
         }
         let weight = self.uint(&f, "weight", 1, MAX_WEIGHT).unwrap_or(1) as u32;
-        Some(EndpointConfig { address, weight })
+        let zone = self.string(&f, "zone", false);
+        Some(EndpointConfig {
+            address,
+            weight,
+            zone,
+        })
     }
 }
 
@@ -218,7 +214,7 @@ mod tests {
     fn accepts_every_cluster_field() {
         let c = Config::parse(
             "clusters:\n - {name: a, lb: ring_hash, hash_header: X-User, protocol: http2, connect_timeout_ms: 250, \
-             outlier_detection: {consecutive_failures: 3, ejection_ms: 500}, endpoints: [{address: 'h:1', weight: 2}]}\n",
+             outlier_detection: {consecutive_gateway_errors: 3, base_ejection_ms: 500}, endpoints: [{address: 'h:1', weight: 2}]}\n",
         )
         .expect("valid");
         let a = &c.clusters[0];
@@ -226,8 +222,8 @@ mod tests {
         assert_eq!(a.hash_header.as_ref().map(|h| h.as_str()), Some("x-user"));
         assert_eq!(a.protocol, UpstreamProtocol::Http2);
         assert_eq!(a.connect_timeout.as_millis(), 250);
-        assert_eq!(a.outlier.consecutive_failures, 3);
-        assert_eq!(a.outlier.ejection.as_millis(), 500);
+        assert_eq!(a.outlier.consecutive_gateway_errors, 3);
+        assert_eq!(a.outlier.base_ejection.as_millis(), 500);
         assert_eq!(a.endpoints[0].weight, 2);
     }
 
@@ -235,7 +231,7 @@ mod tests {
     fn rejects_bad_clusters_with_paths() {
         let got = cluster_issues(
             "{name: 'a b', lb: fastest, hash_header: x-user, protocol: h3, connect_timeout_ms: 0, \
-             outlier_detection: {consecutive_failures: -1, colour: red}, \
+             outlier_detection: {consecutive_5xx: -1, colour: red}, \
              endpoints: [{address: nowhere}, {address: 'h:1', weight: 0}, {address: 'h:1'}]}",
         );
         for want in [
@@ -245,7 +241,7 @@ mod tests {
             "clusters[0].protocol: 'h3' is not one of: http1, http2",
             "clusters[0].connect_timeout_ms: 0 is out of range",
             "clusters[0].outlier_detection.colour: unknown field",
-            "clusters[0].outlier_detection.consecutive_failures: expected a whole number",
+            "clusters[0].outlier_detection.consecutive_5xx: expected a whole number",
             "clusters[0].endpoints[0].address: 'nowhere' is not a host:port address",
             "clusters[0].endpoints[1].weight: 0 is out of range",
             "clusters[0].endpoints[2].address: duplicate endpoint 'h:1'",

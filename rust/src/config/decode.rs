@@ -142,6 +142,61 @@ impl Decoder {
         }
     }
 
+    pub(super) fn boolean(&mut self, f: &Fields<'_>, key: &str) -> Option<bool> {
+        let v = f.get(key)?;
+        let b = v.as_bool();
+        if b.is_none() {
+            self.err(
+                f.at(key),
+                format!("expected true or false, got {}", type_name(v)),
+            );
+        }
+        b
+    }
+
+    /// A share in percent, 0..=100, fractions allowed.
+    pub(super) fn percent(&mut self, f: &Fields<'_>, key: &str) -> Option<f64> {
+        let v = f.get(key)?;
+        match v.as_f64() {
+            Some(p) if (0.0..=100.0).contains(&p) => Some(p),
+            Some(p) => {
+                self.err(f.at(key), format!("{p} is out of range 0..=100"));
+                None
+            }
+            None => {
+                self.err(
+                    f.at(key),
+                    format!("expected a number, got {}", type_name(v)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A positive rate (per second), fractions allowed.
+    pub(super) fn rate(&mut self, f: &Fields<'_>, key: &str, required: bool) -> Option<f64> {
+        let Some(v) = f.get(key) else {
+            if required {
+                self.err(f.at(key), "required");
+            }
+            return None;
+        };
+        match v.as_f64() {
+            Some(r) if r > 0.0 && r <= 10_000_000.0 => Some(r),
+            Some(r) => {
+                self.err(f.at(key), format!("{r} is out of range (0, 10000000]"));
+                None
+            }
+            None => {
+                self.err(
+                    f.at(key),
+                    format!("expected a number, got {}", type_name(v)),
+                );
+                None
+            }
+        }
+    }
+
     pub(super) fn millis(&mut self, f: &Fields<'_>, key: &str, default: u64) -> Duration {
         Duration::from_millis(self.uint(f, key, 1, 86_400_000).unwrap_or(default))
     }

@@ -10,6 +10,7 @@ use super::authorization::AuthorizationConfig;
 use super::decode::Decoder;
 use super::route::{BackendConfig, RouteConfig};
 use super::tls::ListenerTls;
+use super::traffic::{FaultConfig, FaultSite, RateLimitConfig};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
@@ -18,6 +19,10 @@ pub struct ListenerConfig {
     pub kind: ListenerKind,
     pub tls: Option<ListenerTls>,
     pub authorization: Option<AuthorizationConfig>,
+    /// HTTP: requests (before routing); TCP: new connections.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// TCP only: delays and resets of new connections.
+    pub fault: Option<FaultConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +58,8 @@ impl Decoder {
                 "backends",
                 "tls",
                 "authorization",
+                "rate_limit",
+                "fault",
             ],
         )?;
         let name = self.name(&f, seen, "listener");
@@ -134,12 +141,32 @@ impl Decoder {
         let authorization = f
             .get("authorization")
             .and_then(|a| self.authorization(a, &f.at("authorization")));
+        let rate_limit = f
+            .get("rate_limit")
+            .and_then(|r| self.rate_limit(r, &f.at("rate_limit")));
+        let fault = match (f.get("fault"), &kind) {
+            (None, _) => None,
+            (Some(x), Some(ListenerKind::Tcp { .. })) => {
+                self.fault(x, &f.at("fault"), FaultSite::TcpListener)
+            }
+            (Some(_), _) => {
+                if protocol == "http" {
+                    self.err(
+                        f.at("fault"),
+                        "only tcp listeners take a fault; http ones take it per route",
+                    );
+                }
+                None
+            }
+        };
         Some(ListenerConfig {
             name: name?,
             address: address?,
             kind: kind?,
             tls,
             authorization,
+            rate_limit,
+            fault,
         })
     }
 }

@@ -11,10 +11,12 @@ mod authorization;
 mod cluster;
 mod decode;
 mod filter;
+mod health;
 mod listener;
 mod resilience;
 mod route;
 mod tls;
+mod traffic;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -32,10 +34,14 @@ use decode::{join, Decoder};
 pub use filter::{
     HeaderModifier, PathModifier, RedirectConfig, RewriteConfig, PROXY_OWNED_HEADERS,
 };
+pub use health::{HealthCheckConfig, HealthProbe};
 pub use listener::{ListenerConfig, ListenerKind};
-pub use resilience::{CircuitBreakers, RetryBudget, RetryPolicy};
+pub use resilience::{CircuitBreakers, RetryBudget, RetryOn, RetryPolicy};
 pub use route::{path_regex, MatchConfig, PathMatch, RouteConfig};
 pub use tls::{EdgeCertificates, ListenerTls};
+pub use traffic::{AbortAnswer, Bucket, FaultConfig, RateLimitConfig};
+#[cfg(test)]
+pub use traffic::{FaultAbort, FaultDelay, RateLimitOverride};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -82,6 +88,33 @@ impl Config {
     /// The document with every secret-looking value replaced.
     pub fn redacted(&self) -> Value {
         redact(&self.document)
+    }
+
+    /// The redacted document with the resilience defaults written out: each
+    /// route's retry policy and each cluster's outlier detection, retry
+    /// budget and circuit breakers, as they run (for `/config`).
+    pub fn effective(&self) -> Value {
+        let mut doc = self.redacted();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let ListenerKind::Http { routes } = &l.kind else {
+                continue;
+            };
+            for (r, route) in routes.iter().enumerate() {
+                if route.redirect.is_none() {
+                    if let Some(slot) = doc.pointer_mut(&format!("/listeners/{i}/routes/{r}")) {
+                        slot["retry"] = route.retry.to_json();
+                    }
+                }
+            }
+        }
+        for (c, cluster) in self.clusters.iter().enumerate() {
+            if let Some(slot) = doc.pointer_mut(&format!("/clusters/{c}")) {
+                slot["outlier_detection"] = cluster.outlier.to_json();
+                slot["retry_budget"] = cluster.retry_budget.to_json();
+                slot["circuit_breakers"] = cluster.circuit_breakers.to_json();
+            }
+        }
+        doc
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::decode::{Decoder, Fields, MAX_WEIGHT};
 use super::filter::{HeaderModifier, Message, RedirectConfig, RewriteConfig};
 use super::resilience::RetryPolicy;
+use super::traffic::{FaultConfig, FaultSite, MirrorConfig, RateLimitConfig};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
@@ -22,6 +23,9 @@ pub struct RouteConfig {
     pub timeout: Option<Duration>,
     /// Retries of a failed try; the default retries what is safe to.
     pub retry: RetryPolicy,
+    pub fault: Option<FaultConfig>,
+    pub mirrors: Vec<MirrorConfig>,
+    pub rate_limit: Option<RateLimitConfig>,
     /// Applied to the request sent upstream (no effect on a redirect route).
     pub request_headers: HeaderModifier,
     /// Applied to upstream responses and to this route's redirects (not to
@@ -85,6 +89,9 @@ impl Decoder {
                 "backends",
                 "timeout_ms",
                 "retry",
+                "fault",
+                "mirrors",
+                "rate_limit",
                 "request_headers",
                 "response_headers",
                 "rewrite",
@@ -107,7 +114,7 @@ impl Decoder {
         let backends = if f.get("redirect").is_some() {
             // These contradict a redirect. request_headers is let through with no
             // effect: the Gateway API allows a RequestHeaderModifier beside a redirect.
-            for key in ["backends", "timeout_ms", "retry", "rewrite"] {
+            for key in ["backends", "timeout_ms", "retry", "mirrors", "rewrite"] {
                 if f.get(key).is_some() {
                     self.err(
                         f.at(key),
@@ -126,6 +133,16 @@ impl Decoder {
             .get("retry")
             .and_then(|r| self.retry(r, &f.at("retry")))
             .unwrap_or_default();
+        let fault = f
+            .get("fault")
+            .and_then(|x| self.fault(x, &f.at("fault"), FaultSite::Route));
+        let mirrors = f
+            .get("mirrors")
+            .map(|m| self.mirrors(m, &f.at("mirrors"), clusters))
+            .unwrap_or_default();
+        let rate_limit = f
+            .get("rate_limit")
+            .and_then(|x| self.rate_limit(x, &f.at("rate_limit")));
         let request_headers = f
             .get("request_headers")
             .and_then(|h| self.header_modifier(h, &f.at("request_headers"), Message::Request))
@@ -143,6 +160,9 @@ impl Decoder {
             backends,
             timeout,
             retry,
+            fault,
+            mirrors,
+            rate_limit,
             request_headers,
             response_headers,
             rewrite,

@@ -19,7 +19,7 @@ pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
         "/ready" if shared.is_ready() => text(StatusCode::OK, "ready\n".into()),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
         "/stats" => json(&shared.stats()),
-        "/config" => json(&shared.snapshot.load().config.redacted()),
+        "/config" => json(&shared.snapshot.load().config.effective()),
         _ => local_reply(
             StatusCode::NOT_FOUND,
             "admin",

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::replay::{Frames, Tee};
 use crate::stats::Meter;
 
 /// Dropped with the body: releases in-flight gauges once the stream is done.
@@ -23,8 +24,12 @@ pub enum ProxyBody {
         meter: Meter,
         _guards: Option<Guards>,
         peeked: Option<Peeked>,
+        /// A copy of what passes, kept for another try or a mirror.
+        tee: Option<Tee>,
     },
     Local(Full<Bytes>),
+    /// A request body recorded earlier, sent again.
+    Replayed(Frames),
 }
 
 impl ProxyBody {
@@ -34,7 +39,28 @@ impl ProxyBody {
             meter,
             _guards: guards,
             peeked: None,
+            tee: None,
         }
+    }
+
+    /// The body with a copy of each frame recorded as it passes.
+    pub fn tee(mut self, t: Tee) -> Self {
+        if let ProxyBody::Streamed { tee, .. } = &mut self {
+            *tee = Some(t);
+        }
+        self
+    }
+
+    pub fn replayed(
+        chunks: std::collections::VecDeque<Bytes>,
+        trailers: Option<http::HeaderMap>,
+    ) -> Self {
+        ProxyBody::Replayed(Frames { chunks, trailers })
+    }
+
+    /// True when nothing more will come (an empty request body).
+    pub fn is_end_stream_now(&self) -> bool {
+        self.is_end_stream()
     }
 
     /// Reads the first frame ahead when it is there now, or after one turn of
@@ -87,19 +113,40 @@ impl Body for ProxyBody {
                 inner,
                 meter,
                 peeked,
+                tee,
                 ..
             } => {
                 let frame = match peeked.take() {
                     Some(frame) => frame,
-                    None => ready!(Pin::new(inner).poll_frame(cx)),
+                    None => ready!(Pin::new(&mut *inner).poll_frame(cx)),
                 };
                 if let Some(Ok(f)) = &frame {
                     if let Some(data) = f.data_ref() {
                         meter.record(data.len() as u64);
                     }
                 }
+                if let Some(Tee(rec)) = tee {
+                    match &frame {
+                        Some(Ok(f)) => {
+                            if let Some(data) = f.data_ref() {
+                                rec.data(data);
+                            } else if let Some(t) = f.trailers_ref() {
+                                rec.trailers(t);
+                            }
+                            if inner.is_end_stream() {
+                                rec.end(true);
+                            }
+                        }
+                        Some(Err(_)) => rec.end(false),
+                        None => rec.end(true),
+                    }
+                }
                 Poll::Ready(frame)
             }
+            ProxyBody::Replayed(frames) => Poll::Ready(match frames.chunks.pop_front() {
+                Some(chunk) => Some(Ok(Frame::data(chunk))),
+                None => frames.trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
@@ -114,6 +161,7 @@ impl Body for ProxyBody {
             } => frame.is_none(),
             ProxyBody::Streamed { inner, .. } => inner.is_end_stream(),
             ProxyBody::Local(full) => full.is_end_stream(),
+            ProxyBody::Replayed(f) => f.chunks.is_empty() && f.trailers.is_none(),
         }
     }
 
@@ -135,6 +183,11 @@ impl Body for ProxyBody {
                 hint
             }
             ProxyBody::Local(full) => full.size_hint(),
+            ProxyBody::Replayed(f) => match f.trailers {
+                // Exact unless trailers follow (then the length is framed as chunks).
+                None => SizeHint::with_exact(f.chunks.iter().map(|c| c.len() as u64).sum()),
+                Some(_) => SizeHint::default(),
+            },
         }
     }
 }

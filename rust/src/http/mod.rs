@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod body;
 pub mod headers;
+pub mod mirror;
 pub mod pool;
 pub mod proxy;
+pub mod replay;
 pub mod server;
 
 use http::{header, Response, StatusCode};

@@ -1,6 +1,6 @@
-//! The forwarding path of one HTTP request: route, pick (or redirect),
-//! rewrite headers and URL, send through the cluster's pool, stream the
-//! answer back.
+//! The forwarding path of one HTTP request: rate limits, route, faults,
+//! pick (or redirect), rewrite headers and URL, mirror, send through the
+//! cluster's pool with retries, stream the answer back.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,12 +16,17 @@ use super::headers::{
     strip_hop_by_hop, wants_upgrade,
 };
 use super::local_reply;
+use super::mirror;
 use super::pool::{Checkin, SendError, Unsent};
+use super::replay::Replay;
 use super::server::ConnInfo;
-use crate::cluster::{Cluster, Endpoint};
-use crate::config::{RedirectConfig, UpstreamProtocol};
+use crate::cluster::{Cluster, Endpoint, Outcome};
+use crate::config::{
+    AbortAnswer, LbPolicy, RedirectConfig, RetryOn, RetryPolicy, UpstreamProtocol,
+};
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
+use crate::policy::{fault, ratelimit::RateLimiter};
 use crate::route::{first_match, RequestView, Route};
 use crate::shared::Shared;
 use crate::snapshot::{Listener, Role};
@@ -65,6 +70,9 @@ async fn route(
     if let Some(denied) = authorize(listener, conn, &req) {
         return denied;
     }
+    if let Some(refused) = rate_limit(listener, listener.rate_limit.as_ref(), conn) {
+        return refused;
+    }
     let host = request_host(req.uri(), req.headers());
     let view = RequestView {
         method: req.method(),
@@ -84,6 +92,20 @@ async fn route(
         );
         return local_reply(StatusCode::NOT_FOUND, "no_route", msg);
     };
+    if let Some(refused) = rate_limit(listener, route.rate_limit.as_ref(), conn) {
+        return refused;
+    }
+    if let Some(f) = &route.fault {
+        let verdict = fault::decide(f);
+        if let Some(delay) = verdict.delay {
+            listener.stats.faults_delayed.inc();
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(answer) = verdict.abort {
+            listener.stats.faults_aborted.inc();
+            return abort_reply(answer);
+        }
+    }
     if let Some(redirect) = &route.redirect {
         listener.stats.redirects.inc();
         return redirect_reply(route, redirect, &req);
@@ -123,6 +145,60 @@ fn authorize(
     let why = listener.authorize(conn.peer_id.as_deref(), op, conn.peer)?;
     let msg = format!("meshctl: access denied ({why})\n");
     Some(local_reply(StatusCode::FORBIDDEN, "denied", msg))
+}
+
+/// A rate limit's refusal (429 with `retry-after` in whole seconds), or
+/// None to go on. Callers are told apart by their mTLS identity.
+fn rate_limit(
+    listener: &Listener,
+    limiter: Option<&RateLimiter>,
+    conn: &ConnInfo,
+) -> Option<Response<ProxyBody>> {
+    let wait = limiter?
+        .check(conn.peer_id.as_deref().map(|id| id.as_str()))
+        .err()?;
+    listener.stats.rate_limited.inc();
+    let mut resp = local_reply(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "meshctl: rate limit exceeded\n".into(),
+    );
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    Some(resp)
+}
+
+/// An injected fault's answer: the status, or a trailers-only gRPC error.
+fn abort_reply(answer: AbortAnswer) -> Response<ProxyBody> {
+    match answer {
+        AbortAnswer::Grpc(code) => {
+            let mut resp = Response::new(ProxyBody::empty());
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            h.insert("grpc-status", HeaderValue::from(code));
+            h.insert(
+                "grpc-message",
+                HeaderValue::from_static("fault injected by meshctl"),
+            );
+            h.insert("x-meshctl-error", HeaderValue::from_static("fault"));
+            resp
+        }
+        AbortAnswer::Http(status) => local_reply(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            "fault",
+            "meshctl: fault injected\n".into(),
+        ),
+        // Only TCP listeners reset; a route never decodes one.
+        AbortAnswer::Reset => local_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fault",
+            "meshctl: fault injected\n".into(),
+        ),
+    }
 }
 
 /// A redirect route's answer: its status, a `Location` and an empty body.
@@ -168,9 +244,10 @@ struct Prepared {
 }
 
 /// Forwards to one endpoint of `cluster` in three steps: `prepare` the
-/// request, `send` it (with failure and outlier accounting; a try that could
-/// not connect is retried on another endpoint, as the route's policy and the
-/// cluster's budget allow), `finish` the response.
+/// request, `send` it (with failure and outlier accounting; a failed try is
+/// retried on another endpoint as the route's policy, the request's method
+/// and the cluster's budget and `max_retries` allow), `finish` the response.
+/// Copies go to the route's mirrors on the side.
 async fn forward(
     listener: &Arc<Listener>,
     route: &Route<Arc<Cluster>>,
@@ -210,23 +287,66 @@ async fn forward(
         Err(reply) => return reply,
     };
     let policy = &route.retry;
+    let idempotent = policy.non_idempotent
+        || request.method().is_idempotent()
+        // gRPC methods are all POST; their retries go by status (gRFC A6).
+        || is_grpc(request.headers());
+    let copies = mirror::chosen(&route.mirrors);
+    let replay = if copies.is_empty() && !keeps_copy(policy, idempotent) {
+        None
+    } else {
+        let (kept, replay) = Replay::keep(request);
+        request = kept;
+        Some(Arc::new(replay))
+    };
+    if let Some(replay) = &replay {
+        let limit = route.timeout.unwrap_or(mirror::DEFAULT_TIMEOUT);
+        mirror::send_copies(copies, replay, limit);
+    }
     let mut retries = 0;
+    let mut _retry_slot = None;
     let (resp, checkin) = loop {
-        let failed = match send(cluster, ep, request, protocol).await {
-            Ok(answer) => break answer,
-            Err(failed) => failed,
+        let (again, last) = match attempt(cluster, ep, request, protocol, policy).await {
+            Ok(answer) if !(idempotent && answer_retriable(policy, &answer.0)) => break answer,
+            Ok(answer) => (replay.as_ref().and_then(|r| r.again()), Err(answer)),
+            Err(Failed {
+                reply,
+                unsent: Some(unsent),
+                ..
+            }) if policy.retries_on(RetryOn::ConnectFailure) => (Some(*unsent), Ok(reply)),
+            Err(Failed {
+                reply,
+                cause: Some(cause),
+                ..
+            }) if cause.allowed(policy, idempotent) => {
+                (replay.as_ref().and_then(|r| r.again()), Ok(reply))
+            }
+            Err(failed) => return failed.reply,
         };
-        // Only a request that never left is retried: any method, any body.
-        let Some(unsent) = failed.unsent else {
-            return failed.reply;
+        // `last` is what the client gets if this try stays the last one:
+        // Ok, the proxy's reply; Err, the upstream's own answer.
+        let Some(again) = again else {
+            match last {
+                Ok(reply) => return reply,
+                Err(answer) => break answer,
+            }
+        };
+        let max_retries = cluster.spec.circuit_breakers.max_retries;
+        let Some(slot) = Active::try_enter(&cluster.stats, |s| &s.active_retries, max_retries)
+        else {
+            return overflow(cluster, "max_retries");
         };
         let Some(next) = cluster.retry_endpoint(policy, &mut retries, hash, ep).await else {
-            return failed.reply;
+            match last {
+                Ok(reply) => return reply,
+                Err(answer) => break answer,
+            }
         };
+        _retry_slot = Some(slot);
         ep = next;
         ep.stats.requests.inc();
         ep_active = Active::enter(&ep.stats, |s| &s.active);
-        request = *unsent;
+        request = again;
     };
     finish(
         listener,
@@ -240,11 +360,69 @@ async fn forward(
     .await
 }
 
-/// A try that failed: the reply the client gets if it is the last, and the
-/// request when it never left (a connect failure), free to go elsewhere.
+/// True when the request is kept for replay: the policy may retry after
+/// bytes could have reached the upstream, for this method.
+fn keeps_copy(policy: &RetryPolicy, idempotent: bool) -> bool {
+    if idempotent {
+        policy.needs_replay()
+    } else {
+        policy.retries_on(RetryOn::RefusedStream)
+    }
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// True when an upstream answer is one the policy retries: a listed or
+/// 5xx/gateway status, or a listed gRPC status in a trailers-only answer
+/// (how gRPC servers answer an error before any message).
+fn answer_retriable(policy: &RetryPolicy, resp: &Response<Incoming>) -> bool {
+    if policy.retries_status(resp.status().as_u16()) {
+        return true;
+    }
+    !policy.grpc_codes.is_empty()
+        && resp
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
+            .is_some_and(|code| policy.grpc_codes.contains(&code))
+}
+
+/// Why a try failed before any answer, as retry policies name it.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    RefusedStream,
+    Reset,
+    /// The per-try timeout passed first.
+    Timeout,
+}
+
+impl Cause {
+    fn allowed(self, policy: &RetryPolicy, idempotent: bool) -> bool {
+        match self {
+            // Nothing was processed: safe for any method.
+            Cause::RefusedStream => policy.retries_on(RetryOn::RefusedStream),
+            Cause::Reset => idempotent && policy.retries_on(RetryOn::Reset),
+            Cause::Timeout => {
+                idempotent
+                    && [RetryOn::Reset, RetryOn::GatewayError, RetryOn::ServerError]
+                        .into_iter()
+                        .any(|c| policy.retries_on(c))
+            }
+        }
+    }
+}
+
+/// A try that failed: the reply the client gets if it is the last, the
+/// request when it never left (a connect failure), free to go elsewhere,
+/// and what went wrong otherwise.
 struct Failed {
     reply: Response<ProxyBody>,
     unsent: Option<Unsent>,
+    cause: Option<Cause>,
 }
 
 impl From<Response<ProxyBody>> for Failed {
@@ -252,6 +430,38 @@ impl From<Response<ProxyBody>> for Failed {
         Failed {
             reply,
             unsent: None,
+            cause: None,
+        }
+    }
+}
+
+type Answer = (Response<Incoming>, Option<Checkin>);
+
+/// One try, within the policy's per-try timeout (up to the response head).
+async fn attempt(
+    cluster: &Cluster,
+    ep: &Endpoint,
+    request: Request<ProxyBody>,
+    protocol: UpstreamProtocol,
+    policy: &RetryPolicy,
+) -> Result<Answer, Failed> {
+    let Some(limit) = policy.per_try_timeout else {
+        return send(cluster, ep, request, protocol).await;
+    };
+    match tokio::time::timeout(limit, send(cluster, ep, request, protocol)).await {
+        Ok(done) => done,
+        Err(_) => {
+            cluster.stats.timeouts.inc();
+            cluster.report(ep, Outcome::Reset);
+            let msg = format!(
+                "meshctl: cluster '{}' did not answer a try within {limit:?}\n",
+                cluster.name
+            );
+            Err(Failed {
+                reply: local_reply(StatusCode::GATEWAY_TIMEOUT, "timeout", msg),
+                unsent: None,
+                cause: Some(Cause::Timeout),
+            })
         }
     }
 }
@@ -318,31 +528,10 @@ fn prepare(
     } else {
         cluster.spec.protocol
     };
-    match protocol {
-        UpstreamProtocol::Http1 => {
-            // Origin form; the Host header carries the authority.
-            parts.version = Version::HTTP_11;
-            parts.uri = Uri::from(pq);
-        }
-        UpstreamProtocol::Http2 => {
-            // :authority carries the client's host; a Host header would repeat it.
-            let authority = parts
-                .headers
-                .remove(header::HOST)
-                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-                .unwrap_or_else(|| ep.authority.clone());
-            parts.version = Version::HTTP_2;
-            parts.uri = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(authority)
-                .path_and_query(pq)
-                .build()
-                .map_err(|e| {
-                    let msg = format!("meshctl: bad request target: {e}\n");
-                    local_reply(StatusCode::BAD_REQUEST, "bad_request", msg)
-                })?;
-        }
-    }
+    set_target(&mut parts, pq, protocol, &ep.authority).map_err(|e| {
+        let msg = format!("meshctl: bad request target: {e}\n");
+        local_reply(StatusCode::BAD_REQUEST, "bad_request", msg)
+    })?;
     let meter = Meter {
         listener: listener.stats.clone(),
         cluster: cluster.stats.clone(),
@@ -355,26 +544,70 @@ fn prepare(
     })
 }
 
-/// Step 2: one try on one endpoint. A connect failure counts toward the
-/// endpoint's ejection (outlier detection); an answer resets it. Err is
-/// the reply the client gets: 502, or 503 when a circuit breaker refused a
-/// new connection.
+/// Puts the request target in the form `protocol` wants: origin form and a
+/// Host header for HTTP/1.1; an absolute URI (its authority the Host, else
+/// `fallback`) and no Host header for HTTP/2.
+pub(super) fn set_target(
+    parts: &mut http::request::Parts,
+    pq: PathAndQuery,
+    protocol: UpstreamProtocol,
+    fallback: &Authority,
+) -> Result<(), http::Error> {
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            if !parts.headers.contains_key(header::HOST) {
+                if let Some(a) = parts.uri.authority() {
+                    if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                        parts.headers.insert(header::HOST, v);
+                    }
+                }
+            }
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::from(pq);
+        }
+        UpstreamProtocol::Http2 => {
+            // :authority carries the client's host; a Host header would repeat it.
+            let authority = parts
+                .headers
+                .remove(header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .or_else(|| parts.uri.authority().cloned())
+                .unwrap_or_else(|| fallback.clone());
+            parts.version = Version::HTTP_2;
+            parts.uri = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority)
+                .path_and_query(pq)
+                .build()?;
+        }
+    }
+    Ok(())
+}
+
+/// Step 2: one try on one endpoint. Its outcome counts toward the
+/// endpoint's outlier detection. Err is the reply the client gets: 502, or
+/// 503 when a circuit breaker refused a new connection.
 async fn send(
     cluster: &Cluster,
     ep: &Endpoint,
     request: Request<ProxyBody>,
     protocol: UpstreamProtocol,
-) -> Result<(Response<Incoming>, Option<Checkin>), Failed> {
+) -> Result<Answer, Failed> {
     let sent = Instant::now();
     match ep.pool.send(request, protocol).await {
         Ok(answer) => {
-            cluster.stats.latency.record(sent.elapsed());
-            cluster.report_success(ep);
-            cluster.stats.responses.record(answer.0.status().as_u16());
+            let took = sent.elapsed();
+            cluster.stats.latency.record(took);
+            if cluster.spec.lb == LbPolicy::PeakEwma {
+                ep.rtt.observe(took);
+            }
+            let status = answer.0.status().as_u16();
+            cluster.report(ep, Outcome::Answer(status));
+            cluster.stats.responses.record(status);
             Ok(answer)
         }
         Err(SendError::Connect(e, unsent)) => {
-            cluster.report_connect_failure(ep);
+            cluster.report(ep, Outcome::ConnectFailure);
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
             let msg = format!(
                 "meshctl: upstream connect failure in cluster '{}'\n",
@@ -383,16 +616,39 @@ async fn send(
             Err(Failed {
                 reply: local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg),
                 unsent,
+                cause: None,
             })
         }
         Err(SendError::Overflow(limit)) => Err(overflow(cluster, limit).into()),
         Err(SendError::Upstream(e)) => {
             cluster.stats.upstream_errors.inc();
+            cluster.report(ep, Outcome::Reset);
             tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "upstream error: {e:?}");
             let msg = format!("meshctl: upstream error in cluster '{}'\n", cluster.name);
-            Err(local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg).into())
+            Err(Failed {
+                reply: local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg),
+                unsent: None,
+                cause: Some(if refused_stream(&e) {
+                    Cause::RefusedStream
+                } else {
+                    Cause::Reset
+                }),
+            })
         }
     }
+}
+
+/// True when an HTTP/2 upstream refused the stream (REFUSED_STREAM): it
+/// processed nothing of the request.
+fn refused_stream(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A circuit breaker's refusal: at once, counted, naming the limit.
