@@ -4,6 +4,11 @@ rounds. For changes on the request path, where the whole peer suite is too coars
 
     python bench/ab.py --a /tmp/old/bin/meshctl --b .venv/bin/meshctl --rounds 5 --seconds 5
 
+`--b-features` gives B's proxy the resilience features configured but not firing (retries on
+5xx and resets with a per-try timeout, rate limits far above the load, circuit breakers,
+outlier detection, an HTTP health check, a 0 % fault): with the same executable for A and B,
+what configuring them costs.
+
 Everything listens on 127.0.0.1 and stops by itself.
 """
 
@@ -55,12 +60,36 @@ def wrk(port: int, seconds: int) -> tuple[float, float]:
     return rps, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def with_features(config: dict) -> None:
+    """Resilience configured on every part of the hop, none of it firing under the benchmark."""
+    listener, cluster = config["listeners"][0], config["clusters"][0]
+    unlimited = {"total": {"rps": 10_000_000, "burst": 10_000_000}}
+    listener["rate_limit"] = unlimited
+    listener["routes"][0].update(
+        {
+            "timeout_ms": 10_000,
+            "retry": {"attempts": 2, "retry_on": ["reset", "gateway-error", "5xx"], "per_try_timeout_ms": 5_000},
+            "rate_limit": unlimited,
+            "fault": {"abort": {"percent": 0, "http_status": 503}, "delay": {"percent": 0, "fixed_ms": 1}},
+        }
+    )
+    cluster.update(
+        {
+            "circuit_breakers": {"max_requests": 100_000, "max_connections": 100_000, "max_retries": 100},
+            "outlier_detection": {"consecutive_5xx": 3, "consecutive_gateway_errors": 3},
+            "health_check": {"type": "http", "path": "/", "interval_ms": 1000},
+            "retry_budget": {"percent": 20},
+        }
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", required=True, help="meshctl executable of build A")
     ap.add_argument("--b", required=True, help="meshctl executable of build B")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--b-features", action="store_true", help="B's proxy has the resilience features on")
     args = ap.parse_args()
 
     backend_port = free_port()
@@ -79,6 +108,8 @@ def main() -> None:
                 ],
                 "clusters": [{"name": "b", "endpoints": [{"address": f"127.0.0.1:{backend_port}"}]}],
             }
+            if name == "B" and args.b_features:
+                with_features(config)
             path = Path(tmp) / f"{name}.json"
             path.write_text(json.dumps(config))
             proc = subprocess.Popen([exe, "proxy", "--config", str(path), "--workers", "1"])
