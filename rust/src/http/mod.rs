@@ -2,6 +2,8 @@
 //! hygiene, protocol upgrades and the admin endpoints.
 
 pub mod admin;
+mod admission;
+mod attempt;
 pub mod body;
 pub mod headers;
 pub mod mirror;

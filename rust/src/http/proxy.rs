@@ -10,6 +10,8 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::admission::{abort_reply, rate_limit};
+use super::attempt::{answer_retriable, attempt, is_grpc, keeps_copy, overflow, Failed};
 use super::body::ProxyBody;
 use super::headers::{
     add_forwarded, ensure_request_id, request_authority, request_host, set_client_identity,
@@ -17,16 +19,14 @@ use super::headers::{
 };
 use super::local_reply;
 use super::mirror;
-use super::pool::{Checkin, SendError, Unsent};
+use super::pool::Checkin;
 use super::replay::Replay;
 use super::server::ConnInfo;
-use crate::cluster::{Cluster, Endpoint, Outcome};
-use crate::config::{
-    AbortAnswer, LbPolicy, RedirectConfig, RetryOn, RetryPolicy, UpstreamProtocol,
-};
+use crate::cluster::{Cluster, Endpoint};
+use crate::config::{RedirectConfig, RetryOn, UpstreamProtocol};
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
-use crate::policy::{fault, ratelimit::RateLimiter};
+use crate::policy::fault;
 use crate::route::{first_match, RequestView, Route};
 use crate::shared::Shared;
 use crate::snapshot::{Listener, Role};
@@ -145,60 +145,6 @@ fn authorize(
     let why = listener.authorize(conn.peer_id.as_deref(), op, conn.peer)?;
     let msg = format!("meshctl: access denied ({why})\n");
     Some(local_reply(StatusCode::FORBIDDEN, "denied", msg))
-}
-
-/// A rate limit's refusal (429 with `retry-after` in whole seconds), or
-/// None to go on. Callers are told apart by their mTLS identity.
-fn rate_limit(
-    listener: &Listener,
-    limiter: Option<&RateLimiter>,
-    conn: &ConnInfo,
-) -> Option<Response<ProxyBody>> {
-    let wait = limiter?
-        .check(conn.peer_id.as_deref().map(|id| id.as_str()))
-        .err()?;
-    listener.stats.rate_limited.inc();
-    let mut resp = local_reply(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        "meshctl: rate limit exceeded\n".into(),
-    );
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-    Some(resp)
-}
-
-/// An injected fault's answer: the status, or a trailers-only gRPC error.
-fn abort_reply(answer: AbortAnswer) -> Response<ProxyBody> {
-    match answer {
-        AbortAnswer::Grpc(code) => {
-            let mut resp = Response::new(ProxyBody::empty());
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
-            );
-            h.insert("grpc-status", HeaderValue::from(code));
-            h.insert(
-                "grpc-message",
-                HeaderValue::from_static("fault injected by meshctl"),
-            );
-            h.insert("x-meshctl-error", HeaderValue::from_static("fault"));
-            resp
-        }
-        AbortAnswer::Http(status) => local_reply(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-            "fault",
-            "meshctl: fault injected\n".into(),
-        ),
-        // Only TCP listeners reset; a route never decodes one.
-        AbortAnswer::Reset => local_reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "fault",
-            "meshctl: fault injected\n".into(),
-        ),
-    }
 }
 
 /// A redirect route's answer: its status, a `Location` and an empty body.
@@ -360,112 +306,6 @@ async fn forward(
     .await
 }
 
-/// True when the request is kept for replay: the policy may retry after
-/// bytes could have reached the upstream, for this method.
-fn keeps_copy(policy: &RetryPolicy, idempotent: bool) -> bool {
-    if idempotent {
-        policy.needs_replay()
-    } else {
-        policy.retries_on(RetryOn::RefusedStream)
-    }
-}
-
-fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// True when an upstream answer is one the policy retries: a listed or
-/// 5xx/gateway status, or a listed gRPC status in a trailers-only answer
-/// (how gRPC servers answer an error before any message).
-fn answer_retriable(policy: &RetryPolicy, resp: &Response<Incoming>) -> bool {
-    if policy.retries_status(resp.status().as_u16()) {
-        return true;
-    }
-    !policy.grpc_codes.is_empty()
-        && resp
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
-            .is_some_and(|code| policy.grpc_codes.contains(&code))
-}
-
-/// Why a try failed before any answer, as retry policies name it.
-#[derive(Debug, Clone, Copy)]
-enum Cause {
-    RefusedStream,
-    Reset,
-    /// The per-try timeout passed first.
-    Timeout,
-}
-
-impl Cause {
-    fn allowed(self, policy: &RetryPolicy, idempotent: bool) -> bool {
-        match self {
-            // Nothing was processed: safe for any method.
-            Cause::RefusedStream => policy.retries_on(RetryOn::RefusedStream),
-            Cause::Reset => idempotent && policy.retries_on(RetryOn::Reset),
-            Cause::Timeout => {
-                idempotent
-                    && [RetryOn::Reset, RetryOn::GatewayError, RetryOn::ServerError]
-                        .into_iter()
-                        .any(|c| policy.retries_on(c))
-            }
-        }
-    }
-}
-
-/// A try that failed: the reply the client gets if it is the last, the
-/// request when it never left (a connect failure), free to go elsewhere,
-/// and what went wrong otherwise.
-struct Failed {
-    reply: Response<ProxyBody>,
-    unsent: Option<Unsent>,
-    cause: Option<Cause>,
-}
-
-impl From<Response<ProxyBody>> for Failed {
-    fn from(reply: Response<ProxyBody>) -> Self {
-        Failed {
-            reply,
-            unsent: None,
-            cause: None,
-        }
-    }
-}
-
-type Answer = (Response<Incoming>, Option<Checkin>);
-
-/// One try, within the policy's per-try timeout (up to the response head).
-async fn attempt(
-    cluster: &Cluster,
-    ep: &Endpoint,
-    request: Request<ProxyBody>,
-    protocol: UpstreamProtocol,
-    policy: &RetryPolicy,
-) -> Result<Answer, Failed> {
-    let Some(limit) = policy.per_try_timeout else {
-        return send(cluster, ep, request, protocol).await;
-    };
-    match tokio::time::timeout(limit, send(cluster, ep, request, protocol)).await {
-        Ok(done) => done,
-        Err(_) => {
-            cluster.stats.timeouts.inc();
-            cluster.report(ep, Outcome::Reset);
-            let msg = format!(
-                "meshctl: cluster '{}' did not answer a try within {limit:?}\n",
-                cluster.name
-            );
-            Err(Failed {
-                reply: local_reply(StatusCode::GATEWAY_TIMEOUT, "timeout", msg),
-                unsent: None,
-                cause: Some(Cause::Timeout),
-            })
-        }
-    }
-}
-
 /// Step 1: the upstream request. Hop-by-hop headers out, forwarding and
 /// identity headers in, the route's edits and rewrite applied, the target
 /// in the form the upstream protocol wants. Err is the proxy's own reply.
@@ -582,80 +422,6 @@ pub(super) fn set_target(
         }
     }
     Ok(())
-}
-
-/// Step 2: one try on one endpoint. Its outcome counts toward the
-/// endpoint's outlier detection. Err is the reply the client gets: 502, or
-/// 503 when a circuit breaker refused a new connection.
-async fn send(
-    cluster: &Cluster,
-    ep: &Endpoint,
-    request: Request<ProxyBody>,
-    protocol: UpstreamProtocol,
-) -> Result<Answer, Failed> {
-    let sent = Instant::now();
-    match ep.pool.send(request, protocol).await {
-        Ok(answer) => {
-            let took = sent.elapsed();
-            cluster.stats.latency.record(took);
-            if cluster.spec.lb == LbPolicy::PeakEwma {
-                ep.rtt.observe(took);
-            }
-            let status = answer.0.status().as_u16();
-            cluster.report(ep, Outcome::Answer(status));
-            cluster.stats.responses.record(status);
-            Ok(answer)
-        }
-        Err(SendError::Connect(e, unsent)) => {
-            cluster.report(ep, Outcome::ConnectFailure);
-            tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
-            let msg = format!(
-                "meshctl: upstream connect failure in cluster '{}'\n",
-                cluster.name
-            );
-            Err(Failed {
-                reply: local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg),
-                unsent,
-                cause: None,
-            })
-        }
-        Err(SendError::Overflow(limit)) => Err(overflow(cluster, limit).into()),
-        Err(SendError::Upstream(e)) => {
-            cluster.stats.upstream_errors.inc();
-            cluster.report(ep, Outcome::Reset);
-            tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "upstream error: {e:?}");
-            let msg = format!("meshctl: upstream error in cluster '{}'\n", cluster.name);
-            Err(Failed {
-                reply: local_reply(StatusCode::BAD_GATEWAY, "upstream_error", msg),
-                unsent: None,
-                cause: Some(if refused_stream(&e) {
-                    Cause::RefusedStream
-                } else {
-                    Cause::Reset
-                }),
-            })
-        }
-    }
-}
-
-/// True when an HTTP/2 upstream refused the stream (REFUSED_STREAM): it
-/// processed nothing of the request.
-fn refused_stream(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// A circuit breaker's refusal: at once, counted, naming the limit.
-fn overflow(cluster: &Cluster, limit: &str) -> Response<ProxyBody> {
-    cluster.stats.overflow.inc();
-    let msg = format!("meshctl: cluster '{}' is at its {limit}\n", cluster.name);
-    local_reply(StatusCode::SERVICE_UNAVAILABLE, "overflow", msg)
 }
 
 /// Step 3: the response for the client. A 101 joins the two upgraded
