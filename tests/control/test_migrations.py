@@ -250,3 +250,31 @@ def test_0008_adds_rate_limit_policies_and_sidecar_zones_and_refuses_to_lose_the
         assert conn.exec_driver_sql("SELECT name FROM trafficpolicy").scalars().all() == ["old"]
     migrate(url)  # and up again
     engine.dispose()
+
+
+def test_0009_adds_each_sidecars_endpoint_health_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url, "0008")
+    engine = make_engine(url)
+    stamp = "'2026-01-01', '2026-01-01'"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO service (id, resource_version, created_at, updated_at, name, namespace, ports, mtls)"
+            f" VALUES (1, 1, {stamp}, 'a', 'default', '[]', 'STRICT')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at,"
+            f" gateway) VALUES (1, '127.0.0.1', 15006, 8080, '{{}}', {stamp}, 0)"
+        )
+    migrate(url)
+    report = {"out/default/b": {"10.0.0.1:15006": {"ejected": True, "ejected_for_ms": 9000}}}
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT endpoint_health FROM sidecar").scalar() is None  # none reported yet
+        conn.exec_driver_sql("UPDATE sidecar SET endpoint_health = ?", (json.dumps(report),))
+        assert json.loads(conn.exec_driver_sql("SELECT endpoint_health FROM sidecar").scalar()) == report
+    command.downgrade(alembic_config(url), "0008")
+    with engine.connect() as conn:
+        assert "endpoint_health" not in {c["name"] for c in inspect(conn).get_columns("sidecar")}
+        assert conn.exec_driver_sql("SELECT count(*) FROM sidecar").scalar() == 1
+    migrate(url)  # and up again
+    engine.dispose()

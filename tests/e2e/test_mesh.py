@@ -180,9 +180,13 @@ def test_the_readme_canary_sends_x_canary_to_v2_and_the_rest_by_weight(
     first = "default/pricing-canary/rule0/match0"
     assert out[0] == f"{first} matched" and f"  ✓ {first}: matched" in out
     assert f"  ✗ default/pricing-canary/rule1/match0: not tried: {first} matched first" in out
-    # The README's TrafficPolicy sets connectionPool limits: explain shows them for each backend.
+    # The README's TrafficPolicy sets connectionPool limits: explain shows them for each backend, the
+    # limit it leaves out as the data plane's default; and frontend's bucket in its RateLimitPolicy.
     limits = "    circuit breakers: max_connections 100, max_pending_requests 50, max_requests 200"
+    limits += "; default: max_retries 1024"
     assert limits in out, out
+    bucket = "total 1000/s, burst 100; this caller: overrides[0] 500/s, burst 500 (default)"
+    assert f"    rate limit (default/pricing, requests per sidecar of default/pricing): {bucket}" in out, out
     out = cp.cli("explain", "--from", "frontend", "--to", "pricing", data_dir=cli).splitlines()
     assert out[0] == "default/pricing-canary/rule1/match0 matched"
 

@@ -530,6 +530,13 @@ def compile_outbound(mesh: Mesh, sidecar: SidecarSpec) -> Outbound:
     return _Compiler(mesh, sidecar).outbound_part()
 
 
+def cluster_config(mesh: Mesh, service: str, subset: Mapping[str, str], zone: str | None = None) -> dp.ClusterConfig:
+    """The cluster a calling sidecar in `zone` gets for `service` ("ns/name") and `subset`, as
+    compiled into its config (for `explain`)."""
+    compiler = _Compiler(mesh, SidecarSpec("", "", "", 0, 0, zone=zone))
+    return compiler.clusters[compiler.cluster(service, subset)]
+
+
 _WithPath = TypeVar("_WithPath", dp.RewriteConfig, dp.RedirectConfig)
 
 

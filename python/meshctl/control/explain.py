@@ -9,11 +9,22 @@ own decision (``_core.authorize``) on the very block the compiler emits
 (``compiler.authorization``), for the caller's SPIFFE ID and the path the
 receiving sidecar sees (after a URLRewrite). Explain cannot disagree with
 the proxy: it runs the proxy's code.
+
+For a forwarded request it also shows what keeps it resilient, from the same
+compiled sections with the data plane's defaults filled in: the route's
+timeout, retry policy (and whether this request's method is retried once it
+may have reached the upstream), fault and mirrors (``explain_route``); and per
+backend the load balancer, circuit breakers, retry budget, outlier detection,
+health check, locality, the receiving service's rate limits for this caller,
+and the endpoints the caller's sidecars report ejected or unhealthy right now
+(``explain_backend``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -30,7 +41,9 @@ from meshctl.control.compiler import (
     subset_endpoints,
     tcp_route,
 )
-from meshctl.control.kinds.common import NAME, BackendRef
+from meshctl.control.explain_backend import BackendResilience, CallerReport, backend_resilience
+from meshctl.control.explain_route import RouteResilience, route_resilience, tcp_resilience
+from meshctl.control.kinds.common import NAME, ZONE, BackendRef
 from meshctl.control.kinds.httproute import FILTER_FIELDS
 from meshctl.spiffe import spiffe_id
 
@@ -43,6 +56,8 @@ class ExplainRequest(BaseModel):
     method: str = "GET"
     path: str = Field(default="/", description="Path with optional query string.")
     headers: dict[str, str] = Field(default_factory=dict)
+    #: The calling sidecar's zone, for locality; by default each zone the caller's live sidecars run in.
+    zone: str | None = Field(default=None, max_length=63, pattern=ZONE)
 
 
 class RuleVerdict(BaseModel):
@@ -91,6 +106,8 @@ class BackendVerdict(BaseModel):
     #: not set are the data plane's default, 1024).
     circuit_breakers: dict[str, int] = Field(default_factory=dict)
     authorization: AuthorizationVerdict | None = None
+    #: What the caller's sidecar runs for this backend, and what the receiving one limits.
+    resilience: BackendResilience | None = None
 
 
 class Explanation(BaseModel):
@@ -105,10 +122,27 @@ class Explanation(BaseModel):
     backends: list[BackendVerdict] = Field(default_factory=list)
     #: The receiving service's decision: for "denied", the one that denied.
     authorization: AuthorizationVerdict | None = None
+    #: The route's timeout, retry policy, fault and mirrors, for a forwarded request.
+    resilience: RouteResilience | None = None
 
 
 def _qualify(name: str, namespace: str) -> str:
     return name if "/" in name else f"{namespace}/{name}"
+
+
+def source_of(req: ExplainRequest) -> str:
+    """The calling service, "ns/name"."""
+    return _qualify(req.source, "default")
+
+
+@dataclass(frozen=True)
+class _Caller:
+    """The calling service and its live sidecars, for what depends on the caller."""
+
+    source: str
+    principal: str
+    zones: tuple[str, ...]
+    sidecars: Sequence[CallerReport]
 
 
 def _destination(req: ExplainRequest, namespace: str) -> str | None:
@@ -199,7 +233,7 @@ def _forward(
     return Explanation(**base, outcome="forward", summary=summary, backends=backends, authorization=allowed, **extra)
 
 
-def _backends(mesh: Mesh, refs: list[BackendRef], namespace: str) -> list[BackendVerdict]:
+def _backends(mesh: Mesh, refs: list[BackendRef], namespace: str, caller: _Caller) -> list[BackendVerdict]:
     total = sum(b.weight for b in refs) or 1
     out = []
     for b in refs:
@@ -219,6 +253,15 @@ def _backends(mesh: Mesh, refs: list[BackendRef], namespace: str) -> list[Backen
                 load_balancer=lb,
                 # A TypedDict of ints; pydantic takes only typing_extensions' TypedDict on 3.11.
                 circuit_breakers=cast(dict[str, int], circuit_breakers(pool)) if pool else {},
+                resilience=backend_resilience(
+                    mesh,
+                    service,
+                    b.subset,
+                    source=caller.source,
+                    principal=caller.principal,
+                    zones=caller.zones,
+                    callers=caller.sidecars,
+                ),
             )
         )
     return out
@@ -232,9 +275,12 @@ def _filters(entry: Entry) -> list[str]:
     return out
 
 
-def explain(mesh: Mesh, req: ExplainRequest) -> Explanation:
-    source = _qualify(req.source, "default")
+def explain(mesh: Mesh, req: ExplainRequest, callers: Sequence[CallerReport] = ()) -> Explanation:
+    """`callers`: the calling service's live sidecars (their zones and endpoint health)."""
+    source = source_of(req)
     namespace = source.split("/")[0]
+    zones = (req.zone,) if req.zone else tuple(sorted({c.zone for c in callers if c.zone}))
+    caller = _Caller(source, spiffe_id(mesh.trust_domain, *source.split("/", 1)), zones, callers)
     dest = _destination(req, namespace)
     base: dict[str, Any] = {"source": source, "destination": dest or req.host or "?"}
     if dest is None or dest not in mesh.services:
@@ -250,11 +296,12 @@ def explain(mesh: Mesh, req: ExplainRequest) -> Explanation:
         return _forward(
             mesh,
             base,
-            _backends(mesh, refs, ns),
+            _backends(mesh, refs, ns, caller),
             f"TCP to {dest} via {why}",
             None,
             None,
             route=route.key if route else None,
+            resilience=tcp_resilience(),
         )
 
     path = urlsplit(req.path).path or "/"
@@ -265,10 +312,11 @@ def explain(mesh: Mesh, req: ExplainRequest) -> Explanation:
         return _forward(
             mesh,
             base,
-            _backends(mesh, refs, dest.split("/")[0]),
+            _backends(mesh, refs, dest.split("/")[0], caller),
             f"no HTTPRoute attached to {dest}: the whole service",
             method,
             path,
+            resilience=route_resilience(None, dest.split("/")[0], method, req.headers),
         )
     # The data plane's own matcher decides (`_core.match_route`), on the matches the compiler emits.
     choice = _core.match_route(
@@ -303,11 +351,12 @@ def explain(mesh: Mesh, req: ExplainRequest) -> Explanation:
     return _forward(
         mesh,
         base,
-        _backends(mesh, winner.rule.backend_refs, winner.route.namespace),
+        _backends(mesh, winner.rule.backend_refs, winner.route.namespace, caller),
         f"{winner.name} matched",
         method,
         _rewritten(path, winner),
         route=winner.route.key,
         rules=verdicts,
         filters=filters,
+        resilience=route_resilience(winner.rule, winner.route.namespace, method, req.headers),
     )

@@ -80,6 +80,7 @@ def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister) -
     sc.app_port, sc.upstreams = data.app_port, data.upstreams
     sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
     sc.svid_expires_at, sc.zone = data.svid_expires_at, data.zone
+    sc.endpoint_health = data.health_report()
     sc.last_seen = now()
     if data.gateway:  # the edge: nobody routes to it, so it is no endpoint of its service
         sc.gateway = True
@@ -149,6 +150,17 @@ def list_sidecars(session: Session, *, namespace: str | None = None) -> list[tup
         q = q.where(Service.namespace == namespace)
     q = q.order_by(col(Service.namespace), col(Service.name), col(Sidecar.address), col(Sidecar.inbound_port))
     return [(sc, svc) for sc, svc in session.exec(q).all()]
+
+
+def live_sidecars(session: Session, *, namespace: str, name: str) -> list[Sidecar]:
+    """The live sidecars of one service (gateways included)."""
+    q = (
+        select(Sidecar)
+        .where(Sidecar.service_id == Service.id, Service.namespace == namespace, Service.name == name)
+        .where(col(Sidecar.expires_at) > now())
+        .order_by(col(Sidecar.id))
+    )
+    return list(session.exec(q).all())
 
 
 def deregister_sidecar(session: Session, *, sidecar: Sidecar, svc: Service) -> None:

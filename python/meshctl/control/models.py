@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import BaseModel, ValidationInfo, field_validator
+from pydantic import Field as PField
 from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
 from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
@@ -104,6 +105,27 @@ class MeshState(SQLModel, table=True):
 
 # === Sidecars: runtime state, reported by the sidecars themselves ===
 
+#: At most this many endpoints in one sidecar's `endpoint_health` (it sends the first ones).
+MAX_ENDPOINT_HEALTH = 256
+
+
+class EndpointHealth(BaseModel):
+    """Why the data plane takes an endpoint out of balancing (as its stats say)."""
+
+    #: Outlier detection has it ejected ...
+    ejected: bool = False
+    #: ... for this much longer.
+    ejected_for_ms: int | None = PField(default=None, ge=0, le=10**10)
+    #: "failing": its active health checks fail; None when the cluster has none.
+    health_check: Literal["passing", "failing"] | None = None
+
+
+#: cluster -> endpoint (host:port) -> its health: the endpoints a sidecar's data plane has out.
+EndpointHealthReport = dict[
+    Annotated[str, PField(min_length=1, max_length=512)],
+    dict[Annotated[str, PField(min_length=1, max_length=300)], EndpointHealth],
+]
+
 
 class SidecarRegister(SQLModel):
     """What a sidecar says about itself; PUT again to heartbeat (within `ttl_seconds`)."""
@@ -131,6 +153,17 @@ class SidecarRegister(SQLModel):
     ttl_seconds: int = Field(default=30, ge=1, le=3600)
     #: When the SVID it serves with expires (None: it has none yet).
     svid_expires_at: datetime | None = None
+    #: The endpoints its data plane has out of balancing now, by cluster (only those: an empty
+    #: mapping when all are healthy; None from a sidecar that does not report it). `explain` shows
+    #: them for the calls of its service.
+    endpoint_health: EndpointHealthReport | None = None
+
+    @field_validator("endpoint_health")
+    @classmethod
+    def _bounded(cls, value: EndpointHealthReport | None) -> EndpointHealthReport | None:
+        if value is not None and (n := sum(len(e) for e in value.values())) > MAX_ENDPOINT_HEALTH:
+            raise ValueError(f"{n} endpoints: at most {MAX_ENDPOINT_HEALTH}")
+        return value
 
     @field_validator("inbound_port", "app_port")
     @classmethod
@@ -155,6 +188,15 @@ class SidecarRegister(SQLModel):
         """Its endpoint's labels: `labels`, with the zone."""
         return {**self.labels, "zone": self.zone} if self.zone else self.labels
 
+    def health_report(self) -> dict[str, Any] | None:
+        """`endpoint_health` as stored (JSON), without the unset fields."""
+        if self.endpoint_health is None:
+            return None
+        return {
+            cluster: {address: h.model_dump(exclude_defaults=True) for address, h in endpoints.items()}
+            for cluster, endpoints in self.endpoint_health.items()
+        }
+
 
 class Sidecar(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("service_id", "address", "inbound_port"),)
@@ -174,6 +216,8 @@ class Sidecar(SQLModel, table=True):
     nacked_version: int | None = None
     last_error: str | None = None
     svid_expires_at: datetime | None = None
+    #: As of its last heartbeat (see `SidecarRegister.endpoint_health`).
+    endpoint_health: dict[str, Any] | None = Field(default=None, sa_type=JSON)
 
 
 class SidecarPublic(SQLModel):
@@ -195,6 +239,8 @@ class SidecarPublic(SQLModel):
     last_error: str | None
     #: When its SVID expires, as of its last heartbeat: one near its end has failed to renew.
     svid_expires_at: datetime | None
+    #: The endpoints its data plane has out of balancing, as of its last heartbeat (None: not reported).
+    endpoint_health: dict[str, Any] | None = None
     #: The mesh generation now; a sidecar whose acked version is lower is behind.
     mesh_generation: int
 

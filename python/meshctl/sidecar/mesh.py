@@ -15,6 +15,10 @@ keys never travel. It refuses to start when the first snapshot names a file
 that is missing, and SIGHUP re-reads the files (a renewed certificate; see
 ``reload_on_sighup``).
 
+Each heartbeat also says which endpoints its data plane has out of balancing
+(ejected by outlier detection, failing active health checks): ``explain``
+shows them for the calls of its service.
+
 The last good snapshot is kept on disk, so a sidecar (re)started while the
 control plane is away serves from it; it keeps trying to reach the control
 plane with capped exponential backoff and full jitter, so that a fleet does
@@ -46,6 +50,28 @@ log = logging.getLogger("meshctl.sidecar")
 
 #: The control plane sends a keep-alive line every 15 s; this long without one, the stream is dead.
 STREAM_IDLE_SECONDS = 40.0
+#: The most endpoints one heartbeat reports unhealthy (the control plane takes no more).
+MAX_ENDPOINT_HEALTH = 256
+
+
+def endpoint_health(stats: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The endpoints the data plane has out of balancing, by cluster, from its `stats()`: whether
+    outlier detection ejected each (and for how long yet) and whether its health checks fail.
+    At most `MAX_ENDPOINT_HEALTH` of them."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    left = MAX_ENDPOINT_HEALTH
+    for cluster, c in sorted(stats.get("clusters", {}).items()):
+        for address, e in sorted(c.get("endpoints", {}).items()):
+            if e.get("healthy", True) or left == 0:
+                continue
+            state: dict[str, Any] = {"ejected": bool(e.get("ejected"))}
+            if e.get("ejected_for_ms") is not None:
+                state["ejected_for_ms"] = int(e["ejected_for_ms"])
+            if e.get("health_check") is not None:
+                state["health_check"] = e["health_check"]
+            out.setdefault(cluster, {})[address] = state
+            left -= 1
+    return out
 
 
 @dataclass
@@ -235,6 +261,8 @@ class MeshSidecar:
         body = self.opts.registration()
         if self.keeper.current is not None:  # so that `meshctl status` shows a renewal that fails
             body["svid_expires_at"] = self.keeper.current.not_after.isoformat()
+        if (dataplane := self.dataplane) is not None:
+            body["endpoint_health"] = endpoint_health(dataplane.stats())
         sidecar = self.api.put("/api/v1/sidecars", body, timeout=5)
         if sidecar["id"] != self.sidecar_id:
             log.info(

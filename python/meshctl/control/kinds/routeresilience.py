@@ -12,6 +12,7 @@ from pydantic import AfterValidator, ValidationInfo, field_validator, model_vali
 from pydantic import Field as PField
 
 from meshctl import dataplane_config as dp
+from meshctl.control import dataplane_defaults as defaults
 from meshctl.control.kinds.common import ServiceRef, Spec
 from meshctl.control.kinds.durations import Duration, PositiveDuration, parse_duration
 
@@ -101,13 +102,13 @@ class HTTPRouteTimeouts(Spec):
 
 #: The data plane's default back-off base (`BackoffConfig.base_ms`), which a `maxBackoff` alone
 #: must not undercut.
-DEFAULT_BACKOFF_MS = 25
+DEFAULT_BACKOFF_MS = defaults.RETRY["backoff"]["base_ms"]
 
 
 class HTTPRouteRetry(Spec):
     """Retries of a failed try, on another endpoint when there is one, within the service's retry
     budget. Without this field a route has the data plane's default (2 retries of connect
-    failures, refused streams and resets, which the proxy's /config shows)."""
+    failures, refused streams and resets, which the proxy's /config and explain show)."""
 
     #: HTTP statuses retried (400..599).
     codes: list[Annotated[int, PField(ge=400, le=599)]] | None = None

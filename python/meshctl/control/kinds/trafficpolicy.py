@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field as PField
 from pydantic import ValidationInfo, field_validator, model_validator
 
+from meshctl.control import dataplane_defaults as defaults
 from meshctl.control.kinds.base import Kind, Ref, spec_family, target_reference
 from meshctl.control.kinds.common import HEADER_NAME, ZONE, ServiceRef, Spec, key
 from meshctl.control.kinds.durations import Duration, PositiveDuration, parse_duration
@@ -109,7 +110,8 @@ class ConnectionPool(Spec):
 
 
 #: The data plane's defaults where a check compares fields.
-BASE_EJECTION_MS, CHECK_INTERVAL_MS = 10_000, 5_000
+BASE_EJECTION_MS = defaults.OUTLIER_DETECTION["base_ejection_ms"]
+CHECK_INTERVAL_MS = defaults.HEALTH_CHECK["interval_ms"]
 #: A count of checks or errors in a row.
 Count = Annotated[int, PField(ge=0, le=1000)]
 

@@ -7,10 +7,11 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from meshctl.control import crud
+from meshctl.control import crud, instances
 from meshctl.control.deps import Admin, Reader, SessionDep, SettingsDep
-from meshctl.control.explain import ExplainRequest, Explanation, explain
-from meshctl.control.kinds.common import ApplyRequest, ApplyResult
+from meshctl.control.explain import ExplainRequest, Explanation, explain, source_of
+from meshctl.control.explain_backend import CallerReport
+from meshctl.control.kinds.common import ApplyRequest, ApplyResult, now
 from meshctl.control.push import load_mesh
 
 router = APIRouter(prefix="/api/v1", tags=["apply"])
@@ -25,9 +26,18 @@ def apply(session: SessionDep, _: Admin, data: ApplyRequest) -> list[ApplyResult
 @router.post("/explain", response_model=Explanation)
 async def explain_request(settings: SettingsDep, session: SessionDep, _: Reader, data: ExplainRequest) -> Explanation:
     """Which route, rule and match a request from `source` would take, why the others did not, where it
-    goes, and whether the receiving service's authorization lets it in."""
+    goes, and whether the receiving service's authorization lets it in; the timeout, retries, fault,
+    mirrors, rate limits and each backend's resilience settings that apply to it, and the endpoints the
+    caller's sidecars report ejected or unhealthy now."""
 
     def run(s: Session) -> Explanation:
-        return explain(load_mesh(s, trust_domain=settings.trust_domain, authz_default=settings.authz_default), data)
+        mesh = load_mesh(s, trust_domain=settings.trust_domain, authz_default=settings.authz_default)
+        namespace, name = source_of(data).split("/", 1)
+        at = now()
+        callers = [
+            CallerReport(sc.zone, sc.endpoint_health, int((at - sc.last_seen).total_seconds() * 1000))
+            for sc in instances.live_sidecars(s, namespace=namespace, name=name)
+        ]
+        return explain(mesh, data, callers)
 
     return await run_in_threadpool(run, session)
