@@ -155,6 +155,11 @@ def test_demo_runs_a_whole_mesh_end_to_end() -> None:
     assert rows["frontend"][0] >= 1000 and rows["catalog"][0] >= 1000
     split = re.search(r"v1 ([\d.]+)%\s+v2 ([\d.]+)%", out.stdout)
     assert split and 5 <= float(split[2]) <= 16, out.stdout  # the 90/10 canary, within sampling noise
+    # The resilience step (tests/e2e/test_demo_resilience.py checks its numbers closely).
+    assert re.search(r"an instance killed mid-load: \d{4,} requests, 0 failed", out.stdout), out.stdout
+    fault = re.search(r"with the fault: \d+ requests, ([\d.]+)% ok", out.stdout)
+    assert fault and 87 <= float(fault[1]) <= 93, out.stdout
+    assert re.search(r"after the rollback: \d+ requests, 100\.0% ok", out.stdout), out.stdout
     assert "stopping the mesh" in out.stdout
 
 

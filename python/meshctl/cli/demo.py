@@ -1,6 +1,7 @@
 """``meshctl demo``: a whole mesh on this machine — control plane, three
 services behind sidecars, a canary — with traffic through it and what the
-sidecars measured."""
+sidecars measured; then resilience: an instance killed under load, and a
+fault injected and rolled back."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meshctl.demo.mesh import MeshDemo
+from meshctl.demo.resilience import ResilienceDemo
 from meshctl.loadgen.runner import run_bench
 
 
@@ -20,9 +22,14 @@ def demo(
     requests: Annotated[int, typer.Option(help="Requests to send into the frontend.")] = 3000,
     connections: Annotated[int, typer.Option(help="Keep-alive client connections.")] = 8,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the mesh running until Ctrl-C.")] = False,
+    resilience: Annotated[
+        bool, typer.Option(help="Then kill a pricing instance under load, and inject a 10 % abort fault.")
+    ] = True,
 ) -> None:
     """Start a control plane, frontend -> catalog -> pricing (v1, v2) behind sidecars, a 90/10 canary,
-    drive traffic with the built-in load generator, and print what each sidecar saw."""
+    drive traffic with the built-in load generator, and print what each sidecar saw. Then scale pricing
+    v1 to three instances, kill one with SIGKILL under load (no request fails), apply a 10 % abort
+    fault to pricing's route (about 90 % succeed) and roll it back (100 % again)."""
     console = Console()
     mesh = MeshDemo()
     try:
@@ -66,6 +73,7 @@ def demo(
             f"client: {report['requests']} requests, {100 * ok / max(1, report['requests']):.1f}% ok, "
             f"{report['rps']:.0f} rps, p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms (three hops)"
         )
+        resilient = not resilience or _resilience(console, mesh)
         if keep:
             done = threading.Event()
             signal.signal(signal.SIGINT, lambda *_: done.set())
@@ -76,9 +84,25 @@ def demo(
         if report["errors"]["total"] or ok != report["requests"]:
             console.print(f"[red]some requests failed: {report['errors']}[/]")
             raise typer.Exit(1)
+        if not resilient:
+            console.print("[red]requests failed in the resilience step where none should have[/]")
+            raise typer.Exit(1)
     finally:
         console.print("stopping the mesh ...")
         mesh.stop()
+
+
+def _resilience(console: Console, mesh: MeshDemo) -> bool:
+    """The resilience step, printed; False when a request failed where none should have."""
+    console.rule("resilience")
+    step = ResilienceDemo(
+        mesh,
+        load=lambda options: run_bench(options, console=console, show_progress=console.is_terminal),
+        # Plain text: a bracket in it must not be taken for rich markup.
+        progress=lambda line: console.print(f"  {line}", markup=False),
+    )
+    killed, faulted = step.run()
+    return killed.load.failed == 0 and faulted.restored.failed == 0
 
 
 def _tls(tls: dict[str, int]) -> str:

@@ -88,15 +88,23 @@ class Instance:
     inbound_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     upstreams: dict[str, int] = field(default_factory=dict)
+    #: Pricing v1's instances are numbered from 1 (the demo scales it to three).
+    replica: int = 1
     proc: subprocess.Popen[bytes] | None = None
+    killed: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.service}-{self.version}" if self.service == "pricing" else self.service
+        name = f"{self.service}-{self.version}" if self.service == "pricing" else self.service
+        return name if self.replica == 1 else f"{name}#{self.replica}"
+
+    def admin(self, path: str) -> dict[str, Any]:
+        """A JSON page of the sidecar's admin listener (/stats, /config)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
+            return dict(json.loads(r.read()))
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5) as r:
-            return dict(json.loads(r.read()))
+        return self.admin("/stats")
 
 
 class MeshDemo:
@@ -135,38 +143,8 @@ class MeshDemo:
             upstreams={"catalog": frontend_out},
         )
         self.instances = [frontend, catalog, *pricing]
-        tokens: dict[str, str] = {}
         for inst in self.instances:
-            if inst.service not in tokens:
-                tokens[inst.service] = self.api.post(f"/api/v1/services/default/{inst.service}/join-tokens")["token"]
-            token_file = self.workdir / f"{inst.service}.token"
-            token_file.write_text(tokens[inst.service])
-            token_file.chmod(0o600)
-            args = [
-                "proxy",
-                "--control-plane",
-                self.cp_url,
-                "--service",
-                inst.service,
-                "--app-port",
-                str(inst.app.port),
-                "--inbound-port",
-                str(inst.inbound_port),
-                "--admin-port",
-                str(inst.admin_port),
-                "--token-file",
-                str(token_file),
-                "--label",
-                f"version={inst.version}",
-                "--cache-dir",
-                str(self.workdir / "cache"),
-                "--workers",
-                "1",
-                "--grace",
-                "2",
-            ]
-            args += [a for s, p in inst.upstreams.items() for a in ("--upstream", f"{s}={p}")]
-            inst.proc = self._spawn(args, f"sidecar-{inst.name}.log")
+            self.launch(inst)
         wait_for("every sidecar to apply the mesh config", self.in_sync)
         wait_for("the chain to answer end to end", self.chain_ok)
         for inst in self.instances:
@@ -175,10 +153,50 @@ class MeshDemo:
                 f"admin :{inst.admin_port}"
             )
 
+    def launch(self, inst: Instance) -> None:
+        """Start `inst`'s sidecar (its app already runs), joined with its service's token."""
+        token_file = self.workdir / f"{inst.service}.token"
+        if not token_file.exists():
+            token_file.write_text(self.api.post(f"/api/v1/services/default/{inst.service}/join-tokens")["token"])
+            token_file.chmod(0o600)
+        args = [
+            "proxy",
+            "--control-plane",
+            self.cp_url,
+            "--service",
+            inst.service,
+            "--app-port",
+            str(inst.app.port),
+            "--inbound-port",
+            str(inst.inbound_port),
+            "--admin-port",
+            str(inst.admin_port),
+            "--token-file",
+            str(token_file),
+            "--label",
+            f"version={inst.version}",
+            "--cache-dir",
+            str(self.workdir / "cache"),
+            "--workers",
+            "1",
+            "--grace",
+            "2",
+        ]
+        args += [a for s, p in inst.upstreams.items() for a in ("--upstream", f"{s}={p}")]
+        inst.proc = self._spawn(args, f"sidecar-{inst.name}.log")
+
+    def kill(self, inst: Instance) -> None:
+        """SIGKILL `inst`'s sidecar: the instance drops off the network, mid-request, without a goodbye."""
+        assert inst.proc is not None
+        inst.killed = True
+        inst.proc.kill()
+        inst.proc.wait(10)
+
     def in_sync(self) -> bool:
+        """Every sidecar but the killed ones has applied the mesh's latest generation."""
         rows = self.api.get("/api/v1/sidecars")
-        live = [r for r in rows if r["live"] and r["acked_version"] == r["mesh_generation"]]
-        return len(live) == len(self.instances)
+        acked = {r["inbound_port"] for r in rows if r["live"] and r["acked_version"] == r["mesh_generation"]}
+        return all(i.inbound_port in acked for i in self.instances if not i.killed)
 
     def chain_ok(self) -> bool:
         url = f"http://127.0.0.1:{self.entry_port}/items/1"
