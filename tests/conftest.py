@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from helpers import StatusBackend
 from meshctl import DataPlane
 from meshctl.demo.backends import DemoBackend
 from meshproc import ControlPlane
@@ -32,6 +33,21 @@ def backend() -> Iterator[Callable[..., DemoBackend]]:
 
     def make(name: str, delay_ms: int = 0) -> DemoBackend:
         b = DemoBackend(name, delay_ms=delay_ms).start()
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def status_backend() -> Iterator[Callable[..., StatusBackend]]:
+    """Backends whose answers (and /healthz answer) a test changes while they run."""
+    started: list[StatusBackend] = []
+
+    def make(name: str, status: int = 200, health: int = 200) -> StatusBackend:
+        b = StatusBackend(name, status, health)
         started.append(b)
         return b
 

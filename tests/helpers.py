@@ -119,3 +119,70 @@ class EchoBackend:
 def header_values(seen: dict[str, Any], name: str) -> list[str]:
     """Every value of header `name` (lower-case) in an EchoBackend record, in order."""
     return [v for k, v in seen["headers"] if k == name]
+
+
+class _StatusHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _StatusServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        status = self.server.health if self.path == "/healthz" else self.server.status
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.send_header("X-Backend", self.server.name)
+        self.end_headers()
+
+    do_GET = do_POST = do_HEAD = _handle
+
+
+class _StatusServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # health checks and the proxy's pool may connect in a burst
+
+    def __init__(self, name: str) -> None:
+        super().__init__(("127.0.0.1", 0), _StatusHandler)
+        self.name = name
+        self.status = 200
+        self.health = 200
+
+
+class StatusBackend:
+    """HTTP/1.1 server whose answers can be changed while it runs: `health` for GET /healthz,
+    `status` for every other request; each answer names the server in `X-Backend`."""
+
+    def __init__(self, name: str, status: int = 200, health: int = 200) -> None:
+        self._server = _StatusServer(name)
+        self.status, self.health = status, health
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"status-{name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{host!s}:{port}"
+
+    @property
+    def status(self) -> int:
+        return self._server.status
+
+    @status.setter
+    def status(self, value: int) -> None:
+        self._server.status = value
+
+    @property
+    def health(self) -> int:
+        return self._server.health
+
+    @health.setter
+    def health(self, value: int) -> None:
+        self._server.health = value
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,14 +1,16 @@
-"""Weighted splits and each balancer's distribution, through real requests."""
+"""Weighted splits, each balancer's distribution (peak-EWMA too) and locality with failover, through real
+requests."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from helpers import cluster, http_listener, route
+from helpers import cluster, http_listener, route, wait_until
 
 
 def spread(addr: str, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
@@ -105,3 +107,61 @@ def test_ring_hash_is_sticky_and_spreads(backend, proxy) -> None:
         after = next(iter(spread(addr, 1, {"x-user": user})))
         if before != "c":
             assert after == before, user
+
+
+def test_peak_ewma_starves_the_slow_endpoint(backend, proxy) -> None:
+    slow, fast = backend("slow", delay_ms=50), backend("fast")
+    dp = proxy(
+        {
+            "listeners": [http_listener("web", [route("c")])],
+            "clusters": [cluster("c", [slow.address, fast.address], lb="peak_ewma")],
+        }
+    )
+    addr = dp.addresses()["web"]
+    with ThreadPoolExecutor(4) as pool:  # low concurrency: the latency decides, not the queue
+        got = sum(pool.map(lambda _: spread(addr, 100), range(4)), Counter())
+    assert got.total() == 400
+    # Round robin or random would give it half.
+    assert got["slow"] < 40, got
+    eps = dp.stats()["clusters"]["c"]["endpoints"]
+    assert eps[fast.address]["rtt_ewma_ms"] > 0, eps
+    if got["slow"]:
+        # Every answer it gave took 50 ms: a peak counts in full at once.
+        assert eps[slow.address]["rtt_ewma_ms"] >= 50, eps
+
+
+def test_locality_stays_local_and_fails_over_in_order(status_backend, proxy) -> None:
+    zones = {"l1": "z1", "l2": "z1", "o1": "z3", "f1": "z2", "o2": "z3"}
+    bs = {name: status_backend(name) for name in zones}
+    spec = cluster(
+        "c",
+        [],
+        # Takes the failing endpoints out; 50 %: one of the two local ones still holds the zone.
+        health_check={"type": "http", "path": "/healthz", "interval_ms": 200, "jitter_ms": 20, "timeout_ms": 200},
+        locality={"zone": "z1", "failover": ["z2"], "min_healthy_percent": 50},
+    )
+    spec["endpoints"] = [{"address": bs[n].address, "zone": z} for n, z in zones.items()]
+    dp = proxy({"listeners": [http_listener("web", [route("c")])], "clusters": [spec]})
+    addr = dp.addresses()["web"]
+
+    def set_health(status: int, *names: str) -> None:
+        for n in names:
+            bs[n].health = status
+        verdict = "passing" if status == 200 else "failing"
+        for n in names:
+            wait_until(
+                lambda n=n: dp.stats()["clusters"]["c"]["endpoints"][bs[n].address]["health_check"] == verdict,
+                what=f"{n}'s check {verdict}",
+            )
+
+    assert set(spread(addr, 40)) == {"l1", "l2"}
+    set_health(503, "l1")
+    assert set(spread(addr, 20)) == {"l2"}
+    # Both local endpoints out: the first failover zone only, not z3 (listed first among the endpoints).
+    set_health(503, "l2")
+    assert set(spread(addr, 30)) == {"f1"}
+    set_health(200, "l1", "l2")
+    assert set(spread(addr, 40)) == {"l1", "l2"}
+    eps = dp.stats()["clusters"]["c"]["endpoints"]
+    assert {a: ep["zone"] for a, ep in eps.items()} == {bs[n].address: z for n, z in zones.items()}
+    assert dp.stats()["clusters"]["c"]["panic"] == 0
