@@ -12,6 +12,7 @@ use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request};
 use http_body_util::BodyExt;
 
+use super::pool::SendError;
 use super::proxy::set_target;
 use super::replay::Replay;
 use crate::cluster::{Cluster, Outcome};
@@ -94,8 +95,14 @@ async fn copy(cluster: &Cluster, replay: &Replay, limit: Duration) {
             let _ = resp.into_body().collect().await;
             drop(checkin);
         }
-        Err(_) => {
+        Err(SendError::Connect(..)) => cluster.report(ep, Outcome::ConnectFailure),
+        Err(SendError::Overflow(_)) => {
+            cluster.stats.overflow.inc();
+            skipped();
+        }
+        Err(SendError::Upstream(_)) => {
             cluster.stats.upstream_errors.inc();
+            cluster.report(ep, Outcome::Reset);
         }
     }
 }
