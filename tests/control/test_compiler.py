@@ -161,7 +161,9 @@ def test_canary_route_subsets_and_rule_precedence() -> None:
     ]
     by_name = clusters(config)
     assert by_name["out/default/pricing/version:v1"]["endpoints"] == [{"address": "10.0.0.1:15006", "weight": 1}]
-    assert by_name["out/default/pricing/version:v2"]["endpoints"] == [{"address": "10.0.0.2:15006", "weight": 2, "zone": "b"}]
+    assert by_name["out/default/pricing/version:v2"]["endpoints"] == [
+        {"address": "10.0.0.2:15006", "weight": 2, "zone": "b"}
+    ]
 
 
 def test_precedence_exact_then_regex_then_longest_prefix_then_age() -> None:

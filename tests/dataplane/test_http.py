@@ -177,7 +177,9 @@ def test_no_endpoint_is_503(proxy) -> None:
 def test_failing_endpoint_is_ejected_and_its_requests_go_elsewhere(backend, proxy) -> None:
     good = backend("good")
     down = f"127.0.0.1:{unused_port()}"
-    c = cluster("c", [good.address, down], outlier_detection={"consecutive_gateway_errors": 2, "base_ejection_ms": 60000})
+    c = cluster(
+        "c", [good.address, down], outlier_detection={"consecutive_gateway_errors": 2, "base_ejection_ms": 60000}
+    )
     dp = proxy({"listeners": [http_listener("web", [route("c")])], "clusters": [c]})
     with httpx.Client() as client:
         statuses = [client.get(f"http://{dp.addresses()['web']}/").status_code for _ in range(20)]

@@ -94,7 +94,9 @@ def test_the_route_policy_sets_attempts_and_zero_disables(proxy) -> None:
                     ],
                 )
             ],
-            "clusters": [cluster("c", [dead], outlier_detection={"consecutive_gateway_errors": 0, "consecutive_5xx": 0})],
+            "clusters": [
+                cluster("c", [dead], outlier_detection={"consecutive_gateway_errors": 0, "consecutive_5xx": 0})
+            ],
         }
     )
     web = dp.addresses()["web"]
