@@ -33,9 +33,10 @@ impl RoundRobin {
         if len == 0 {
             return None;
         }
-        let start = self.cursor.fetch_add(1, Relaxed);
+        // An unavailable endpoint's turn goes to the next turn in the schedule,
+        // not to its neighbour: the rest keep equal shares.
         (0..len)
-            .map(|k| self.schedule[(start + k) % len] as usize)
+            .map(|_| self.schedule[self.cursor.fetch_add(1, Relaxed) % len] as usize)
             .find(|&i| loads.available(i))
     }
 }
@@ -114,5 +115,15 @@ mod tests {
         let rr = RoundRobin::new(&[10_000, 10_000, 1]);
         assert!(rr.schedule.len() as u64 <= MAX_SCHEDULE + 3);
         assert!(rr.schedule.contains(&2));
+    }
+
+    #[test]
+    fn an_unavailable_endpoints_turns_are_shared_evenly() {
+        let b = RoundRobin::new(&[1, 1, 1, 1]);
+        let mut loads = Fixed::all(4);
+        loads.available[2] = false;
+        let h = histogram(3000, 4, || b.pick(&loads));
+        assert_eq!(h[2], 0);
+        assert_shares(&[h[0], h[1], h[3]], &[1, 1, 1], 0.02);
     }
 }
