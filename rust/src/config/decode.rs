@@ -154,13 +154,19 @@ impl Decoder {
         b
     }
 
-    /// A share in percent, 0..=100, fractions allowed.
-    pub(super) fn percent(&mut self, f: &Fields<'_>, key: &str) -> Option<f64> {
+    /// A number, fractions allowed, that `ok` accepts (`range` names it in the error).
+    fn number(
+        &mut self,
+        f: &Fields<'_>,
+        key: &str,
+        ok: impl Fn(f64) -> bool,
+        range: &str,
+    ) -> Option<f64> {
         let v = f.get(key)?;
         match v.as_f64() {
-            Some(p) if (0.0..=100.0).contains(&p) => Some(p),
-            Some(p) => {
-                self.err(f.at(key), format!("{p} is out of range 0..=100"));
+            Some(n) if ok(n) => Some(n),
+            Some(n) => {
+                self.err(f.at(key), format!("{n} is out of range {range}"));
                 None
             }
             None => {
@@ -173,28 +179,31 @@ impl Decoder {
         }
     }
 
+    /// A share in percent, 0..=100, fractions allowed.
+    pub(super) fn percent(&mut self, f: &Fields<'_>, key: &str) -> Option<f64> {
+        self.number(f, key, |p| (0.0..=100.0).contains(&p), "0..=100")
+    }
+
     /// A positive rate (per second), fractions allowed.
     pub(super) fn rate(&mut self, f: &Fields<'_>, key: &str, required: bool) -> Option<f64> {
-        let Some(v) = f.get(key) else {
-            if required {
-                self.err(f.at(key), "required");
-            }
-            return None;
-        };
-        match v.as_f64() {
-            Some(r) if r > 0.0 && r <= 10_000_000.0 => Some(r),
-            Some(r) => {
-                self.err(f.at(key), format!("{r} is out of range (0, 10000000]"));
-                None
-            }
-            None => {
-                self.err(
-                    f.at(key),
-                    format!("expected a number, got {}", type_name(v)),
-                );
-                None
-            }
+        if required && f.get(key).is_none() {
+            self.err(f.at(key), "required");
         }
+        self.number(f, key, |r| r > 0.0 && r <= 10_000_000.0, "(0, 10000000]")
+    }
+
+    /// A list of HTTP statuses.
+    pub(super) fn statuses(&mut self, f: &Fields<'_>, key: &str) -> Vec<u16> {
+        self.list(f, key, false)
+            .into_iter()
+            .filter_map(|(at, item)| match item.as_u64() {
+                Some(c @ 100..=599) => Some(c as u16),
+                _ => {
+                    self.err(at, "expected an HTTP status 100..=599");
+                    None
+                }
+            })
+            .collect()
     }
 
     pub(super) fn millis(&mut self, f: &Fields<'_>, key: &str, default: u64) -> Duration {

@@ -157,17 +157,7 @@ impl Decoder {
                 if p.as_ref().is_some_and(|p| !p.starts_with('/')) {
                     self.err(f.at("path"), "must start with '/'");
                 }
-                let expected = self
-                    .list(&f, "expected_statuses", false)
-                    .into_iter()
-                    .filter_map(|(at, s)| match s.as_u64() {
-                        Some(c @ 100..=599) => Some(c as u16),
-                        _ => {
-                            self.err(at, "expected an HTTP status 100..=599");
-                            None
-                        }
-                    })
-                    .collect();
+                let expected = self.statuses(&f, "expected_statuses");
                 p.map(|path| HealthProbe::Http { path, expected })
             }
             Some("tcp") => {

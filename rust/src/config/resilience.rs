@@ -263,17 +263,7 @@ impl Decoder {
                 })
                 .collect(),
         };
-        let codes = self
-            .list(&f, "codes", false)
-            .into_iter()
-            .filter_map(|(at, item)| match item.as_u64() {
-                Some(c @ 100..=599) => Some(c as u16),
-                _ => {
-                    self.err(at, "expected an HTTP status 100..=599");
-                    None
-                }
-            })
-            .collect();
+        let codes = self.statuses(&f, "codes");
         let grpc_codes = self
             .list(&f, "grpc_codes", false)
             .into_iter()
