@@ -32,8 +32,21 @@ def test_the_defaults_are_what_a_running_data_plane_shows_in_its_config() -> Non
     admin = f"127.0.0.1:{unused_port()}"
     config = {
         "admin": {"address": admin},
-        "listeners": [{"name": "l", "address": "127.0.0.1:0", "routes": [{"backends": [{"cluster": "c"}]}]}],
-        "clusters": [{"name": "c", "endpoints": [{"address": "127.0.0.1:1"}]}],
+        "listeners": [
+            {
+                "name": "l",
+                "address": "127.0.0.1:0",
+                "routes": [{"backends": [{"cluster": "c"}], "rate_limit": {"total": {"rps": 2.5}}}],
+            }
+        ],
+        "clusters": [
+            {
+                "name": "c",
+                "endpoints": [{"address": "127.0.0.1:1"}],
+                "health_check": {"type": "http", "path": "/h"},
+                "locality": {"zone": "z"},
+            }
+        ],
     }
     dp = DataPlane(config, workers=1)
     dp.start()
@@ -46,6 +59,22 @@ def test_the_defaults_are_what_a_running_data_plane_shows_in_its_config() -> Non
     assert cluster["retry_budget"] == defaults.RETRY_BUDGET
     assert cluster["circuit_breakers"] == defaults.CIRCUIT_BREAKERS
     assert cluster["outlier_detection"] == defaults.OUTLIER_DETECTION
+    assert cluster["lb"] == defaults.LB
+    interval = defaults.HEALTH_CHECK["interval_ms"]
+    assert cluster["health_check"] == {
+        **defaults.HEALTH_CHECK,
+        "type": "http",
+        "path": "/h",
+        "expected_statuses": [],
+        "jitter_ms": defaults.health_check_jitter_ms(interval),
+    }
+    assert cluster["locality"] == {
+        "zone": "z",
+        "failover": [],
+        "min_healthy_percent": defaults.LOCALITY_MIN_HEALTHY_PERCENT,
+    }
+    bucket = shown["listeners"][0]["routes"][0]["rate_limit"]["total"]
+    assert bucket == {"rps": 2.5, "burst": defaults.burst(2.5)}
 
 
 def _health_check_ok(**section: Any) -> bool:

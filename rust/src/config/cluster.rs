@@ -23,6 +23,23 @@ pub enum LbPolicy {
     PeakEwma,
 }
 
+impl LbPolicy {
+    pub const ALL: [(&'static str, LbPolicy); 5] = [
+        ("round_robin", LbPolicy::RoundRobin),
+        ("least_request", LbPolicy::LeastRequest),
+        ("random", LbPolicy::Random),
+        ("ring_hash", LbPolicy::RingHash),
+        ("peak_ewma", LbPolicy::PeakEwma),
+    ];
+
+    pub fn name(self) -> &'static str {
+        LbPolicy::ALL
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
     Http1,
@@ -85,21 +102,19 @@ impl Decoder {
             ],
         )?;
         let name = self.name(&f, seen, "cluster");
-        let lb = match self.string(&f, "lb", false).as_deref() {
-            None | Some("round_robin") => LbPolicy::RoundRobin,
-            Some("least_request") => LbPolicy::LeastRequest,
-            Some("random") => LbPolicy::Random,
-            Some("ring_hash") => LbPolicy::RingHash,
-            Some("peak_ewma") => LbPolicy::PeakEwma,
-            Some(other) => {
-                self.err(
-                    f.at("lb"),
-                    format!(
-                        "'{other}' is not one of: round_robin, least_request, random, ring_hash, peak_ewma"
-                    ),
-                );
-                LbPolicy::RoundRobin
-            }
+        let lb = match self.string(&f, "lb", false) {
+            None => LbPolicy::RoundRobin,
+            Some(name) => match LbPolicy::ALL.iter().find(|(n, _)| *n == name) {
+                Some((_, p)) => *p,
+                None => {
+                    let names: Vec<&str> = LbPolicy::ALL.iter().map(|(n, _)| *n).collect();
+                    self.err(
+                        f.at("lb"),
+                        format!("'{name}' is not one of: {}", names.join(", ")),
+                    );
+                    LbPolicy::RoundRobin
+                }
+            },
         };
         let hash_header = self.string(&f, "hash_header", false).and_then(|h| {
             if lb != LbPolicy::RingHash {

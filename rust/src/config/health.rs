@@ -73,6 +73,25 @@ pub struct HealthCheckConfig {
 }
 
 impl HealthCheckConfig {
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "interval_ms": self.interval.as_millis() as u64,
+            "jitter_ms": self.jitter.as_millis() as u64,
+            "timeout_ms": self.timeout.as_millis() as u64,
+            "healthy_threshold": self.healthy_threshold,
+            "unhealthy_threshold": self.unhealthy_threshold,
+        });
+        match &self.probe {
+            HealthProbe::Http { path, expected } => {
+                v["type"] = "http".into();
+                v["path"] = path.as_str().into();
+                v["expected_statuses"] = expected.clone().into();
+            }
+            HealthProbe::Tcp => v["type"] = "tcp".into(),
+        }
+        v
+    }
+
     /// True when `status` passes an HTTP check.
     pub fn passes(&self, status: u16) -> bool {
         match &self.probe {
@@ -91,6 +110,16 @@ pub struct LocalityConfig {
     pub zone: String,
     pub failover: Vec<String>,
     pub min_healthy_percent: u32,
+}
+
+impl LocalityConfig {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "zone": self.zone,
+            "failover": self.failover,
+            "min_healthy_percent": self.min_healthy_percent,
+        })
+    }
 }
 
 // === impl Decoder (health) ===

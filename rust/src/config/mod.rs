@@ -90,26 +90,44 @@ impl Config {
         redact(&self.document)
     }
 
-    /// The redacted document with the resilience defaults written out: each
-    /// route's retry policy and each cluster's outlier detection, retry
-    /// budget and circuit breakers, as they run (for `/config`).
+    /// The redacted document with the resilience defaults written out, as
+    /// they run (for `/config`): each route's retry policy and rate-limit
+    /// bursts; each listener's rate-limit bursts; each cluster's balancer,
+    /// outlier detection, retry budget, circuit breakers, and its health
+    /// check and locality when it has them.
     pub fn effective(&self) -> Value {
         let mut doc = self.redacted();
         for (i, l) in self.listeners.iter().enumerate() {
+            if let (Some(rl), Some(slot)) =
+                (&l.rate_limit, doc.pointer_mut(&format!("/listeners/{i}")))
+            {
+                slot["rate_limit"] = rl.to_json();
+            }
             let ListenerKind::Http { routes } = &l.kind else {
                 continue;
             };
             for (r, route) in routes.iter().enumerate() {
+                let Some(slot) = doc.pointer_mut(&format!("/listeners/{i}/routes/{r}")) else {
+                    continue;
+                };
                 if route.redirect.is_none() {
-                    if let Some(slot) = doc.pointer_mut(&format!("/listeners/{i}/routes/{r}")) {
-                        slot["retry"] = route.retry.to_json();
-                    }
+                    slot["retry"] = route.retry.to_json();
+                }
+                if let Some(rl) = &route.rate_limit {
+                    slot["rate_limit"] = rl.to_json();
                 }
             }
         }
         for (c, cluster) in self.clusters.iter().enumerate() {
             if let Some(slot) = doc.pointer_mut(&format!("/clusters/{c}")) {
+                slot["lb"] = cluster.lb.name().into();
                 slot["outlier_detection"] = cluster.outlier.to_json();
+                if let Some(hc) = &cluster.health_check {
+                    slot["health_check"] = hc.to_json();
+                }
+                if let Some(loc) = &cluster.locality {
+                    slot["locality"] = loc.to_json();
+                }
                 slot["retry_budget"] = cluster.retry_budget.to_json();
                 slot["circuit_breakers"] = cluster.circuit_breakers.to_json();
             }
