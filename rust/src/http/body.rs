@@ -28,8 +28,9 @@ pub enum ProxyBody {
         tee: Option<Tee>,
     },
     Local(Full<Bytes>),
-    /// A request body recorded earlier, sent again.
-    Replayed(Frames),
+    /// A request body recorded earlier, sent again (boxed: rare, and the
+    /// enum's size is what every request moves around).
+    Replayed(Box<Frames>),
 }
 
 impl ProxyBody {
@@ -55,7 +56,7 @@ impl ProxyBody {
         chunks: std::collections::VecDeque<Bytes>,
         trailers: Option<http::HeaderMap>,
     ) -> Self {
-        ProxyBody::Replayed(Frames { chunks, trailers })
+        ProxyBody::Replayed(Box::new(Frames { chunks, trailers }))
     }
 
     /// True when nothing more will come (an empty request body).

@@ -31,9 +31,9 @@ pub fn chosen(mirrors: &[(Arc<Cluster>, f64)]) -> Vec<Arc<Cluster>> {
         .collect()
 }
 
-pub fn send_copies(clusters: Vec<Arc<Cluster>>, replay: &Arc<Replay>, limit: Duration) {
+pub fn send_copies(clusters: Vec<Arc<Cluster>>, replay: &Replay, limit: Duration) {
     for cluster in clusters {
-        let replay = replay.clone();
+        let replay = replay.share();
         tokio::spawn(async move {
             if tokio::time::timeout(limit, copy(&cluster, &replay, limit))
                 .await

@@ -243,7 +243,7 @@ async fn forward(
     } else {
         let (kept, replay) = Replay::keep(request);
         request = kept;
-        Some(Arc::new(replay))
+        Some(replay)
     };
     if let Some(replay) = &replay {
         let limit = route.timeout.unwrap_or(mirror::DEFAULT_TIMEOUT);

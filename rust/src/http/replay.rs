@@ -146,6 +146,14 @@ impl Replay {
         )
     }
 
+    /// Another handle on the same copy (for a mirror's task).
+    pub fn share(&self) -> Replay {
+        Replay {
+            head: copy_head(&self.head),
+            body: self.body.clone(),
+        }
+    }
+
     /// The request once more, when its body (if any) was recorded whole.
     pub fn again(&self) -> Option<Request<ProxyBody>> {
         let body = match &self.body {
