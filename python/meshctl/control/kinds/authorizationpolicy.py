@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, model_validator
 from pydantic import Field as PField
 
-from meshctl.control.kinds.base import Kind, Ref, spec_family, target_reference
-from meshctl.control.kinds.common import HEADER_NAME, ServiceRef, Spec, key
+from meshctl.control.kinds.base import Kind, Ref, by_target, spec_family, target_reference
+from meshctl.control.kinds.common import HEADER_NAME, ServiceRef, Spec
 
 
 def _principal(value: str) -> str:
@@ -107,11 +107,8 @@ class AuthorizationPolicyKind(Kind):
 
     def load(self, rows: list[Any]) -> dict[str, Any]:
         authz: dict[str, list[tuple[str, Any]]] = {}
-        for a in rows:  # by namespace and name: the compiler's rule order
-            spec = self.parse(a)
-            authz.setdefault(f"{spec.target_ref.namespace or a.namespace}/{spec.target_ref.name}", []).append(
-                (key(a), spec)
-            )
+        for target, k, spec in by_target(rows, self):  # by namespace and name: the compiler's rule order
+            authz.setdefault(target, []).append((k, spec))
         return {"authz": authz}
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import UniqueConstraint
 from sqlmodel import Session, SQLModel
 
 from meshctl.control.kinds import BY_NAME, Entry
-from meshctl.control.kinds.common import NamespacedName, RouteView, SpecRow, VersionInfo
+from meshctl.control.kinds.common import NamespacedName, RouteView, SpecRow, VersionInfo, key
 
 #: Where something is in a request body or a spec, FastAPI style: ["rules", 0, "backendRefs", 1].
 Loc = list[str | int]
@@ -188,6 +188,16 @@ def backend_references(rules: list[Any], namespace: str) -> list[Ref]:
         for r, rule in enumerate(rules)
         for b, backend in enumerate(rule.backend_refs)
     ]
+
+
+def by_target(rows: list[Any], kind: Kind) -> list[tuple[str, str, Any]]:
+    """Stored policy rows (in namespace and name order) as the compiler reads them: the service
+    each targets ("ns/name"), the policy's own key, and its spec."""
+    out = []
+    for row in rows:
+        spec = kind.parse(row)
+        out.append((f"{spec.target_ref.namespace or row.namespace}/{spec.target_ref.name}", key(row), spec))
+    return out
 
 
 def route_views(rows: list[Any], kind: Kind) -> list[RouteView]:

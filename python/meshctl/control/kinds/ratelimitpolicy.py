@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field as PField
 from pydantic import model_validator
 
-from meshctl.control.kinds.base import Kind, Loc, Ref, spec_family, target_reference
-from meshctl.control.kinds.common import ServiceRef, Spec, key
+from meshctl.control.kinds.base import Kind, Loc, Ref, by_target, spec_family, target_reference
+from meshctl.control.kinds.common import ServiceRef, Spec
 
 
 class ServiceTarget(ServiceRef):
@@ -85,11 +85,7 @@ class RateLimitPolicyKind(Kind):
         return out
 
     def load(self, rows: list[Any]) -> dict[str, Any]:
-        limits = {}
-        for p in rows:
-            spec = self.parse(p)
-            limits[f"{spec.target_ref.namespace or p.namespace}/{spec.target_ref.name}"] = (key(p), spec)
-        return {"rate_limits": limits}
+        return {"rate_limits": {target: (k, spec) for target, k, spec in by_target(rows, self)}}
 
 
 KIND = RateLimitPolicyKind(

@@ -18,8 +18,8 @@ from pydantic import Field as PField
 from pydantic import ValidationInfo, field_validator, model_validator
 
 from meshctl.control import dataplane_defaults as defaults
-from meshctl.control.kinds.base import Kind, Ref, spec_family, target_reference
-from meshctl.control.kinds.common import HEADER_NAME, ZONE, ServiceRef, Spec, key
+from meshctl.control.kinds.base import Kind, Ref, by_target, spec_family, target_reference
+from meshctl.control.kinds.common import HEADER_NAME, ZONE, ServiceRef, Spec
 from meshctl.control.kinds.durations import Duration, PositiveDuration, parse_duration
 
 
@@ -216,11 +216,7 @@ class TrafficPolicyKind(Kind):
         return target_reference(spec, namespace)
 
     def load(self, rows: list[Any]) -> dict[str, Any]:
-        policies = {}
-        for p in rows:
-            spec = self.parse(p)
-            policies[f"{spec.target_ref.namespace or p.namespace}/{spec.target_ref.name}"] = (key(p), spec)
-        return {"policies": policies}
+        return {"policies": {target: (k, spec) for target, k, spec in by_target(rows, self)}}
 
 
 KIND = TrafficPolicyKind(
