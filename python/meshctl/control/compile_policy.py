@@ -11,7 +11,7 @@ is left out.
 from __future__ import annotations
 
 from meshctl import dataplane_config as dp
-from meshctl.control.kinds.durations import parse_duration
+from meshctl.control.compile_fields import ms, present
 from meshctl.control.kinds.ratelimitpolicy import RateLimit, RateLimitPolicySpec
 from meshctl.control.kinds.trafficpolicy import (
     HealthCheck,
@@ -26,50 +26,41 @@ from meshctl.spiffe import spiffe_id
 
 
 def outlier_detection(od: OutlierDetection) -> dp.OutlierDetectionConfig:
-    out: dp.OutlierDetectionConfig = {}
-    if od.consecutive_5xx_errors is not None:
-        out["consecutive_5xx"] = od.consecutive_5xx_errors
-    if od.consecutive_gateway_errors is not None:
-        out["consecutive_gateway_errors"] = od.consecutive_gateway_errors
-    if od.base_ejection_time is not None:
-        out["base_ejection_ms"] = parse_duration(od.base_ejection_time)
-    if od.max_ejection_time is not None:
-        out["max_ejection_ms"] = parse_duration(od.max_ejection_time)
-    if od.max_ejection_percent is not None:
-        out["max_ejection_percent"] = od.max_ejection_percent
-    if od.min_health_percent is not None:  # Istio's name for the panic threshold
-        out["panic_threshold_percent"] = od.min_health_percent
-    return out
+    return present(
+        dp.OutlierDetectionConfig,
+        consecutive_5xx=od.consecutive_5xx_errors,
+        consecutive_gateway_errors=od.consecutive_gateway_errors,
+        base_ejection_ms=ms(od.base_ejection_time),
+        max_ejection_ms=ms(od.max_ejection_time),
+        max_ejection_percent=od.max_ejection_percent,
+        panic_threshold_percent=od.min_health_percent,  # Istio's name for the panic threshold
+    )
 
 
 def health_check(hc: HealthCheck) -> dp.HealthCheckConfig:
-    out: dp.HealthCheckConfig = {"type": "tcp"}
-    if hc.http is not None:
-        out = {"type": "http", "path": hc.http.path}
-        if hc.http.expected_statuses is not None:
-            out["expected_statuses"] = list(hc.http.expected_statuses)
-    if hc.interval is not None:
-        out["interval_ms"] = parse_duration(hc.interval)
-    if hc.timeout is not None:
-        out["timeout_ms"] = parse_duration(hc.timeout)
-    if hc.jitter is not None:
-        out["jitter_ms"] = parse_duration(hc.jitter)
-    if hc.healthy_threshold is not None:
-        out["healthy_threshold"] = hc.healthy_threshold
-    if hc.unhealthy_threshold is not None:
-        out["unhealthy_threshold"] = hc.unhealthy_threshold
-    return out
+    http = hc.http
+    statuses = http.expected_statuses if http else None
+    return present(
+        dp.HealthCheckConfig,
+        type="http" if http else "tcp",
+        path=http.path if http else None,
+        expected_statuses=None if statuses is None else list(statuses),
+        interval_ms=ms(hc.interval),
+        timeout_ms=ms(hc.timeout),
+        jitter_ms=ms(hc.jitter),
+        healthy_threshold=hc.healthy_threshold,
+        unhealthy_threshold=hc.unhealthy_threshold,
+    )
 
 
 def retry_budget(rb: RetryBudget) -> dp.RetryBudgetConfig:
-    out: dp.RetryBudgetConfig = {}
-    if rb.retry_ratio is not None:  # Linkerd's ratio (0.2) as the data plane's whole percent (20)
-        out["percent"] = round(rb.retry_ratio * 100)
-    if rb.min_retries_per_second is not None:
-        out["min_per_second"] = rb.min_retries_per_second
-    if rb.ttl is not None:
-        out["window_ms"] = parse_duration(rb.ttl)
-    return out
+    return present(
+        dp.RetryBudgetConfig,
+        # Linkerd's ratio (0.2) as the data plane's whole percent (20).
+        percent=None if rb.retry_ratio is None else round(rb.retry_ratio * 100),
+        min_per_second=rb.min_retries_per_second,
+        window_ms=ms(rb.ttl),
+    )
 
 
 def locality(setting: LocalityLbSetting | None, zone: str | None) -> dp.LocalityConfig | None:
@@ -107,10 +98,7 @@ def add_cluster_policy(c: dp.ClusterConfig, spec: TrafficPolicySpec | None, zone
 
 
 def _bucket(limit: RateLimit) -> dp.RateLimitBucket:
-    out: dp.RateLimitBucket = {"rps": limit.requests_per_second}
-    if limit.burst is not None:
-        out["burst"] = limit.burst
-    return out
+    return present(dp.RateLimitBucket, rps=limit.requests_per_second, burst=limit.burst)
 
 
 def rate_limit(spec: RateLimitPolicySpec, namespace: str, trust_domain: str) -> dp.RateLimitConfig:

@@ -8,10 +8,11 @@ A rule without ``retry`` (and without ``timeouts.backendRequest``) gets no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar, cast
 
 from meshctl import dataplane_config as dp
+from meshctl.control.compile_fields import present
 from meshctl.control.kinds.durations import MAX_MS, parse_duration
 from meshctl.control.kinds.httproute import HTTPRouteRule
 from meshctl.control.kinds.routeresilience import HTTPFault, HTTPRouteRetry, grpc_code, grpc_name
@@ -19,21 +20,27 @@ from meshctl.control.kinds.routeresilience import HTTPFault, HTTPRouteRetry, grp
 #: How a compiler names (and emits) the cluster of a service ("ns/name") and label subset.
 ClusterOf = Callable[[str, Mapping[str, str]], str]
 
+T = TypeVar("T")
+
+
+def _unique(values: Iterable[T] | None) -> list[T] | None:
+    """The values without repeats, in their first order (None stays None)."""
+    return None if values is None else list(dict.fromkeys(values))
+
 
 def retry(spec: HTTPRouteRetry | None, backend_request: str | None) -> dp.RetryConfig | None:
     """The route's `retry`, or None to leave the data plane's default."""
     out: dp.RetryConfig = {}
     if spec is not None:
-        if spec.attempts is not None:
-            out["attempts"] = spec.attempts
-        if spec.retry_on is not None:
-            out["retry_on"] = list(dict.fromkeys(spec.retry_on))
-        if spec.codes is not None:
-            out["codes"] = list(dict.fromkeys(spec.codes))
-        if spec.grpc_codes is not None:
-            out["grpc_codes"] = list(dict.fromkeys(cast(dp.GrpcCode, grpc_name(c)) for c in spec.grpc_codes))
-        if spec.non_idempotent is not None:
-            out["non_idempotent"] = spec.non_idempotent
+        grpc_codes = spec.grpc_codes
+        out = present(
+            dp.RetryConfig,
+            attempts=spec.attempts,
+            retry_on=_unique(spec.retry_on),
+            codes=_unique(spec.codes),
+            grpc_codes=None if grpc_codes is None else _unique(cast(dp.GrpcCode, grpc_name(c)) for c in grpc_codes),
+            non_idempotent=spec.non_idempotent,
+        )
         backoff: dp.BackoffConfig = {}
         if spec.backoff is not None:
             backoff["base_ms"] = parse_duration(spec.backoff)
@@ -53,12 +60,13 @@ def fault(spec: HTTPFault) -> dp.FaultConfig:
     if spec.delay is not None:
         out["delay"] = {"percent": spec.delay.percentage.value, "fixed_ms": parse_duration(spec.delay.fixed_delay)}
     if spec.abort is not None:
-        abort: dp.FaultAbort = {"percent": spec.abort.percentage.value}
-        if spec.abort.http_status is not None:
-            abort["http_status"] = spec.abort.http_status
-        if spec.abort.grpc_status is not None:
-            abort["grpc_status"] = grpc_code(spec.abort.grpc_status)
-        out["abort"] = abort
+        grpc_status = spec.abort.grpc_status
+        out["abort"] = present(
+            dp.FaultAbort,
+            percent=spec.abort.percentage.value,
+            http_status=spec.abort.http_status,
+            grpc_status=None if grpc_status is None else grpc_code(grpc_status),
+        )
     return out
 
 

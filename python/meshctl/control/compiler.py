@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from meshctl import dataplane_config as dp
+from meshctl.control.compile_fields import present
 from meshctl.control.compile_policy import add_cluster_policy, rate_limit
 from meshctl.control.compile_route import resilience
 from meshctl.control.kinds.authorizationpolicy import AuthorizationPolicySpec
@@ -376,14 +377,13 @@ class _Compiler:
         r: dp.RouteConfig = {"name": e.name, "match": route_match(e, host)}
         rule = e.rule
         if (redirect := rule.filter("RequestRedirect")) is not None:
-            to: dp.RedirectConfig = {}
-            if redirect.scheme is not None:
-                to["scheme"] = redirect.scheme
-            if redirect.hostname is not None:
-                to["host"] = redirect.hostname
-            if redirect.port is not None:
-                to["port"] = redirect.port
-            to["status"] = redirect.status_code
+            to = present(
+                dp.RedirectConfig,
+                scheme=redirect.scheme,
+                host=redirect.hostname,
+                port=redirect.port,
+                status=redirect.status_code,
+            )
             r["redirect"] = _path(to, redirect.path)
         else:
             r["backends"] = self.backends(rule.backend_refs, e.route.namespace)
