@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from helpers import StatusBackend
+from helpers import HttpBackend
 from meshctl import DataPlane
 from meshctl.demo.backends import DemoBackend
 from meshproc import ControlPlane
@@ -42,12 +42,13 @@ def backend() -> Iterator[Callable[..., DemoBackend]]:
 
 
 @pytest.fixture
-def status_backend() -> Iterator[Callable[..., StatusBackend]]:
-    """Backends whose answers (and /healthz answer) a test changes while they run."""
-    started: list[StatusBackend] = []
+def http_backend() -> Iterator[Callable[..., HttpBackend]]:
+    """Backends that record what they receive and whose answers a test sets (and changes while
+    they run): see HttpBackend."""
+    started: list[HttpBackend] = []
 
-    def make(name: str, status: int = 200, health: int = 200) -> StatusBackend:
-        b = StatusBackend(name, status, health)
+    def make(*args: Any, **kwargs: Any) -> HttpBackend:
+        b = HttpBackend(*args, **kwargs)
         started.append(b)
         return b
 

@@ -1,5 +1,5 @@
-"""Helpers shared by the tests: config builders, waiting on conditions, and a
-backend that echoes the request exactly as it arrived."""
+"""Helpers shared by the tests: config builders, waiting on conditions, and an
+HTTP backend that records every request exactly as it arrived and answers as told."""
 
 from __future__ import annotations
 
@@ -54,17 +54,16 @@ def unused_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _EchoHandler(BaseHTTPRequestHandler):
+class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _EchoServer
+    server: _Server
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         seen = {
             "method": self.command,
             "path": self.path,
@@ -72,32 +71,52 @@ class _EchoHandler(BaseHTTPRequestHandler):
             "headers": [[k.lower(), v] for k, v in self.headers.items()],
         }
         with self.server.lock:
-            self.server.seen.append(seen)
-        body = json.dumps(seen).encode()
-        self.send_response(200)
+            self.server.seen.append({**seen, "body": body})
+        backend = self.server.backend
+        if backend.delay:
+            time.sleep(backend.delay)
+        if backend.reset:
+            self.close_connection = True
+            self.connection.close()
+            return
+        reply = json.dumps({"by": backend.name, **seen, "body": body.decode(errors="replace")}).encode()
+        self.send_response(backend.health if self.path == "/healthz" else backend.status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(reply)))
+        self.send_header("X-Backend", backend.name)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(reply)
 
-    do_GET = do_POST = do_HEAD = _handle
+    do_GET = do_POST = do_PUT = do_HEAD = _handle
 
 
-class _EchoServer(ThreadingHTTPServer):
+class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Health checks, the proxy's pool and the tests' bursts may connect at once: a connect failure
+    # from an overflowing listen queue is not what any test is about.
+    request_queue_size = 128
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _EchoHandler)
+    def __init__(self, backend: HttpBackend) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.backend = backend
         self.seen: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
 
-class EchoBackend:
-    """HTTP/1.1 server answering JSON with the method, raw path and every header line it received."""
+class HttpBackend:
+    """HTTP/1.1 server that records every request and answers as its attributes say when the
+    request comes (a test may change them while it runs): `status`, or `health` for /healthz,
+    after `delay` seconds, or a dropped connection if `reset`. The answer is JSON with the
+    server's name ("by") and the request's method, raw path, every header line and body; the
+    X-Backend header names the server too."""
 
-    def __init__(self) -> None:
-        self._server = _EchoServer()
-        self._thread = threading.Thread(target=self._server.serve_forever, name="echo-backend", daemon=True)
+    def __init__(
+        self, name: str = "echo", status: int = 200, health: int = 200, delay: float = 0.0, reset: bool = False
+    ) -> None:
+        self.name, self.status, self.health, self.delay, self.reset = name, status, health, delay, reset
+        self._server = _Server(self)
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"backend-{name}", daemon=True)
         self._thread.start()
 
     @property
@@ -107,9 +126,14 @@ class EchoBackend:
 
     @property
     def seen(self) -> list[dict[str, Any]]:
-        """The requests received so far."""
+        """The requests received so far: method, path, headers (as `header_values` reads them), body."""
         with self._server.lock:
             return list(self._server.seen)
+
+    @property
+    def bodies(self) -> list[bytes]:
+        """The bodies of the requests received so far."""
+        return [s["body"] for s in self.seen]
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -117,72 +141,5 @@ class EchoBackend:
 
 
 def header_values(seen: dict[str, Any], name: str) -> list[str]:
-    """Every value of header `name` (lower-case) in an EchoBackend record, in order."""
+    """Every value of header `name` (lower-case) in an HttpBackend record, in order."""
     return [v for k, v in seen["headers"] if k == name]
-
-
-class _StatusHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _StatusServer
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        status = self.server.health if self.path == "/healthz" else self.server.status
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.send_header("X-Backend", self.server.name)
-        self.end_headers()
-
-    do_GET = do_POST = do_HEAD = _handle
-
-
-class _StatusServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # health checks and the proxy's pool may connect in a burst
-
-    def __init__(self, name: str) -> None:
-        super().__init__(("127.0.0.1", 0), _StatusHandler)
-        self.name = name
-        self.status = 200
-        self.health = 200
-
-
-class StatusBackend:
-    """HTTP/1.1 server whose answers can be changed while it runs: `health` for GET /healthz,
-    `status` for every other request; each answer names the server in `X-Backend`."""
-
-    def __init__(self, name: str, status: int = 200, health: int = 200) -> None:
-        self._server = _StatusServer(name)
-        self.status, self.health = status, health
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"status-{name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def address(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
-
-    @property
-    def status(self) -> int:
-        return self._server.status
-
-    @status.setter
-    def status(self, value: int) -> None:
-        self._server.status = value
-
-    @property
-    def health(self) -> int:
-        return self._server.health
-
-    @health.setter
-    def health(self, value: int) -> None:
-        self._server.health = value
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -130,9 +130,9 @@ def test_peak_ewma_starves_the_slow_endpoint(backend, proxy) -> None:
         assert eps[slow.address]["rtt_ewma_ms"] >= 50, eps
 
 
-def test_locality_stays_local_and_fails_over_in_order(status_backend, proxy) -> None:
+def test_locality_stays_local_and_fails_over_in_order(http_backend, proxy) -> None:
     zones = {"l1": "z1", "l2": "z1", "o1": "z3", "f1": "z2", "o2": "z3"}
-    bs = {name: status_backend(name) for name in zones}
+    bs = {name: http_backend(name) for name in zones}
     spec = cluster(
         "c",
         [],

@@ -11,22 +11,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from helpers import EchoBackend, cluster, header_values, http_listener, route
+from helpers import cluster, header_values, http_listener, route
 from meshctl import ConfigError
-
-
-@pytest.fixture
-def echo() -> Iterator[Callable[[], EchoBackend]]:
-    started: list[EchoBackend] = []
-
-    def make() -> EchoBackend:
-        b = EchoBackend()
-        started.append(b)
-        return b
-
-    yield make
-    for b in started:
-        b.stop()
 
 
 def test_query_match_routes_to_the_right_cluster(backend, proxy) -> None:
@@ -60,8 +46,8 @@ def test_query_match_routes_to_the_right_cluster(backend, proxy) -> None:
             assert r.json()["path"] == target, "the query is forwarded untouched"
 
 
-def test_request_headers_set_add_remove(echo, proxy) -> None:
-    b = echo()
+def test_request_headers_set_add_remove(http_backend, proxy) -> None:
+    b = http_backend()
     r = route("c")
     r["request_headers"] = {
         "set": {"x-set": "new", "X-Request-Id": "fixed-id"},
@@ -106,8 +92,8 @@ def test_response_headers_set_add_remove(backend, proxy) -> None:
     assert resp.json()["backend"] == "b1", "the body is untouched"
 
 
-def test_rewrite_path_and_host(echo, proxy) -> None:
-    b = echo()
+def test_rewrite_path_and_host(http_backend, proxy) -> None:
+    b = http_backend()
     prefix = route("c", path_prefix="/api")
     prefix["rewrite"] = {"host": "internal.example:8080", "path_prefix": "/v2"}
     strip = route("c", path_prefix="/strip/")
@@ -143,8 +129,8 @@ def test_rewrite_path_and_host(echo, proxy) -> None:
         assert header_values(s, "host") == [want_host], target
 
 
-def test_redirect_answers_without_the_backend(echo, proxy) -> None:
-    b = echo()
+def test_redirect_answers_without_the_backend(http_backend, proxy) -> None:
+    b = http_backend()
     to_https = {
         "match": {"path_prefix": "/old"},
         "redirect": {"scheme": "https", "host": "example.com", "path_prefix": "/new", "status": 301},
@@ -246,8 +232,8 @@ def test_tcp_weighted_backends_split_connections(named_tcp_servers, proxy) -> No
     assert clusters["small"]["connections"] == got["small"]
 
 
-def test_invalid_filters_are_rejected_and_the_running_config_stays(echo, proxy) -> None:
-    b = echo()
+def test_invalid_filters_are_rejected_and_the_running_config_stays(http_backend, proxy) -> None:
+    b = http_backend()
     good = {"listeners": [http_listener("web", [route("c")])], "clusters": [cluster("c", [b.address])]}
     dp = proxy(good)
     addr = dp.addresses()["web"]

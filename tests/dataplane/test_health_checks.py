@@ -43,8 +43,8 @@ def backends_answering(url: str, n: int) -> Counter[str]:
         return Counter(client.get(url).headers["x-backend"] for _ in range(n))
 
 
-def test_failing_http_check_takes_the_endpoint_out_and_passing_brings_it_back(status_backend, backend, proxy) -> None:
-    flaky, steady = status_backend("flaky"), backend("steady")
+def test_failing_http_check_takes_the_endpoint_out_and_passing_brings_it_back(http_backend, backend, proxy) -> None:
+    flaky, steady = http_backend("flaky"), backend("steady")
     check = http_check(unhealthy_threshold=3, healthy_threshold=2)
     dp = proxy(
         {
@@ -81,8 +81,8 @@ def test_failing_http_check_takes_the_endpoint_out_and_passing_brings_it_back(st
     assert steady_ep["health_check"] == "passing" and steady_ep["health_checks"]["passed"] >= 5
 
 
-def test_expected_statuses_decide_what_passes(status_backend, proxy) -> None:
-    b = status_backend("b", health=204)
+def test_expected_statuses_decide_what_passes(http_backend, proxy) -> None:
+    b = http_backend("b", health=204)
     fast = {"interval_ms": 200, "jitter_ms": 20, "timeout_ms": 200, "unhealthy_threshold": 2, "healthy_threshold": 2}
     checks = {
         "only-200": http_check(expected_statuses=[200], **fast),

@@ -7,82 +7,28 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
-from helpers import cluster, http_listener, route, unused_port, wait_until
+from helpers import HttpBackend, cluster, header_values, http_listener, route, unused_port, wait_until
 from meshctl import ConfigError, DataPlane
 
 
-class _ShadowHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _ShadowServer
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        with self.server.lock:
-            self.server.seen.append((self.command, self.path, self.headers.get("Host", ""), body))
-        time.sleep(self.server.delay)
-        self.send_response(500)  # the shadow's answer must not matter to anyone
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_GET = do_POST = do_PUT = _handle
-
-
-class _ShadowServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, delay: float) -> None:
-        super().__init__(("127.0.0.1", 0), _ShadowHandler)
-        self.delay = delay
-        self.seen: list[tuple[str, str, str, bytes]] = []
-        self.lock = threading.Lock()
-
-
-class Shadow:
-    """Records each request (method, path, Host, body) as it arrives, then answers 500 after
-    `delay` seconds."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self._server = _ShadowServer(delay)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.address = f"127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def seen(self) -> list[tuple[str, str, str, bytes]]:
-        with self._server.lock:
-            return list(self._server.seen)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
-def shadow() -> Iterator[Callable[..., Shadow]]:
-    started: list[Shadow] = []
+def shadow(http_backend: Callable[..., HttpBackend]) -> Callable[..., HttpBackend]:
+    """Mirror targets that record each copy as it arrives, then answer 500 (after `delay`
+    seconds): the shadow's answer must not matter to anyone."""
+    return lambda delay=0.0: http_backend("shadow", 500, delay=delay)
 
-    def make(delay: float = 0.0) -> Shadow:
-        s = Shadow(delay)
-        started.append(s)
-        return s
 
-    yield make
-    for s in started:
-        s.stop()
+def copies(shadow: HttpBackend) -> list[tuple[str, str, str, bytes]]:
+    """What the shadow received: (method, path, Host, body) per copy."""
+    return [(s["method"], s["path"], header_values(s, "host")[0], s["body"]) for s in shadow.seen]
 
 
 def mirrored_config(primary: str, shadow: str, percent: float = 100, **route_extra: Any) -> dict[str, Any]:
@@ -141,7 +87,7 @@ def test_the_shadow_sees_every_request_and_the_client_only_the_primary(backend, 
                 assert r.json()["body"] == f"order {i}"
     # Copies travel on their own: wait for all of them, then compare as sets (their order may vary).
     wait_until(lambda: len(copy.seen) >= 50, what="50 copies at the shadow")
-    assert sorted(copy.seen) == sorted(sent)
+    assert sorted(copies(copy)) == sorted(sent)
     assert primary.requests == 50
     stats = dp.stats()["clusters"]
     assert stats["shadow"]["mirrored"] == 50 and stats["shadow"]["mirror_skipped"] == 0
@@ -233,7 +179,7 @@ def test_a_body_over_64_kib_is_not_mirrored_but_reaches_the_primary_whole(backen
             assert r.status_code == 200 and json.loads(r.text)["body"] == body
     wait_until(lambda: dp.stats()["clusters"]["shadow"]["mirror_skipped"] == 1, what="the large body skipped")
     wait_until(lambda: len(copy.seen) == 1, what="the small body's copy")
-    assert copy.seen[0][3] == small.encode()
+    assert copy.bodies == [small.encode()]
     assert dp.stats()["clusters"]["shadow"]["mirrored"] == 1
     assert primary.requests == 2
 

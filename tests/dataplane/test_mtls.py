@@ -22,7 +22,7 @@ from cryptography import x509
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
-from helpers import EchoBackend, cluster, header_values, http_listener, route, unused_port, wait_until
+from helpers import HttpBackend, cluster, header_values, http_listener, route, unused_port, wait_until
 from meshctl import ConfigError, DataPlane
 from pki import Issued, TestPki
 
@@ -49,8 +49,8 @@ def pki(tmp_path: Path) -> TestPki:
 
 
 @pytest.fixture
-def app() -> Iterator[EchoBackend]:
-    b = EchoBackend()
+def app() -> Iterator[HttpBackend]:
+    b = HttpBackend()
     yield b
     b.stop()
 
@@ -101,7 +101,7 @@ def s_client(addr: str, *args: str, data: bytes = b"") -> subprocess.CompletedPr
 
 
 @pytest.fixture
-def pair(pki: TestPki, app: EchoBackend, proxy: MakeProxy) -> dict[str, Any]:
+def pair(pki: TestPki, app: HttpBackend, proxy: MakeProxy) -> dict[str, Any]:
     """frontend's outbound -> mTLS -> catalog's inbound -> app."""
     server_id = pki.svid(sid("catalog"))
     client_id = pki.svid(sid("frontend"))
@@ -111,7 +111,7 @@ def pair(pki: TestPki, app: EchoBackend, proxy: MakeProxy) -> dict[str, Any]:
     return {"server": server, "client": client, "inbound": server_addr, "out": client.addresses()["out"]}
 
 
-def test_requests_cross_mtls_and_the_app_learns_the_caller(pair: dict[str, Any], app: EchoBackend) -> None:
+def test_requests_cross_mtls_and_the_app_learns_the_caller(pair: dict[str, Any], app: HttpBackend) -> None:
     for _ in range(20):
         status, _ = get(pair["out"], "/items")
         assert status == 200
@@ -123,7 +123,7 @@ def test_requests_cross_mtls_and_the_app_learns_the_caller(pair: dict[str, Any],
     assert pair["client"].stats()["identity"]["spiffe_id"] == sid("frontend")
 
 
-def test_plaintext_to_a_strict_inbound_is_refused(pair: dict[str, Any], app: EchoBackend) -> None:
+def test_plaintext_to_a_strict_inbound_is_refused(pair: dict[str, Any], app: HttpBackend) -> None:
     with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
         get(pair["inbound"], "/forged")
     curl = subprocess.run(["curl", "-sS", "-m", "5", f"http://{pair['inbound']}/forged"], capture_output=True)
@@ -165,7 +165,7 @@ def test_client_certificates_are_required_and_checked(pair: dict[str, Any], pki:
 
 
 def test_the_peer_must_present_the_expected_spiffe_id(
-    pki: TestPki, app: EchoBackend, proxy: MakeProxy, pair: dict[str, Any]
+    pki: TestPki, app: HttpBackend, proxy: MakeProxy, pair: dict[str, Any]
 ) -> None:
     impostor = proxy(outbound(pki.svid(sid("frontend")).identity(pki.roots), pair["inbound"], [sid("payments")]))
     status, body = get(impostor.addresses()["out"], "/secret")
@@ -227,7 +227,7 @@ def test_expired_or_wrong_certificates_on_the_server_side_are_refused(
             assert status == expected, name
 
 
-def test_permissive_lets_plaintext_in_and_counts_it(pki: TestPki, app: EchoBackend, proxy: MakeProxy) -> None:
+def test_permissive_lets_plaintext_in_and_counts_it(pki: TestPki, app: HttpBackend, proxy: MakeProxy) -> None:
     server = proxy(inbound(pki.svid(sid("catalog")).identity(pki.roots), app.address, mode="permissive"))
     addr = server.addresses()["inbound"]
     assert get(addr, "/plain")[0] == 200
@@ -239,7 +239,7 @@ def test_permissive_lets_plaintext_in_and_counts_it(pki: TestPki, app: EchoBacke
     assert tls["plaintext_accepted"] == 1 and tls["handshakes"] >= 1
 
 
-def test_a_forged_client_identity_header_is_replaced(pair: dict[str, Any], app: EchoBackend) -> None:
+def test_a_forged_client_identity_header_is_replaced(pair: dict[str, Any], app: HttpBackend) -> None:
     host, port = pair["out"].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
     conn.request("GET", "/", headers={"x-forwarded-client-cert": f"URI={sid('admin')}"})
@@ -249,7 +249,7 @@ def test_a_forged_client_identity_header_is_replaced(pair: dict[str, Any], app: 
 
 
 def test_tcp_over_mtls(pki: TestPki, proxy: MakeProxy) -> None:
-    app = EchoBackend()
+    app = HttpBackend()
     try:
         server = proxy(inbound(pki.svid(sid("db")).identity(pki.roots), app.address, protocol="tcp"))
         client = proxy(
@@ -267,7 +267,7 @@ def test_tcp_over_mtls(pki: TestPki, proxy: MakeProxy) -> None:
         app.stop()
 
 
-def test_bad_identities_are_refused_with_field_paths(pki: TestPki, app: EchoBackend, tmp_path: Path) -> None:
+def test_bad_identities_are_refused_with_field_paths(pki: TestPki, app: HttpBackend, tmp_path: Path) -> None:
     def errors(identity: dict[str, str]) -> list[tuple[str, str]]:
         with pytest.raises(ConfigError) as e:
             DataPlane(inbound(identity, app.address))
@@ -294,7 +294,7 @@ def test_bad_identities_are_refused_with_field_paths(pki: TestPki, app: EchoBack
     assert [p for p, _ in e.value.errors] == ["listeners[0].tls"]
 
 
-def test_the_private_key_never_shows_in_config(pki: TestPki, app: EchoBackend, proxy: MakeProxy) -> None:
+def test_the_private_key_never_shows_in_config(pki: TestPki, app: HttpBackend, proxy: MakeProxy) -> None:
     cert = pki.svid(sid("catalog"))
     inline = {"cert_chain": cert.chain.read_text(), "private_key": cert.key.read_text(), "roots": pki.roots.read_text()}
     dp = proxy(inbound(inline, app.address))
@@ -322,7 +322,7 @@ def _served_serial(addr: str, pki: TestPki, client: Issued) -> int:
 
 
 def test_a_renewed_certificate_is_served_without_dropping_connections(
-    pki: TestPki, app: EchoBackend, proxy: MakeProxy
+    pki: TestPki, app: HttpBackend, proxy: MakeProxy
 ) -> None:
     first = pki.svid(sid("catalog"))
     config = inbound(first.identity(pki.roots), app.address)
@@ -356,7 +356,7 @@ def first_not_after(cert: Issued) -> int:
 
 
 def test_a_new_trust_bundle_applies_to_the_next_handshake(
-    pki: TestPki, app: EchoBackend, proxy: MakeProxy, tmp_path: Path
+    pki: TestPki, app: HttpBackend, proxy: MakeProxy, tmp_path: Path
 ) -> None:
     """Root rotation at the data plane: trust [old, new], then peers with new-root SVIDs get in."""
     newer = TestPki(tmp_path / "newer")

@@ -30,8 +30,8 @@ def endpoints(dp: Any) -> dict[str, dict[str, Any]]:
     return dp.stats()["clusters"]["c"]["endpoints"]
 
 
-def test_consecutive_5xx_ejects_and_the_healthy_endpoint_takes_the_traffic(status_backend, backend, proxy) -> None:
-    good, bad = backend("good"), status_backend("bad", status=500)
+def test_consecutive_5xx_ejects_and_the_healthy_endpoint_takes_the_traffic(http_backend, backend, proxy) -> None:
+    good, bad = backend("good"), http_backend("bad", status=500)
     outlier = {"consecutive_5xx": 3, "consecutive_gateway_errors": 0, "base_ejection_ms": 60000}
     dp, url = start(proxy, [good.address, bad.address], outlier_detection=outlier)
     with httpx.Client() as c:
@@ -48,8 +48,8 @@ def test_consecutive_5xx_ejects_and_the_healthy_endpoint_takes_the_traffic(statu
     assert "ejected_for_ms" not in ok
 
 
-def test_consecutive_gateway_errors_eject_503s_and_connect_failures_not_500s(status_backend, backend, proxy) -> None:
-    good, e503, e500 = backend("good"), status_backend("e503", status=503), status_backend("e500", status=500)
+def test_consecutive_gateway_errors_eject_503s_and_connect_failures_not_500s(http_backend, backend, proxy) -> None:
+    good, e503, e500 = backend("good"), http_backend("e503", status=503), http_backend("e500", status=500)
     dead = f"127.0.0.1:{unused_port()}"
     outlier = {
         "consecutive_5xx": 0,
@@ -74,8 +74,8 @@ def test_consecutive_gateway_errors_eject_503s_and_connect_failures_not_500s(sta
     assert eps[e500.address]["errors_5xx"] == got[500, "e500"]
 
 
-def test_each_ejection_lasts_base_times_its_number(status_backend, backend, proxy) -> None:
-    good, bad = backend("good"), status_backend("bad", status=500)
+def test_each_ejection_lasts_base_times_its_number(http_backend, backend, proxy) -> None:
+    good, bad = backend("good"), http_backend("bad", status=500)
     base = 500
     outlier = {"consecutive_5xx": 2, "base_ejection_ms": base, "max_ejection_ms": 10000}
     dp, url = start(proxy, [good.address, bad.address], outlier_detection=outlier)
@@ -100,9 +100,9 @@ def test_each_ejection_lasts_base_times_its_number(status_backend, backend, prox
     assert base < second <= 2 * base
 
 
-def test_max_ejection_percent_limits_ejections(status_backend, backend, proxy) -> None:
+def test_max_ejection_percent_limits_ejections(http_backend, backend, proxy) -> None:
     good = backend("good")
-    bad = [status_backend(f"bad{i}", status=500) for i in range(3)]
+    bad = [http_backend(f"bad{i}", status=500) for i in range(3)]
     outlier = {"consecutive_5xx": 2, "base_ejection_ms": 60000, "max_ejection_percent": 25}
     dp, url = start(proxy, [good.address, *(b.address for b in bad)], outlier_detection=outlier)
     with httpx.Client() as c:
@@ -117,9 +117,9 @@ def test_max_ejection_percent_limits_ejections(status_backend, backend, proxy) -
     assert len(still_in) == 2 and all(ep["errors_5xx"] >= 6 and ep["healthy"] for ep in still_in)
 
 
-def test_one_ejection_is_allowed_even_below_one_percent_share(status_backend, backend, proxy) -> None:
+def test_one_ejection_is_allowed_even_below_one_percent_share(http_backend, backend, proxy) -> None:
     good = backend("good")
-    bad = [status_backend(f"bad{i}", status=500) for i in range(2)]
+    bad = [http_backend(f"bad{i}", status=500) for i in range(2)]
     # 10 % of 3 endpoints is 0.3: still one may be ejected.
     outlier = {"consecutive_5xx": 2, "base_ejection_ms": 60000, "max_ejection_percent": 10}
     dp, url = start(proxy, [good.address, *(b.address for b in bad)], outlier_detection=outlier)
@@ -131,8 +131,8 @@ def test_one_ejection_is_allowed_even_below_one_percent_share(status_backend, ba
     assert sum(ep["ejected"] for ep in eps.values()) == 1
 
 
-def test_below_the_panic_threshold_the_cluster_balances_over_all(status_backend, proxy) -> None:
-    a, b, c, d = (status_backend(n) for n in "abcd")
+def test_below_the_panic_threshold_the_cluster_balances_over_all(http_backend, proxy) -> None:
+    a, b, c, d = (http_backend(n) for n in "abcd")
     c.health = 503  # out by its health check from the start
     # A generous timeout: a passing endpoint timing out twice in a row would start the panic early.
     check = {"type": "http", "path": "/healthz", "interval_ms": 200, "jitter_ms": 20, "timeout_ms": 200}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from helpers import EchoBackend, unused_port, wait_until
+from helpers import HttpBackend, unused_port, wait_until
 from meshctl.demo.backends import DemoBackend
 from meshproc import ControlPlane, Sidecar, service
 
@@ -68,7 +68,7 @@ def test_certificates_and_the_root_rotate_under_load_without_a_failed_request(cp
     rotated (both roots trusted, new issuer, old root dropped); then the control plane goes away
     and the sidecars keep serving with the certificates they have."""
     cp.apply(service("frontend"), service("catalog"), service("db", protocol="tcp"))
-    catalog_app, db_app = DemoBackend("catalog").start(), EchoBackend()
+    catalog_app, db_app = DemoBackend("catalog").start(), HttpBackend()
     ttl = ("--svid-ttl", "60")
     sidecars = [
         Sidecar(cp, "catalog", catalog_app.port, tmp_path, cp.join_token("catalog"), args=ttl),
@@ -165,7 +165,7 @@ def test_authorization_policies_decide_by_caller_identity_path_and_method(cp: Co
     """The identity x path x method matrix through real sidecars, DENY before ALLOW, TCP closed
     when denied — and explain predicts every one of these decisions."""
     cp.apply(service("frontend"), service("batch"), service("catalog"), service("db", protocol="tcp"))
-    catalog_app, db_app = EchoBackend(), EchoBackend()
+    catalog_app, db_app = HttpBackend(), HttpBackend()
     callers = {"frontend": {"catalog": unused_port(), "db": unused_port()}}
     callers["batch"] = {"catalog": unused_port(), "db": unused_port()}
     sidecars = [
