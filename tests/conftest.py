@@ -75,7 +75,7 @@ def proxy() -> Iterator[Callable[..., DataPlane]]:
 @pytest.fixture
 def cp(tmp_path: Path) -> Iterator[ControlPlane]:
     """A control plane process of the test's own, on a fresh data dir (modules that share one
-    across their tests define a module-scoped `cp` instead)."""
+    across their tests say `cp = meshproc.module_control_plane()` instead)."""
     plane = ControlPlane(tmp_path / "cp")
     plane.data_dir.mkdir()
     plane.start()

@@ -9,11 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from helpers import unused_port, wait_until
 
@@ -99,6 +101,19 @@ class ControlPlane:
         out = subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, env=env)
         assert out.returncode == 0, out.stderr
         return out.stdout
+
+
+def module_control_plane(*args: str) -> Any:
+    """A module-scoped `cp` fixture: one control plane process (with these command-line `args`)
+    on a fresh data dir, shared by a module's tests. A module says `cp = module_control_plane()`."""
+
+    @pytest.fixture(scope="module")
+    def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+        plane = ControlPlane(tmp_path_factory.mktemp("cp"), args=args).start()
+        yield plane
+        plane.stop()
+
+    return cp
 
 
 def service(name: str, protocol: str = "http") -> dict[str, Any]:

@@ -5,7 +5,6 @@ mesh-wide authorization default (flag and environment)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,12 @@ import pytest
 import yaml
 
 from meshctl.control.settings import Settings
-from meshproc import ControlPlane
+from meshproc import ControlPlane, module_control_plane
 
 BASE = "/api/v1/authorizationpolicies"
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("cp"), args=("--trust-domain", "example.org"))
-    cp.start()
-    yield cp
-    cp.stop()
+cp = module_control_plane("--trust-domain", "example.org")
 
 
 def service(name: str, ns: str, protocol: str = "http", **spec: Any) -> dict[str, Any]:

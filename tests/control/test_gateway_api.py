@@ -5,7 +5,6 @@ listener a route names), gateway registrations, and the generic CLI."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,13 @@ import httpx
 import pytest
 import yaml
 
-from meshproc import ControlPlane
+from meshproc import ControlPlane, module_control_plane
 from meshproc import https_listener as https
 
 BASE = "/api/v1/gateways"
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("cp"))
-    cp.start()
-    yield cp
-    cp.stop()
+cp = module_control_plane()
 
 
 def service(name: str, ns: str) -> dict[str, Any]:

@@ -5,25 +5,19 @@ references from clientRefs, zones on registrations and what snapshots carry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from meshproc import ControlPlane
+from meshproc import ControlPlane, module_control_plane
 
 LIMITS = "/api/v1/ratelimitpolicies"
 POLICIES = "/api/v1/trafficpolicies"
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("cp"), args=("--trust-domain", "example.org"))
-    cp.start()
-    yield cp
-    cp.stop()
+cp = module_control_plane("--trust-domain", "example.org")
 
 
 def service(name: str, ns: str, protocol: str = "http") -> dict[str, Any]:

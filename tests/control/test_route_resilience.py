@@ -8,7 +8,6 @@ carrying them into sidecars' snapshots."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import yaml
 from meshctl.control.compiler import compile_sidecar
 from meshctl.control.kinds.durations import parse_duration
 from meshctl.control.kinds.httproute import HTTPRouteSpec
-from meshproc import ControlPlane
+from meshproc import ControlPlane, module_control_plane
 from test_compiler import (
     EDGE,
     EDGE_GATEWAY,
@@ -199,12 +198,7 @@ def test_the_readme_example_is_valid_and_compiles() -> None:
 # === through the API ===
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("cp"))
-    cp.start()
-    yield cp
-    cp.stop()
+cp = module_control_plane()
 
 
 def service(name: str, ns: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,12 @@ import pytest
 import yaml
 
 from helpers import unused_port, wait_until
-from meshproc import ControlPlane
+from meshproc import ControlPlane, module_control_plane
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("cp"))
-    cp.start()
-    yield cp
-    cp.stop()
+cp = module_control_plane()
 
 
 @pytest.fixture(scope="module")
