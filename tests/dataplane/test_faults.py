@@ -25,6 +25,12 @@ def with_fault(r: dict[str, Any], **fault: Any) -> dict[str, Any]:
     return {**r, "fault": fault}
 
 
+def start(proxy: Callable[..., DataPlane], upstream: str, *routes: dict[str, Any]) -> tuple[DataPlane, str]:
+    """A proxy whose listener `web` has these `routes` to cluster `c` at `upstream`; and its URL."""
+    dp = proxy({"listeners": [http_listener("web", list(routes))], "clusters": [cluster("c", [upstream])]})
+    return dp, f"http://{dp.addresses()['web']}"
+
+
 def timed_gets(urls: list[str], threads: int = 8) -> list[tuple[int, str, float]]:
     """GETs of `urls`, shared round-robin among `threads` keep-alive clients: status,
     x-meshctl-error and seconds taken, in the order of `urls`."""
@@ -56,13 +62,8 @@ def faults(dp: DataPlane, listener: str = "web") -> dict[str, int]:
 
 def test_a_ten_percent_abort_lands_near_ten_percent_and_spares_the_backend(backend, proxy) -> None:
     app = backend("app")
-    dp = proxy(
-        {
-            "listeners": [http_listener("web", [with_fault(route("c"), abort={"percent": 10, "http_status": 503})])],
-            "clusters": [cluster("c", [app.address])],
-        }
-    )
-    url = f"http://{dp.addresses()['web']}/"
+    dp, base = start(proxy, app.address, with_fault(route("c"), abort={"percent": 10, "http_status": 503}))
+    url = f"{base}/"
     n = 10_000
     bench = Bench({"url": url, "requests": n, "connections": 4, "threads": 1})
     bench.start()
@@ -93,23 +94,14 @@ def rust_backend() -> Iterator[dict[str, str]]:
 
 def test_a_fixed_delay_shifts_the_median_by_the_delay(rust_backend, proxy) -> None:
     delay_ms = 200
-    dp = proxy(
-        {
-            "listeners": [
-                http_listener(
-                    "web",
-                    [
-                        with_fault(route("c", path="/slow"), delay={"percent": 100, "fixed_ms": delay_ms}),
-                        route("c"),
-                    ],
-                )
-            ],
-            "clusters": [cluster("c", [rust_backend["http"]])],
-        }
+    dp, url = start(
+        proxy,
+        rust_backend["http"],
+        with_fault(route("c", path="/slow"), delay={"percent": 100, "fixed_ms": delay_ms}),
+        route("c"),
     )
-    web = dp.addresses()["web"]
     # The same route without a fault is the baseline, measured alongside: each client alternates.
-    answers = timed_gets([f"http://{web}/plain", f"http://{web}/slow"] * 40, threads=4)
+    answers = timed_gets([f"{url}/plain", f"{url}/slow"] * 40, threads=4)
     plain, slow = answers[0::2], answers[1::2]
     assert {s for s, _, _ in plain + slow} == {200}
     assert min(t for _, _, t in slow) >= delay_ms / 1000, "every request is held"
@@ -121,14 +113,9 @@ def test_a_fixed_delay_shifts_the_median_by_the_delay(rust_backend, proxy) -> No
 
 def test_a_partial_delay_holds_only_its_share(rust_backend, proxy) -> None:
     delay_ms = 200
-    dp = proxy(
-        {
-            "listeners": [http_listener("web", [with_fault(route("c"), delay={"percent": 50, "fixed_ms": delay_ms})])],
-            "clusters": [cluster("c", [rust_backend["http"]])],
-        }
-    )
+    dp, url = start(proxy, rust_backend["http"], with_fault(route("c"), delay={"percent": 50, "fixed_ms": delay_ms}))
     n = 400
-    answers = timed_gets([f"http://{dp.addresses()['web']}/"] * n, threads=20)
+    answers = timed_gets([f"{url}/"] * n, threads=20)
     assert {s for s, _, _ in answers} == {200}
     took = sorted(t for _, _, t in answers)
     delayed = faults(dp)["delayed"]
@@ -142,25 +129,12 @@ def test_a_partial_delay_holds_only_its_share(rust_backend, proxy) -> None:
 def test_delay_and_abort_are_rolled_independently(rust_backend, proxy) -> None:
     # Long enough that hardly any request the fault spared is as slow, even on a busy machine.
     delay_ms = 250
-    dp = proxy(
-        {
-            "listeners": [
-                http_listener(
-                    "web",
-                    [
-                        with_fault(
-                            route("c"),
-                            delay={"percent": 50, "fixed_ms": delay_ms},
-                            abort={"percent": 50, "http_status": 503},
-                        )
-                    ],
-                )
-            ],
-            "clusters": [cluster("c", [rust_backend["http"]])],
-        }
+    fault = with_fault(
+        route("c"), delay={"percent": 50, "fixed_ms": delay_ms}, abort={"percent": 50, "http_status": 503}
     )
+    dp, url = start(proxy, rust_backend["http"], fault)
     n = 400
-    answers = timed_gets([f"http://{dp.addresses()['web']}/"] * n, threads=20)
+    answers = timed_gets([f"{url}/"] * n, threads=20)
     aborted = [s == 503 for s, _, _ in answers]
     assert {(s, e) for s, e, _ in answers} <= {(200, ""), (503, "fault")}
     assert faults(dp)["aborted"] == sum(aborted)

@@ -26,6 +26,16 @@ def start(proxy, endpoints: list[str], **options: Any) -> tuple[Any, str]:
     return dp, f"http://{dp.addresses()['web']}/"
 
 
+def one_good_and_failing(http_backend, backend, proxy, failing: int, max_ejection_percent: int):
+    """A cluster of one good endpoint and `failing` ones answering 500, each ejected for a minute
+    after 2 errors, at most `max_ejection_percent` of them at once: the failing, the proxy, its URL."""
+    good = backend("good")
+    bad = [http_backend(f"bad{i}", status=500) for i in range(failing)]
+    outlier = {"consecutive_5xx": 2, "base_ejection_ms": 60000, "max_ejection_percent": max_ejection_percent}
+    dp, url = start(proxy, [good.address, *(b.address for b in bad)], outlier_detection=outlier)
+    return bad, dp, url
+
+
 def endpoints(dp: Any) -> dict[str, dict[str, Any]]:
     return dp.stats()["clusters"]["c"]["endpoints"]
 
@@ -101,10 +111,7 @@ def test_each_ejection_lasts_base_times_its_number(http_backend, backend, proxy)
 
 
 def test_max_ejection_percent_limits_ejections(http_backend, backend, proxy) -> None:
-    good = backend("good")
-    bad = [http_backend(f"bad{i}", status=500) for i in range(3)]
-    outlier = {"consecutive_5xx": 2, "base_ejection_ms": 60000, "max_ejection_percent": 25}
-    dp, url = start(proxy, [good.address, *(b.address for b in bad)], outlier_detection=outlier)
+    bad, dp, url = one_good_and_failing(http_backend, backend, proxy, failing=3, max_ejection_percent=25)
     with httpx.Client() as c:
         for _ in range(40):
             c.get(url)
@@ -118,11 +125,8 @@ def test_max_ejection_percent_limits_ejections(http_backend, backend, proxy) -> 
 
 
 def test_one_ejection_is_allowed_even_below_one_percent_share(http_backend, backend, proxy) -> None:
-    good = backend("good")
-    bad = [http_backend(f"bad{i}", status=500) for i in range(2)]
     # 10 % of 3 endpoints is 0.3: still one may be ejected.
-    outlier = {"consecutive_5xx": 2, "base_ejection_ms": 60000, "max_ejection_percent": 10}
-    dp, url = start(proxy, [good.address, *(b.address for b in bad)], outlier_detection=outlier)
+    bad, dp, url = one_good_and_failing(http_backend, backend, proxy, failing=2, max_ejection_percent=10)
     with httpx.Client() as c:
         for _ in range(30):
             c.get(url)
