@@ -30,12 +30,12 @@ pub(super) fn start(cluster: &Arc<Cluster>) {
 }
 
 async fn run(cluster: Weak<Cluster>, i: usize) {
+    // A cluster's spec never changes (a new spec makes a new cluster).
+    let Some(hc) = cluster.upgrade().and_then(|c| c.spec.health_check.clone()) else {
+        return;
+    };
     let mut streak: i64 = 0; // > 0: passes in a row; < 0: failures in a row
     loop {
-        let Some(hc) = cluster.upgrade().map(|c| c.spec.health_check.clone()) else {
-            return;
-        };
-        let Some(hc) = hc else { return };
         let jitter = hc.jitter.mul_f64(fastrand::f64());
         tokio::time::sleep(hc.interval + jitter).await;
         let Some(c) = cluster.upgrade() else { return };

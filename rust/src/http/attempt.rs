@@ -122,7 +122,7 @@ pub(super) async fn attempt(
 /// Step 2: one try on one endpoint. Its outcome counts toward the
 /// endpoint's outlier detection. Err is the reply the client gets: 502, or
 /// 503 when a circuit breaker refused a new connection.
-async fn send(
+pub(super) async fn send(
     cluster: &Cluster,
     ep: &Endpoint,
     request: Request<ProxyBody>,
@@ -189,6 +189,11 @@ fn refused_stream(e: &hyper::Error) -> bool {
 /// A circuit breaker's refusal: at once, counted, naming the limit.
 pub(super) fn overflow(cluster: &Cluster, limit: &str) -> Response<ProxyBody> {
     cluster.stats.overflow.inc();
+    overflow_reply(cluster, limit)
+}
+
+/// The refusal's reply, for a refusal counted where it was decided.
+pub(super) fn overflow_reply(cluster: &Cluster, limit: &str) -> Response<ProxyBody> {
     let msg = format!("meshctl: cluster '{}' is at its {limit}\n", cluster.name);
     local_reply(StatusCode::SERVICE_UNAVAILABLE, "overflow", msg)
 }

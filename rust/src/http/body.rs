@@ -59,11 +59,6 @@ impl ProxyBody {
         ProxyBody::Replayed(Box::new(Frames { chunks, trailers }))
     }
 
-    /// True when nothing more will come (an empty request body).
-    pub fn is_end_stream_now(&self) -> bool {
-        self.is_end_stream()
-    }
-
     /// Reads the first frame ahead when it is there now, or after one turn of
     /// the runtime (the upstream connection's task usually holds it already):
     /// the server then writes the response head and its first bytes together,

@@ -12,10 +12,10 @@ use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Request};
 use http_body_util::BodyExt;
 
-use super::pool::SendError;
+use super::attempt::send;
 use super::proxy::set_target;
 use super::replay::Replay;
-use crate::cluster::{Cluster, Outcome};
+use crate::cluster::Cluster;
 use crate::policy::fault::roll;
 use crate::stats::Active;
 
@@ -86,24 +86,12 @@ async fn copy(cluster: &Cluster, replay: &Replay, limit: Duration) {
     ep.stats.requests.inc();
     let _ep_active = Active::enter(&ep.stats, |s| &s.active);
     let request = Request::from_parts(parts, body);
-    match ep.pool.send(request, cluster.spec.protocol).await {
-        Ok((resp, checkin)) => {
-            let status = resp.status().as_u16();
-            cluster.stats.responses.record(status);
-            cluster.report(ep, Outcome::Answer(status));
-            // Read to the end, so that the connection can serve again.
-            let _ = resp.into_body().collect().await;
-            drop(checkin);
-        }
-        Err(SendError::Connect(..)) => cluster.report(ep, Outcome::ConnectFailure),
-        Err(SendError::Overflow(_)) => {
-            cluster.stats.overflow.inc();
-            skipped();
-        }
-        Err(SendError::Upstream(_)) => {
-            cluster.stats.upstream_errors.inc();
-            cluster.report(ep, Outcome::Reset);
-        }
+    // The one try function: the same counters and outlier accounting as the
+    // primary's tries; a failure's reply is simply dropped.
+    if let Ok((resp, checkin)) = send(cluster, ep, request, cluster.spec.protocol).await {
+        // Read to the end, so that the connection can serve again.
+        let _ = resp.into_body().collect().await;
+        drop(checkin);
     }
 }
 

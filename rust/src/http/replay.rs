@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request};
+use hyper::body::Body;
 use tokio::sync::Notify;
 
 use super::body::ProxyBody;
@@ -131,7 +132,7 @@ impl Replay {
     pub fn keep(req: Request<ProxyBody>) -> (Request<ProxyBody>, Replay) {
         let (parts, body) = req.into_parts();
         let head = copy_head(&parts);
-        let (body, recording) = if body.is_end_stream_now() {
+        let (body, recording) = if body.is_end_stream() {
             (body, None)
         } else {
             let rec = Recording::new();
