@@ -5,17 +5,21 @@
 //! resets a share of them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::Outcome;
-use crate::config::{AbortAnswer, RetryPolicy};
+use crate::cluster::{Outcome, Retry};
+use crate::config::RetryPolicy;
 use crate::io::{join_streams, Stream};
 use crate::pki::SpiffeId;
 use crate::policy::fault;
 use crate::snapshot::{Listener, Role};
 use crate::stats::Active;
+
+/// The policy a TCP connection's connect failures get (a route's default),
+/// built once rather than per connection.
+static DEFAULT_RETRY: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::default);
 
 pub async fn forward(
     inbound: Stream,
@@ -33,22 +37,13 @@ pub async fn forward(
         return; // denied: counted and logged; the connection just closes
     }
     if let Some(limiter) = &listener.rate_limit {
-        if limiter
-            .check(peer_id.as_deref().map(|id| id.as_str()))
-            .is_err()
-        {
-            listener.stats.rate_limited.inc();
-            return;
+        if limiter.admit(peer_id.as_deref(), &listener.stats).is_err() {
+            return; // refused: counted; the connection just closes
         }
     }
     if let Some(f) = &listener.fault {
-        let verdict = fault::decide(f);
-        if let Some(delay) = verdict.delay {
-            listener.stats.faults_delayed.inc();
-            tokio::time::sleep(delay).await;
-        }
-        if verdict.abort == Some(AbortAnswer::Reset) {
-            listener.stats.faults_aborted.inc();
+        // A tcp listener's abort is always a reset (the decoder allows nothing else).
+        if fault::inject(f, &listener.stats).await.is_some() {
             inbound.reset();
             return;
         }
@@ -74,8 +69,9 @@ pub async fn forward(
     cluster.budget.deposit();
     // Nothing has been read from the client yet: a connect failure is retried on
     // another endpoint as an HTTP route's default policy would, within the budget.
-    let policy = RetryPolicy::default();
+    let policy = &*DEFAULT_RETRY;
     let mut retries = 0;
+    let mut _retry_slot = None;
     let (upstream, _ep_active) = loop {
         ep.stats.requests.inc();
         let active = Active::enter(&ep.stats, |s| &s.active);
@@ -85,12 +81,9 @@ pub async fn forward(
         };
         cluster.report(ep, Outcome::ConnectFailure);
         tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
-        match cluster
-            .retry_endpoint(&policy, &mut retries, hash, ep)
-            .await
-        {
-            Some(next) => ep = next,
-            None => return,
+        match cluster.retry_endpoint(policy, &mut retries, hash, ep).await {
+            Retry::Go(next, slot) => (ep, _retry_slot) = (next, Some(slot)),
+            Retry::Stop | Retry::Overflow => return, // counted
         }
     };
     cluster.report(ep, Outcome::Answer(200));

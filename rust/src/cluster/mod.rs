@@ -21,7 +21,7 @@ use crate::clock::now_ms;
 use crate::config::{ClusterConfig, LbPolicy, RetryPolicy, UpstreamProtocol};
 use crate::http::pool::Pool;
 use crate::resilience::{backoff, Budget};
-use crate::stats::{ClusterStats, EndpointStats, Registry};
+use crate::stats::{Active, ClusterStats, EndpointStats, Registry};
 use crate::tls::client::ClientTls;
 use crate::tls::IdentityCell;
 
@@ -36,6 +36,17 @@ pub struct Endpoint {
     health: outlier::Health,
     /// Response times, for peak_ewma.
     pub rtt: Rtt,
+}
+
+/// What `Cluster::retry_endpoint` decided after a failed try.
+pub enum Retry<'a> {
+    /// Try again on this endpoint; the guard holds one of the cluster's
+    /// `max_retries` slots for as long as the retry lives.
+    Go(&'a Endpoint, Active<ClusterStats>),
+    /// The failure is final: no retry left, or the budget is spent.
+    Stop,
+    /// `max_retries` retries are in flight already (counted as overflow).
+    Overflow,
 }
 
 /// Endpoints of one locality priority, with their own balancer.
@@ -294,31 +305,40 @@ impl Cluster {
         v
     }
 
-    /// After a try on `failed` could not connect: the endpoint for the next
-    /// try, once the back-off has passed, when `policy` has a retry left and
-    /// the budget grants it; None (counted) when the failure is final.
-    /// `retries` counts the retries taken so far.
+    /// After a failed try on `failed`: whether and where the next try goes.
+    /// In order: `policy` must have a retry left, `max_retries` a free slot
+    /// and the budget a retry to grant; then, after the back-off, another
+    /// endpoint is picked. Each refusal is counted. `retries` counts the
+    /// retries taken so far.
     pub async fn retry_endpoint(
         &self,
         policy: &RetryPolicy,
         retries: &mut u32,
         hash: Option<u64>,
         failed: &Endpoint,
-    ) -> Option<&Endpoint> {
+    ) -> Retry<'_> {
         if *retries == policy.attempts {
             if *retries > 0 {
                 self.stats.retries_exhausted.inc();
             }
-            return None;
+            return Retry::Stop;
         }
+        let limit = self.spec.circuit_breakers.max_retries;
+        let Some(slot) = Active::try_enter(&self.stats, |s| &s.active_retries, limit) else {
+            self.stats.overflow.inc();
+            return Retry::Overflow;
+        };
         if !self.budget.withdraw() {
             self.stats.retry_budget_exhausted.inc();
-            return None;
+            return Retry::Stop;
         }
         tokio::time::sleep(backoff(policy, *retries)).await;
         *retries += 1;
         self.stats.retries.inc();
-        self.pick_other(hash, failed)
+        match self.pick_other(hash, failed) {
+            Some(ep) => Retry::Go(ep, slot),
+            None => Retry::Stop,
+        }
     }
 
     /// An endpoint for a retry: another than `failed` when the balancer

@@ -18,9 +18,8 @@ pub(super) fn rate_limit(
     conn: &ConnInfo,
 ) -> Option<Response<ProxyBody>> {
     let wait = limiter?
-        .check(conn.peer_id.as_deref().map(|id| id.as_str()))
+        .admit(conn.peer_id.as_deref(), &listener.stats)
         .err()?;
-    listener.stats.rate_limited.inc();
     let mut resp = local_reply(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",

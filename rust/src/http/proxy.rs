@@ -11,7 +11,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::admission::{abort_reply, rate_limit};
-use super::attempt::{answer_retriable, attempt, is_grpc, keeps_copy, overflow, Failed};
+use super::attempt::{
+    answer_retriable, attempt, is_grpc, keeps_copy, overflow, overflow_reply, Failed,
+};
 use super::body::ProxyBody;
 use super::headers::{
     add_forwarded, ensure_request_id, request_authority, request_host, set_client_identity,
@@ -22,7 +24,7 @@ use super::mirror;
 use super::pool::Checkin;
 use super::replay::Replay;
 use super::server::ConnInfo;
-use crate::cluster::{Cluster, Endpoint};
+use crate::cluster::{Cluster, Endpoint, Retry};
 use crate::config::{RedirectConfig, RetryOn, UpstreamProtocol};
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
@@ -96,13 +98,7 @@ async fn route(
         return refused;
     }
     if let Some(f) = &route.fault {
-        let verdict = fault::decide(f);
-        if let Some(delay) = verdict.delay {
-            listener.stats.faults_delayed.inc();
-            tokio::time::sleep(delay).await;
-        }
-        if let Some(answer) = verdict.abort {
-            listener.stats.faults_aborted.inc();
+        if let Some(answer) = fault::inject(f, &listener.stats).await {
             return abort_reply(answer);
         }
     }
@@ -277,16 +273,13 @@ async fn forward(
                 Err(answer) => break answer,
             }
         };
-        let max_retries = cluster.spec.circuit_breakers.max_retries;
-        let Some(slot) = Active::try_enter(&cluster.stats, |s| &s.active_retries, max_retries)
-        else {
-            return overflow(cluster, "max_retries");
-        };
-        let Some(next) = cluster.retry_endpoint(policy, &mut retries, hash, ep).await else {
-            match last {
+        let (next, slot) = match cluster.retry_endpoint(policy, &mut retries, hash, ep).await {
+            Retry::Go(next, slot) => (next, slot),
+            Retry::Overflow => return overflow_reply(cluster, "max_retries"),
+            Retry::Stop => match last {
                 Ok(reply) => return reply,
                 Err(answer) => break answer,
-            }
+            },
         };
         _retry_slot = Some(slot);
         ep = next;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::config::{AbortAnswer, FaultConfig};
+use crate::stats::ListenerStats;
 
 /// What the dice decided for one request or connection.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -30,6 +31,21 @@ pub fn decide(fault: &FaultConfig) -> Verdict {
             .filter(|a| roll(a.percent))
             .map(|a| a.answer),
     }
+}
+
+/// Rolls `fault` for one request or connection, holds it for the delay
+/// when one came up, and returns the abort to answer with, if any; both
+/// counted on the listener.
+pub async fn inject(fault: &FaultConfig, stats: &ListenerStats) -> Option<AbortAnswer> {
+    let verdict = decide(fault);
+    if let Some(delay) = verdict.delay {
+        stats.faults_delayed.inc();
+        tokio::time::sleep(delay).await;
+    }
+    if verdict.abort.is_some() {
+        stats.faults_aborted.inc();
+    }
+    verdict.abort
 }
 
 #[cfg(test)]

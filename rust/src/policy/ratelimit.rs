@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use crate::clock::now_ns;
 use crate::config::{Bucket, RateLimitConfig};
+use crate::pki::SpiffeId;
+use crate::stats::ListenerStats;
 
 /// Distinct callers tracked at once; beyond this, new ones share a bucket.
 const MAX_IDENTITIES: usize = 10_000;
@@ -77,6 +79,16 @@ impl RateLimiter {
                 })
                 .collect(),
         }
+    }
+
+    /// `check` for a listener's request or connection from `caller` (its
+    /// mTLS identity, if any), a refusal counted on the listener.
+    pub fn admit(&self, caller: Option<&SpiffeId>, stats: &ListenerStats) -> Result<(), Duration> {
+        let verdict = self.check(caller.map(SpiffeId::as_str));
+        if verdict.is_err() {
+            stats.rate_limited.inc();
+        }
+        verdict
     }
 
     /// Ok to go on; Err with the wait a refused caller is told to take.
