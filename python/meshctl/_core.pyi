@@ -18,6 +18,7 @@ __all__ = [
     "BindError",
     "ConfigError",
     "DataPlane",
+    "Tap",
     "__version__",
     "authorize",
     "match_route",
@@ -52,6 +53,27 @@ class DataPlane:
     def addresses(self) -> dict[str, str]: ...
     @property
     def running(self) -> bool: ...
+    def telemetry(self) -> dict[str, Any]: ...
+    def metrics(self, *, openmetrics: bool = False) -> str: ...
+    def tap(
+        self,
+        *,
+        method: str | None = None,
+        path_prefix: str | None = None,
+        status: int | None = None,
+        authority: str | None = None,
+        max_queue: int = 1000,
+    ) -> Tap: ...
+    def reopen_logs(self) -> None: ...
+
+@final
+class Tap:
+    """A live stream of request metadata from one data plane; bounded, closed when dropped."""
+
+    def poll(self, timeout: float = 1.0, max_events: int = 100) -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+    @property
+    def dropped(self) -> int: ...
 
 def validate_config(config: _Config) -> None: ...
 

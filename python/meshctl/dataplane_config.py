@@ -25,6 +25,10 @@ HealthCheckType = Literal["http", "tcp"]
 TlsMode = Literal["strict", "permissive", "simple"]
 AuthorizationAction = Literal["allow", "deny"]
 RedirectStatus = Literal[301, 302, 303, 307, 308]
+#: Which side of the mesh a listener serves: calls into its service (inbound), calls out of it
+#: (outbound), or from outside the mesh (gateway). Metrics, spans and access logs carry it.
+Direction = Literal["inbound", "outbound", "gateway"]
+AccessLogFormat = Literal["json", "text"]
 
 
 class AdminConfig(TypedDict):
@@ -254,6 +258,13 @@ class RouteConfig(TypedDict, total=False):
     redirect: RedirectConfig
 
 
+class AccessLogConfig(TypedDict, total=False):
+    #: A file (appended to, reopened by ``DataPlane.reopen_logs()``) or "-" for stderr.
+    path: Required[str]
+    #: Default json (one object per line).
+    format: AccessLogFormat
+
+
 class ListenerConfig(TypedDict, total=False):
     name: Required[str]
     #: IP:port; port 0 picks a free one.
@@ -271,6 +282,10 @@ class ListenerConfig(TypedDict, total=False):
     rate_limit: RateLimitConfig
     #: tcp listeners: delay or reset (``abort`` with only ``percent``) a share of connections.
     fault: FaultConfig
+    #: Default: inbound for a mesh-TLS (strict/permissive) listener, else outbound.
+    direction: Direction
+    #: One line per request (http) or connection (tcp); off when absent.
+    access_log: AccessLogConfig
 
 
 # === clusters ===
@@ -383,6 +398,38 @@ class ClusterConfig(TypedDict, total=False):
     circuit_breakers: CircuitBreakersConfig
     retry_budget: RetryBudgetConfig
     tls: ClusterTls
+    #: The mesh service behind it ("namespace/name"), the destination in metrics and spans;
+    #: default: the cluster's name.
+    service: str
+
+
+class TracingConfig(TypedDict, total=False):
+    """Spans, one per request per hop, sent as OTLP/HTTP protobuf."""
+
+    #: Share of new traces sampled at the first mesh hop (0-100); default 0. A request that comes
+    #: with a sampling decision (traceparent, b3) keeps it; ``x-meshctl-trace: 1`` forces one.
+    sample_percent: float
+    #: Where spans go: an OTLP/HTTP traces URL (``http://host:4318/v1/traces``). Without one,
+    #: nothing is exported (but trace context still propagates).
+    collector: str
+    #: A file holding a bearer token for the collector (read when the config is applied).
+    token_file: str
+    #: Spans held for export at most; more are dropped (counted). Default 2048.
+    max_queue: int
+    #: Spans per export request at most; default 256.
+    batch_size: int
+    #: The longest a span waits to be sent; default 1000.
+    flush_ms: int
+
+
+class TelemetryConfig(TypedDict, total=False):
+    """Who this proxy is, for metrics labels, spans and access logs, and where spans go."""
+
+    #: The proxy's own service, namespace and workload (instance); default "" (a plain proxy).
+    service: str
+    namespace: str
+    workload: str
+    tracing: TracingConfig
 
 
 class DataPlaneConfig(TypedDict, total=False):
@@ -395,6 +442,7 @@ class DataPlaneConfig(TypedDict, total=False):
     clusters: list[ClusterConfig]
     #: How long a listener removed by an update may finish its connections; default 10000.
     drain_timeout_ms: int
+    telemetry: TelemetryConfig
 
 
 # === what the data plane answers explain with (_core.match_route, _core.authorize) ===
