@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from meshctl import __version__
-from meshctl.cli import backend, bench, ca, control_plane, demo, explain, resources, revisions, status
+from meshctl.cli import backend, bench, ca, control_plane, demo, explain, prometheus, resources, revisions, status
 
 app = typer.Typer(
     name="meshctl",
@@ -48,6 +48,7 @@ app.command("diff")(revisions.diff)
 app.command("rollback")(revisions.rollback)
 app.command("explain")(explain.explain)
 app.command("status")(status.status)
+app.command("prometheus-config")(prometheus.prometheus_config)
 app.add_typer(ca.app, name="ca")
 
 

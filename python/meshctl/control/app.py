@@ -17,8 +17,19 @@ from meshctl.control import errors
 from meshctl.control.ca import CertificateAuthority
 from meshctl.control.db import make_engine, migrate
 from meshctl.control.deps import SESSION_SLOTS
+from meshctl.control.metrics import Metrics, RequestMetrics
 from meshctl.control.push import Hub
-from meshctl.control.routers import apply, endpoints, health, identity, revisions, services, sidecars, specs
+from meshctl.control.routers import (
+    apply,
+    endpoints,
+    health,
+    identity,
+    prometheus,
+    revisions,
+    services,
+    sidecars,
+    specs,
+)
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
 
@@ -46,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             trust_domain=settings.trust_domain,
             authz_default=settings.authz_default,
             bundle=app.state.ca.bundle,
+            metrics=metrics,
         )
         # What startup made lives as long as the process: keep it out of the collector's full
         # passes, which would otherwise stall config pushes now and then.
@@ -56,6 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine.dispose()
 
     app = FastAPI(title="meshctl control plane", version=__version__, lifespan=lifespan)
+    # Made with the app, not in its lifespan: the middleware counts from the first request.
+    metrics = app.state.metrics = Metrics()
+    app.add_middleware(RequestMetrics, metrics=metrics)
     routers = (
         health.router,
         services.router,
@@ -66,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         apply.router,
         revisions.router,
         identity.router,
+        prometheus.metrics_router,
+        prometheus.router,
     )
     for r in routers:
         app.include_router(r)

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from meshctl.control.ca import CertificateAuthority
+from meshctl.control.metrics import Metrics
 from meshctl.control.push import Hub
 from meshctl.control.security import token_of
 from meshctl.control.settings import Settings
@@ -140,6 +141,11 @@ async def get_engine(request: Request) -> Engine:
     return engine
 
 
+async def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 async def get_token_cache(request: Request) -> TokenCache:
     cache: TokenCache = request.app.state.token_cache
     return cache
@@ -151,3 +157,4 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 #: For work in a thread that needs its own short session (long-polls must not hold a request's).
 EngineDep = Annotated[Engine, Depends(get_engine)]
 TokenCacheDep = Annotated[TokenCache, Depends(get_token_cache)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -32,6 +32,7 @@ from meshctl.control.compiler import (
 from meshctl.control.kinds.common import now
 from meshctl.control.kinds.registry import KINDS
 from meshctl.control.kinds.service import Service
+from meshctl.control.metrics import Metrics
 from meshctl.control.models import Endpoint
 
 log = logging.getLogger("meshctl.control.push")
@@ -77,11 +78,14 @@ class Hub:
         trust_domain: str = "cluster.local",
         authz_default: str = "allow",
         bundle: Callable[[], list[str]] | None = None,
+        metrics: Metrics | None = None,
     ):
         self.engine, self.tick = engine, tick
         self.trust_domain, self.authz_default = trust_domain, authz_default
         #: The CA's current roots; every phase change of a rotation raises the generation.
         self.bundle = bundle
+        #: Push latency, watchers and ACKs are counted here (see control/metrics.py).
+        self.metrics = metrics or Metrics()
         self.loop = asyncio.get_running_loop()
         with Session(engine) as session:
             self.generation = crud.generation(session)
@@ -107,6 +111,7 @@ class Hub:
 
     def note_ack(self, sidecar_id: int, version: int) -> None:
         self._acks[sidecar_id] = max(version, self._acks.get(sidecar_id, -1))
+        self.metrics.acked(sidecar_id, version)
 
     async def _flush_acks(self) -> None:
         while True:
@@ -128,6 +133,7 @@ class Hub:
     def _advance(self, generation: int) -> None:
         if generation > self.generation:
             self.generation = generation
+            self.metrics.generation_seen(generation)
             woken, self._next = self._next, self.loop.create_future()
             woken.set_result(generation)
 
@@ -168,6 +174,13 @@ class Hub:
                 self._snapshots[sidecar] = body
                 self._outbound[key] = outbound
         return mesh.generation, body
+
+    async def push(self, sidecar_id: int, sidecar: SidecarSpec, waiting_since: float) -> tuple[int, bytes]:
+        """`snapshot`, for a watch of `sidecar_id` waiting since `waiting_since` (time.monotonic()),
+        timed into the push-latency histogram."""
+        version, body = await self.snapshot(sidecar)
+        self.metrics.pushed(sidecar_id, version, waiting_since)
+        return version, body
 
     async def _current_mesh(self) -> Mesh:
         async with self._mesh_lock:  # one load per generation, however many watchers wake

@@ -18,7 +18,7 @@ from sqlmodel import Session, col, func, select
 
 from meshctl.control import crud
 from meshctl.control.ca import CertificateAuthority, RotationRefused
-from meshctl.control.deps import Admin, AnyCaller, CaDep, Reader, SessionDep, SettingsDep
+from meshctl.control.deps import Admin, AnyCaller, CaDep, MetricsDep, Reader, SessionDep, SettingsDep
 from meshctl.control.kinds.common import now
 from meshctl.control.models import RotationStatus, Sidecar, Svid, SvidRequest, TrustBundle
 from meshctl.spiffe import spiffe_id
@@ -36,7 +36,9 @@ def bundle(ca: CaDep, _: AnyCaller) -> TrustBundle:
 
 
 @router.post("/svid", response_model=Svid)
-async def issue_svid(ca: CaDep, settings: SettingsDep, caller: AnyCaller, data: SvidRequest) -> Svid:
+async def issue_svid(
+    ca: CaDep, settings: SettingsDep, metrics: MetricsDep, caller: AnyCaller, data: SvidRequest
+) -> Svid:
     """Signs the CSR of a sidecar of the join token's service; its only URI SAN must be that
     service's SPIFFE ID (anything else is a 403)."""
     if caller.role != "join" or caller.scope is None:
@@ -45,6 +47,7 @@ async def issue_svid(ca: CaDep, settings: SettingsDep, caller: AnyCaller, data: 
     expected = spiffe_id(ca.trust_domain, namespace, service)
     ttl = dt.timedelta(seconds=data.ttl_seconds or settings.svid_ttl_seconds)
     chain, expires = await run_in_threadpool(ca.issue, data.csr, expected=expected, ttl=ttl)
+    metrics.svids.inc()
     return Svid(spiffe_id=expected, certificate_chain=chain, expires_at=expires)
 
 

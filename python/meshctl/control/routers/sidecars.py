@@ -3,6 +3,7 @@ ACK or NACK, deregister; and the mesh-wide status of them all."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -121,9 +122,11 @@ async def watch(
 ) -> Response:
     """Long-poll: answers as soon as the mesh generation passes `version`. NACKs go to `status`."""
     spec = await _spec(hub, engine, caller, sidecar_id)
-    if await hub.wait_newer(version, wait) is None:
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED)
-    return Response((await hub.snapshot(spec))[1], media_type="application/json")
+    since = time.monotonic()
+    with hub.metrics.watching("long_poll"):
+        if await hub.wait_newer(version, wait) is None:
+            return Response(status_code=status.HTTP_304_NOT_MODIFIED)
+    return Response((await hub.push(sidecar_id, spec, since))[1], media_type="application/json")
 
 
 #: A blank line this often on an idle stream: both ends notice a dead peer, middleboxes keep it open.
@@ -147,13 +150,15 @@ async def watch_stream(
     spec = await _spec(hub, engine, caller, sidecar_id)
 
     async def lines() -> AsyncIterator[bytes]:
-        held = version
-        while not hub.closing:
-            if await hub.wait_newer(held, KEEPALIVE_SECONDS) is None:
-                yield b"\n"
-                continue
-            held, body = await hub.snapshot(spec)
-            yield body + b"\n"
+        held, since = version, time.monotonic()
+        with hub.metrics.watching("stream"):
+            while not hub.closing:
+                if await hub.wait_newer(held, KEEPALIVE_SECONDS) is None:
+                    yield b"\n"
+                    continue
+                held, body = await hub.push(sidecar_id, spec, since)
+                yield body + b"\n"
+                since = time.monotonic()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -166,6 +171,7 @@ async def report(hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: 
     if data.error is None:
         hub.note_ack(sidecar_id, data.version)
         return
+    hub.metrics.nacks.inc()
 
     def write() -> None:
         with Session(engine) as session:
@@ -181,3 +187,4 @@ def deregister(hub: HubDep, session: SessionDep, caller: AnyCaller, sidecar_id: 
     sc, svc = _owned(session, caller, sidecar_id)
     instances.deregister_sidecar(session, sidecar=sc, svc=svc)
     hub.sidecars.pop(sidecar_id, None)
+    hub.metrics.forget(sidecar_id)

@@ -1,0 +1,89 @@
+"""``meshctl prometheus-config``: the ``scrape_configs`` stanza that makes one
+Prometheus scrape the whole mesh. Two jobs: the control plane's own
+``/metrics`` (static, with the token), and every sidecar and gateway found
+through the control plane's ``/api/v1/prometheus/targets`` (``http_sd``).
+
+The token goes to the control plane only: in the mesh job it authorizes the
+discovery request, not the scrapes, so sidecars' admin ports never see it.
+Nothing is contacted: the stanza is printed for the operator to place.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+import yaml
+
+from meshctl.cli import api, options
+
+CONTROL_PLANE_JOB = "meshctl-control-plane"
+MESH_JOB = "meshctl-mesh"
+_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+
+
+def scrape_configs(control_plane: str, token_file: Path, scrape_interval: str, refresh_interval: str) -> dict[str, Any]:
+    """The stanza as a document (see the module docstring)."""
+    url = urlsplit(control_plane)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise ValueError(f"--control-plane: {control_plane!r} is no http(s) URL")
+    for name, value in (("--scrape-interval", scrape_interval), ("--refresh-interval", refresh_interval)):
+        if not _DURATION.match(value):
+            raise ValueError(f"{name}: {value!r} is no Prometheus duration (e.g. 15s, 1m)")
+    base = url.path.rstrip("/")  # a control plane behind a path prefix keeps it
+    own = {
+        "job_name": CONTROL_PLANE_JOB,
+        "scrape_interval": scrape_interval,
+        "scheme": url.scheme,
+        "metrics_path": f"{base}/metrics",
+        "authorization": {"credentials_file": str(token_file)},
+        "static_configs": [{"targets": [url.netloc]}],
+    }
+    mesh = {
+        "job_name": MESH_JOB,
+        "scrape_interval": scrape_interval,
+        "http_sd_configs": [
+            {
+                "url": f"{url.scheme}://{url.netloc}{base}/api/v1/prometheus/targets",
+                "refresh_interval": refresh_interval,
+                "authorization": {"credentials_file": str(token_file)},  # (a copy: no YAML alias)
+            }
+        ],
+        # The discovery lists the control plane too; its own job scrapes it (with the token).
+        "relabel_configs": [{"source_labels": ["mesh_component"], "regex": "control-plane", "action": "drop"}],
+    }
+    return {"scrape_configs": [own, mesh]}
+
+
+def prometheus_config(
+    control_plane: Annotated[
+        str,
+        typer.Option(
+            "--control-plane", "--server", envvar="MESHCTL_SERVER", help="Control-plane URL, as Prometheus reaches it."
+        ),
+    ] = options.DEFAULT_SERVER,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="The token file Prometheus reads (the read-only token is enough). "
+            "Default: reader.token in $MESHCTL_DATA_DIR (~/.meshctl).",
+            show_default=False,
+        ),
+    ] = None,
+    scrape_interval: Annotated[str, typer.Option(help="How often each target is scraped.")] = "15s",
+    refresh_interval: Annotated[str, typer.Option(help="How often the target list is read again.")] = "30s",
+) -> None:
+    """Print a Prometheus scrape_configs stanza that finds every sidecar through the control plane."""
+    path = (token_file or api.default_token_file().with_name("reader.token")).expanduser().absolute()
+    try:
+        doc = scrape_configs(control_plane, path, scrape_interval, refresh_interval)
+    except ValueError as e:
+        api.fail(str(e))
+    if not path.exists():
+        typer.echo(f"warning: {path} does not exist (yet); Prometheus will read it at each scrape", err=True)
+    typer.echo(f"# meshctl prometheus-config: scrape_configs for prometheus.yml (token read from {path})")
+    typer.echo(yaml.safe_dump(doc, sort_keys=False), nl=False)
