@@ -15,7 +15,8 @@ from sqlalchemy import inspect
 from sqlmodel import SQLModel
 
 import meshctl.control.kinds.registry  # registers the kinds' tables
-import meshctl.control.models  # noqa: F401  (registers the other tables)
+import meshctl.control.models  # registers the other tables
+import meshctl.control.traces.models  # noqa: F401  (registers the trace store's tables)
 from meshctl.control import openapi
 from meshctl.control.db import alembic_config, make_engine, migrate
 
@@ -277,4 +278,30 @@ def test_0009_adds_each_sidecars_endpoint_health_and_back(tmp_path: Path) -> Non
         assert "endpoint_health" not in {c["name"] for c in inspect(conn).get_columns("sidecar")}
         assert conn.exec_driver_sql("SELECT count(*) FROM sidecar").scalar() == 1
     migrate(url)  # and up again
+    engine.dispose()
+
+
+def test_0010_adds_the_trace_store_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url, "0010")
+    engine = make_engine(url)
+    start = 1_790_000_000_000_000_000  # unix ns: past 32 bits
+    with engine.begin() as conn:
+        for span_id in ("00f067aa0ba902b7", "00f067aa0ba902b8"):
+            conn.exec_driver_sql(
+                "INSERT INTO span (trace_id, span_id, parent_span_id, name, service, namespace, kind, start_ns,"
+                " end_ns, status, attributes, resource) VALUES (?, ?, '', 'GET', 'a', '', 'SERVER', ?, ?, 'ok',"
+                " '{}', '{}')",
+                ("ab" * 16, span_id, start, start + 1),
+            )
+        conn.exec_driver_sql(
+            "INSERT INTO tracesummary (trace_id, start_ns, end_ns, span_count, error_count, root_found,"
+            " root_service, root_name) VALUES (?, ?, ?, 2, 0, 1, 'a', 'GET')",
+            ("ab" * 16, start, start + 1),
+        )
+        assert conn.exec_driver_sql("SELECT id, end_ns FROM span ORDER BY id").all() == [(1, start + 1), (2, start + 1)]
+    command.downgrade(alembic_config(url), "0009")
+    with engine.connect() as conn:
+        assert not {"span", "tracesummary"} & set(inspect(conn).get_table_names())
+    migrate(url, "0010")  # and up again
     engine.dispose()

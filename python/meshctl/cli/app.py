@@ -7,7 +7,19 @@ from typing import Annotated
 import typer
 
 from meshctl import __version__
-from meshctl.cli import backend, bench, ca, control_plane, demo, explain, prometheus, resources, revisions, status
+from meshctl.cli import (
+    backend,
+    bench,
+    ca,
+    control_plane,
+    demo,
+    explain,
+    prometheus,
+    resources,
+    revisions,
+    status,
+    traces,
+)
 
 app = typer.Typer(
     name="meshctl",
@@ -49,6 +61,8 @@ app.command("rollback")(revisions.rollback)
 app.command("explain")(explain.explain)
 app.command("status")(status.status)
 app.command("prometheus-config")(prometheus.prometheus_config)
+app.command("traces")(traces.traces)
+app.command("trace")(traces.trace)
 app.add_typer(ca.app, name="ca")
 
 

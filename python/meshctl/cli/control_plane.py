@@ -35,6 +35,17 @@ def control_plane(
             " MESHCTL_AUTHZ_DEFAULT)."
         ),
     ] = None,
+    trace_retention: Annotated[
+        str | None,
+        typer.Option(
+            help="How long the trace store keeps a trace after it ended, e.g. 24h, 90m (default 24h; at least 1m).",
+            show_default=False,
+        ),
+    ] = None,
+    trace_max_spans: Annotated[
+        int | None,
+        typer.Option(help="The most spans the trace store keeps; the oldest traces go (default 100000).", min=1),
+    ] = None,
 ) -> None:
     """Serve the control-plane API; migrations run and tokens are made on start."""
     import uvicorn
@@ -50,6 +61,8 @@ def control_plane(
         "database_url": database_url,
         "trust_domain": trust_domain,
         "authz_default": authz_default.value if authz_default else None,
+        "trace_retention_seconds": _seconds("--trace-retention", trace_retention),
+        "trace_max_spans": trace_max_spans,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     _check_ca(settings.data_dir / "ca", settings.trust_domain)
@@ -76,3 +89,18 @@ def _check_ca(directory: Path, trust_domain: str) -> None:
     except CaError as e:
         typer.echo(f"{typer.style('error:', fg='red', bold=True)} the CA in {directory} cannot be used: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+def _seconds(flag: str, duration: str | None) -> int | None:
+    """Whole seconds in a duration flag (None when not given); a bad one is a usage error."""
+    from meshctl.control.kinds.durations import parse_duration
+
+    if duration is None:
+        return None
+    try:
+        seconds = parse_duration(duration) // 1000
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=flag) from None
+    if seconds < 60:
+        raise typer.BadParameter(f"{duration!r} is shorter than 1m", param_hint=flag)
+    return seconds

@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     #: What a sidecar does with a request that no AuthorizationPolicy decides: allow, or deny
     #: (then only what ALLOW policies allow gets through, mesh-wide).
     authz_default: Literal["allow", "deny"] = "allow"
+    #: The trace store keeps a trace this long after its last span ended ...
+    trace_retention_seconds: int = Field(default=86_400, ge=60)
+    #: ... and at most this many spans (the traces of the oldest to arrive go first).
+    trace_max_spans: int = Field(default=100_000, ge=1)
+    #: The largest OTLP export request taken, compressed and decompressed (413 past it).
+    otlp_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
     @property
     def db_url(self) -> str:
