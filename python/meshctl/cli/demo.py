@@ -79,7 +79,10 @@ def demo(
             signal.signal(signal.SIGINT, lambda *_: done.set())
             signal.signal(signal.SIGTERM, lambda *_: done.set())
             console.print(f"running; try: curl -H 'x-canary: true' {entry}   (Ctrl-C stops)")
-            console.print(f"control plane {mesh.cp_url}, admin token in {mesh.workdir / 'control-plane'}")
+            tokens = mesh.workdir / "control-plane"
+            console.print(f"control plane {mesh.cp_url}, admin token in {tokens}")
+            reader = tokens / "reader.token"
+            console.print(f"dashboard {mesh.cp_url}/ui/ (log in with {reader}; tap needs the admin token)")
             done.wait()
         if report["errors"]["total"] or ok != report["requests"]:
             console.print(f"[red]some requests failed: {report['errors']}[/]")

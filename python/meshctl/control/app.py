@@ -30,6 +30,7 @@ from meshctl.control.routers import (
     sidecars,
     specs,
     traces,
+    ui,
 )
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         apply.router,
         revisions.router,
         identity.router,
+        ui.router,
         prometheus.metrics_router,
         prometheus.router,
     )
