@@ -7,19 +7,7 @@ from typing import Annotated
 import typer
 
 from meshctl import __version__
-from meshctl.cli import (
-    backend,
-    bench,
-    ca,
-    control_plane,
-    demo,
-    explain,
-    prometheus,
-    resources,
-    revisions,
-    status,
-    traces,
-)
+from meshctl.cli import backend, bench, ca, control_plane, demo, explain, prometheus, resources, revisions, stat, status
 
 app = typer.Typer(
     name="meshctl",
@@ -60,9 +48,10 @@ app.command("diff")(revisions.diff)
 app.command("rollback")(revisions.rollback)
 app.command("explain")(explain.explain)
 app.command("status")(status.status)
+app.command("stat")(stat.stat)
+app.command("top")(stat.top)
+app.command("edges")(stat.edges)
 app.command("prometheus-config")(prometheus.prometheus_config)
-app.command("traces")(traces.traces)
-app.command("trace")(traces.trace)
 app.add_typer(ca.app, name="ca")
 
 

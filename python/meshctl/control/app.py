@@ -29,11 +29,11 @@ from meshctl.control.routers import (
     services,
     sidecars,
     specs,
-    traces,
-    ui,
+    stats,
 )
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
+from meshctl.control.stats.store import StatsStore
 
 log = logging.getLogger("meshctl.control")
 
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.ca = CertificateAuthority.load_or_create(settings.data_dir / "ca", settings.trust_domain)
         app.state.session_slots = asyncio.Semaphore(SESSION_SLOTS)
+        app.state.stats = StatsStore()  # the live views' numbers, fed by heartbeats
         app.state.token_cache = {}
         app.state.hub = Hub(
             app.state.engine,
@@ -83,13 +84,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         apply.router,
         revisions.router,
         identity.router,
-        ui.router,
+        stats.router,
         prometheus.metrics_router,
         prometheus.router,
     )
     for r in routers:
-        app.include_router(r)
-    for r in (traces.otlp_router, traces.router):
         app.include_router(r)
     errors.install(app)
     return app

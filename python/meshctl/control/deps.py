@@ -21,6 +21,7 @@ from meshctl.control.metrics import Metrics
 from meshctl.control.push import Hub
 from meshctl.control.security import token_of
 from meshctl.control.settings import Settings
+from meshctl.control.stats.store import StatsStore
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -146,6 +147,11 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+async def get_stats(request: Request) -> StatsStore:
+    stats: StatsStore = request.app.state.stats
+    return stats
+
+
 async def get_token_cache(request: Request) -> TokenCache:
     cache: TokenCache = request.app.state.token_cache
     return cache
@@ -158,3 +164,4 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 TokenCacheDep = Annotated[TokenCache, Depends(get_token_cache)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+StatsDep = Annotated[StatsStore, Depends(get_stats)]

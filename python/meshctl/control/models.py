@@ -19,6 +19,7 @@ from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
 from meshctl.control.kinds.common import NAME, ZONE, now
+from meshctl.control.stats.report import TelemetryReport
 
 # === Endpoint: one running instance of a service ===
 
@@ -157,6 +158,10 @@ class SidecarRegister(SQLModel):
     #: mapping when all are healthy; None from a sidecar that does not report it). `explain` shows
     #: them for the calls of its service.
     endpoint_health: EndpointHealthReport | None = None
+    #: Its data plane's counters per edge since it started (`DataPlane.telemetry()`, the busiest
+    #: `MAX_EDGES`), for the live views; None from a sidecar whose data plane is not running yet, or
+    #: one older than telemetry. Not stored: the stats store keeps deltas in memory.
+    telemetry: TelemetryReport | None = None
 
     @field_validator("endpoint_health")
     @classmethod

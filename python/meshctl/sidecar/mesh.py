@@ -18,6 +18,10 @@ that is missing, and SIGHUP re-reads the files (a renewed certificate; see
 Each heartbeat also says which endpoints its data plane has out of balancing
 (ejected by outlier detection, failing active health checks): ``explain``
 shows them for the calls of its service.
+And it carries the data plane's counters per edge (``telemetry()``, its
+busiest edges): the control plane's live views are made from them, so they
+work wherever the sidecar reaches its control plane (see
+``meshctl.control.stats`` for why they are pushed rather than scraped).
 
 The last good snapshot is kept on disk, so a sidecar (re)started while the
 control plane is away serves from it; it keeps trying to reach the control
@@ -52,6 +56,16 @@ log = logging.getLogger("meshctl.sidecar")
 STREAM_IDLE_SECONDS = 40.0
 #: The most endpoints one heartbeat reports unhealthy (the control plane takes no more).
 MAX_ENDPOINT_HEALTH = 256
+#: The most edges one heartbeat reports telemetry for (the control plane takes no more).
+MAX_TELEMETRY_EDGES = 500
+
+
+def busiest_edges(telemetry: dict[str, Any]) -> dict[str, Any]:
+    """The data plane's `telemetry()` cut to its `MAX_TELEMETRY_EDGES` edges with the most requests."""
+    edges = telemetry.get("edges", [])
+    if len(edges) > MAX_TELEMETRY_EDGES:
+        edges = sorted(edges, key=lambda e: e.get("requests", 0), reverse=True)[:MAX_TELEMETRY_EDGES]
+    return {**telemetry, "edges": edges}
 
 
 def endpoint_health(stats: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from meshctl.control import crud, history, instances
 from meshctl.control.compiler import SidecarSpec
-from meshctl.control.deps import AnyCaller, Caller, EngineDep, HubDep, Reader, SessionDep
+from meshctl.control.deps import AnyCaller, Caller, EngineDep, HubDep, Reader, SessionDep, StatsDep
 from meshctl.control.errors import Invalid
 from meshctl.control.kinds.common import key, now
 from meshctl.control.kinds.service import Service
@@ -56,7 +56,9 @@ def _owned(session: Session, caller: Caller, sidecar_id: int) -> tuple[Sidecar, 
 
 
 @router.put("", response_model=SidecarPublic)
-def register(hub: HubDep, session: SessionDep, caller: AnyCaller, data: SidecarRegister) -> SidecarPublic:
+def register(
+    hub: HubDep, session: SessionDep, stats: StatsDep, caller: AnyCaller, data: SidecarRegister
+) -> SidecarPublic:
     """Registers the sidecar and its endpoint; PUT the same again within the TTL to heartbeat."""
     name = f"{data.namespace}/{data.service}"
     if not caller.may_act_as(name):
@@ -67,6 +69,7 @@ def register(hub: HubDep, session: SessionDep, caller: AnyCaller, data: SidecarR
     sc = instances.register_sidecar(session, svc=svc, data=data)
     assert sc.id is not None
     hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name)
+    stats.ingest(sidecar=sc.id, service=name, report=data.telemetry)
     return _public(sc, svc, crud.generation(session))
 
 
