@@ -6,11 +6,14 @@ http_sd target list of the sidecars registered through the real API."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import unused_port, wait_until
@@ -193,3 +196,30 @@ def test_targets_list_live_sidecars_and_gateways_with_admin_ports(cp: ControlPla
     assert httpx.delete(f"{cp.url}/api/v1/sidecars/{sid}", headers=headers).status_code == 204
     after = cp.ok("GET", "/api/v1/prometheus/targets", role="reader")
     assert f"127.0.0.1:{admin_port}" not in {g["targets"][0] for g in after}
+
+
+def test_prometheus_config_is_valid_for_promtool_and_points_at_this_control_plane(
+    cp: ControlPlane, tmp_path: Path
+) -> None:
+    token = cp.data_dir / "reader.token"
+    out = cli("prometheus-config", "--control-plane", f"{cp.url}/", "--token-file", str(token))
+    assert out.returncode == 0, out.stderr
+    config = tmp_path / "prometheus.yml"
+    config.write_text(out.stdout)
+    check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    own, mesh = yaml.safe_load(out.stdout)["scrape_configs"]
+    bearer = {"type": "Bearer", "credentials_file": str(token)}
+    assert own["static_configs"] == [{"targets": [f"127.0.0.1:{cp.port}"]}] and own["authorization"] == bearer
+    assert mesh["http_sd_configs"] == [
+        {"url": f"{cp.url}/api/v1/prometheus/targets", "refresh_interval": "30s", "authorization": bearer}
+    ]
+    assert "authorization" not in mesh  # the sidecars' scrapes never carry the token
+
+    bad = cli("prometheus-config", "--control-plane", "127.0.0.1:15010", "--token-file", str(token))
+    assert bad.returncode == 2 and "--control-plane" in bad.stderr
+    assert cli("prometheus-config", "--scrape-interval", "soon").returncode == 2
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, timeout=60)

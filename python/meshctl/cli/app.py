@@ -7,7 +7,20 @@ from typing import Annotated
 import typer
 
 from meshctl import __version__
-from meshctl.cli import backend, bench, ca, control_plane, demo, explain, prometheus, resources, revisions, stat, status
+from meshctl.cli import (
+    backend,
+    bench,
+    ca,
+    control_plane,
+    demo,
+    explain,
+    prometheus,
+    resources,
+    revisions,
+    stat,
+    status,
+    traces,
+)
 
 app = typer.Typer(
     name="meshctl",
@@ -52,6 +65,8 @@ app.command("stat")(stat.stat)
 app.command("top")(stat.top)
 app.command("edges")(stat.edges)
 app.command("prometheus-config")(prometheus.prometheus_config)
+app.command("traces")(traces.traces)
+app.command("trace")(traces.trace)
 app.add_typer(ca.app, name="ca")
 
 

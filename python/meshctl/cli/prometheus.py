@@ -25,6 +25,13 @@ MESH_JOB = "meshctl-mesh"
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 
 
+def auth(token_file: Path) -> dict[str, str]:
+    """A fresh mapping each time (YAML would print a shared one as an alias). The type is said
+    although Bearer is the default: Prometheus 2.42 (Debian 12) leaves it out of http_sd
+    requests otherwise, sending the bare token."""
+    return {"type": "Bearer", "credentials_file": str(token_file)}
+
+
 def scrape_configs(control_plane: str, token_file: Path, scrape_interval: str, refresh_interval: str) -> dict[str, Any]:
     """The stanza as a document (see the module docstring)."""
     url = urlsplit(control_plane)
@@ -39,7 +46,7 @@ def scrape_configs(control_plane: str, token_file: Path, scrape_interval: str, r
         "scrape_interval": scrape_interval,
         "scheme": url.scheme,
         "metrics_path": f"{base}/metrics",
-        "authorization": {"credentials_file": str(token_file)},
+        "authorization": auth(token_file),
         "static_configs": [{"targets": [url.netloc]}],
     }
     mesh = {
@@ -49,7 +56,7 @@ def scrape_configs(control_plane: str, token_file: Path, scrape_interval: str, r
             {
                 "url": f"{url.scheme}://{url.netloc}{base}/api/v1/prometheus/targets",
                 "refresh_interval": refresh_interval,
-                "authorization": {"credentials_file": str(token_file)},  # (a copy: no YAML alias)
+                "authorization": auth(token_file),
             }
         ],
         # The discovery lists the control plane too; its own job scrapes it (with the token).

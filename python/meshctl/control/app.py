@@ -30,6 +30,7 @@ from meshctl.control.routers import (
     sidecars,
     specs,
     stats,
+    traces,
 )
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prometheus.router,
     )
     for r in routers:
+        app.include_router(r)
+    for r in (traces.otlp_router, traces.router):
         app.include_router(r)
     errors.install(app)
     return app
