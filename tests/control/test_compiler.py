@@ -123,6 +123,7 @@ def test_a_sidecar_without_routes_gets_inbound_outbound_and_proxy_listeners() ->
         "protocol": "http",
         "routes": [{"name": "inbound", "backends": [{"cluster": "inbound"}]}],
         "tls": {"mode": "strict"},
+        "direction": "inbound",
     }
     assert clusters(config)["inbound"]["endpoints"] == [{"address": "127.0.0.1:8080"}]
     assert listener(config, "outbound/default/catalog") == {
@@ -130,10 +131,12 @@ def test_a_sidecar_without_routes_gets_inbound_outbound_and_proxy_listeners() ->
         "address": "127.0.0.1:7001",
         "protocol": "http",
         "routes": [{"name": "default/catalog/default", "backends": [{"cluster": "out/default/catalog"}]}],
+        "direction": "outbound",
     }
     assert clusters(config)["out/default/catalog"] == {
         "name": "out/default/catalog",
         "endpoints": [{"address": "10.0.0.3:15006", "weight": 1}],
+        "service": "default/catalog",
         # mTLS to catalog's sidecars, which must prove to be catalog; HTTP/2 between sidecars.
         "protocol": "http2",
         "tls": {"peer_ids": ["spiffe://cluster.local/ns/default/sa/catalog"]},
@@ -333,6 +336,7 @@ def test_a_tcp_service_gets_a_tcp_inbound_and_unknown_upstreams_get_empty_cluste
         "protocol": "tcp",
         "cluster": "inbound",
         "tls": {"mode": "strict"},
+        "direction": "inbound",
     }
     assert clusters(config)["out/default/ghost"]["endpoints"] == []  # callers get a 503, not a refused port
     assert "admin" not in config

@@ -281,6 +281,29 @@ def test_0009_adds_each_sidecars_endpoint_health_and_back(tmp_path: Path) -> Non
     engine.dispose()
 
 
+def test_0011_adds_telemetry_resources_and_refuses_to_lose_them(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url, "0010")
+    migrate(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO telemetry (resource_version, created_at, updated_at, name, namespace, spec)"
+            " VALUES (1, '2026-01-01', '2026-01-01', 'logs', 'default', ?)",
+            (json.dumps({"accessLog": {}}),),
+        )
+    # The older release has no place for them: the downgrade names them and changes nothing.
+    with pytest.raises(RuntimeError, match=r"delete the Telemetry resources first \(default/logs\)"):
+        command.downgrade(alembic_config(url), "0010")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM telemetry")
+    command.downgrade(alembic_config(url), "0010")
+    with engine.connect() as conn:
+        assert "telemetry" not in inspect(conn).get_table_names()
+    migrate(url)  # and up again
+    engine.dispose()
+
+
 def test_0010_adds_the_trace_store_and_back(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'mesh.db'}"
     migrate(url, "0010")

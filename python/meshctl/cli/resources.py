@@ -185,6 +185,20 @@ def _rate_limit_policy(p: dict[str, Any]) -> list[str]:
     ]
 
 
+def _telemetry(t: dict[str, Any]) -> list[str]:
+    spec = t["spec"]
+    targets = [qualified(r.get("namespace"), r["name"], t["namespace"]) for r in spec.get("targetRefs") or []]
+    tracing = spec.get("tracing") or {}
+    sampling = tracing.get("samplingPercent")
+    log = spec.get("accessLog")
+    return [
+        ", ".join(targets) or "(every service)",
+        "" if sampling is None else f"{sampling:g}%",
+        tracing.get("collector") or "",
+        "" if log is None else "off" if log.get("disabled") else f"{log.get('format', 'json')} {log.get('path', '-')}",
+    ]
+
+
 #: How `get` shows a resource kind in a table: the columns after NAMESPACE and NAME, and their cells.
 _TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[str]]]] = {
     "Service": (("PORTS", "MTLS"), _service),
@@ -194,6 +208,7 @@ _TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[str]]]
     "TrafficPolicy": (("TARGET", "LOAD BALANCER", "PROTOCOL", "CONNECT TIMEOUT"), _policy),
     "AuthorizationPolicy": (("TARGET", "ACTION", "RULES"), _authz_policy),
     "RateLimitPolicy": (("TARGET", "TOTAL", "PER IDENTITY", "OVERRIDES"), _rate_limit_policy),
+    "Telemetry": (("TARGETS", "SAMPLING", "COLLECTOR", "ACCESS LOG"), _telemetry),
 }
 KINDS = (
     # The control plane's registry of resource kinds (names, aliases and API paths only: no models).
@@ -381,7 +396,7 @@ def get(
         str,
         typer.Argument(
             help="services (svc), gateways (gw), httproutes, tcproutes, trafficpolicies, authorizationpolicies"
-            " (authz), ratelimitpolicies (ratelimit), endpoints, sidecars."
+            " (authz), ratelimitpolicies (ratelimit), telemetries, endpoints, sidecars."
         ),
     ],
     name: Annotated[
@@ -471,7 +486,7 @@ def delete(
         str | None,
         typer.Argument(
             help="services (svc), gateways (gw), httproutes, tcproutes, trafficpolicies, authorizationpolicies (authz),"
-            " ratelimitpolicies (ratelimit)."
+            " ratelimitpolicies (ratelimit), telemetries."
         ),
     ] = None,
     name: Annotated[str | None, typer.Argument(help="NAME or NAMESPACE/NAME.")] = None,

@@ -44,11 +44,13 @@ from meshctl import dataplane_config as dp
 from meshctl.control.compile_fields import present
 from meshctl.control.compile_policy import add_cluster_policy, rate_limit
 from meshctl.control.compile_route import resilience
+from meshctl.control.compile_telemetry import telemetry, with_access_log
 from meshctl.control.kinds.authorizationpolicy import AuthorizationPolicySpec
 from meshctl.control.kinds.common import BackendRef, RouteView
 from meshctl.control.kinds.gateway import GatewayListener, GatewaySpec
 from meshctl.control.kinds.httproute import HeaderModifier, HTTPRouteRule, PathMatch, PathModifier, RouteMatch
 from meshctl.control.kinds.ratelimitpolicy import RateLimitPolicySpec
+from meshctl.control.kinds.telemetry import TelemetryView
 from meshctl.control.kinds.trafficpolicy import ConnectionPool, TrafficPolicySpec
 from meshctl.spiffe import spiffe_id
 
@@ -100,6 +102,8 @@ class Mesh:
     gateways: dict[str, GatewaySpec] = field(default_factory=dict)
     #: target "ns/name" -> (RateLimitPolicy "ns/name", spec)
     rate_limits: dict[str, tuple[str, RateLimitPolicySpec]] = field(default_factory=dict)
+    #: Every Telemetry, in namespace and name order.
+    telemetry: list[TelemetryView] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -345,6 +349,7 @@ class _Compiler:
         c: dp.ClusterConfig = {
             "name": name,
             "endpoints": [e.config() for e in endpoints],
+            "service": service,
         }
         policy = self.mesh.policies.get(service)
         spec = policy[1] if policy else None
@@ -412,20 +417,22 @@ class _Compiler:
         return [self.route(e, h) for h in hosts for e in entries]
 
     def outbound(self, service: str, port: int) -> dp.ListenerConfig:
-        name, address = f"outbound/{service}", f"127.0.0.1:{port}"
+        base: dp.ListenerConfig = {"name": f"outbound/{service}", "address": f"127.0.0.1:{port}"}
+        base["direction"] = "outbound"
         if self.protocol(service) == "tcp":
             route = tcp_route(self.mesh, service)
             refs = route.spec.rules[0].backend_refs if route else [BackendRef(name=service.split("/")[1])]
             namespace = route.namespace if route else service.split("/")[0]
-            return {"name": name, "address": address, "protocol": "tcp", "backends": self.backends(refs, namespace)}
-        return {"name": name, "address": address, "protocol": "http", "routes": self.http_routes(service, [None])}
+            return base | {"protocol": "tcp", "backends": self.backends(refs, namespace)}
+        return base | {"protocol": "http", "routes": self.http_routes(service, [None])}
 
     def inbound(self) -> dp.ListenerConfig:
         sc = self.sidecar
         c: dp.ClusterConfig = {"name": "inbound", "endpoints": [{"address": f"127.0.0.1:{sc.app_port}"}]}
+        c["service"] = sc.key
         protocol = self.protocol(sc.key)
         address = EndpointView(sc.address, sc.inbound_port).host_port
-        listener: dp.ListenerConfig = {"name": "inbound", "address": address}
+        listener: dp.ListenerConfig = {"name": "inbound", "address": address, "direction": "inbound"}
         if protocol == "tcp":
             listener |= {"protocol": "tcp", "cluster": "inbound"}
         else:
@@ -465,6 +472,7 @@ class _Compiler:
                 "address": EndpointView(sc.address, port).host_port,
                 "protocol": "http",
                 "routes": routes,
+                "direction": "gateway",
             }
             if https:
                 # A client without SNI (or with an unknown name) gets the first: the catch-all's.
@@ -489,7 +497,8 @@ class _Compiler:
             if namespace == self.sidecar.namespace:
                 hosts.insert(0, name)
             routes += self.http_routes(service, hosts)
-        return {"name": "http-proxy", "address": f"127.0.0.1:{port}", "protocol": "http", "routes": routes}
+        listener: dp.ListenerConfig = {"name": "http-proxy", "address": f"127.0.0.1:{port}", "protocol": "http"}
+        return listener | {"routes": routes, "direction": "outbound"}
 
     def outbound_part(self) -> Outbound:
         sc = self.sidecar
@@ -503,7 +512,11 @@ class _Compiler:
         self.clusters = {}
         own = self.gateway() if self.sidecar.gateway else [self.inbound()]
         clusters = {c["name"]: c for c in [*self.clusters.values(), *out.clusters]}  # a gateway's may repeat
-        config: dp.DataPlaneConfig = {"listeners": [*own, *out.listeners], "clusters": list(clusters.values())}
+        sc = self.sidecar
+        instance = EndpointView(sc.address, sc.inbound_port).host_port  # a gateway's port is 0
+        section, log = telemetry(self.mesh.telemetry, sc.namespace, sc.service, instance)
+        config: dp.DataPlaneConfig = {"listeners": with_access_log([*own, *out.listeners], log)}
+        config |= {"clusters": list(clusters.values()), "telemetry": section}
         if self.sidecar.admin_port:
             config["admin"] = {"address": f"127.0.0.1:{self.sidecar.admin_port}"}
         if self.mesh.trust_bundle:

@@ -46,6 +46,7 @@ REGISTRY = (
         ("ratelimitpolicy", "ratelimitpolicies", "ratelimit"),
         "ratelimitpolicy",
     ),
+    Entry("Telemetry", "telemetries", ("telemetry", "telemetries"), "telemetry"),
 )
 NAMES = tuple(e.name for e in REGISTRY)
 BY_NAME = {e.name: e for e in REGISTRY}

@@ -82,6 +82,13 @@ class ServiceRef(Spec):
     namespace: str | None = PField(default=None, pattern=NAME)
 
 
+class ServiceTarget(ServiceRef):
+    """A Service a policy is about, with its kind written out as Linkerd's and Istio's
+    references write theirs."""
+
+    kind: Literal["Service"] = "Service"
+
+
 class BackendRef(ServiceRef):
     port: int | None = PField(default=None, ge=1, le=65535)
     weight: int = PField(default=1, ge=0, le=10_000)

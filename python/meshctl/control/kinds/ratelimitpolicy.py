@@ -12,19 +12,13 @@ deleted while the policy names it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field as PField
 from pydantic import model_validator
 
 from meshctl.control.kinds.base import Kind, Loc, Ref, by_target, spec_family, target_reference
-from meshctl.control.kinds.common import ServiceRef, Spec
-
-
-class ServiceTarget(ServiceRef):
-    """A Service, with its kind written out as Linkerd's references write theirs."""
-
-    kind: Literal["Service"] = "Service"
+from meshctl.control.kinds.common import ServiceTarget, Spec
 
 
 class RateLimit(Spec):
