@@ -31,6 +31,7 @@ from meshctl.control.routers import (
     specs,
     stats,
     traces,
+    ui,
 )
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         apply.router,
         revisions.router,
         identity.router,
+        ui.router,
         stats.router,
         prometheus.metrics_router,
         prometheus.router,
