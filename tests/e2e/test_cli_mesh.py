@@ -332,3 +332,16 @@ def test_delete_by_name_and_by_file(meshctl: Run, tmp_path: Path) -> None:
     ]
     empty = ok(meshctl("get", "svc", "-n", "del"))
     assert empty == ""
+
+
+def test_tap_errors_are_clear_and_an_idle_tap_ends_at_its_time(meshctl: Run, cp: ControlPlane) -> None:
+    out = meshctl("tap", "nope", "-n", "tapns")
+    assert out.returncode == 1 and "service tapns/nope not found" in out.stderr
+    cp.apply(svc("api", "tapns"))
+    out = meshctl("tap", "tapns/api", token="reader")
+    assert out.returncode == 1 and "tap needs the admin token, not a reader token" in out.stderr
+    out = meshctl("tap", "tapns/api", "--status", "42")
+    assert out.returncode == 1 and "query.status: Input should be greater than or equal to 100" in out.stderr
+    out = meshctl("tap", "tapns/api", "--seconds", "1")
+    assert out.returncode == 0 and out.stdout == ""
+    assert "tap ended: the time was up; 0 requests" in out.stderr

@@ -19,6 +19,7 @@ from meshctl.cli import (
     revisions,
     stat,
     status,
+    tap,
     traces,
 )
 
@@ -61,6 +62,7 @@ app.command("diff")(revisions.diff)
 app.command("rollback")(revisions.rollback)
 app.command("explain")(explain.explain)
 app.command("status")(status.status)
+app.command("tap")(tap.tap)
 app.command("stat")(stat.stat)
 app.command("top")(stat.top)
 app.command("edges")(stat.edges)

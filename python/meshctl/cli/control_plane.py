@@ -70,10 +70,13 @@ def control_plane(
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            # Watches are open-ended: end them, or the graceful shutdown would wait on them forever.
+            # Watches and taps are open-ended: end them, or the graceful shutdown would wait on them forever.
             hub = getattr(app.state, "hub", None)
             if hub is not None:
                 hub.stop_watches()
+            taps = getattr(app.state, "taps", None)
+            if taps is not None:
+                taps.stop()
             super().handle_exit(sig, frame)
 
     Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)).run()

@@ -30,12 +30,14 @@ from meshctl.control.routers import (
     sidecars,
     specs,
     stats,
+    tap,
     traces,
     ui,
 )
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
 from meshctl.control.stats.store import StatsStore
+from meshctl.control.tap import Taps
 
 log = logging.getLogger("meshctl.control")
 
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_slots = asyncio.Semaphore(SESSION_SLOTS)
         app.state.stats = StatsStore()  # the live views' numbers, fed by heartbeats
         app.state.token_cache = {}
+        app.state.taps = Taps()
         app.state.hub = Hub(
             app.state.engine,
             trust_domain=settings.trust_domain,
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
+        app.state.taps.stop()
         await app.state.hub.close()
         app.state.engine.dispose()
 
@@ -92,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prometheus.router,
     )
     for r in routers:
+        app.include_router(r)
+    for r in (tap.router, tap.sidecar_router):
         app.include_router(r)
     for r in (traces.otlp_router, traces.router):
         app.include_router(r)

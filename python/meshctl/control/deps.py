@@ -1,6 +1,6 @@
 """Request dependencies as ``Annotated`` aliases: a database session, the
 caller's role from its bearer token, and the objects the app's lifespan made
-(settings, CA, watch hub, engine, token cache). This module is the only
+(settings, CA, watch hub, engine, token cache, tap sessions). This module is the only
 reader of ``app.state``: routers take these aliases."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from meshctl.control.push import Hub
 from meshctl.control.security import token_of
 from meshctl.control.settings import Settings
 from meshctl.control.stats.store import StatsStore
+from meshctl.control.tap import Taps
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -152,6 +153,11 @@ async def get_stats(request: Request) -> StatsStore:
     return stats
 
 
+async def get_taps(request: Request) -> Taps:
+    taps: Taps = request.app.state.taps
+    return taps
+
+
 async def get_token_cache(request: Request) -> TokenCache:
     cache: TokenCache = request.app.state.token_cache
     return cache
@@ -163,5 +169,6 @@ HubDep = Annotated[Hub, Depends(get_hub)]
 #: For work in a thread that needs its own short session (long-polls must not hold a request's).
 EngineDep = Annotated[Engine, Depends(get_engine)]
 TokenCacheDep = Annotated[TokenCache, Depends(get_token_cache)]
+TapsDep = Annotated[Taps, Depends(get_taps)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 StatsDep = Annotated[StatsStore, Depends(get_stats)]

@@ -23,6 +23,9 @@ busiest edges): the control plane's live views are made from them, so they
 work wherever the sidecar reaches its control plane (see
 ``meshctl.control.stats`` for why they are pushed rather than scraped).
 
+While an operator taps its service (``meshctl tap``), it relays its data
+plane's request metadata to the control plane (``sidecar.tap``).
+
 The last good snapshot is kept on disk, so a sidecar (re)started while the
 control plane is away serves from it; it keeps trying to reach the control
 plane with capped exponential backoff and full jitter, so that a fleet does
@@ -35,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import signal
 import stat
 import threading
@@ -48,7 +50,9 @@ from meshctl import BindError, ConfigError, DataPlane
 from meshctl.client import ApiClient, ApiError, Unreachable
 from meshctl.dataplane_config import CertificateConfig, DataPlaneConfig, ListenerConfig
 from meshctl.secretfile import write_secret
+from meshctl.sidecar.backoff import Backoff
 from meshctl.sidecar.identity import Identity, IdentityKeeper
+from meshctl.sidecar.tap import TapRelay
 
 log = logging.getLogger("meshctl.sidecar")
 
@@ -140,20 +144,6 @@ class SidecarOptions:
             "admin_port": self.admin_port,
             "ttl_seconds": self.ttl_seconds,
         }
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter."""
-
-    def __init__(self, base: float = 0.2, cap: float = 10.0):
-        self.base, self.cap, self.failures = base, cap, 0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return random.uniform(self.base, min(self.cap, self.base * 2**self.failures))
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class SnapshotCache:
@@ -267,6 +257,8 @@ class MeshSidecar:
             install=self._identity_renewed,
             ttl_seconds=options.svid_ttl_seconds,
         )
+        #: `meshctl tap`: idle (one parked request) until an operator taps this service.
+        self.tap = TapRelay(self.api, sidecar_id=lambda: self.sidecar_id, dataplane=lambda: self.dataplane)
 
     # === control-plane calls ===
 
@@ -458,10 +450,12 @@ class MeshSidecar:
         self.keeper.start()
         for target in (self._watch, self._heartbeat):
             threading.Thread(target=target, name=f"sidecar{target.__name__}", daemon=True).start()
+        self.tap.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.keeper.stop()
+        self.tap.stop(wait=False)  # (a signal handler may call this: no joins)
 
     def run_until_signalled(self) -> None:
         def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -476,6 +470,7 @@ class MeshSidecar:
         """Leave the mesh at once (callers stop picking us), then drain."""
         self._stop.set()
         self.keeper.stop()
+        self.tap.stop()  # before the data plane stops: each tap is closed by its own thread
         if self.sidecar_id is not None:
             try:
                 self.api.delete(f"/api/v1/sidecars/{self.sidecar_id}", timeout=2)

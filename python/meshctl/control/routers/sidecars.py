@@ -100,7 +100,8 @@ def _load_spec(engine: Engine, caller: Caller, sidecar_id: int) -> tuple[Sidecar
         return sidecar_spec(sc, svc), key(svc)
 
 
-async def _spec(hub: Hub, engine: Engine, caller: Caller, sidecar_id: int) -> SidecarSpec:
+async def spec_of(hub: Hub, engine: Engine, caller: Caller, sidecar_id: int) -> SidecarSpec:
+    """The sidecar as it registered, if the caller may act for it (cached: long-polls read no database)."""
     known = hub.sidecars.get(sidecar_id)
     if known is None:
         known = await run_in_threadpool(_load_spec, engine, caller, sidecar_id)
@@ -124,7 +125,7 @@ async def watch(
     wait: float = Query(default=30.0, ge=0, le=300, description="Seconds to hold the request open."),
 ) -> Response:
     """Long-poll: answers as soon as the mesh generation passes `version`. NACKs go to `status`."""
-    spec = await _spec(hub, engine, caller, sidecar_id)
+    spec = await spec_of(hub, engine, caller, sidecar_id)
     since = time.monotonic()
     with hub.metrics.watching("long_poll"):
         if await hub.wait_newer(version, wait) is None:
@@ -150,7 +151,7 @@ async def watch_stream(
 ) -> StreamingResponse:
     """A stream of snapshots, one JSON object per line, each newer than the last; blank lines keep it
     alive. One request per sidecar, however many changes: what sidecars use. ACK/NACK go to `status`."""
-    spec = await _spec(hub, engine, caller, sidecar_id)
+    spec = await spec_of(hub, engine, caller, sidecar_id)
 
     async def lines() -> AsyncIterator[bytes]:
         held, since = version, time.monotonic()
@@ -170,7 +171,7 @@ async def watch_stream(
 async def report(hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: int, data: SidecarReport) -> None:
     """ACK (no error) or NACK (the data plane's error) of the snapshot `version`. ACKs are written
     in batches (see `meshctl status` a moment later); NACKs at once."""
-    await _spec(hub, engine, caller, sidecar_id)  # exists, and the caller may act for it
+    await spec_of(hub, engine, caller, sidecar_id)  # exists, and the caller may act for it
     if data.error is None:
         hub.note_ack(sidecar_id, data.version)
         return
