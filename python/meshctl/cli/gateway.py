@@ -16,11 +16,12 @@ from pathlib import Path
 
 from meshctl.cli import logs
 from meshctl.cli.proxy import add_member_arguments, member_options
+from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments
 
 HELP = (
     "Run the mesh's ingress gateway for a Gateway resource: its HTTPS/HTTP listeners, certificates from "
     "--cert-dir selected by SNI, its HTTPRoutes, mTLS into the mesh. SIGINT/SIGTERM drain and exit; "
-    "SIGHUP re-reads the certificate files."
+    "SIGHUP re-reads the certificate files and reopens the access-log files."
 )
 
 
@@ -40,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
         "--address", default="0.0.0.0", help="Address the Gateway's listeners bind (default: every interface)."
     )
     add_member_arguments(p)
+    add_access_log_arguments(p)
     p.add_argument("--workers", type=int, default=0, help="Worker threads (0: one per CPU).")
     p.add_argument("--grace", type=float, default=10.0, help="Seconds to drain in-flight work on SIGINT/SIGTERM.")
     return p
@@ -47,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Run until signalled; the exit code (0 after a clean drain, 2 for a refusal or a bad setup)."""
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    access_log = access_log_option(p, args)
     log = logs.setup()
     if not args.cert_dir.is_dir():
         log.error("--cert-dir %s is not a directory", args.cert_dir)
@@ -65,6 +69,7 @@ def main(argv: list[str]) -> int:
             address=args.address,
             gateway=True,
             cert_dir=args.cert_dir.resolve(),
+            access_log=access_log,
         )
     )
     gateway.reload_on_sighup()

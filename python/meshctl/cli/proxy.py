@@ -13,10 +13,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from meshctl import BindError, ConfigError
+from meshctl import BindError
 from meshctl.cli import logs
+from meshctl.dataplane_config import AccessLogConfig
+from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments, file_edits, sample_percent
 
-HELP = "Run the data plane in the foreground. SIGINT/SIGTERM drain and exit; SIGHUP reloads a --config file."
+HELP = (
+    "Run the data plane in the foreground. SIGINT/SIGTERM drain and exit; SIGHUP reloads a --config file (or"
+    " re-applies the control plane's config) and reopens the access-log files."
+)
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -45,6 +50,13 @@ def parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="Reload when the --config file changes (SIGHUP always reloads).",
+    )
+    add_access_log_arguments(p)
+    p.add_argument(
+        "--trace-sample-percent",
+        type=sample_percent,
+        metavar="PERCENT",
+        help="With --config: sample this share of new traces (0-100), in the file's telemetry section.",
     )
     side = p.add_argument_group("sidecar (with --control-plane)")
     side.add_argument("--service", help="The service this sidecar's app is an instance of.")
@@ -114,16 +126,22 @@ def main(argv: list[str]) -> int:
     """Run until signalled; the exit code (0 after a clean drain, 1 bind failure, 2 bad config or refusal)."""
     p = parser()
     args = p.parse_args(argv)
+    access_log = access_log_option(p, args)
     log = logs.setup()
     if args.control_plane:
         if not args.service or not args.app_port:
             p.error("--control-plane needs --service and --app-port")
-        return _sidecar(args, log)
+        if args.trace_sample_percent is not None:
+            p.error("--trace-sample-percent is for --config: the control plane's Telemetry sets sampling")
+        return _sidecar(args, log, access_log)
     from meshctl.sidecar.file_config import FileConfigProxy
 
+    edit = file_edits(access_log, args.trace_sample_percent)
     try:
-        runner = FileConfigProxy(args.config, workers=args.workers or None, grace=args.grace, watch=args.watch)
-    except (OSError, ConfigError) as e:
+        runner = FileConfigProxy(
+            args.config, workers=args.workers or None, grace=args.grace, watch=args.watch, edit=edit
+        )
+    except (OSError, ValueError) as e:  # (a ConfigError is a ValueError)
         log.error("%s", e)
         return 2
     try:
@@ -135,7 +153,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _sidecar(args: argparse.Namespace, log: logging.Logger) -> int:
+def _sidecar(args: argparse.Namespace, log: logging.Logger, access_log: AccessLogConfig | None) -> int:
     # Imported here: the HTTP client pulls in urllib, http.client and ssl (several MB of RSS)
     # that a proxy fed from a file never needs.
     from meshctl.client import ApiError
@@ -152,8 +170,10 @@ def _sidecar(args: argparse.Namespace, log: logging.Logger) -> int:
             http_proxy_port=args.http_proxy_port,
             labels=dict(args.label),
             weight=args.weight,
+            access_log=access_log,
         )
     )
+    sidecar.reload_on_sighup()
     try:
         sidecar.start()
     except ApiError as e:

@@ -1,5 +1,8 @@
 """A data plane fed from a config file: reload on SIGHUP or when the file
-changes; a bad file is reported and ignored, traffic stays on the old config."""
+changes; a bad file is reported and ignored, traffic stays on the old config.
+SIGHUP also reopens the access-log files (logrotate). The command line's
+telemetry flags (``sidecar.telemetry``) edit the file's document each time it
+is read."""
 
 from __future__ import annotations
 
@@ -8,8 +11,11 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import cast
 
-from meshctl import ConfigError, DataPlane
+from meshctl import DataPlane
+from meshctl.dataplane_config import DataPlaneConfig
+from meshctl.sidecar.telemetry import Edit, reopen_logs
 
 log = logging.getLogger("meshctl.proxy")
 
@@ -19,15 +25,40 @@ POLL_SECONDS = 1.0
 class FileConfigProxy:
     """Owns one DataPlane and the file it is configured from."""
 
-    def __init__(self, path: Path, *, workers: int | None = None, grace: float = 10.0, watch: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        workers: int | None = None,
+        grace: float = 10.0,
+        watch: bool = True,
+        edit: Edit | None = None,
+    ):
         self.path = path
         self.grace = grace
         self.watch = watch
+        self.edit = edit
         self._stamp = self._file_stamp()
-        self.dataplane = DataPlane(path.read_text(), workers=workers)
+        self.dataplane = DataPlane(self._read(), workers=workers)
         self._wake = threading.Event()
         self._stop_requested = False
         self._reload_requested = False
+
+    def _read(self) -> str | DataPlaneConfig:
+        """The file's config: its text, or the document `edit` changed (ValueError when the file
+        is no YAML mapping)."""
+        text = self.path.read_text()
+        if self.edit is None:
+            return text  # parsed by the data plane, which names the field of any error
+        import yaml  # only then: the proxy stays lean
+
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{self.path} is not YAML: {e}") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"{self.path}: expected a mapping of sections")
+        return self.edit(cast(DataPlaneConfig, doc))
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:
@@ -45,8 +76,8 @@ class FileConfigProxy:
         """Apply the file again; False (and the old config kept) when it is bad."""
         self._stamp = self._file_stamp()
         try:
-            version = self.dataplane.update(self.path.read_text())
-        except (OSError, ConfigError) as e:
+            version = self.dataplane.update(self._read())
+        except (OSError, ValueError) as e:  # (a ConfigError is a ValueError)
             log.error("config %s rejected, keeping the running one: %s", self.path, e)
             return False
         log.info("config %s applied (version %d)", self.path, version)
@@ -79,6 +110,7 @@ class FileConfigProxy:
             if self._reload_requested:
                 self._reload_requested = False
                 self.reload()
+                reopen_logs(self.dataplane)
             elif self.watch and self._file_stamp() != self._stamp:
                 self.reload()
         log.info("stopping: draining for up to %.1fs", self.grace)

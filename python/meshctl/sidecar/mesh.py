@@ -13,7 +13,13 @@ way without an app: its snapshots carry the Gateway's listeners, whose
 certificate files are named relative to ``cert_dir`` and resolved here, so
 keys never travel. It refuses to start when the first snapshot names a file
 that is missing, and SIGHUP re-reads the files (a renewed certificate; see
-``reload_on_sighup``).
+``reload_on_sighup``) and reopens the access-log files (logrotate), for
+sidecars too.
+
+What only the host knows goes into each snapshot here (``sidecar.telemetry``):
+spans go to this control plane's trace store unless a Telemetry names a
+collector, and ``access_log`` (``--access-log``) puts every listener's access
+log where the operator wants it.
 
 Each heartbeat also says which endpoints its data plane has out of balancing
 (ejected by outlier detection, failing active health checks): ``explain``
@@ -48,11 +54,12 @@ from typing import Any, Literal, cast
 
 from meshctl import BindError, ConfigError, DataPlane
 from meshctl.client import ApiClient, ApiError, Unreachable
-from meshctl.dataplane_config import CertificateConfig, DataPlaneConfig, ListenerConfig
+from meshctl.dataplane_config import AccessLogConfig, CertificateConfig, DataPlaneConfig, ListenerConfig
 from meshctl.secretfile import write_secret
 from meshctl.sidecar.backoff import Backoff
 from meshctl.sidecar.identity import Identity, IdentityKeeper
 from meshctl.sidecar.tap import TapRelay
+from meshctl.sidecar.telemetry import TOKEN_FILE, ControlPlaneCollector, reopen_logs, with_access_log
 
 log = logging.getLogger("meshctl.sidecar")
 
@@ -118,6 +125,8 @@ class SidecarOptions:
     gateway: bool = False
     #: Where a gateway's certificate files (`<name>.pem`, `<name>.key`) are.
     cert_dir: Path | None = None
+    #: Every listener's access log, whatever the snapshots say (`--access-log`).
+    access_log: AccessLogConfig | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -257,6 +266,7 @@ class MeshSidecar:
             install=self._identity_renewed,
             ttl_seconds=options.svid_ttl_seconds,
         )
+        self.collector = ControlPlaneCollector(self.api.url, options.token, options.identity_dir / TOKEN_FILE)
         #: `meshctl tap`: idle (one parked request) until an operator taps this service.
         self.tap = TapRelay(self.api, sidecar_id=lambda: self.sidecar_id, dataplane=lambda: self.dataplane)
 
@@ -306,8 +316,9 @@ class MeshSidecar:
         return config | {"identity": section}
 
     def _local(self, config: DataPlaneConfig) -> DataPlaneConfig:
-        """`config` as this process runs it: with its SVID files and, for a gateway, its
-        certificate files found in --cert-dir (ValueError naming any that cannot be read)."""
+        """`config` as this process runs it: with its SVID files, its span collector and
+        --access-log, and for a gateway its certificate files found in --cert-dir (ValueError
+        naming any that cannot be read)."""
         if self.opts.cert_dir is not None:
             config = resolve_certificates(config, self.opts.cert_dir)
             errors, warnings = certificate_problems(config)
@@ -317,6 +328,7 @@ class MeshSidecar:
                     log.warning("%s", warning)
             if errors:
                 raise ValueError("; ".join(errors))
+        config = with_access_log(self.collector.apply(config), self.opts.access_log)
         return self._with_identity(config)
 
     def _identity_renewed(self, identity: Identity) -> None:
@@ -401,11 +413,13 @@ class MeshSidecar:
     # === lifecycle ===
 
     def reload_on_sighup(self) -> None:
-        """SIGHUP reads the certificate files again (call before `start`: from then on it may come)."""
+        """SIGHUP reads the certificate files again and reopens the access logs (call before
+        `start`: from then on it may come)."""
         signal.signal(signal.SIGHUP, lambda _s, _f: threading.Thread(target=self.reload, daemon=True).start())
 
     def reload(self) -> None:
-        """Apply the running config again: files it names (a gateway's certificates) are read anew."""
+        """Apply the running config again, so that files it names (a gateway's certificates) are
+        read anew, and reopen the access-log files (logrotate moved them away)."""
         with self._lock:
             if self.dataplane is None or self._config is None:
                 return
@@ -414,6 +428,7 @@ class MeshSidecar:
                 log.info("reloaded: certificate files read again")
             except (ConfigError, ValueError, OSError) as e:
                 log.error("reloading refused, keeping the running config: %s", e)
+            reopen_logs(self.dataplane)
 
     def _first(self, version: int, config: DataPlaneConfig, *, source: str) -> None:
         """A gateway's first config, applied before start returns: StartRefused when a certificate
