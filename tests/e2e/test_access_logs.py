@@ -48,16 +48,16 @@ def lines(path: Path, n: int) -> list[str]:
     return wait_until(ready, timeout=WAIT, what=f"{n} lines in {path}")[:n]
 
 
-def first(path: Path, parse: Callable[[str], Any], **want: Any) -> Any:
-    """The first line of `path`, parsed (json.loads, or a pattern's match), that has the values
+def first(log: Path, parse: Callable[[str], Any], /, **want: Any) -> Any:
+    """The first line of `log`, parsed (json.loads, or a pattern's match), that has the values
     `want`, once there is one."""
 
     def found() -> Any:
-        text = path.read_text() if path.exists() else ""
+        text = log.read_text() if log.exists() else ""
         parsed = (parse(line) for line in text.splitlines())
         return next((x for x in parsed if x is not None and all(x[k] == v for k, v in want.items())), None)
 
-    return wait_until(found, timeout=WAIT, what=f"a line with {want} in {path}")
+    return wait_until(found, timeout=WAIT, what=f"a line with {want} in {log}")
 
 
 def admin_config(port: int) -> dict[str, Any]:
