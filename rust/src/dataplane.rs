@@ -1,6 +1,7 @@
 //! The Python face of the engine: `DataPlane` and the exceptions. Every call
 //! that waits (start, update, stop) releases the GIL while it does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::create_exception;
@@ -12,6 +13,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::python_util::{json_text, to_python};
+use crate::telemetry::tap::TapFilter;
 
 create_exception!(
     _core,
@@ -111,8 +113,89 @@ impl DataPlane {
         self.engine.is_running()
     }
 
+    /// The edges' cumulative counters (requests, failures, latency buckets,
+    /// bytes), for the sidecar's heartbeats.
+    fn telemetry(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let v = py.detach(|| self.engine.shared().telemetry());
+        to_python(py, &v)
+    }
+
+    /// The admin port's `/metrics` text.
+    #[pyo3(signature = (*, openmetrics = false))]
+    fn metrics(&self, py: Python<'_>, openmetrics: bool) -> String {
+        py.detach(|| self.engine.shared().metrics(openmetrics))
+    }
+
+    /// Opens a tap: request metadata matching the filters, as they finish.
+    #[pyo3(signature = (*, method = None, path_prefix = None, status = None, authority = None, max_queue = 1000))]
+    fn tap(
+        &self,
+        method: Option<&str>,
+        path_prefix: Option<String>,
+        status: Option<u16>,
+        authority: Option<String>,
+        max_queue: usize,
+    ) -> PyResult<Tap> {
+        let method = method
+            .map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+            .transpose()
+            .map_err(|_| PyValueError::new_err("method is not an HTTP method"))?;
+        let filter = TapFilter {
+            method,
+            path_prefix,
+            status,
+            authority,
+        };
+        let tap = self.engine.shared().registry.taps.open(filter, max_queue);
+        Ok(Tap { inner: tap })
+    }
+
+    /// Reopens access-log files before their next line (SIGHUP, for logrotate).
+    fn reopen_logs(&self) {
+        self.engine.shared().registry.logs.reopen();
+    }
+
     fn __repr__(&self) -> String {
         format!("<DataPlane running={}>", self.engine.is_running())
+    }
+}
+
+/// A live stream of request metadata; closed by `close()` or when dropped.
+#[pyclass(frozen, module = "meshctl._core")]
+pub struct Tap {
+    inner: Arc<crate::telemetry::tap::Tap>,
+}
+
+#[pymethods]
+impl Tap {
+    /// Up to `max_events` events; waits up to `timeout` seconds for the first.
+    #[pyo3(signature = (timeout = 1.0, max_events = 100))]
+    fn poll(&self, py: Python<'_>, timeout: f64, max_events: usize) -> PyResult<Py<PyAny>> {
+        if !(timeout.is_finite() && timeout >= 0.0) {
+            return Err(PyValueError::new_err(
+                "timeout must be a finite number >= 0",
+            ));
+        }
+        let events = py.detach(|| {
+            self.inner
+                .poll(Duration::from_secs_f64(timeout.min(3600.0)), max_events)
+        });
+        to_python(py, &serde_json::Value::Array(events))
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.inner.dropped.get()
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.inner.close();
     }
 }
 
@@ -128,6 +211,7 @@ fn validate_config(py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<()> {
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<DataPlane>()?;
+    m.add_class::<Tap>()?;
     m.add_function(wrap_pyfunction!(validate_config, m)?)?;
     m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("BindError", py.get_type::<BindError>())?;

@@ -301,6 +301,11 @@ impl Engine {
         matches!(self.lock().phase, Phase::Running(_))
     }
 
+    /// What request handlers share (metrics, telemetry, taps).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     pub fn stats(&self) -> Value {
         self.shared.stats()
     }

@@ -95,22 +95,19 @@ pub async fn join_streams<D, U>(
     up: U,
     listener: &std::sync::Arc<crate::stats::ListenerStats>,
     cluster: &std::sync::Arc<crate::stats::ClusterStats>,
+    edge: Option<&std::sync::Arc<crate::telemetry::edges::EdgeStats>>,
     abort: &tokio_util::sync::CancellationToken,
-) -> io::Result<()>
+) -> io::Result<(u64, u64)>
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let meter = |direction| Meter {
-        listener: listener.clone(),
-        cluster: cluster.clone(),
-        direction,
-    };
+    let meter = |direction| Meter::new(listener, cluster, direction, edge);
     let mut down = Metered::new(down, meter(crate::stats::Direction::Request));
     let mut up = Metered::new(up, meter(crate::stats::Direction::Response));
     tokio::select! {
-        res = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, COPY_BUFFER, COPY_BUFFER) => res.map(|_| ()),
-        _ = abort.cancelled() => Ok(()),
+        res = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, COPY_BUFFER, COPY_BUFFER) => res,
+        _ = abort.cancelled() => Ok((0, 0)),
     }
 }
 

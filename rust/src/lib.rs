@@ -29,6 +29,7 @@ mod shared;
 mod snapshot;
 mod stats;
 mod tcp;
+mod telemetry;
 mod tls;
 mod worker;
 

@@ -81,7 +81,9 @@ async fn connection(
         }
     };
     match &l.role {
-        Role::Tcp { .. } => tcp::forward(stream, peer, peer_id, l, drain.abort.clone()).await,
+        Role::Tcp { .. } => {
+            tcp::forward(stream, peer, peer_id, l, shared, drain.abort.clone()).await
+        }
         Role::Http { .. } | Role::Admin => {
             http::server::serve(stream, peer, peer_id, id, l, shared, drain).await;
         }

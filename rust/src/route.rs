@@ -234,6 +234,8 @@ pub struct Route<T> {
     pub redirect: Option<RedirectConfig>,
     /// The `match.path_prefix`, which prefix rewrites and redirects replace.
     pub matched_prefix: Option<String>,
+    /// The edges (source, destination) its requests went over.
+    pub edges: crate::telemetry::edges::EdgeTable,
 }
 
 // === impl Route ===
@@ -268,6 +270,7 @@ impl<T> Route<T> {
             rewrite: cfg.rewrite.clone(),
             redirect: cfg.redirect.clone(),
             matched_prefix,
+            edges: Default::default(),
         })
     }
 
@@ -277,7 +280,8 @@ impl<T> Route<T> {
     }
 }
 
-pub fn first_match<'r, T>(routes: &'r [Route<T>], req: &RequestView<'_>) -> Option<&'r Route<T>> {
+#[cfg(test)]
+fn first_match<'r, T>(routes: &'r [Route<T>], req: &RequestView<'_>) -> Option<&'r Route<T>> {
     routes.iter().find(|r| r.matcher.matches(req))
 }
 

@@ -42,6 +42,21 @@ impl Shared {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// The metrics exposition (see `telemetry::prometheus`).
+    pub fn metrics(&self, openmetrics: bool) -> String {
+        crate::telemetry::prometheus::encode(
+            self.snapshot.load_full(),
+            self.registry.edges.all(),
+            self.registry.telemetry.clone(),
+            openmetrics,
+        )
+    }
+
+    /// The edges' counters for heartbeats (see `telemetry::report`).
+    pub fn telemetry(&self) -> Value {
+        crate::telemetry::report(&self.registry.edges.all())
+    }
+
     /// Counters of the active snapshot, and the identity in use.
     pub fn stats(&self) -> Value {
         let mut stats = self.snapshot.load().stats();

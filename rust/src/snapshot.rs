@@ -9,13 +9,16 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::cluster::Cluster;
-use crate::config::{Config, FaultConfig, ListenerKind, ListenerTls};
+use crate::config::{Config, Direction, FaultConfig, ListenerKind, ListenerTls, LogFormat};
 use crate::error::{ConfigIssue, Error, Result};
 use crate::pki::SpiffeId;
 use crate::policy::authz::{Authorization, Decision, Operation};
 use crate::policy::ratelimit::RateLimiter;
 use crate::route::{Backends, Route};
 use crate::stats::{ListenerStats, Registry};
+use crate::telemetry::access_log::LogWriter;
+use crate::telemetry::edges::EdgeTable;
+use crate::telemetry::export::Tracer;
 use crate::tls::server::ServerTls;
 use crate::tls::IdentityCell;
 
@@ -45,6 +48,10 @@ pub struct Listener {
     pub rate_limit: Option<RateLimiter>,
     /// TCP only: delays and resets of new connections.
     pub fault: Option<FaultConfig>,
+    pub direction: Direction,
+    pub access_log: Option<(Arc<LogWriter>, LogFormat)>,
+    /// Edges of requests no route took (and of TCP connections).
+    pub unrouted: EdgeTable,
 }
 
 // === impl Listener ===
@@ -87,6 +94,10 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub listeners: HashMap<ListenerId, Arc<Listener>>,
     pub clusters: Vec<Arc<Cluster>>,
+    /// Samples traces and exports spans (when the config has tracing).
+    pub tracer: Option<Arc<Tracer>>,
+    /// This proxy's service, "namespace/name" ("" for a plain proxy).
+    pub me: Arc<str>,
 }
 
 /// Where each configured listener is bound: `admin` first when configured,
@@ -108,10 +119,13 @@ impl Snapshot {
                 listeners: vec![],
                 clusters: vec![],
                 drain_timeout: std::time::Duration::from_secs(1),
+                telemetry: Default::default(),
                 document: Value::Null,
             }),
             listeners: HashMap::new(),
             clusters: vec![],
+            tracer: None,
+            me: "".into(),
         }
     }
 
@@ -162,6 +176,9 @@ impl Snapshot {
                     authz: None,
                     rate_limit: None,
                     fault: None,
+                    direction: Direction::Inbound,
+                    access_log: None,
+                    unrouted: EdgeTable::default(),
                 }),
             );
         }
@@ -224,6 +241,18 @@ impl Snapshot {
                     ServerTls::edge(certs, matches!(cfg.kind, ListenerKind::Http { .. }))
                 }
             });
+            let access_log = match &cfg.access_log {
+                None => None,
+                Some(a) => Some((
+                    registry.logs.get(&a.path).map_err(|e| {
+                        Error::Config(vec![ConfigIssue {
+                            path: format!("listeners[{i}].access_log.path"),
+                            message: format!("cannot open: {e}"),
+                        }])
+                    })?,
+                    a.format,
+                )),
+            };
             listeners.insert(
                 id,
                 Arc::new(Listener {
@@ -235,17 +264,46 @@ impl Snapshot {
                     authz: cfg.authorization.as_ref().map(Authorization::new),
                     rate_limit: cfg.rate_limit.as_ref().map(RateLimiter::new),
                     fault: cfg.fault.clone(),
+                    direction: cfg.direction,
+                    access_log,
+                    unrouted: EdgeTable::default(),
                 }),
             );
         }
         let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
         let cluster_names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+        let tracer = match &config.telemetry.tracing {
+            None => None,
+            Some(t) => match &previous.tracer {
+                Some(kept) if kept.spec.0 == *t && same_labels(&kept.spec.1, &config.telemetry) => {
+                    Some(kept.clone())
+                }
+                _ => Some(Arc::new(
+                    Tracer::new(t, &config.telemetry, registry.telemetry.clone()).map_err(
+                        |message| {
+                            Error::Config(vec![ConfigIssue {
+                                path: "telemetry.tracing".into(),
+                                message,
+                            }])
+                        },
+                    )?,
+                )),
+            },
+        };
+        let t = &config.telemetry;
+        let me: Arc<str> = if t.service.is_empty() {
+            "".into()
+        } else {
+            format!("{}/{}", t.namespace, t.service).into()
+        };
         registry.retain(&names, &cluster_names);
         Ok(Snapshot {
             version,
             config,
             listeners,
             clusters,
+            tracer,
+            me,
         })
     }
 
@@ -275,6 +333,10 @@ impl Snapshot {
         }
         json!({"version": self.version, "listeners": listeners, "clusters": clusters})
     }
+}
+
+fn same_labels(a: &crate::config::TelemetryConfig, b: &crate::config::TelemetryConfig) -> bool {
+    (&a.service, &a.namespace, &a.workload) == (&b.service, &b.namespace, &b.workload)
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 use crate::latency::Histogram;
+use crate::telemetry::access_log::LogWriters;
+use crate::telemetry::edges::{EdgeRegistry, EdgeStats};
+use crate::telemetry::tap::TapHub;
+use crate::telemetry::TelemetryStats;
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -233,25 +237,52 @@ pub enum Direction {
     Response,
 }
 
-/// Where a body's bytes are counted.
+/// Where a body's bytes are counted: the listener, the cluster, the edge
+/// (golden metrics) and, when a request is being recorded, its record.
 pub struct Meter {
     pub listener: Arc<ListenerStats>,
     pub cluster: Arc<ClusterStats>,
     pub direction: Direction,
+    pub edge: Option<Arc<EdgeStats>>,
+    pub record: Option<Arc<AtomicU64>>,
 }
 
 impl Meter {
+    pub fn new(
+        listener: &Arc<ListenerStats>,
+        cluster: &Arc<ClusterStats>,
+        direction: Direction,
+        edge: Option<&Arc<EdgeStats>>,
+    ) -> Self {
+        Meter {
+            listener: listener.clone(),
+            cluster: cluster.clone(),
+            direction,
+            edge: edge.cloned(),
+            record: None,
+        }
+    }
+
     #[inline]
     pub fn record(&self, n: u64) {
         match self.direction {
             Direction::Request => {
                 self.listener.bytes_in.add(n);
                 self.cluster.bytes_sent.add(n);
+                if let Some(e) = &self.edge {
+                    e.request_bytes.add(n);
+                }
             }
             Direction::Response => {
                 self.listener.bytes_out.add(n);
                 self.cluster.bytes_received.add(n);
+                if let Some(e) = &self.edge {
+                    e.response_bytes.add(n);
+                }
             }
+        }
+        if let Some(r) = &self.record {
+            r.fetch_add(n, Relaxed);
         }
     }
 }
@@ -286,12 +317,32 @@ impl<T> Drop for Active<T> {
     }
 }
 
-/// Stats by name. Locked only when a config is compiled or stats are read.
-#[derive(Default)]
+/// Stats by name. Locked only when a config is compiled or stats are read
+/// (and, for edges, when a route sees a new one). The telemetry pipelines
+/// (log writers, taps) live here too, as they outlive configs.
 pub struct Registry {
     listeners: Mutex<HashMap<String, Arc<ListenerStats>>>,
     clusters: Mutex<HashMap<String, Arc<ClusterStats>>>,
     endpoints: Mutex<HashMap<(String, String), Arc<EndpointStats>>>,
+    pub edges: EdgeRegistry,
+    pub telemetry: Arc<TelemetryStats>,
+    pub logs: LogWriters,
+    pub taps: Arc<TapHub>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let telemetry = Arc::new(TelemetryStats::default());
+        Registry {
+            listeners: Mutex::default(),
+            clusters: Mutex::default(),
+            endpoints: Mutex::default(),
+            edges: EdgeRegistry::default(),
+            logs: LogWriters::new(telemetry.clone()),
+            telemetry,
+            taps: Arc::default(),
+        }
+    }
 }
 
 fn entry<K: std::hash::Hash + Eq, V: Default>(map: &Mutex<HashMap<K, Arc<V>>>, key: K) -> Arc<V> {
@@ -329,6 +380,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(c, _), _| clusters.contains(&c.as_str()));
+        self.edges.retain(listeners);
     }
 }
 

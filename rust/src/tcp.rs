@@ -9,13 +9,19 @@ use std::sync::{Arc, LazyLock};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Outcome, Retry};
+use crate::cluster::{self, Retry};
+use crate::config::Direction;
 use crate::config::RetryPolicy;
+use crate::http::server::source_of;
 use crate::io::{join_streams, Stream};
 use crate::pki::SpiffeId;
 use crate::policy::fault;
+use crate::shared::Shared;
 use crate::snapshot::{Listener, Role};
 use crate::stats::Active;
+use crate::telemetry::edges::{EdgeLabels, Outcome, NO_GRPC};
+use crate::telemetry::exchange::{Exchange, Sinks};
+use crate::telemetry::flags;
 
 /// The policy a TCP connection's connect failures get (a route's default),
 /// built once rather than per connection.
@@ -26,44 +32,107 @@ pub async fn forward(
     peer: SocketAddr,
     peer_id: Option<Arc<SpiffeId>>,
     listener: Arc<Listener>,
+    shared: Arc<Shared>,
     abort: CancellationToken,
 ) {
     let Role::Tcp { backends } = &listener.role else {
         return;
     };
+    // One line per connection when the listener logs (TCP has no spans).
+    let mut record = listener.access_log.clone().map(|log| {
+        Exchange::connection(
+            Sinks {
+                log: Some(log),
+                ..Sinks::default()
+            },
+            listener.direction,
+            listener.name.as_str().into(),
+            peer,
+            peer_id.clone(),
+        )
+    });
+    let mut flags = 0;
+    let finish = |record: Option<Box<Exchange>>, flags: u16| {
+        if let Some(mut x) = record {
+            x.flags |= flags;
+            x.finish(true);
+        }
+    };
     let _conn = Active::enter(&listener.stats, |s| &s.active_connections);
     listener.stats.connections.inc();
     if listener.authorize(peer_id.as_deref(), None, peer).is_some() {
-        return; // denied: counted and logged; the connection just closes
+        // Denied: counted and logged; the connection just closes.
+        return finish(record, flags::DENIED);
     }
     if let Some(limiter) = &listener.rate_limit {
         if limiter.admit(peer_id.as_deref(), &listener.stats).is_err() {
-            return; // refused: counted; the connection just closes
+            return finish(record, flags::RATE_LIMITED);
         }
     }
     if let Some(f) = &listener.fault {
+        let injected = fault::inject(f, &listener.stats).await;
+        if injected.delayed {
+            flags |= flags::FAULT_DELAY;
+        }
         // A tcp listener's abort is always a reset (the decoder allows nothing else).
-        if fault::inject(f, &listener.stats).await.is_some() {
+        if injected.abort.is_some() {
             inbound.reset();
-            return;
+            return finish(record, flags | flags::FAULT_ABORT);
         }
     }
     let Some(cluster) = backends.pick() else {
         tracing::debug!(listener = %listener.name, "every backend has weight 0; closing");
-        return;
+        return finish(record, flags | flags::NO_HEALTHY_UPSTREAM);
     };
+    let source = source_of(&listener, peer_id.as_deref(), &shared.snapshot.load().me);
+    let edge = listener.unrouted.edge(
+        &source,
+        Arc::as_ptr(cluster) as usize,
+        &shared.registry.edges,
+        || EdgeLabels {
+            direction: listener.direction,
+            listener: listener.name.as_str().into(),
+            route: "".into(),
+            destination: if listener.direction == Direction::Inbound {
+                shared.snapshot.load().me.clone()
+            } else {
+                cluster.spec.service.as_str().into()
+            },
+            tls: if listener.direction == Direction::Inbound {
+                peer_id.is_some()
+            } else {
+                cluster.spec.tls.is_some()
+            },
+            source: source.clone(),
+            tcp: true,
+        },
+    );
+    edge.opened.inc();
+    let _edge_active = Active::enter(&edge, |e| &e.active);
+    let closed = |failure: bool| {
+        edge.outcomes.record(Outcome {
+            code: 0,
+            grpc: NO_GRPC,
+            failure,
+        });
+    };
+    if let Some(x) = &mut record {
+        x.destination = edge.labels.destination.clone();
+    }
     let hash = cluster.hash_key(None, peer.ip());
     let Some(mut ep) = cluster.pick(hash) else {
         cluster.stats.no_healthy_endpoint.inc();
         tracing::debug!(listener = %listener.name, cluster = %cluster.name, "no healthy endpoint; closing");
-        return;
+        closed(true);
+        return finish(record, flags | flags::NO_HEALTHY_UPSTREAM);
     };
     let limit = cluster.spec.circuit_breakers.max_connections;
     let Some(_cluster_active) = Active::try_enter(&cluster.stats, |s| &s.active_connections, limit)
     else {
         cluster.stats.overflow.inc();
         tracing::debug!(cluster = %cluster.name, "max_connections reached; closing");
-        return;
+        closed(true);
+        return finish(record, flags | flags::OVERFLOW);
     };
     cluster.stats.connections.inc();
     cluster.budget.deposit();
@@ -79,15 +148,38 @@ pub async fn forward(
             Ok(s) => break (s, active),
             Err(e) => e,
         };
-        cluster.report(ep, Outcome::ConnectFailure);
+        cluster.report(ep, cluster::Outcome::ConnectFailure);
         tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
         match cluster.retry_endpoint(policy, &mut retries, hash, ep).await {
             Retry::Go(next, slot) => (ep, _retry_slot) = (next, Some(slot)),
-            Retry::Stop | Retry::Overflow => return, // counted
+            Retry::Stop | Retry::Overflow => {
+                // Counted by the cluster.
+                closed(true);
+                return finish(record, flags | flags::UPSTREAM_FAILURE);
+            }
         }
     };
-    cluster.report(ep, Outcome::Answer(200));
-    if let Err(e) = join_streams(inbound, upstream, &listener.stats, &cluster.stats, &abort).await {
+    cluster.report(ep, cluster::Outcome::Answer(200));
+    let joined = join_streams(
+        inbound,
+        upstream,
+        &listener.stats,
+        &cluster.stats,
+        Some(&edge),
+        &abort,
+    );
+    let (sent, received) = joined.await.unwrap_or_else(|e| {
         tracing::debug!(listener = %listener.name, "connection ended: {e}");
+        (0, 0)
+    });
+    closed(false);
+    if let Some(x) = &mut record {
+        x.upstream = Some(ep.address.clone());
+        x.retries = retries;
+        x.request_bytes
+            .store(sent, std::sync::atomic::Ordering::Relaxed);
+        x.response_bytes = received;
+        x.flags |= flags;
     }
+    finish(record, 0);
 }

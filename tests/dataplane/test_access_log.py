@@ -218,7 +218,7 @@ def test_an_unreachable_upstream_and_an_empty_cluster(tmp_path: Path, proxy: Mak
             "clusters": [cluster("dead", [dead], connect_timeout_ms=500), cluster("empty", [])],
         }
     )
-    assert request(dp.addresses()["web"], "/dead")[0] == 503
+    assert request(dp.addresses()["web"], "/dead")[0] == 502  # connect failure: the proxy says 502
     assert request(dp.addresses()["web"], "/empty")[0] == 503
     failed, empty = records(log, 2)
     assert "upstream_failure" in failed["flags"] and failed["upstream"] == dead

@@ -95,3 +95,27 @@ def test_many_concurrent_calls_share_one_connection(channel) -> None:
     with ThreadPoolExecutor(16) as pool:
         replies = list(pool.map(lambda i: unary(str(i).encode(), timeout=10), range(200)))
     assert replies == [f"echo:{i}".encode() for i in range(200)]
+
+
+def test_metrics_count_grpc_statuses_from_trailers(grpc_backend, proxy) -> None:
+    """A gRPC status is read when the call ends (trailers, or a trailers-only answer's head); a
+    caller's error (NOT_FOUND) is no failure of the server."""
+    dp = proxy(
+        {
+            "listeners": [http_listener("grpc", [route("echo", path_prefix=f"/{SERVICE}")])],
+            "clusters": [cluster("echo", [grpc_backend], protocol="http2")],
+        }
+    )
+    with grpc.insecure_channel(dp.addresses()["grpc"], options=NO_PROXY) as ch:
+        unary = ch.unary_unary(f"/{SERVICE}/Unary")
+        for _ in range(3):
+            assert unary(b"x", timeout=10) == b"echo:x"
+        with pytest.raises(grpc.RpcError):
+            unary(b"missing", timeout=10)
+    counts: dict[tuple[str, str], float] = {}
+    for line in dp.metrics().splitlines():
+        if line.startswith("meshctl_requests_total{"):
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(","))
+            key = (labels["grpc_status"].strip('"'), labels["classification"].strip('"'))
+            counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    assert counts == {("0", "success"): 3, ("5", "success"): 1}

@@ -279,6 +279,8 @@ class MeshSidecar:
             body["svid_expires_at"] = self.keeper.current.not_after.isoformat()
         if (dataplane := self.dataplane) is not None:
             body["endpoint_health"] = endpoint_health(dataplane.stats())
+            # For `meshctl stat`, `top`, `edges` and the dashboard's graph.
+            body["telemetry"] = busiest_edges(dataplane.telemetry())
         sidecar = self.api.put("/api/v1/sidecars", body, timeout=5)
         if sidecar["id"] != self.sidecar_id:
             log.info(

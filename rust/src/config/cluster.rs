@@ -64,6 +64,9 @@ pub struct ClusterConfig {
     pub retry_budget: RetryBudget,
     /// Mesh mTLS to the endpoints, which must present one of these identities.
     pub tls: Option<ClusterTls>,
+    /// The mesh service behind it ("namespace/name"): the destination in
+    /// metrics and spans. Default: the cluster's name.
+    pub service: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +102,7 @@ impl Decoder {
                 "circuit_breakers",
                 "retry_budget",
                 "tls",
+                "service",
             ],
         )?;
         let name = self.name(&f, seen, "cluster");
@@ -178,8 +182,11 @@ impl Decoder {
             .get("retry_budget")
             .map(|b| self.retry_budget(b, &f.at("retry_budget")))
             .unwrap_or_default();
+        let service = self.string(&f, "service", false);
+        let name = name?;
         Some(ClusterConfig {
-            name: name?,
+            service: service.unwrap_or_else(|| name.clone()),
+            name,
             lb,
             hash_header,
             protocol,

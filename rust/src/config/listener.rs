@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::authorization::AuthorizationConfig;
 use super::decode::Decoder;
 use super::route::{BackendConfig, RouteConfig};
+use super::telemetry::{AccessLogConfig, Direction};
 use super::tls::ListenerTls;
 use super::traffic::{FaultConfig, FaultSite, RateLimitConfig};
 
@@ -23,6 +24,8 @@ pub struct ListenerConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// TCP only: delays and resets of new connections.
     pub fault: Option<FaultConfig>,
+    pub direction: Direction,
+    pub access_log: Option<AccessLogConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +63,8 @@ impl Decoder {
                 "authorization",
                 "rate_limit",
                 "fault",
+                "direction",
+                "access_log",
             ],
         )?;
         let name = self.name(&f, seen, "listener");
@@ -159,6 +164,10 @@ impl Decoder {
                 None
             }
         };
+        let direction = self.direction(&f, tls.as_ref().is_some_and(ListenerTls::is_mesh));
+        let access_log = f
+            .get("access_log")
+            .and_then(|a| self.access_log(a, &f.at("access_log")));
         Some(ListenerConfig {
             name: name?,
             address: address?,
@@ -167,6 +176,8 @@ impl Decoder {
             authorization,
             rate_limit,
             fault,
+            direction,
+            access_log,
         })
     }
 }

@@ -15,6 +15,7 @@ mod health;
 mod listener;
 mod resilience;
 mod route;
+mod telemetry;
 mod tls;
 mod traffic;
 
@@ -38,6 +39,7 @@ pub use health::{HealthCheckConfig, HealthProbe};
 pub use listener::{ListenerConfig, ListenerKind};
 pub use resilience::{CircuitBreakers, RetryBudget, RetryOn, RetryPolicy};
 pub use route::{path_regex, MatchConfig, PathMatch, RouteConfig};
+pub use telemetry::{Direction, LogFormat, LogPath, TelemetryConfig, TracingConfig};
 pub use tls::{EdgeCertificates, ListenerTls};
 pub use traffic::{AbortAnswer, Bucket, FaultConfig, RateLimitConfig};
 #[cfg(test)]
@@ -53,6 +55,7 @@ pub struct Config {
     /// How long a listener removed by an update may keep serving its
     /// in-flight connections.
     pub drain_timeout: Duration,
+    pub telemetry: TelemetryConfig,
     /// The document as given, for `/config` (redacted there).
     pub document: Value,
 }
@@ -130,7 +133,16 @@ impl Config {
                 }
                 slot["retry_budget"] = cluster.retry_budget.to_json();
                 slot["circuit_breakers"] = cluster.circuit_breakers.to_json();
+                slot["service"] = cluster.service.clone().into();
             }
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(slot) = doc.pointer_mut(&format!("/listeners/{i}")) {
+                slot["direction"] = l.direction.as_str().into();
+            }
+        }
+        if let Some(t) = &self.telemetry.tracing {
+            doc["telemetry"]["tracing"] = t.to_json();
         }
         doc
     }
@@ -202,6 +214,7 @@ impl Decoder {
                 "listeners",
                 "clusters",
                 "drain_timeout_ms",
+                "telemetry",
             ],
         )?;
         let identity = top
@@ -236,6 +249,10 @@ impl Decoder {
             }
         }
         let drain_timeout = self.millis(&top, "drain_timeout_ms", 10_000);
+        let telemetry = top
+            .get("telemetry")
+            .and_then(|t| self.telemetry(t, "telemetry"))
+            .unwrap_or_default();
 
         Some(Config {
             admin,
@@ -243,6 +260,7 @@ impl Decoder {
             listeners,
             clusters,
             drain_timeout,
+            telemetry,
             document: Value::Null,
         })
     }

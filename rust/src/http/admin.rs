@@ -20,12 +20,33 @@ pub fn handle(shared: &Shared, req: Request<Incoming>) -> Response<ProxyBody> {
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
         "/stats" => json(&shared.stats()),
         "/config" => json(&shared.snapshot.load().config.effective()),
+        "/metrics" => metrics(shared, &req),
         _ => local_reply(
             StatusCode::NOT_FOUND,
             "admin",
-            "try /ready, /stats or /config\n".into(),
+            "try /ready, /stats, /config or /metrics\n".into(),
         ),
     }
+}
+
+/// Prometheus text, or OpenMetrics when the scraper asks for it.
+fn metrics(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let openmetrics = req.headers().get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
+    });
+    let body = shared.metrics(openmetrics);
+    let mut r = Response::new(ProxyBody::local(body));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: String) -> Response<ProxyBody> {

@@ -11,6 +11,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::replay::{Frames, Tee};
 use crate::stats::Meter;
+use crate::telemetry::edges::{EdgeStats, Outcome};
+use crate::telemetry::exchange::Exchange;
 
 /// Dropped with the body: releases in-flight gauges once the stream is done.
 pub type Guards = Box<dyn Send>;
@@ -26,6 +28,8 @@ pub enum ProxyBody {
         peeked: Option<Peeked>,
         /// A copy of what passes, kept for another try or a mirror.
         tee: Option<Tee>,
+        /// A response's outcome, counted when it ends.
+        done: Option<Done>,
     },
     Local(Full<Bytes>),
     /// A request body recorded earlier, sent again (boxed: rare, and the
@@ -41,6 +45,22 @@ impl ProxyBody {
             _guards: guards,
             peeked: None,
             tee: None,
+            done: None,
+        }
+    }
+
+    /// Counts `done` when the body ends (or is dropped unfinished); at once
+    /// for a body that has nothing more to send.
+    pub fn finish_with(&mut self, mut d: Done) {
+        if self.is_end_stream() {
+            d.ended = true;
+        }
+        match self {
+            ProxyBody::Streamed { done, .. } if !d.ended => *done = Some(d),
+            _ => {
+                d.ended = true;
+                drop(d);
+            }
         }
     }
 
@@ -110,6 +130,7 @@ impl Body for ProxyBody {
                 meter,
                 peeked,
                 tee,
+                done,
                 ..
             } => {
                 let frame = match peeked.take() {
@@ -120,6 +141,9 @@ impl Body for ProxyBody {
                     if let Some(data) = f.data_ref() {
                         meter.record(data.len() as u64);
                     }
+                }
+                if let Some(d) = done {
+                    d.observe(&frame, inner.is_end_stream());
                 }
                 if let Some(Tee(rec)) = tee {
                     match &frame {
@@ -186,4 +210,57 @@ impl Body for ProxyBody {
             },
         }
     }
+}
+
+/// How a response ended, counted on its edge when the body is done or
+/// dropped: the status, the gRPC status (from the head of a trailers-only
+/// answer, or the trailers), whether it ended cleanly, and the request's
+/// record when one is kept.
+pub struct Done {
+    pub edge: std::sync::Arc<EdgeStats>,
+    pub status: u16,
+    pub grpc: Option<u16>,
+    pub ended: bool,
+    pub bytes: u64,
+    pub record: Option<Box<Exchange>>,
+}
+
+impl Done {
+    fn observe(&mut self, frame: &Option<Result<Frame<Bytes>, hyper::Error>>, at_end: bool) {
+        match frame {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    self.bytes += d.len() as u64;
+                } else if let Some(t) = f.trailers_ref() {
+                    self.grpc = grpc_status(t).or(self.grpc);
+                }
+                if at_end {
+                    self.ended = true;
+                }
+            }
+            Some(Err(_)) => {}
+            None => self.ended = true,
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.edge
+            .outcomes
+            .record(Outcome::http(self.status, self.grpc, self.ended));
+        if let Some(mut x) = self.record.take() {
+            x.grpc_status = self.grpc;
+            x.response_bytes = self.bytes;
+            x.finish(self.ended);
+        }
+    }
+}
+
+/// `grpc-status` of a head or trailers.
+pub fn grpc_status(h: &http::HeaderMap) -> Option<u16> {
+    std::str::from_utf8(h.get("grpc-status")?.as_bytes())
+        .ok()?
+        .parse()
+        .ok()
 }

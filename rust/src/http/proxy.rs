@@ -14,7 +14,7 @@ use super::admission::{abort_reply, rate_limit};
 use super::attempt::{
     answer_retriable, attempt, is_grpc, keeps_copy, overflow, overflow_reply, Failed,
 };
-use super::body::ProxyBody;
+use super::body::{grpc_status, Done, ProxyBody};
 use super::headers::{
     add_forwarded, ensure_request_id, request_authority, request_host, set_client_identity,
     strip_hop_by_hop, wants_upgrade,
@@ -25,19 +25,24 @@ use super::pool::Checkin;
 use super::replay::Replay;
 use super::server::ConnInfo;
 use crate::cluster::{Cluster, Endpoint, Retry};
+use crate::config::Direction;
 use crate::config::{RedirectConfig, RetryOn, UpstreamProtocol};
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
 use crate::policy::fault;
-use crate::route::{first_match, RequestView, Route};
+use crate::route::{RequestView, Route};
 use crate::shared::Shared;
-use crate::snapshot::{Listener, Role};
-use crate::stats::{Active, ClusterStats, Direction, EndpointStats, Meter};
+use crate::snapshot::{Listener, Role, Snapshot};
+use crate::stats::{self, Active, ClusterStats, EndpointStats, Meter, Registry};
+use crate::telemetry::context::SpanContext;
+use crate::telemetry::edges::{EdgeLabels, EdgeStats};
+use crate::telemetry::exchange::{Exchange, Sinks};
+use crate::telemetry::flags;
 
 pub async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     // One snapshot for the whole request: an update mid-flight does not touch it.
     let snapshot = shared.snapshot.load_full();
@@ -51,16 +56,169 @@ pub async fn handle(
     // hyper calls us once the request head is in; the head goes out when we return.
     let received = Instant::now();
     listener.stats.requests.inc();
-    let resp = route(listener, conn, req).await;
-    listener.stats.responses.record(resp.status().as_u16());
-    listener.stats.latency.record(received.elapsed());
+    // Before the record is made, which names it.
+    ensure_request_id(req.headers_mut());
+    // This hop's span: the next hop sees it as the parent.
+    let trace = snapshot.tracer.as_ref().map(|t| {
+        let ctx = SpanContext::start(req.headers(), t.sample_rate());
+        ctx.inject(req.headers_mut());
+        ctx
+    });
+    let mut hop = Hop {
+        registry: &shared.registry,
+        me: &snapshot.me,
+        route: None,
+        edge: None,
+        fault_delayed: false,
+        record: record(shared, &snapshot, listener, conn, &req, trace),
+    };
+    let mut resp = route(listener, conn, req, &mut hop).await;
+    let status = resp.status().as_u16();
+    let head = received.elapsed();
+    listener.stats.responses.record(status);
+    listener.stats.latency.record(head);
+    let edge = match hop.edge.take() {
+        Some(edge) => edge,
+        None => unrouted_edge(listener, conn, &hop),
+    };
+    edge.latency.record(head);
+    let mut record = hop.record.take();
+    if let Some(x) = &mut record {
+        x.status = status;
+        x.head = Some(head);
+        if hop.fault_delayed {
+            x.flags |= flags::FAULT_DELAY;
+        }
+        // The proxy's own replies say why in a header; an upstream's never count.
+        if matches!(resp.body(), ProxyBody::Local(_)) {
+            if let Some(kind) = resp.headers().get("x-meshctl-error") {
+                x.flags |= flags::of_local_reply(kind.as_bytes());
+            }
+        }
+        if let Some(r) = hop.route.and_then(|i| route_at(listener, i)) {
+            x.route = r.name.as_str().into();
+        }
+    }
+    let done = Done {
+        edge,
+        status,
+        grpc: grpc_status(resp.headers()),
+        ended: false,
+        bytes: 0,
+        record,
+    };
+    resp.body_mut().finish_with(done);
     resp
+}
+
+/// The request's record, when the access log, an exported span or a tap wants one.
+fn record(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    listener: &Listener,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    trace: Option<SpanContext>,
+) -> Option<Box<Exchange>> {
+    let taps = &shared.registry.taps;
+    let sinks = Sinks {
+        log: listener.access_log.clone(),
+        tracer: snapshot
+            .tracer
+            .clone()
+            .filter(|t| t.exports() && trace.is_some_and(|c| c.sampled)),
+        tap: taps.active().then(|| taps.clone()),
+    };
+    if !sinks.any() {
+        return None;
+    }
+    let uri = req.uri();
+    Some(Exchange::http(
+        sinks,
+        listener.direction,
+        listener.name.as_str().into(),
+        conn.peer,
+        conn.peer_id.clone(),
+        req.method().clone(),
+        request_authority(uri, req.headers()).to_string(),
+        uri.path_and_query()
+            .map_or_else(|| uri.path().to_string(), |p| p.to_string()),
+        req.version(),
+        req.headers(),
+        trace,
+    ))
+}
+
+/// What the forwarding steps learn about a request, for its metrics and
+/// its record (access log, span, tap).
+struct Hop<'a> {
+    registry: &'a Registry,
+    me: &'a Arc<str>,
+    /// The route that took it (its index).
+    route: Option<usize>,
+    /// The edge of the backend it went to.
+    edge: Option<Arc<EdgeStats>>,
+    fault_delayed: bool,
+    record: Option<Box<Exchange>>,
+}
+
+fn route_at(listener: &Listener, i: usize) -> Option<&Route<Arc<Cluster>>> {
+    match &listener.role {
+        Role::Http { routes } => routes.get(i),
+        _ => None,
+    }
+}
+
+/// The labels of an edge on `listener` to `destination` (None: no backend).
+/// Inbound, the destination is this proxy's own service and mTLS is the
+/// caller's; otherwise the cluster's service and its mesh TLS.
+fn edge_labels(
+    listener: &Listener,
+    conn: &ConnInfo,
+    me: &Arc<str>,
+    route: &str,
+    destination: Option<&Cluster>,
+) -> EdgeLabels {
+    let inbound = listener.direction == Direction::Inbound;
+    EdgeLabels {
+        direction: listener.direction,
+        listener: listener.name.as_str().into(),
+        route: route.into(),
+        source: conn.source.clone(),
+        destination: match destination {
+            _ if inbound => me.clone(),
+            Some(c) => c.spec.service.as_str().into(),
+            None => "".into(),
+        },
+        tls: if inbound {
+            conn.peer_id.is_some()
+        } else {
+            destination.is_some_and(|c| c.spec.tls.is_some())
+        },
+        tcp: false,
+    }
+}
+
+/// The edge of a request that reached no backend (its route's, when one took it).
+fn unrouted_edge(listener: &Listener, conn: &ConnInfo, hop: &Hop<'_>) -> Arc<EdgeStats> {
+    let (registry, me) = (hop.registry, hop.me);
+    match hop.route.and_then(|i| route_at(listener, i)) {
+        Some(r) => r.edges.edge(&conn.source, 0, &registry.edges, || {
+            edge_labels(listener, conn, me, &r.name, None)
+        }),
+        None => listener
+            .unrouted
+            .edge(&conn.source, 0, &registry.edges, || {
+                edge_labels(listener, conn, me, "", None)
+            }),
+    }
 }
 
 async fn route(
     listener: &Arc<Listener>,
     conn: &ConnInfo,
     req: Request<Incoming>,
+    hop: &mut Hop<'_>,
 ) -> Response<ProxyBody> {
     let Role::Http { routes } = &listener.role else {
         return local_reply(
@@ -83,7 +241,11 @@ async fn route(
         query: req.uri().query(),
         headers: req.headers(),
     };
-    let Some(route) = first_match(routes, &view) else {
+    let Some((index, route)) = routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.matcher.matches(&view))
+    else {
         listener.stats.no_route.inc();
         let msg = format!(
             "meshctl: no route on listener '{}' for {} {}{}\n",
@@ -94,11 +256,14 @@ async fn route(
         );
         return local_reply(StatusCode::NOT_FOUND, "no_route", msg);
     };
+    hop.route = Some(index);
     if let Some(refused) = rate_limit(listener, route.rate_limit.as_ref(), conn) {
         return refused;
     }
     if let Some(f) = &route.fault {
-        if let Some(answer) = fault::inject(f, &listener.stats).await {
+        let injected = fault::inject(f, &listener.stats).await;
+        hop.fault_delayed = injected.delayed;
+        if let Some(answer) = injected.abort {
             return abort_reply(answer);
         }
     }
@@ -113,7 +278,16 @@ async fn route(
         );
         return local_reply(StatusCode::SERVICE_UNAVAILABLE, "no_backend", msg);
     };
-    let forwarded = forward(listener, route, cluster, conn, req);
+    let (registry, me) = (hop.registry, hop.me);
+    let key = Arc::as_ptr(cluster) as usize;
+    let edge = route.edges.edge(&conn.source, key, &registry.edges, || {
+        edge_labels(listener, conn, me, &route.name, Some(cluster))
+    });
+    if let Some(x) = &mut hop.record {
+        x.destination = edge.labels.destination.clone();
+    }
+    hop.edge = Some(edge.clone());
+    let forwarded = forward(listener, route, cluster, conn, req, &edge, &mut hop.record);
     match route.timeout {
         None => forwarded.await,
         Some(limit) => match tokio::time::timeout(limit, forwarded).await {
@@ -167,12 +341,25 @@ fn redirect_reply(
     resp
 }
 
+/// Where a request body's bytes count besides the listener and cluster: its
+/// edge, and its record when one is kept.
+type Tally = (Arc<EdgeStats>, Option<Arc<std::sync::atomic::AtomicU64>>);
+
+fn tally(edge: &Arc<EdgeStats>, record: &Option<Box<Exchange>>) -> Tally {
+    (
+        edge.clone(),
+        record.as_ref().map(|x| x.request_bytes.clone()),
+    )
+}
+
 /// The request counted active on its cluster and endpoint while it lives.
 type ActiveGuards = (Active<ClusterStats>, Active<EndpointStats>);
 
 /// What the response step needs to know of the downstream request.
 struct Downstream {
     version: Version,
+    /// The edge its bytes and outcome count on.
+    edge: Arc<EdgeStats>,
     /// The client's side of a protocol upgrade (WebSocket), when asked for.
     upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
@@ -196,7 +383,10 @@ async fn forward(
     cluster: &Arc<Cluster>,
     conn: &ConnInfo,
     req: Request<Incoming>,
+    edge: &Arc<EdgeStats>,
+    record: &mut Option<Box<Exchange>>,
 ) -> Response<ProxyBody> {
+    let started = Instant::now();
     cluster.stats.requests.inc();
     let limit = cluster.spec.circuit_breakers.max_requests;
     let Some(in_flight) = Active::try_enter(&cluster.stats, |s| &s.active_requests, limit) else {
@@ -219,12 +409,15 @@ async fn forward(
     };
     cluster.budget.deposit();
     ep.stats.requests.inc();
+    if let Some(x) = record.as_mut() {
+        x.upstream = Some(ep.address.clone());
+    }
     let mut ep_active = Active::enter(&ep.stats, |s| &s.active);
     let Prepared {
         mut request,
         protocol,
         downstream,
-    } = match prepare(listener, route, cluster, ep, conn, req) {
+    } = match prepare(listener, route, cluster, ep, conn, req, tally(edge, record)) {
         Ok(p) => p,
         Err(reply) => return reply,
     };
@@ -283,10 +476,17 @@ async fn forward(
         };
         _retry_slot = Some(slot);
         ep = next;
+        if let Some(x) = record.as_mut() {
+            x.retries = retries;
+            x.upstream = Some(ep.address.clone());
+        }
         ep.stats.requests.inc();
         ep_active = Active::enter(&ep.stats, |s| &s.active);
         request = again;
     };
+    if let Some(x) = record.as_mut() {
+        x.upstream_head = Some(started.elapsed());
+    }
     finish(
         listener,
         route,
@@ -311,11 +511,13 @@ fn prepare(
     ep: &Endpoint,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
+    (edge, record_bytes): Tally,
 ) -> Result<Prepared, Response<ProxyBody>> {
     let version = req.version();
     let upgrade = version == Version::HTTP_11 && wants_upgrade(req.headers());
     let downstream = Downstream {
         version,
+        edge: edge.clone(),
         upgrade: upgrade.then(|| hyper::upgrade::on(&mut req)),
     };
     let (mut parts, body) = req.into_parts();
@@ -325,7 +527,6 @@ fn prepare(
         // Only the mesh's own TLS may tell the app who is calling.
         set_client_identity(&mut parts.headers, conn.peer_id.as_deref());
     }
-    ensure_request_id(&mut parts.headers);
     if !parts.headers.contains_key(header::HOST) {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
@@ -365,11 +566,13 @@ fn prepare(
         let msg = format!("meshctl: bad request target: {e}\n");
         local_reply(StatusCode::BAD_REQUEST, "bad_request", msg)
     })?;
-    let meter = Meter {
-        listener: listener.stats.clone(),
-        cluster: cluster.stats.clone(),
-        direction: Direction::Request,
-    };
+    let mut meter = Meter::new(
+        &listener.stats,
+        &cluster.stats,
+        stats::Direction::Request,
+        Some(&edge),
+    );
+    meter.record = record_bytes;
     Ok(Prepared {
         request: Request::from_parts(parts, ProxyBody::streamed(body, meter, None)),
         protocol,
@@ -430,11 +633,20 @@ async fn finish(
     mut resp: Response<Incoming>,
     held: (ActiveGuards, Option<Checkin>),
 ) -> Response<ProxyBody> {
+    let edge = &downstream.edge;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(down) = downstream.upgrade {
             let up = hyper::upgrade::on(&mut resp);
             let abort = conn.drain.abort.clone();
-            let tunnel = tunnel(down, up, listener.clone(), cluster.clone(), abort, held);
+            let tunnel = tunnel(
+                down,
+                up,
+                listener.clone(),
+                cluster.clone(),
+                edge.clone(),
+                abort,
+                held,
+            );
             conn.drain.tracker.spawn(tunnel);
             let (mut parts, _) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);
@@ -447,11 +659,12 @@ async fn finish(
     strip_hop_by_hop(&mut parts.headers, false);
     route.response_headers.apply(&mut parts.headers);
     parts.version = downstream.version;
-    let meter = Meter {
-        listener: listener.stats.clone(),
-        cluster: cluster.stats.clone(),
-        direction: Direction::Response,
-    };
+    let meter = Meter::new(
+        &listener.stats,
+        &cluster.stats,
+        stats::Direction::Response,
+        Some(edge),
+    );
     let body = ProxyBody::streamed(body, meter, Some(Box::new(held)))
         .prefetch()
         .await;
@@ -465,6 +678,7 @@ async fn tunnel(
     up: hyper::upgrade::OnUpgrade,
     listener: Arc<Listener>,
     cluster: Arc<Cluster>,
+    edge: Arc<EdgeStats>,
     abort: tokio_util::sync::CancellationToken,
     _guards: impl Send,
 ) {
@@ -475,6 +689,7 @@ async fn tunnel(
                 TokioIo::new(up),
                 &listener.stats,
                 &cluster.stats,
+                Some(&edge),
                 &abort,
             );
             if let Err(e) = joined.await {

@@ -39,7 +39,21 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The peer's verified SPIFFE ID (mesh mTLS listeners only).
     pub peer_id: Option<Arc<SpiffeId>>,
+    /// Who is calling, for metrics: an outbound listener's own service, or
+    /// the peer's service ("namespace/name"; "" when not a mesh peer).
+    pub source: Arc<str>,
     pub drain: Drain,
+}
+
+/// The metrics source of a connection to `listener` (see `ConnInfo::source`).
+pub fn source_of(listener: &Listener, peer_id: Option<&SpiffeId>, me: &Arc<str>) -> Arc<str> {
+    match listener.direction {
+        crate::config::Direction::Outbound => me.clone(),
+        _ => match peer_id.and_then(|p| Some((p.namespace()?, p.service()?))) {
+            Some((ns, svc)) => format!("{ns}/{svc}").into(),
+            None => "".into(),
+        },
+    }
 }
 
 pub async fn serve(
@@ -54,10 +68,12 @@ pub async fn serve(
     let _active = Active::enter(&listener.stats, |s| &s.active_connections);
     listener.stats.connections.inc();
     let is_admin = matches!(listener.role, Role::Admin);
+    let source = source_of(&listener, peer_id.as_deref(), &shared.snapshot.load().me);
     let info = Arc::new(ConnInfo {
         listener: id,
         peer,
         peer_id,
+        source,
         drain: drain.clone(),
     });
     let service = service_fn(move |req| {

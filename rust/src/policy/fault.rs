@@ -36,7 +36,7 @@ pub fn decide(fault: &FaultConfig) -> Verdict {
 /// Rolls `fault` for one request or connection, holds it for the delay
 /// when one came up, and returns the abort to answer with, if any; both
 /// counted on the listener.
-pub async fn inject(fault: &FaultConfig, stats: &ListenerStats) -> Option<AbortAnswer> {
+pub async fn inject(fault: &FaultConfig, stats: &ListenerStats) -> Injected {
     let verdict = decide(fault);
     if let Some(delay) = verdict.delay {
         stats.faults_delayed.inc();
@@ -45,7 +45,17 @@ pub async fn inject(fault: &FaultConfig, stats: &ListenerStats) -> Option<AbortA
     if verdict.abort.is_some() {
         stats.faults_aborted.inc();
     }
-    verdict.abort
+    Injected {
+        delayed: verdict.delay.is_some(),
+        abort: verdict.abort,
+    }
+}
+
+/// What a fault did to a request or connection: delayed it, and the answer
+/// it gets instead of going on (an abort).
+pub struct Injected {
+    pub delayed: bool,
+    pub abort: Option<AbortAnswer>,
 }
 
 #[cfg(test)]
