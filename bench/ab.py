@@ -9,6 +9,11 @@ rounds. For changes on the request path, where the whole peer suite is too coars
 outlier detection, an HTTP health check, a 0 % fault): with the same executable for A and B,
 what configuring them costs.
 
+`--b-tracing PERCENT` gives B a telemetry section that samples PERCENT of requests and exports
+their spans (OTLP/HTTP) to a sink on 127.0.0.1 (another `meshctl backend`); `--b-access-log`
+gives B's listener a JSON access log in a temporary file. With the same executable for A and B:
+what tracing and access logs cost.
+
 Everything listens on 127.0.0.1 and stops by itself.
 """
 
@@ -90,6 +95,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--b-features", action="store_true", help="B's proxy has the resilience features on")
+    ap.add_argument("--b-tracing", type=float, metavar="PERCENT", help="B samples and exports PERCENT of requests")
+    ap.add_argument("--b-access-log", action="store_true", help="B writes a JSON access log")
     args = ap.parse_args()
 
     backend_port = free_port()
@@ -99,6 +106,12 @@ def main() -> None:
         stack.callback(backend.wait, 10)
         stack.callback(backend.terminate)
         wait_listening(backend_port)
+        sink_port = free_port()
+        if args.b_tracing is not None:
+            sink = subprocess.Popen([args.b, "backend", "--http", f"127.0.0.1:{sink_port}"])
+            stack.callback(sink.wait, 10)
+            stack.callback(sink.terminate)
+            wait_listening(sink_port)
         proxies = {}
         for name, exe in (("A", args.a), ("B", args.b)):
             port = free_port()
@@ -110,6 +123,15 @@ def main() -> None:
             }
             if name == "B" and args.b_features:
                 with_features(config)
+            if name == "B" and args.b_tracing is not None:
+                collector = f"http://127.0.0.1:{sink_port}/v1/traces"
+                config["telemetry"] = {
+                    "service": "bench",
+                    "namespace": "default",
+                    "tracing": {"sample_percent": args.b_tracing, "collector": collector},
+                }
+            if name == "B" and args.b_access_log:
+                config["listeners"][0]["access_log"] = {"path": str(Path(tmp) / "access.log")}
             path = Path(tmp) / f"{name}.json"
             path.write_text(json.dumps(config))
             proc = subprocess.Popen([exe, "proxy", "--config", str(path), "--workers", "1"])
