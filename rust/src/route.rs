@@ -219,6 +219,8 @@ impl<T> Deref for Backends<T> {
 /// A compiled route; `T` is what a backend resolves to (a cluster at run time).
 pub struct Route<T> {
     pub name: String,
+    /// The name again, shared by the records and edges that carry it.
+    pub label: std::sync::Arc<str>,
     pub matcher: Matcher,
     /// Empty for a redirect route.
     pub backends: Backends<T>,
@@ -253,8 +255,10 @@ impl<T> Route<T> {
             PathMatch::Prefix(p) => Some(p.clone()),
             _ => None,
         };
+        let name = cfg.name.clone().unwrap_or_else(|| format!("route-{index}"));
         Ok(Route {
-            name: cfg.name.clone().unwrap_or_else(|| format!("route-{index}")),
+            label: name.as_str().into(),
+            name,
             matcher: Matcher::new(&cfg.matcher)?,
             backends: Backends::new(backends, &weights),
             timeout: cfg.timeout,

@@ -38,6 +38,8 @@ pub enum Role {
 
 pub struct Listener {
     pub name: String,
+    /// The name again, shared by the records and edges that carry it.
+    pub label: Arc<str>,
     pub address: SocketAddr,
     pub role: Role,
     pub stats: Arc<ListenerStats>,
@@ -169,6 +171,7 @@ impl Snapshot {
                 id,
                 Arc::new(Listener {
                     name: "admin".into(),
+                    label: "admin".into(),
                     address,
                     role: Role::Admin,
                     stats: Arc::new(ListenerStats::default()),
@@ -257,6 +260,7 @@ impl Snapshot {
                 id,
                 Arc::new(Listener {
                     name: cfg.name.clone(),
+                    label: cfg.name.as_str().into(),
                     address,
                     role,
                     stats: registry.listener(&cfg.name),

@@ -46,7 +46,7 @@ pub async fn forward(
                 ..Sinks::default()
             },
             listener.direction,
-            listener.name.as_str().into(),
+            listener.label.clone(),
             peer,
             peer_id.clone(),
         )
@@ -91,7 +91,7 @@ pub async fn forward(
         &shared.registry.edges,
         || EdgeLabels {
             direction: listener.direction,
-            listener: listener.name.as_str().into(),
+            listener: listener.label.clone(),
             route: "".into(),
             destination: if listener.direction == Direction::Inbound {
                 shared.snapshot.load().me.clone()

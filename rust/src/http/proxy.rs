@@ -96,7 +96,7 @@ pub async fn handle(
             }
         }
         if let Some(r) = hop.route.and_then(|i| route_at(listener, i)) {
-            x.route = r.name.as_str().into();
+            x.route = r.label.clone();
         }
     }
     let done = Done {
@@ -136,13 +136,11 @@ fn record(
     Some(Exchange::http(
         sinks,
         listener.direction,
-        listener.name.as_str().into(),
+        listener.label.clone(),
         conn.peer,
         conn.peer_id.clone(),
         req.method().clone(),
-        request_authority(uri, req.headers()).to_string(),
-        uri.path_and_query()
-            .map_or_else(|| uri.path().to_string(), |p| p.to_string()),
+        uri,
         req.version(),
         req.headers(),
         trace,
@@ -176,14 +174,14 @@ fn edge_labels(
     listener: &Listener,
     conn: &ConnInfo,
     me: &Arc<str>,
-    route: &str,
+    route: &Arc<str>,
     destination: Option<&Cluster>,
 ) -> EdgeLabels {
     let inbound = listener.direction == Direction::Inbound;
     EdgeLabels {
         direction: listener.direction,
-        listener: listener.name.as_str().into(),
-        route: route.into(),
+        listener: listener.label.clone(),
+        route: route.clone(),
         source: conn.source.clone(),
         destination: match destination {
             _ if inbound => me.clone(),
@@ -204,12 +202,12 @@ fn unrouted_edge(listener: &Listener, conn: &ConnInfo, hop: &Hop<'_>) -> Arc<Edg
     let (registry, me) = (hop.registry, hop.me);
     match hop.route.and_then(|i| route_at(listener, i)) {
         Some(r) => r.edges.edge(&conn.source, 0, &registry.edges, || {
-            edge_labels(listener, conn, me, &r.name, None)
+            edge_labels(listener, conn, me, &r.label, None)
         }),
         None => listener
             .unrouted
             .edge(&conn.source, 0, &registry.edges, || {
-                edge_labels(listener, conn, me, "", None)
+                edge_labels(listener, conn, me, &"".into(), None)
             }),
     }
 }
@@ -281,7 +279,7 @@ async fn route(
     let (registry, me) = (hop.registry, hop.me);
     let key = Arc::as_ptr(cluster) as usize;
     let edge = route.edges.edge(&conn.source, key, &registry.edges, || {
-        edge_labels(listener, conn, me, &route.name, Some(cluster))
+        edge_labels(listener, conn, me, &route.label, Some(cluster))
     });
     if let Some(x) = &mut hop.record {
         x.destination = edge.labels.destination.clone();

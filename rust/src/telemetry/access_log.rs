@@ -1,38 +1,72 @@
-//! Access-log writers: one thread per destination (a file or stderr), fed
-//! through a bounded queue. A request hands its record over with
-//! `try_send` and never waits: when the queue is full the line is dropped
-//! and counted. Lines are formatted on the writer's thread. `reopen()`
-//! makes every writer reopen its file before the next line (SIGHUP, for
-//! logrotate).
+//! Access-log writers: one thread per destination (a file or stderr). A
+//! finished request formats its line into the writer's buffer (no
+//! allocation, a lock nobody else holds but for a swap every `FLUSH`) and
+//! goes on; the writer thread swaps the buffer out and writes it in one go.
+//! The buffer is bounded: past `CAP` bytes a line is dropped and counted,
+//! so a slow disk never blocks a request. `reopen()` makes every writer
+//! reopen its file before its next write (SIGHUP, for logrotate).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use super::exchange::Exchange;
 use super::TelemetryStats;
 use crate::config::{LogFormat, LogPath};
 
-/// Lines waiting for a writer at most; more are dropped.
-const QUEUE: usize = 8192;
+/// Bytes waiting for a writer at most; lines past it are dropped.
+const CAP: usize = 4 << 20;
 
-type Line = (LogFormat, Box<Exchange>);
+/// How long a busy writer sleeps between writes: the longest a line waits.
+const FLUSH: Duration = Duration::from_millis(50);
+
+/// What a writer and the requests feeding it share.
+struct Inner {
+    buf: Mutex<Vec<u8>>,
+    ready: Condvar,
+    closed: AtomicBool,
+}
 
 pub struct LogWriter {
-    tx: SyncSender<Line>,
+    inner: Arc<Inner>,
     stats: Arc<TelemetryStats>,
 }
 
 impl LogWriter {
     pub fn submit(&self, format: LogFormat, x: Box<Exchange>) {
-        if self.tx.try_send((format, x)).is_err() {
+        let mut buf = self.inner.buf.lock().unwrap_or_else(|e| e.into_inner());
+        if buf.len() >= CAP {
+            drop(buf);
+            self.stats.access_log_dropped.inc();
+            return;
+        }
+        let was_empty = buf.is_empty();
+        let written = match format {
+            LogFormat::Json => x.write_json(&mut *buf),
+            LogFormat::Text => buf.write_all(x.text_line().as_bytes()),
+        };
+        drop(buf);
+        if written.is_ok() {
+            self.stats.access_log_written.inc();
+        } else {
             self.stats.access_log_dropped.inc();
         }
+        if was_empty {
+            // Only the first line of a batch wakes the writer.
+            self.inner.ready.notify_one();
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Relaxed);
+        self.inner.ready.notify_one();
     }
 }
 
@@ -61,17 +95,20 @@ impl LogWriters {
             return Ok(w);
         }
         let out = open(path)?;
-        let (tx, rx) = sync_channel(QUEUE);
+        let inner = Arc::new(Inner {
+            buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+            ready: Condvar::new(),
+            closed: AtomicBool::new(false),
+        });
         let writer = Arc::new(LogWriter {
-            tx,
+            inner: inner.clone(),
             stats: self.stats.clone(),
         });
         let generation = self.generation.clone();
-        let stats = self.stats.clone();
         let target = path.clone();
         std::thread::Builder::new()
             .name("meshctl-access-log".into())
-            .spawn(move || write_lines(rx, out, &target, &generation, &stats))?;
+            .spawn(move || write_lines(&inner, out, &target, &generation))?;
         writers.retain(|_, w| w.strong_count() > 0);
         writers.insert(path.clone(), Arc::downgrade(&writer));
         Ok(writer)
@@ -99,44 +136,40 @@ fn open_file(p: &Path) -> io::Result<File> {
 }
 
 fn write_lines(
-    rx: Receiver<Line>,
-    out: Box<dyn Write + Send>,
+    inner: &Inner,
+    mut out: Box<dyn Write + Send>,
     path: &LogPath,
     generation: &AtomicU64,
-    stats: &TelemetryStats,
 ) {
-    let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut seen = generation.load(Relaxed);
-    // Block for one line, then take whatever else is queued, then flush.
-    while let Ok(first) = rx.recv() {
+    let mut spare = Vec::with_capacity(64 * 1024);
+    loop {
+        {
+            let mut buf = inner.buf.lock().unwrap_or_else(|e| e.into_inner());
+            while buf.is_empty() && !inner.closed.load(Relaxed) {
+                buf = inner.ready.wait(buf).unwrap_or_else(|e| e.into_inner());
+            }
+            std::mem::swap(&mut *buf, &mut spare);
+        }
         let now = generation.load(Relaxed);
         if now != seen {
             seen = now;
-            let _ = out.flush();
             if let LogPath::File(p) = path {
                 match open_file(p) {
-                    Ok(f) => out = BufWriter::with_capacity(64 * 1024, Box::new(f)),
+                    Ok(f) => out = Box::new(f),
                     Err(e) => tracing::warn!("access log {}: cannot reopen: {e}", p.display()),
                 }
             }
         }
-        let mut next = Some(first);
-        while let Some((format, x)) = next.take() {
-            let line = match format {
-                LogFormat::Json => x.json_line(),
-                LogFormat::Text => x.text_line(),
-            };
-            if out.write_all(line.as_bytes()).is_ok() {
-                stats.access_log_written.inc();
-            } else {
-                stats.access_log_dropped.inc();
+        if !spare.is_empty() {
+            if let Err(e) = out.write_all(&spare).and_then(|()| out.flush()) {
+                tracing::warn!("access log: lines lost: {e}");
             }
-            match rx.try_recv() {
-                Ok(line) => next = Some(line),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
-            }
+            spare.clear();
+        } else if inner.closed.load(Relaxed) {
+            return;
         }
-        let _ = out.flush();
+        // Let a batch gather rather than wake up for every line.
+        std::thread::sleep(FLUSH);
     }
-    let _ = out.flush();
 }

@@ -83,8 +83,14 @@ impl SpanContext {
     pub fn inject(&self, headers: &mut HeaderMap) {
         let flag = if self.sampled { "1" } else { "0" };
         if self.formats & W3C_FORMAT != 0 {
-            let v = format!("00-{:032x}-{:016x}-0{}", self.trace_id, self.span_id, flag);
-            insert(headers, TRACEPARENT, v);
+            // Every request of a traced mesh carries one: written without format!.
+            let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
+            hex(&mut v[3..35], self.trace_id);
+            hex(&mut v[36..52], u128::from(self.span_id));
+            v[54] = if self.sampled { b'1' } else { b'0' };
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                headers.insert(TRACEPARENT, v);
+            }
         }
         if self.formats & B3_SINGLE_FORMAT != 0 {
             let mut v = format!("{:032x}-{:016x}-{flag}", self.trace_id, self.span_id);
@@ -117,6 +123,15 @@ pub fn incoming_trace_id(headers: &HeaderMap) -> Option<u128> {
             b3_single(headers).filter(|_| headers.get(&B3).is_some_and(|v| v.len() > 1))
         })
         .map(|(trace, ..)| trace)
+}
+
+/// Writes the low `out.len()` hex digits of `v` into `out`.
+fn hex(out: &mut [u8], mut v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
 }
 
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderValue, Method, Version};
+use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use serde_json::{json, Value};
 
 use super::access_log::LogWriter;
@@ -56,8 +56,10 @@ pub struct Exchange {
     pub identity: Option<Arc<SpiffeId>>,
     /// None for a TCP connection.
     pub method: Option<Method>,
-    pub authority: String,
-    pub path: String,
+    /// The request target and Host header as they came (shared buffers:
+    /// cloning them allocates nothing).
+    pub uri: Uri,
+    pub host: Option<HeaderValue>,
     pub version: Version,
     pub status: u16,
     pub grpc_status: Option<u16>,
@@ -98,8 +100,8 @@ impl Exchange {
             client,
             identity,
             method: None,
-            authority: String::new(),
-            path: String::new(),
+            uri: Uri::default(),
+            host: None,
             version: Version::HTTP_11,
             status: 0,
             grpc_status: None,
@@ -127,8 +129,7 @@ impl Exchange {
         client: SocketAddr,
         identity: Option<Arc<SpiffeId>>,
         method: Method,
-        authority: String,
-        path: String,
+        uri: &Uri,
         version: Version,
         headers: &HeaderMap,
         trace: Option<SpanContext>,
@@ -143,8 +144,8 @@ impl Exchange {
         };
         let mut x = Exchange::connection(sinks, direction, listener, client, identity);
         x.method = Some(method);
-        x.authority = authority;
-        x.path = path;
+        x.uri = uri.clone();
+        x.host = headers.get(http::header::HOST).cloned();
         x.version = version;
         x.request_id = headers.get("x-request-id").cloned();
         x.trace = trace;
@@ -176,6 +177,20 @@ impl Exchange {
         }
     }
 
+    /// `:authority` (HTTP/2) or the Host header (HTTP/1.1).
+    pub fn authority(&self) -> &str {
+        self.uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok()))
+            .unwrap_or("")
+    }
+
+    /// The path with its query.
+    pub fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("", |p| p.as_str())
+    }
+
     fn ms(d: Option<Duration>) -> Option<f64> {
         d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
     }
@@ -185,20 +200,7 @@ impl Exchange {
     }
 
     fn rfc3339(&self) -> String {
-        let since = self
-            .started_at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let secs = since.as_secs();
-        let (days, rem) = (secs / 86_400, secs % 86_400);
-        let (y, m, d) = civil_from_days(days as i64);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60,
-            since.subsec_millis()
-        )
+        Rfc3339(self.started_at).to_string()
     }
 
     fn protocol(&self) -> &'static str {
@@ -209,47 +211,62 @@ impl Exchange {
         }
     }
 
-    pub fn json_line(&self) -> String {
+    /// The JSON line (with its newline), serialized straight into `out`.
+    pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok());
-        let mut line = match &self.method {
-            Some(method) => serde_json::to_string(&HttpLine {
-                ts: self.rfc3339(),
-                direction: self.direction.as_str(),
-                listener: &self.listener,
-                route: &self.route,
-                client: self.client.to_string(),
-                identity: self.identity.as_ref().map(|i| i.as_str()),
-                method: method.as_str(),
-                authority: &self.authority,
-                path: &self.path,
-                protocol: self.protocol(),
-                status: self.status,
-                grpc_status: self.grpc_status,
-                flags: flags::names(self.flags),
-                request_bytes: self.request_bytes.load(Relaxed),
-                response_bytes: self.response_bytes,
-                duration_ms: Self::ms(self.ended),
-                upstream_ms: Self::ms(self.upstream_head),
-                upstream: self.upstream.as_deref(),
-                request_id,
-                trace_id: self.trace_id(),
-            }),
-            None => serde_json::to_string(&TcpLine {
-                ts: self.rfc3339(),
-                direction: self.direction.as_str(),
-                listener: &self.listener,
-                client: self.client.to_string(),
-                identity: self.identity.as_ref().map(|i| i.as_str()),
-                flags: flags::names(self.flags),
-                request_bytes: self.request_bytes.load(Relaxed),
-                response_bytes: self.response_bytes,
-                duration_ms: Self::ms(self.ended),
-                upstream: self.upstream.as_deref(),
-            }),
+        let ts = Rfc3339(self.started_at);
+        let flags = Flags(self.flags);
+        let identity = self.identity.as_ref().map(|i| i.as_str());
+        match &self.method {
+            Some(method) => serde_json::to_writer(
+                &mut *out,
+                &HttpLine {
+                    ts,
+                    direction: self.direction.as_str(),
+                    listener: &self.listener,
+                    route: &self.route,
+                    client: self.client,
+                    identity,
+                    method: method.as_str(),
+                    authority: self.authority(),
+                    path: self.path(),
+                    protocol: self.protocol(),
+                    status: self.status,
+                    grpc_status: self.grpc_status,
+                    flags,
+                    request_bytes: self.request_bytes.load(Relaxed),
+                    response_bytes: self.response_bytes,
+                    duration_ms: Self::ms(self.ended),
+                    upstream_ms: Self::ms(self.upstream_head),
+                    upstream: self.upstream.as_deref(),
+                    request_id,
+                    trace_id: self.trace_id.map(Hex128),
+                },
+            ),
+            None => serde_json::to_writer(
+                &mut *out,
+                &TcpLine {
+                    ts,
+                    direction: self.direction.as_str(),
+                    listener: &self.listener,
+                    client: self.client,
+                    identity,
+                    flags,
+                    request_bytes: self.request_bytes.load(Relaxed),
+                    response_bytes: self.response_bytes,
+                    duration_ms: Self::ms(self.ended),
+                    upstream: self.upstream.as_deref(),
+                },
+            ),
         }
-        .unwrap_or_default();
-        line.push('\n');
-        line
+        .map_err(std::io::Error::other)?;
+        out.write_all(b"\n")
+    }
+
+    pub fn json_line(&self) -> String {
+        let mut v = Vec::with_capacity(400);
+        let _ = self.write_json(&mut v);
+        String::from_utf8(v).unwrap_or_default()
     }
 
     pub fn text_line(&self) -> String {
@@ -267,8 +284,8 @@ impl Exchange {
                 let _ = write!(
                     s,
                     "\"{m} {}{} {}\" {} ",
-                    self.authority,
-                    self.path,
+                    self.authority(),
+                    self.path(),
                     self.protocol(),
                     self.status
                 );
@@ -312,8 +329,8 @@ impl Exchange {
             "listener": &*self.listener,
             "route": &*self.route,
             "method": self.method.as_ref().map_or("", |m| m.as_str()),
-            "authority": self.authority,
-            "path": self.path,
+            "authority": self.authority(),
+            "path": self.path(),
             "status": self.status,
             "grpc_status": self.grpc_status,
             "duration_ms": Self::ms(self.ended),
@@ -328,14 +345,58 @@ impl Exchange {
     }
 }
 
+/// A moment as RFC 3339 in UTC with milliseconds.
+struct Rfc3339(SystemTime);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            since.subsec_millis()
+        )
+    }
+}
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Response flags as a list of names, without building one.
+struct Flags(u16);
+
+impl serde::Serialize for Flags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(flags::names(self.0))
+    }
+}
+
+/// A trace id as 32 hex digits.
+struct Hex128(u128);
+
+impl serde::Serialize for Hex128 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:032x}", self.0))
+    }
+}
+
 /// An HTTP access-log line, fields in this order.
 #[derive(serde::Serialize)]
 struct HttpLine<'a> {
-    ts: String,
+    ts: Rfc3339,
     direction: &'static str,
     listener: &'a str,
     route: &'a str,
-    client: String,
+    client: SocketAddr,
     identity: Option<&'a str>,
     method: &'a str,
     authority: &'a str,
@@ -343,25 +404,25 @@ struct HttpLine<'a> {
     protocol: &'static str,
     status: u16,
     grpc_status: Option<u16>,
-    flags: Vec<&'static str>,
+    flags: Flags,
     request_bytes: u64,
     response_bytes: u64,
     duration_ms: Option<f64>,
     upstream_ms: Option<f64>,
     upstream: Option<&'a str>,
     request_id: Option<&'a str>,
-    trace_id: Option<String>,
+    trace_id: Option<Hex128>,
 }
 
 /// A TCP connection's line.
 #[derive(serde::Serialize)]
 struct TcpLine<'a> {
-    ts: String,
+    ts: Rfc3339,
     direction: &'static str,
     listener: &'a str,
-    client: String,
+    client: SocketAddr,
     identity: Option<&'a str>,
-    flags: Vec<&'static str>,
+    flags: Flags,
     request_bytes: u64,
     response_bytes: u64,
     duration_ms: Option<f64>,
@@ -405,8 +466,7 @@ mod tests {
             "127.0.0.1:5000".parse().unwrap(),
             None,
             Method::GET,
-            "api".into(),
-            "/x?y=1".into(),
+            &"http://api/x?y=1".parse().unwrap(),
             Version::HTTP_11,
             &headers,
             None,

@@ -147,12 +147,12 @@ fn span(x: &Exchange) -> Option<Span> {
     };
     let mut attributes = vec![
         kv("http.request.method", s(method)),
-        kv("url.path", s(x.path.split('?').next().unwrap_or_default())),
+        kv("url.path", s(x.uri.path())),
         kv(
             "http.response.status_code",
             any_value::Value::IntValue(i64::from(x.status)),
         ),
-        kv("server.address", s(x.authority.clone())),
+        kv("server.address", s(x.authority())),
         kv("meshctl.direction", s(x.direction.as_str())),
         kv("meshctl.route", s(&*x.route)),
         kv("meshctl.destination", s(&*x.destination)),

@@ -30,12 +30,12 @@ impl TapFilter {
             && self
                 .path_prefix
                 .as_ref()
-                .is_none_or(|p| x.path.starts_with(p.as_str()))
+                .is_none_or(|p| x.path().starts_with(p.as_str()))
             && self.status.is_none_or(|s| x.status == s)
             && self
                 .authority
                 .as_ref()
-                .is_none_or(|a| x.authority.eq_ignore_ascii_case(a))
+                .is_none_or(|a| x.authority().eq_ignore_ascii_case(a))
     }
 }
 
