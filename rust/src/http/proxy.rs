@@ -125,8 +125,9 @@ fn record(
         log: listener.access_log.clone(),
         tracer: snapshot
             .tracer
-            .clone()
-            .filter(|t| t.exports() && trace.is_some_and(|c| c.sampled)),
+            .as_ref()
+            .filter(|t| t.exports() && trace.is_some_and(|c| c.sampled))
+            .cloned(),
         tap: taps.active().then(|| taps.clone()),
     };
     if !sinks.any() {

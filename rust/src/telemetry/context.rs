@@ -41,21 +41,31 @@ type Incoming = (u128, u64, Option<bool>, u8);
 impl SpanContext {
     /// This hop's span for a request with `headers`.
     pub fn start(headers: &HeaderMap, sample_rate: f64) -> SpanContext {
-        let forced = headers.get(&FORCE).is_some_and(|v| v.as_bytes() == b"1");
-        let incoming = w3c(headers)
-            .or_else(|| b3_single(headers))
-            .or_else(|| b3_multi(headers));
-        let span_id = nonzero_u64();
+        // Each header looked up once: this runs for every request of a traced mesh.
+        let (tp, b3, b3_trace) = (
+            headers.get(&TRACEPARENT),
+            headers.get(&B3),
+            headers.get(&B3_TRACE),
+        );
         let mut formats = 0;
         for (present, format) in [
-            (headers.contains_key(&TRACEPARENT), W3C_FORMAT),
-            (headers.contains_key(&B3), B3_SINGLE_FORMAT),
-            (headers.contains_key(&B3_TRACE), B3_MULTI_FORMAT),
+            (tp.is_some(), W3C_FORMAT),
+            (b3.is_some(), B3_SINGLE_FORMAT),
+            (b3_trace.is_some(), B3_MULTI_FORMAT),
         ] {
             if present {
                 formats |= format;
             }
         }
+        let incoming = if formats == 0 {
+            None
+        } else {
+            tp.and_then(w3c)
+                .or_else(|| b3.and_then(b3_single))
+                .or_else(|| b3_trace.and_then(|t| b3_multi(t, headers)))
+        };
+        let forced = headers.get(&FORCE).is_some_and(|v| v.as_bytes() == b"1");
+        let span_id = nonzero_u64();
         match incoming {
             Some((trace_id, parent_id, sampled, _)) => SpanContext {
                 trace_id,
@@ -116,11 +126,13 @@ impl SpanContext {
 /// The trace a request belongs to, as it came (for access logs when this
 /// proxy makes no spans): None without a trace context.
 pub fn incoming_trace_id(headers: &HeaderMap) -> Option<u128> {
-    w3c(headers)
-        .or_else(|| b3_multi(headers))
+    headers
+        .get(&TRACEPARENT)
+        .and_then(w3c)
+        .or_else(|| headers.get(&B3_TRACE).and_then(|t| b3_multi(t, headers)))
         .or_else(|| {
             // A bare b3 decision carries no trace.
-            b3_single(headers).filter(|_| headers.get(&B3).is_some_and(|v| v.len() > 1))
+            headers.get(&B3).filter(|v| v.len() > 1).and_then(b3_single)
         })
         .map(|(trace, ..)| trace)
 }
@@ -166,16 +178,17 @@ fn hex_u64(s: &str) -> Option<u64> {
 }
 
 fn text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+    headers.get(name).and_then(value)
+}
+
+fn value(v: &HeaderValue) -> Option<&str> {
+    v.to_str().ok().map(str::trim)
 }
 
 /// `traceparent: 00-<trace 32 hex>-<parent 16 hex>-<flags 2 hex>`; an
 /// unknown version is read by the same layout (W3C's forward rule).
-fn w3c(headers: &HeaderMap) -> Option<Incoming> {
-    let v = text(headers, &TRACEPARENT)?;
+fn w3c(v: &HeaderValue) -> Option<Incoming> {
+    let v = value(v)?;
     let mut parts = v.split('-');
     let version = parts.next()?;
     let (trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?);
@@ -199,8 +212,8 @@ fn w3c(headers: &HeaderMap) -> Option<Incoming> {
 
 /// `b3: <trace>-<span>[-<sampled>[-<parent>]]`, or just a decision
 /// (`0`, `1`, `d`), which then applies to a new trace.
-fn b3_single(headers: &HeaderMap) -> Option<Incoming> {
-    let v = text(headers, &B3)?;
+fn b3_single(v: &HeaderValue) -> Option<Incoming> {
+    let v = value(v)?;
     let parts: Vec<&str> = v.split('-').collect();
     let decision = |s: &str| match s {
         "1" | "d" => Some(true),
@@ -220,8 +233,8 @@ fn b3_single(headers: &HeaderMap) -> Option<Incoming> {
     ))
 }
 
-fn b3_multi(headers: &HeaderMap) -> Option<Incoming> {
-    let trace = hex_u128(text(headers, &B3_TRACE)?)?;
+fn b3_multi(trace: &HeaderValue, headers: &HeaderMap) -> Option<Incoming> {
+    let trace = hex_u128(value(trace)?)?;
     let span = hex_u64(text(headers, &B3_SPAN)?)?;
     let sampled = match (text(headers, &B3_FLAGS), text(headers, &B3_SAMPLED)) {
         (Some("1"), _) => Some(true),
