@@ -8,6 +8,7 @@ file errors.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -119,6 +120,14 @@ def reported(client: Client, locate: Locate | None = None) -> Iterator[None]:
 
 
 # === output ===
+
+
+def printed_json(output: object, doc: object) -> bool:
+    """Prints `doc` as indented JSON when `output` is the json format; whether it did."""
+    if getattr(output, "value", output) != "json":
+        return False
+    typer.echo(json.dumps(doc, indent=2))
+    return True
 
 
 def console() -> Console:

@@ -9,7 +9,6 @@ authorization decides and by which rule."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -62,8 +61,7 @@ def explain(
     client = api.connect(server, token, token_file)
     with reported(client):
         result = client.post("/api/v1/explain", body)
-    if output is Format.json:
-        typer.echo(json.dumps(result, indent=2))
+    if api.printed_json(output, result):
         return
     render(result)
 

@@ -4,7 +4,6 @@ where every change is kept, any two revisions compared and any one restored."""
 from __future__ import annotations
 
 import difflib
-import json
 from typing import Annotated, Any
 
 import typer
@@ -28,8 +27,7 @@ def history(
     client = api.connect(server, token, token_file)
     with reported(client):
         revisions = client.get("/api/v1/revisions")
-    if output is Format.json:
-        typer.echo(json.dumps(revisions, indent=2))
+    if api.printed_json(output, revisions):
         return
     if not revisions:
         typer.echo("no revisions yet", err=True)

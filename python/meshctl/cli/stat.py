@@ -5,7 +5,6 @@ edge, as the control plane aggregates them from the sidecars' heartbeats
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -149,8 +148,7 @@ def stat(
     client = api.connect(server, token, token_file)
     with reported(client):
         page = _stats(client, kind, seconds(window), ns, name)
-    if output is Format.json:
-        typer.echo(json.dumps(page, indent=2))
+    if api.printed_json(output, page):
         return
     if not page["rows"]:
         api.console().print(f"no {kind} traffic in the last {window}")
@@ -169,8 +167,7 @@ def edges(
     client = api.connect(server, token, token_file)
     with reported(client):
         page = client.get(f"/api/v1/edges?window={seconds(window)}")
-    if output is Format.json:
-        typer.echo(json.dumps(page, indent=2))
+    if api.printed_json(output, page):
         return
     if not page["edges"]:
         api.console().print(f"no calls in the last {window}")

@@ -3,7 +3,6 @@ config (its ACKed snapshot version is the mesh generation) or refused it."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -73,8 +72,7 @@ def status(
     with reported(client):
         sidecars = client.get("/api/v1/sidecars" + (f"?namespace={quote(namespace)}" if namespace else ""))
         mesh = client.get("/api/v1/mesh")
-    if output is Format.json:
-        typer.echo(json.dumps(sidecars, indent=2))
+    if api.printed_json(output, sidecars):
         return
     out = api.console()
     head = f"mesh generation {mesh['generation']}, revision {mesh['revision']}, {mesh['services']} services"

@@ -4,7 +4,6 @@ in the terminal."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -57,8 +56,7 @@ def traces(
     client = api.connect(server, token, token_file)
     with reported(client):
         found = client.get(f"/api/v1/traces?{urlencode(params)}")["traces"]
-    if output is Format.json:
-        typer.echo(json.dumps(found, indent=2))
+    if api.printed_json(output, found):
         return
     if not found:
         typer.echo("no traces match", err=True)
@@ -94,8 +92,7 @@ def trace(
     client = api.connect(server, token, token_file)
     with reported(client):
         found = client.get(f"/api/v1/traces/{quote(trace_id, safe='')}")
-    if output is Format.json:
-        typer.echo(json.dumps(found, indent=2))
+    if api.printed_json(output, found):
         return
     spans = found["spans"]
     total = max((s["start_ms"] + s["duration_ms"] for s in spans), default=0.0)
