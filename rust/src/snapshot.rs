@@ -17,7 +17,7 @@ use crate::policy::ratelimit::RateLimiter;
 use crate::route::{Backends, Route};
 use crate::stats::{ListenerStats, Registry};
 use crate::telemetry::access_log::LogWriter;
-use crate::telemetry::edges::EdgeTable;
+use crate::telemetry::edges::{EdgeLabels, EdgeTable};
 use crate::telemetry::export::Tracer;
 use crate::tls::server::ServerTls;
 use crate::tls::IdentityCell;
@@ -59,6 +59,39 @@ pub struct Listener {
 // === impl Listener ===
 
 impl Listener {
+    /// The labels of an edge on this listener from `source` to `destination`
+    /// (None: no backend). Inbound, the destination is this proxy's own
+    /// service (`me`) and mTLS is whether the caller proved an identity;
+    /// otherwise the cluster's service and its mesh TLS.
+    pub fn edge_labels(
+        &self,
+        source: &Arc<str>,
+        peer_verified: bool,
+        me: &Arc<str>,
+        route: &Arc<str>,
+        destination: Option<&Cluster>,
+        tcp: bool,
+    ) -> EdgeLabels {
+        let inbound = self.direction == Direction::Inbound;
+        EdgeLabels {
+            direction: self.direction,
+            listener: self.label.clone(),
+            route: route.clone(),
+            source: source.clone(),
+            destination: match destination {
+                _ if inbound => me.clone(),
+                Some(c) => c.spec.service.as_str().into(),
+                None => "".into(),
+            },
+            tls: if inbound {
+                peer_verified
+            } else {
+                destination.is_some_and(|c| c.spec.tls.is_some())
+            },
+            tcp,
+        }
+    }
+
     /// The listener's authorization decision for a request (`op`) or a TCP
     /// connection (`None`), counted and logged: None to go on, the deciding
     /// rule when denied. Listeners without authorization allow everything.

@@ -10,7 +10,6 @@ use std::sync::{Arc, LazyLock};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, Retry};
-use crate::config::Direction;
 use crate::config::RetryPolicy;
 use crate::http::server::source_of;
 use crate::io::{join_streams, Stream};
@@ -19,7 +18,7 @@ use crate::policy::fault;
 use crate::shared::Shared;
 use crate::snapshot::{Listener, Role};
 use crate::stats::Active;
-use crate::telemetry::edges::{EdgeLabels, Outcome, NO_GRPC};
+use crate::telemetry::edges::{Outcome, NO_GRPC};
 use crate::telemetry::exchange::{Exchange, Sinks};
 use crate::telemetry::flags;
 
@@ -84,27 +83,15 @@ pub async fn forward(
         tracing::debug!(listener = %listener.name, "every backend has weight 0; closing");
         return finish(record, flags | flags::NO_HEALTHY_UPSTREAM);
     };
-    let source = source_of(&listener, peer_id.as_deref(), &shared.snapshot.load().me);
+    let me = shared.snapshot.load().me.clone();
+    let source = source_of(&listener, peer_id.as_deref(), &me);
     let edge = listener.unrouted.edge(
         &source,
         Arc::as_ptr(cluster) as usize,
         &shared.registry.edges,
-        || EdgeLabels {
-            direction: listener.direction,
-            listener: listener.label.clone(),
-            route: "".into(),
-            destination: if listener.direction == Direction::Inbound {
-                shared.snapshot.load().me.clone()
-            } else {
-                cluster.spec.service.as_str().into()
-            },
-            tls: if listener.direction == Direction::Inbound {
-                peer_id.is_some()
-            } else {
-                cluster.spec.tls.is_some()
-            },
-            source: source.clone(),
-            tcp: true,
+        || {
+            let verified = peer_id.is_some();
+            listener.edge_labels(&source, verified, &me, &"".into(), Some(cluster), true)
         },
     );
     edge.opened.inc();

@@ -89,7 +89,7 @@ def test_requests_by_code_and_class_per_edge(http_backend, proxy) -> None:
 
 def test_openmetrics_by_negotiation(http_backend, proxy) -> None:
     ok = http_backend("api")
-    dp = proxy(mesh(ok.address, ok.address.replace(ok.address, ok.address)))
+    dp = proxy(mesh(ok.address, ok.address))
     admin = dp.addresses()["admin"]
     r = httpx.get(f"http://{admin}/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
     assert r.headers["content-type"].startswith("application/openmetrics-text")

@@ -7,7 +7,7 @@ use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::time::Instant;
 
-use super::body::ProxyBody;
+use super::body::{grpc_status, ProxyBody};
 use super::local_reply;
 use super::pool::{Checkin, SendError, Unsent};
 use crate::cluster::{Cluster, Endpoint, Outcome};
@@ -37,11 +37,7 @@ pub(super) fn answer_retriable(policy: &RetryPolicy, resp: &Response<Incoming>) 
         return true;
     }
     !policy.grpc_codes.is_empty()
-        && resp
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
-            .is_some_and(|code| policy.grpc_codes.contains(&code))
+        && grpc_status(resp.headers()).is_some_and(|code| policy.grpc_codes.contains(&code))
 }
 
 /// Why a try failed before any answer, as retry policies name it.

@@ -25,7 +25,6 @@ use super::pool::Checkin;
 use super::replay::Replay;
 use super::server::ConnInfo;
 use crate::cluster::{Cluster, Endpoint, Retry};
-use crate::config::Direction;
 use crate::config::{RedirectConfig, RetryOn, UpstreamProtocol};
 use crate::filter::{redirect_location, rewrite_path, with_query, RequestUrl};
 use crate::io::join_streams;
@@ -85,7 +84,6 @@ pub async fn handle(
     let mut record = hop.record.take();
     if let Some(x) = &mut record {
         x.status = status;
-        x.head = Some(head);
         if hop.fault_delayed {
             x.flags |= flags::FAULT_DELAY;
         }
@@ -168,9 +166,7 @@ fn route_at(listener: &Listener, i: usize) -> Option<&Route<Arc<Cluster>>> {
     }
 }
 
-/// The labels of an edge on `listener` to `destination` (None: no backend).
-/// Inbound, the destination is this proxy's own service and mTLS is the
-/// caller's; otherwise the cluster's service and its mesh TLS.
+/// The labels of an HTTP edge on `listener` (see `Listener::edge_labels`).
 fn edge_labels(
     listener: &Listener,
     conn: &ConnInfo,
@@ -178,24 +174,8 @@ fn edge_labels(
     route: &Arc<str>,
     destination: Option<&Cluster>,
 ) -> EdgeLabels {
-    let inbound = listener.direction == Direction::Inbound;
-    EdgeLabels {
-        direction: listener.direction,
-        listener: listener.label.clone(),
-        route: route.clone(),
-        source: conn.source.clone(),
-        destination: match destination {
-            _ if inbound => me.clone(),
-            Some(c) => c.spec.service.as_str().into(),
-            None => "".into(),
-        },
-        tls: if inbound {
-            conn.peer_id.is_some()
-        } else {
-            destination.is_some_and(|c| c.spec.tls.is_some())
-        },
-        tcp: false,
-    }
+    let verified = conn.peer_id.is_some();
+    listener.edge_labels(&conn.source, verified, me, route, destination, false)
 }
 
 /// The edge of a request that reached no backend (its route's, when one took it).
