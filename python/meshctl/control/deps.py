@@ -58,6 +58,13 @@ class Caller:
     role: str  # admin | reader | join
     #: For join tokens, the service ("namespace/name") they may act as.
     scope: str | None = None
+    #: Who this is in the revision log: the token's name (the bootstrap tokens are "admin" and
+    #: "reader"; a join token without one is "join:<service>").
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", f"join:{self.scope}" if self.role == "join" else self.role)
 
     def may_act_as(self, service: str) -> bool:
         return self.role == "admin" or (self.role == "join" and self.scope == service)
