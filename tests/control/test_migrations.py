@@ -328,3 +328,23 @@ def test_0010_adds_the_trace_store_and_back(tmp_path: Path) -> None:
         assert not {"span", "tracesummary"} & set(inspect(conn).get_table_names())
     migrate(url, "0010")  # and up again
     engine.dispose()
+
+
+def test_0012_adds_token_names_revision_authors_and_sidecar_versions_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url, "0011")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO apitoken (role, token_sha256, created_at) VALUES ('admin', 'x', '2026-01-01')"
+        )
+    migrate(url)
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT role, name, expires_at FROM apitoken").one()
+        assert tuple(row) == ("admin", None, None)
+    command.downgrade(alembic_config(url), "0011")
+    with engine.connect() as conn:
+        assert {"name", "expires_at"}.isdisjoint(c["name"] for c in inspect(conn).get_columns("apitoken"))
+        assert {"author", "message"}.isdisjoint(c["name"] for c in inspect(conn).get_columns("revision"))
+        assert conn.exec_driver_sql("SELECT count(*) FROM apitoken").scalar() == 1
+    engine.dispose()

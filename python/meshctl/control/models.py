@@ -73,6 +73,10 @@ class Revision(SQLModel, table=True):
     name: str
     #: [{"kind", "name" ("ns/name"), "before", "after"}]; a spec, or null when absent.
     changes: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    #: Who made it: the name of the token used (None: before revision authors were kept).
+    author: str | None = None
+    #: Why, as the author said (`--message`).
+    message: str | None = None
 
 
 class RevisionPublic(SQLModel):
@@ -223,6 +227,11 @@ class Sidecar(SQLModel, table=True):
     svid_expires_at: datetime | None = None
     #: As of its last heartbeat (see `SidecarRegister.endpoint_health`).
     endpoint_health: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    #: The join token it registered with (no foreign key: a revoked token's row is deleted,
+    #: and its sidecars are then the ones whose token is gone).
+    token_id: int | None = None
+    #: The meshctl and data-plane versions it reported.
+    version: str | None = None
 
 
 class SidecarPublic(SQLModel):
@@ -288,6 +297,10 @@ class ApiToken(SQLModel, table=True):
     scope: str | None = None
     token_sha256: str = Field(unique=True)
     created_at: datetime = Field(default_factory=now)
+    #: Shown in `token list` and as the author of the revisions it makes (None: unnamed).
+    name: str | None = None
+    #: After this it is refused (None: never expires).
+    expires_at: datetime | None = None
 
 
 class SvidRequest(SQLModel):
