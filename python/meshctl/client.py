@@ -1,14 +1,20 @@
 """A small client for the control-plane API, on the standard library only:
-the sidecar uses it and must stay lean, the CLI shares it."""
+the sidecar uses it and must stay lean, the CLI shares it.
+
+urllib (and with it http.client, email and ssl: ~35 ms) is imported by the
+calls, not here: every CLI verb imports this module, and ``--help`` must not
+pay for it (issue 13, item 14b).
+"""
 
 from __future__ import annotations
 
-import http.client
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import urllib.error
+    import urllib.request
 
 
 class ApiError(Exception):
@@ -51,6 +57,8 @@ class ApiClient:
         self.url, self.token = url.rstrip("/"), token
 
     def _request(self, method: str, path: str, body: Any) -> urllib.request.Request:
+        import urllib.request
+
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
         if data is not None:
@@ -61,6 +69,9 @@ class ApiClient:
 
     def call(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0) -> tuple[int, Any]:
         """(status, decoded JSON or None); raises ApiError for 4xx/5xx and Unreachable for no answer."""
+        import urllib.error
+        import urllib.request
+
         try:
             with urllib.request.urlopen(self._request(method, path, body), timeout=timeout) as resp:
                 raw = resp.read()
@@ -74,6 +85,10 @@ class ApiClient:
 
     def lines(self, path: str, *, timeout: float) -> Iterator[bytes]:
         """The lines of a streamed GET as they come; `timeout` bounds each wait for data."""
+        import http.client
+        import urllib.error
+        import urllib.request
+
         try:
             with urllib.request.urlopen(self._request("GET", path, None), timeout=timeout) as resp:
                 while line := resp.readline():
