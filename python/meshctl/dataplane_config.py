@@ -112,6 +112,8 @@ class MatchConfig(TypedDict, total=False):
     method: str
     #: Header name -> exact value.
     headers: dict[str, str]
+    #: Header name -> pattern, anchored like ``path_regex``; some value of the header must match.
+    header_regex: dict[str, str]
     #: Decoded query parameter -> exact value; any repeat may match.
     query: dict[str, str]
 

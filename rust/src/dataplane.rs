@@ -77,8 +77,14 @@ impl DataPlane {
     /// Validates and swaps in a new config; returns its version.
     fn update(&self, py: Python<'_>, config: &Bound<'_, PyAny>) -> PyResult<u64> {
         let text = json_text(config)?;
-        py.detach(|| Config::parse(&text).and_then(|c| self.engine.update(c)))
-            .map_err(|e| to_py(py, e))
+        py.detach(|| {
+            let applied = Config::parse(&text).and_then(|c| self.engine.update(c));
+            if let Err(e) = &applied {
+                self.engine.rejected(e);
+            }
+            applied
+        })
+        .map_err(|e| to_py(py, e))
     }
 
     /// Stops accepting, drains for up to `grace_seconds`, closes.

@@ -144,6 +144,13 @@ impl Engine {
         }
     }
 
+    /// Counts an update that was refused (it did not parse, validate or
+    /// bind), so the admin stats show a reload that did not land.
+    pub fn rejected(&self, error: &Error) {
+        tracing::warn!("config update refused; the running config stays: {error}");
+        self.shared.registry.config.reject(error.to_string());
+    }
+
     fn apply(&self, st: &mut State, config: Arc<Config>) -> Result<u64> {
         let Phase::Running(rt) = &st.phase else {
             return Err(Error::State("the data plane is not running".into()));
@@ -278,6 +285,7 @@ impl Engine {
             handle.spawn(async move { gone.drain.drain(grace).await });
         }
         st.bound = next;
+        self.shared.registry.config.applied.inc();
         tracing::info!(version, "config applied");
         Ok(version)
     }

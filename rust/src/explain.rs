@@ -116,6 +116,14 @@ fn route_reason(cfg: &MatchConfig, miss: Mismatch, req: &RequestView<'_>) -> Str
             let got = req.headers.get(name).and_then(|v| v.to_str().ok());
             format!("header {name} is {}, not '{want}'", quoted(got))
         }
+        Mismatch::HeaderRegex(i) => {
+            let (name, pattern) = &cfg.header_regex[i];
+            let got = req.headers.get(name).and_then(|v| v.to_str().ok());
+            format!(
+                "header {name} is {}, which does not match regex '{pattern}'",
+                quoted(got)
+            )
+        }
         Mismatch::Query(i) => {
             let (name, want) = &cfg.query[i];
             let values: Vec<String> = req

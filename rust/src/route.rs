@@ -48,6 +48,7 @@ pub enum Mismatch {
     Host,
     Path,
     Header(usize),
+    HeaderRegex(usize),
     Query(usize),
 }
 
@@ -56,6 +57,7 @@ pub struct Matcher {
     path: PathMatcher,
     method: Option<Method>,
     headers: Vec<(HeaderName, String)>,
+    header_regex: Vec<(HeaderName, Regex)>,
     query: Vec<(String, String)>,
 }
 
@@ -118,6 +120,11 @@ impl Matcher {
             path,
             method: m.method.clone(),
             headers: m.headers.clone(),
+            header_regex: m
+                .header_regex
+                .iter()
+                .map(|(name, p)| Ok((name.clone(), path_regex(p)?)))
+                .collect::<Result<_, regex::Error>>()?,
             query: m.query.clone(),
         })
     }
@@ -162,6 +169,16 @@ impl Matcher {
         });
         if let Some(i) = header_miss {
             return Some(Mismatch::Header(i));
+        }
+        // A value that is not UTF-8 matches no pattern.
+        let regex_miss = self.header_regex.iter().position(|(name, re)| {
+            !req.headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| re.is_match(v)))
+        });
+        if let Some(i) = regex_miss {
+            return Some(Mismatch::HeaderRegex(i));
         }
         self.query
             .iter()
@@ -364,6 +381,24 @@ mod tests {
             route_for(&rs, "GET", "x", "/apix", &[]).as_deref(),
             Some("rest")
         );
+    }
+
+    #[test]
+    fn header_regex_matches_any_value_whole() {
+        let rs = routes(
+            "    - {name: beta, match: {header_regex: {x-user: 'beta-[0-9]+'}}, backends: [{cluster: b}]}\n    - {name: rest, match: {path_prefix: /}, backends: [{cluster: a}]}",
+        );
+        let pick = |hs: &[(&str, &str)]| route_for(&rs, "GET", "h", "/", hs);
+        assert_eq!(pick(&[("x-user", "beta-42")]).as_deref(), Some("beta"));
+        // Anchored: a value that only contains a match is no match.
+        assert_eq!(pick(&[("x-user", "xbeta-42")]).as_deref(), Some("rest"));
+        assert_eq!(pick(&[("x-user", "beta-42x")]).as_deref(), Some("rest"));
+        // Any of a repeated header's values may match.
+        assert_eq!(
+            pick(&[("x-user", "alpha"), ("x-user", "beta-7")]).as_deref(),
+            Some("beta")
+        );
+        assert_eq!(pick(&[]).as_deref(), Some("rest"));
     }
 
     #[test]

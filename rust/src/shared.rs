@@ -59,7 +59,9 @@ impl Shared {
 
     /// Counters of the active snapshot, and the identity in use.
     pub fn stats(&self) -> Value {
-        let mut stats = self.snapshot.load().stats();
+        let snapshot = self.snapshot.load();
+        let mut stats = snapshot.stats();
+        stats["config"] = self.registry.config.to_json(snapshot.version);
         if let Some(identity) = self.identity.load().as_ref() {
             stats["identity"] = serde_json::json!({
                 "spiffe_id": identity.id.as_str(),

@@ -287,6 +287,31 @@ impl Meter {
     }
 }
 
+/// Config updates: applied, and refused (the running config stayed), with
+/// the last refusal's error, so an operator sees a reload that did not land.
+#[derive(Debug, Default)]
+pub struct ConfigStats {
+    pub applied: Counter,
+    pub rejected: Counter,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ConfigStats {
+    pub fn reject(&self, error: String) {
+        self.rejected.inc();
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    pub fn to_json(&self, version: u64) -> Value {
+        json!({
+            "version": version,
+            "applied": self.applied.get(),
+            "rejected": self.rejected.get(),
+            "last_error": *self.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+        })
+    }
+}
+
 /// Holds a gauge up while alive: ties "active" counts to object lifetimes.
 pub struct Active<T> {
     stats: Arc<T>,
@@ -328,6 +353,7 @@ pub struct Registry {
     pub telemetry: Arc<TelemetryStats>,
     pub logs: LogWriters,
     pub taps: Arc<TapHub>,
+    pub config: ConfigStats,
 }
 
 impl Default for Registry {
@@ -341,6 +367,7 @@ impl Default for Registry {
             logs: LogWriters::new(telemetry.clone()),
             telemetry,
             taps: Arc::default(),
+            config: ConfigStats::default(),
         }
     }
 }

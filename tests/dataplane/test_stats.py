@@ -84,3 +84,19 @@ def test_local_replies_count_for_the_listener_only(backend, proxy) -> None:
     assert stats["listeners"]["web"]["latency_ms"]["count"] == 2
     assert stats["clusters"]["c"]["latency_ms"]["count"] == 1
     assert "latency_ms" not in stats["listeners"]["db"]  # TCP listeners have no requests
+
+
+def test_cluster_connections_count_http_upstream_connections(backend, proxy) -> None:
+    b = backend("b")
+    dp = proxy({"listeners": [http_listener("web", [route("c")])], "clusters": [cluster("c", [b.address])]})
+    addr = dp.addresses()["web"]
+    # Two clients in turn, each on its own connection: the first upstream connection is
+    # reused for the second (kept alive), so the count says connections, not requests.
+    for _ in range(2):
+        with httpx.Client(timeout=10) as c:
+            for _ in range(3):
+                assert c.get(f"http://{addr}/").status_code == 200
+    clusters = dp.stats()["clusters"]["c"]
+    assert clusters["requests"] == 6
+    assert 1 <= clusters["connections"] <= 2, clusters
+    assert clusters["active_connections"] >= 1  # pooled, still open

@@ -102,11 +102,16 @@ def test_fifty_updates_under_load_drop_nothing(backend, proxy) -> None:
 
 def test_bad_update_is_rejected_and_traffic_continues(backend, proxy) -> None:
     a = backend("a")
-    config = {"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [a.address])]}
+    config = {
+        "admin": {"address": "127.0.0.1:0"},
+        "listeners": [http_listener("web", [route("one")])],
+        "clusters": [cluster("one", [a.address])],
+    }
     dp = proxy(config)
     addr = dp.addresses()["web"]
     before = dp.config()
     bad = {
+        **config,
         "listeners": [http_listener("web", [route("api-v3"), route("one", path="no-slash")], address=addr)],
         "clusters": [cluster("one", [a.address], lb="fastest")],
     }
@@ -124,6 +129,11 @@ def test_bad_update_is_rejected_and_traffic_continues(backend, proxy) -> None:
     assert load.failures == []
     assert dp.config() == before
     assert dp.stats()["version"] == 1
+    # The refusal is counted, with its error, where an operator looks (admin /stats too).
+    config_stats = httpx.get(f"http://{dp.addresses()['admin']}/stats").json()["config"]
+    assert config_stats["version"] == 1
+    assert (config_stats["applied"], config_stats["rejected"]) == (1, 1)
+    assert "clusters[0].lb" in config_stats["last_error"]
 
 
 def test_bind_failure_on_update_changes_nothing(backend, proxy) -> None:
@@ -145,6 +155,8 @@ def test_bind_failure_on_update_changes_nothing(backend, proxy) -> None:
     assert httpx.get(f"http://{addr}/").status_code == 200  # old routes still in force
     assert set(dp.addresses()) == {"web"}
     assert dp.stats()["version"] == 1
+    assert dp.stats()["config"]["rejected"] == 1
+    assert f"cannot bind {busy}" in dp.stats()["config"]["last_error"]
 
 
 def test_listeners_open_and_close_with_updates(backend, proxy) -> None:

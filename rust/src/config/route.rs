@@ -43,6 +43,9 @@ pub struct MatchConfig {
     pub path: PathMatch,
     pub method: Option<Method>,
     pub headers: Vec<(HeaderName, String)>,
+    /// Header name -> pattern (anchored like `path_regex`); some value of the
+    /// header must match it.
+    pub header_regex: Vec<(HeaderName, String)>,
     /// Query parameters that must be present with exactly this value (after
     /// percent-decoding); a repeated parameter matches if any of its values does.
     pub query: Vec<(String, String)>,
@@ -65,8 +68,9 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
-/// A `path_regex` as the data plane runs it: anchored at both ends. The
-/// control plane checks its regexes with this too (through `_core`).
+/// A `path_regex` (or a `header_regex` pattern) as the data plane runs it:
+/// anchored at both ends. The control plane checks its regexes with this too
+/// (through `_core`).
 pub fn path_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::Regex::new(&format!("^(?:{pattern})$"))
 }
@@ -201,6 +205,7 @@ impl Decoder {
                 "path_regex",
                 "method",
                 "headers",
+                "header_regex",
                 "query",
             ],
         )?;
@@ -255,6 +260,16 @@ impl Decoder {
                 Err(_) => self.err(at, "not a valid header name"),
             }
         }
+        for (at, name, pattern) in self.string_map(&f, "header_regex") {
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                path_regex(&pattern),
+            ) {
+                (Err(_), _) => self.err(at, "not a valid header name"),
+                (_, Err(e)) => self.err(at, format!("invalid regex: {e}")),
+                (Ok(hn), Ok(_)) => m.header_regex.push((hn, pattern)),
+            }
+        }
         for (at, name, value) in self.string_map(&f, "query") {
             if name.is_empty() {
                 self.err(at, "a query parameter name must not be empty");
@@ -288,7 +303,18 @@ mod tests {
     #[test]
     fn rejects_bad_matches() {
         let got = issues(
-            "listeners:\n - name: a\n   address: 127.0.0.1:1\n   routes:\n    - match: {path: x, path_regex: '(', method: 'G E T', headers: {'bad name': v}}\n      backends: []\n",
+            "listeners:\n - name: a\n   address: 127.0.0.1:1\n   routes:\n    - match: {path: x, path_regex: '(', method: 'G E T', headers: {'bad name': v}, header_regex: {x-a: '(', 'bad name': 'a'}}\n      backends: []\n",
+        );
+        assert!(
+            got.iter()
+                .any(|i| i
+                    .starts_with("listeners[0].routes[0].match.header_regex.x-a: invalid regex")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|i| i
+                .starts_with("listeners[0].routes[0].match.header_regex.bad name: not a valid")),
+            "{got:?}"
         );
         assert!(
             got.iter()
