@@ -126,7 +126,8 @@ def record_acks(session: Session, acks: dict[int, int]) -> None:
     the acked version, and one newer than the last NACK clears its error."""
     if not acks:
         return
-    version: Any = bindparam("version")
+    # (not "version": that is a column of the table, and SQLAlchemy reserves column names in SET)
+    version: Any = bindparam("acked")
     acked = col(Sidecar.acked_version)
     nacked = col(Sidecar.nacked_version)
     statement = (
@@ -140,7 +141,7 @@ def record_acks(session: Session, acks: dict[int, int]) -> None:
         .execution_options(synchronize_session=False)
     )
     stamp = now()
-    session.connection().execute(statement, [{"sidecar": i, "version": v, "seen": stamp} for i, v in acks.items()])
+    session.connection().execute(statement, [{"sidecar": i, "acked": v, "seen": stamp} for i, v in acks.items()])
     session.commit()
 
 
