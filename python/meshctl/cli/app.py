@@ -11,6 +11,7 @@ from meshctl.cli import (
     backend,
     bench,
     ca,
+    check,
     control_plane,
     demo,
     explain,
@@ -62,6 +63,7 @@ app.command("diff")(revisions.diff)
 app.command("rollback")(revisions.rollback)
 app.command("explain")(explain.explain)
 app.command("status")(status.status)
+app.command("check")(check.check)
 app.command("tap")(tap.tap)
 app.command("stat")(stat.stat)
 app.command("top")(stat.top)

@@ -21,6 +21,7 @@ from meshctl.control.metrics import Metrics, RequestMetrics
 from meshctl.control.push import Hub
 from meshctl.control.routers import (
     apply,
+    check,
     endpoints,
     health,
     identity,
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sidecars.mesh_router,
         apply.router,
         revisions.router,
+        check.router,
         identity.router,
         ui.router,
         stats.router,
