@@ -74,6 +74,19 @@ def connect(server: str, token: str | None, token_file: Path | None) -> Client:
     return Client(server, None, None)
 
 
+def connect_reading(server: str, token: str | None, token_file: Path | None) -> Client:
+    """`connect` for a verb that only reads: when no token is given (--token, --token-file,
+    $MESHCTL_TOKEN) and the data dir holds the read-only token (reader.token), that one rather
+    than the admin token, so that looking never risks writing."""
+    if token is None and token_file is None and not os.environ.get("MESHCTL_TOKEN"):
+        reader = default_token_file().with_name("reader.token")
+        if reader.is_file():
+            client = connect(server, None, reader)
+            client.token_source = str(reader)  # as the default file, not as if --token-file said it
+            return client
+    return connect(server, token, token_file)
+
+
 #: Turns the `loc` of one 422 item into a note on where that input came from (e.g. a file and document).
 Locate = Callable[[list[Any]], str | None]
 

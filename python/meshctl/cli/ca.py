@@ -96,7 +96,7 @@ def status(
     token_file: options.TokenFile = None,
 ) -> None:
     """The trust bundle's roots (fingerprints), the issuer signing SVIDs, and the rotation's phase."""
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         info = client.get(ROTATION)
     if output is Format.json:

@@ -58,7 +58,7 @@ def explain(
         "headers": _headers(header or []),
         "zone": zone,
     }
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         result = client.post("/api/v1/explain", body)
     if api.printed_json(output, result):

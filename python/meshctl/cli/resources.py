@@ -414,7 +414,7 @@ def get(
     if k.name == "Endpoint" and name is None:
         fail("endpoints belong to a service: meshctl get endpoints SERVICE")
     target = split_name(name, namespace) if name else None
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         if k.name == "Sidecar":
             _get_sidecars(client, target, namespace, output)

@@ -24,7 +24,7 @@ def history(
     token_file: options.TokenFile = None,
 ) -> None:
     """Every revision of the mesh, oldest first."""
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         revisions = client.get("/api/v1/revisions")
     if api.printed_json(output, revisions):
@@ -76,7 +76,7 @@ def diff(
     token_file: options.TokenFile = None,
 ) -> None:
     """What changed from REV1 to REV2: each resource added, removed or changed, with a diff of its spec."""
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         after = rev2 if rev2 is not None else _latest(client)
         changes = client.get(f"/api/v1/revisions/{rev1}/diff/{after}")

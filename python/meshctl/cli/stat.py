@@ -145,7 +145,7 @@ def stat(
     """Success rate, requests per second and p50/p95/p99 latency per service, route or edge over the
     last --window, from the sidecars' heartbeats."""
     kind, ns, name = target(what, namespace)
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         page = _stats(client, kind, seconds(window), ns, name)
     if api.printed_json(output, page):
@@ -164,7 +164,7 @@ def edges(
     token_file: options.TokenFile = None,
 ) -> None:
     """Who calls whom over the last --window, with mTLS or not, its rps, success rate and p99."""
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         page = client.get(f"/api/v1/edges?window={seconds(window)}")
     if api.printed_json(output, page):
@@ -205,7 +205,7 @@ def top(
 ) -> None:
     """A live view of the busiest services, routes and edges, refreshed every --interval."""
     span, every = seconds(window), milliseconds(interval, "--interval") / 1000
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     done = 0
     with reported(client), Live(console=api.console(), auto_refresh=False) as live:
         try:

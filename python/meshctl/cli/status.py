@@ -68,7 +68,7 @@ def status(
     token_file: options.TokenFile = None,
 ) -> None:
     """The mesh generation and every sidecar: its config version, in sync or not, and why it refused one."""
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         sidecars = client.get("/api/v1/sidecars" + (f"?namespace={quote(namespace)}" if namespace else ""))
         mesh = client.get("/api/v1/mesh")

@@ -53,7 +53,7 @@ def traces(
         params["minDuration"] = min_duration
     if errors:
         params["error"] = "true"
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         found = client.get(f"/api/v1/traces?{urlencode(params)}")["traces"]
     if api.printed_json(output, found):
@@ -89,7 +89,7 @@ def trace(
 ) -> None:
     """One trace as a waterfall: a line per span, indented under its parent, with a bar where it
     ran within the trace, its service, name, duration and status."""
-    client = api.connect(server, token, token_file)
+    client = api.connect_reading(server, token, token_file)
     with reported(client):
         found = client.get(f"/api/v1/traces/{quote(trace_id, safe='')}")
     if api.printed_json(output, found):

@@ -32,6 +32,7 @@ from meshctl.control.routers import (
     specs,
     stats,
     tap,
+    tokens,
     traces,
     ui,
 )
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stats.router,
         prometheus.metrics_router,
         prometheus.router,
+        tokens.router,
     )
     for r in routers:
         app.include_router(r)

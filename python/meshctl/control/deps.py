@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from meshctl.control.ca import CertificateAuthority
+from meshctl.control.kinds.common import now
 from meshctl.control.metrics import Metrics
 from meshctl.control.push import Hub
 from meshctl.control.security import token_of
@@ -58,9 +59,11 @@ class Caller:
     role: str  # admin | reader | join
     #: For join tokens, the service ("namespace/name") they may act as.
     scope: str | None = None
-    #: Who this is in the revision log: the token's name (the bootstrap tokens are "admin" and
-    #: "reader"; a join token without one is "join:<service>").
+    #: Who this is in the revision log: the token's name (`ApiToken.name`); without one, the
+    #: role ("admin", "reader": the bootstrap tokens) or "join:<service>".
     name: str = ""
+    #: The token's row (`ApiToken.id`): a sidecar records the one it registered with.
+    id: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -70,18 +73,27 @@ class Caller:
         return self.role == "admin" or (self.role == "join" and self.scope == service)
 
 
-#: A token check remembered: (the caller, or None for an unknown token; when it expires).
+#: A token check remembered: (the caller, or None for an unknown token; until when, monotonic).
 TokenCache = dict[str, tuple[Caller | None, float]]
 
 #: How long a token check is remembered: thousands of long-polls need not each read the database.
-#: A revoked token stops working within this time.
+#: A token revoked through another server stops working within this time; an expiring one is
+#: remembered only until it expires.
 TOKEN_CACHE_SECONDS = 5.0
 
 
-def _lookup(engine: Engine, token: str) -> Caller | None:
+def _lookup(engine: Engine, token: str) -> tuple[Caller | None, float]:
+    """Who the token is (None: unknown or expired), and for how many seconds that holds."""
     with Session(engine) as session:  # its own: long-polls must not hold one
         row = token_of(session, token)
-    return Caller(row.role, row.scope) if row else None
+    if row is None:
+        return None, TOKEN_CACHE_SECONDS
+    left = TOKEN_CACHE_SECONDS
+    if row.expires_at is not None:
+        left = min(left, (row.expires_at - now()).total_seconds())
+        if left <= 0:
+            return None, TOKEN_CACHE_SECONDS
+    return Caller(row.role, row.scope, name=row.name or "", id=row.id), left
 
 
 async def authenticate(request: Request, creds: Credentials) -> Caller:
@@ -89,15 +101,15 @@ async def authenticate(request: Request, creds: Credentials) -> Caller:
     caller = None
     if creds:
         cache: TokenCache = request.app.state.token_cache
-        now = time.monotonic()
+        mono = time.monotonic()
         hit = cache.get(creds.credentials)
-        if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > mono:
             caller = hit[0]
         else:
-            caller = await run_in_threadpool(_lookup, request.app.state.engine, creds.credentials)
+            caller, valid_for = await run_in_threadpool(_lookup, request.app.state.engine, creds.credentials)
             if len(cache) > 10_000:
                 cache.clear()
-            cache[creds.credentials] = (caller, now + TOKEN_CACHE_SECONDS)
+            cache[creds.credentials] = (caller, mono + valid_for)
     if caller is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

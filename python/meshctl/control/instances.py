@@ -67,8 +67,9 @@ def live_endpoints_digest(session: Session) -> str:
 # === sidecars ===
 
 
-def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister) -> Sidecar:
-    """Registration and heartbeat in one: the sidecar's row and its endpoint (the inbound listener)."""
+def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister, token_id: int | None = None) -> Sidecar:
+    """Registration and heartbeat in one: the sidecar's row and its endpoint (the inbound listener).
+    `token_id` is the token it registered with (the latest heartbeat's)."""
     sc = session.exec(
         select(Sidecar).where(
             Sidecar.service_id == svc.id, Sidecar.address == data.address, Sidecar.inbound_port == data.inbound_port
@@ -81,7 +82,7 @@ def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister) -
     sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
     sc.svid_expires_at, sc.zone = data.svid_expires_at, data.zone
     sc.endpoint_health = data.health_report()
-    sc.last_seen = now()
+    sc.last_seen, sc.token_id = now(), token_id
     if data.gateway:  # the edge: nobody routes to it, so it is no endpoint of its service
         sc.gateway = True
         sc.expires_at = now() + timedelta(seconds=data.ttl_seconds)

@@ -257,6 +257,9 @@ class SidecarPublic(SQLModel):
     endpoint_health: dict[str, Any] | None = None
     #: The mesh generation now; a sidecar whose acked version is lower is behind.
     mesh_generation: int
+    #: The token it registered with was revoked or has expired: it can no longer heartbeat nor
+    #: renew its SVID (false when unknown: registered before tokens were recorded).
+    token_revoked: bool = False
 
 
 class MeshStatus(SQLModel):
@@ -365,6 +368,52 @@ class RotationStatus(SQLModel):
     activated_at: datetime | None
     #: After this no SVID from the outgoing issuer is valid, and finishing is safe (null when idle).
     finish_safe_after: datetime | None
+
+
+#: A token's display name: the revision log's author (e.g. ci-deploy, alice@example.com).
+TOKEN_NAME = r"^[A-Za-z0-9][-A-Za-z0-9_.@+:]{0,62}$"
+#: A join token's service, "namespace/name".
+SERVICE_KEY = NAME.removesuffix("$") + "/" + NAME.removeprefix("^")
+
+
+class TokenCreate(SQLModel):
+    """A new API token: a join token for one service's sidecars, or an admin or read-only one.
+    Rotating one is creating its successor, switching to it, then revoking the old one."""
+
+    model_config = {"extra": "forbid"}
+
+    role: Literal["join", "admin", "reader"] = "join"
+    #: Required for a join token ("namespace/name" of an existing service); refused for the others.
+    service: str | None = Field(default=None, schema_extra={"pattern": SERVICE_KEY})
+    name: str | None = Field(default=None, schema_extra={"pattern": TOKEN_NAME})
+    expires_in_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=10 * 365 * 86_400,
+        description="Refused after this many seconds; 0: never; null or absent: the role's default "
+        "(24 hours for a join token, never for admin and reader).",
+    )
+
+
+class TokenInfo(SQLModel):
+    """A token as listed: never the token itself, nor its hash."""
+
+    id: int
+    name: str | None
+    role: str
+    #: A join token's service ("namespace/name"); null for admin and reader tokens.
+    service: str | None
+    created_at: datetime
+    #: Null: never expires.
+    expires_at: datetime | None
+    #: Past `expires_at`: refused (its sidecars show `token_revoked`).
+    expired: bool
+
+
+class TokenIssued(TokenInfo):
+    """Shown once, when created; only its hash is kept."""
+
+    token: str
 
 
 class JoinTokenInfo(SQLModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -38,11 +39,18 @@ def token_of(session: Session, token: str) -> ApiToken | None:
     return session.exec(select(ApiToken).where(ApiToken.token_sha256 == digest(token))).first()
 
 
-def issue_join_token(session: Session, *, service: str) -> tuple[ApiToken, str]:
-    """A token that lets sidecars join as `service` ("namespace/name") and nothing else:
-    (its stored row, the token itself, which is not kept)."""
-    token = f"mesh-join-{secrets.token_urlsafe(32)}"
-    row = ApiToken(role="join", scope=service, token_sha256=digest(token))
+def issue_token(
+    session: Session,
+    *,
+    role: str,
+    scope: str | None = None,
+    name: str | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """A new token: (its stored row, the token itself, which is not kept). A join token's `scope`
+    is the one service ("namespace/name") its sidecars may join as; see `tokens` for the rules."""
+    token = f"mesh-{role}-{secrets.token_urlsafe(32)}"
+    row = ApiToken(role=role, scope=scope, name=name, expires_at=expires_at, token_sha256=digest(token))
     session.add(row)
     session.commit()
     session.refresh(row)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from meshctl.control import crud
+from meshctl.control import crud, tokens
 from meshctl.control.deps import Admin, Reader, SessionDep, TokenCacheDep
 from meshctl.control.kinds.common import key
 from meshctl.control.kinds.service import KIND, Service, ServiceCreate, ServicePublic, ServiceSpec, ServiceUpdate
-from meshctl.control.models import JoinToken, JoinTokenInfo
+from meshctl.control.models import JoinToken, JoinTokenInfo, TokenCreate
 from meshctl.control.routers.common import found
-from meshctl.control.security import issue_join_token, join_tokens
 
 router = APIRouter(prefix="/api/v1/services", tags=["services"])
 
@@ -46,20 +45,21 @@ def delete_service(session: SessionDep, _: Admin, namespace: str, name: str) -> 
 @router.post("/{namespace}/{name}/join-tokens", response_model=JoinToken, status_code=status.HTTP_201_CREATED)
 def issue_token(session: SessionDep, _: Admin, namespace: str, name: str) -> JoinToken:
     """A token for this service's sidecars only: they may register and watch as it, nothing more.
-    It is shown this once; only its hash is kept."""
+    It is shown this once; only its hash is kept. It never expires, as before: `POST /api/v1/tokens`
+    makes join tokens with a name and an expiry (24 hours unless asked otherwise)."""
     svc = found(session, KIND, namespace, name)
-    row, token = issue_join_token(session, service=key(svc))
+    row, token = tokens.create(session, data=TokenCreate(role="join", service=key(svc), expires_in_seconds=0))
     assert row.id is not None and row.scope is not None
     return JoinToken(id=row.id, service=row.scope, created_at=row.created_at, token=token)
 
 
 @router.get("/{namespace}/{name}/join-tokens", response_model=list[JoinTokenInfo])
 def list_tokens(session: SessionDep, _: Admin, namespace: str, name: str) -> list[JoinTokenInfo]:
-    """The service's join tokens (never the tokens themselves)."""
+    """The service's join tokens (never the tokens themselves); `GET /api/v1/tokens` shows more."""
     svc = found(session, KIND, namespace, name)
     return [
         JoinTokenInfo(id=t.id, service=key(svc), created_at=t.created_at)
-        for t in join_tokens(session, service=key(svc))
+        for t in tokens.list_tokens(session, role="join", service=key(svc))
         if t.id is not None
     ]
 
@@ -68,12 +68,8 @@ def list_tokens(session: SessionDep, _: Admin, namespace: str, name: str) -> lis
 def revoke_token(
     token_cache: TokenCacheDep, session: SessionDep, _: Admin, namespace: str, name: str, token_id: int
 ) -> None:
-    """Revoke a join token: refused at once by this server, within seconds by any other one
-    (they remember token checks briefly). Sidecars already watching keep their stream."""
+    """Revoke a join token (as `DELETE /api/v1/tokens/{id}` does, for this service's only)."""
     svc = found(session, KIND, namespace, name)
-    row = next((t for t in join_tokens(session, service=key(svc)) if t.id == token_id), None)
-    if row is None:
+    if not tokens.revoke(session, token_id=token_id, role="join", service=key(svc)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"join token {token_id} of {key(svc)} not found")
-    session.delete(row)
-    session.commit()
     token_cache.clear()

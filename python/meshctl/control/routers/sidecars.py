@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from meshctl.control import crud, history, instances
+from meshctl.control import crud, history, instances, tokens
 from meshctl.control.compiler import SidecarSpec
 from meshctl.control.deps import AnyCaller, Caller, EngineDep, HubDep, Reader, SessionDep, StatsDep
 from meshctl.control.errors import Invalid
@@ -32,7 +32,8 @@ router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"])
 mesh_router = APIRouter(prefix="/api/v1/mesh", tags=["sidecars"])
 
 
-def _public(sc: Sidecar, svc: Service, generation: int) -> SidecarPublic:
+def _public(sc: Sidecar, svc: Service, generation: int, live_tokens: set[int]) -> SidecarPublic:
+    """`live_tokens`: which of the sidecars' token ids are still valid (see `tokens.live_ids`)."""
     return SidecarPublic.model_validate(
         {
             **sc.model_dump(),
@@ -40,8 +41,15 @@ def _public(sc: Sidecar, svc: Service, generation: int) -> SidecarPublic:
             "service": svc.name,
             "live": sc.expires_at > now(),
             "mesh_generation": generation,
+            "token_revoked": sc.token_id is not None and sc.token_id not in live_tokens,
         }
     )
+
+
+def _publics(session: Session, rows: list[tuple[Sidecar, Service]]) -> list[SidecarPublic]:
+    generation = crud.generation(session)
+    live_tokens = tokens.live_ids(session, {sc.token_id for sc, _ in rows if sc.token_id is not None})
+    return [_public(sc, svc, generation, live_tokens) for sc, svc in rows]
 
 
 def _owned(session: Session, caller: Caller, sidecar_id: int) -> tuple[Sidecar, Service]:
@@ -66,18 +74,18 @@ def register(
     svc = crud.get(session, Service, namespace=data.namespace, name=data.service)
     if svc is None:
         raise Invalid([{"loc": ["body", "service"], "msg": f"service {name} does not exist", "type": "reference"}])
-    sc = instances.register_sidecar(session, svc=svc, data=data)
+    sc = instances.register_sidecar(session, svc=svc, data=data, token_id=caller.id)
     assert sc.id is not None
     hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name)
     stats.ingest(sidecar=sc.id, service=name, report=data.telemetry)
-    return _public(sc, svc, crud.generation(session))
+    return _publics(session, [(sc, svc)])[0]
 
 
 @mesh_router.get("", response_model=MeshStatus)
 def mesh_status(session: SessionDep, _: Reader) -> MeshStatus:
     generation = crud.generation(session)
     revisions = history.list_revisions(session)
-    rows = [_public(sc, svc, generation) for sc, svc in instances.list_sidecars(session)]
+    rows = _publics(session, instances.list_sidecars(session))
     return MeshStatus(
         generation=generation,
         revision=revisions[-1].id if revisions and revisions[-1].id else 0,
@@ -90,8 +98,7 @@ def mesh_status(session: SessionDep, _: Reader) -> MeshStatus:
 
 @router.get("", response_model=list[SidecarPublic])
 def list_sidecars(session: SessionDep, _: Reader, namespace: str | None = None) -> list[SidecarPublic]:
-    generation = crud.generation(session)
-    return [_public(sc, svc, generation) for sc, svc in instances.list_sidecars(session, namespace=namespace)]
+    return _publics(session, instances.list_sidecars(session, namespace=namespace))
 
 
 def _load_spec(engine: Engine, caller: Caller, sidecar_id: int) -> tuple[SidecarSpec, str]:

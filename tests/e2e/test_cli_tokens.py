@@ -1,0 +1,115 @@
+"""`meshctl token create|list|revoke` as a user runs them (the real binary,
+a real control plane): a join token a real sidecar joins with, shown revoked
+once revoked; reader tokens for reading verbs; rotation; the last admin token
+kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from helpers import wait_until
+from meshctl.demo.backends import DemoBackend
+from meshproc import ControlPlane, Sidecar, service
+
+
+def meshctl(cp: ControlPlane, *args: str, data_dir: Path, token: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`meshctl ARGS` with `data_dir` as its data dir (its admin.token and reader.token, if any) and
+    `token` as $MESHCTL_TOKEN when given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
+    env |= {"COLUMNS": "200", "NO_COLOR": "1", "MESHCTL_SERVER": cp.url, "MESHCTL_DATA_DIR": str(data_dir)}
+    if token is not None:
+        env["MESHCTL_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_a_join_token_from_the_cli_joins_a_sidecar_which_shows_revoked_once_it_is(
+    cp: ControlPlane, backend: Callable[..., DemoBackend], tmp_path: Path
+) -> None:
+    cp.apply(service("pricing"))
+    made = meshctl(cp, "token", "create", "--service", "pricing", "--name", "pricing-ci", data_dir=cp.data_dir)
+    assert made.returncode == 0, made.stderr
+    (token,) = made.stdout.splitlines()  # the token alone on stdout: `> pricing.token` works
+    assert token.startswith("mesh-join-")
+    assert "(pricing-ci) for default/pricing, expires in 23h" in made.stderr, made.stderr
+    join = f"meshctl proxy --control-plane {cp.url} --namespace default --service pricing --token-file pricing.token"
+    assert join in made.stderr
+
+    listed = json.loads(meshctl(cp, "token", "list", "-o", "json", data_dir=cp.data_dir).stdout)
+    row = next(t for t in listed if t["name"] == "pricing-ci")
+    assert "token" not in row and row["role"] == "join" and row["service"] == "default/pricing"
+    table = meshctl(cp, "token", "list", "--service", "pricing", data_dir=cp.data_dir).stdout.splitlines()
+    assert table[0].split() == ["ID", "NAME", "ROLE", "SERVICE", "AGE", "EXPIRES"]
+    assert [line.split()[:4] for line in table[1:]] == [[str(row["id"]), "pricing-ci", "join", "default/pricing"]]
+    assert table[1].split()[-2:] == ["in", "23h"]
+
+    app = backend("pricing")
+    sidecar = Sidecar(cp, "pricing", app.port, tmp_path, token).start()
+    try:
+        (registered,) = cp.sidecars()
+        assert registered["token_revoked"] is False
+        revoked = meshctl(cp, "token", "revoke", str(row["id"]), data_dir=cp.data_dir)
+        assert revoked.returncode == 0 and revoked.stdout.strip() == f"token {row['id']} revoked"
+        (shown,) = cp.sidecars()
+        assert shown["token_revoked"] is True
+        # Its heartbeats are refused now: the sidecar leaves the mesh when its TTL runs out.
+        wait_until(lambda: not cp.sidecars()[0]["live"], timeout=60, what="the revoked sidecar to stop being live")
+    finally:
+        sidecar.stop()
+
+
+def test_reading_verbs_use_the_reader_token_and_rotation_replaces_it(cp: ControlPlane, tmp_path: Path) -> None:
+    """With no token given, reading verbs take reader.token from the data dir and writes admin.token."""
+    here = cp.data_dir
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("kind: Service\nmetadata: {name: catalog}\n")
+    assert meshctl(cp, "apply", "-f", str(mesh), data_dir=here).returncode == 0
+    assert meshctl(cp, "get", "svc", data_dir=here).returncode == 0
+
+    readers = json.loads(meshctl(cp, "token", "list", "--role", "reader", "-o", "json", data_dir=here).stdout)
+    (boot,) = readers
+    assert meshctl(cp, "token", "revoke", str(boot["id"]), data_dir=here).returncode == 0
+    # `get` used reader.token: now refused, saying which token; writes still use admin.token.
+    refused = meshctl(cp, "get", "svc", data_dir=here)
+    assert refused.returncode == 1
+    assert f"the token from {here / 'reader.token'} was refused" in refused.stderr, refused.stderr
+    assert meshctl(cp, "history", data_dir=here).returncode == 1
+    assert meshctl(cp, "apply", "-f", str(mesh), data_dir=here).returncode == 0
+    # An explicit token wins over reader.token.
+    assert meshctl(cp, "get", "svc", data_dir=here, token=cp.token("admin")).returncode == 0
+
+    # Rotation: a successor, written where the old one was, and reading works again.
+    made = meshctl(cp, "token", "create", "--role", "reader", "--name", "dashboard", data_dir=here)
+    assert made.returncode == 0, made.stderr
+    assert "reader token" in made.stderr and "(dashboard), never expiring" in made.stderr, made.stderr
+    (here / "reader.token").write_text(made.stdout)
+    got = meshctl(cp, "get", "svc", data_dir=here)
+    assert got.returncode == 0, got.stderr
+    assert "catalog" in got.stdout
+
+
+def test_the_last_admin_token_is_kept_and_bad_input_is_refused_before_any_call(cp: ControlPlane) -> None:
+    here = cp.data_dir
+    (admin,) = json.loads(meshctl(cp, "token", "list", "--role", "admin", "-o", "json", data_dir=here).stdout)
+    kept = meshctl(cp, "token", "revoke", str(admin["id"]), data_dir=here)
+    assert kept.returncode == 1
+    assert "409" in kept.stderr and "last live admin token" in kept.stderr, kept.stderr
+    assert meshctl(cp, "token", "list", data_dir=here).returncode == 0  # still works
+
+    for args, said in [
+        (["--service", "pricing", "--expires", "soon"], "--expires 'soon'"),
+        (["--role", "admin", "--service", "pricing"], "--service is for join tokens"),
+        ([], "a join token needs --service"),
+    ]:
+        bad = meshctl(cp, "token", "create", *args, data_dir=here)
+        assert bad.returncode == 2 and said in bad.stderr, bad.stderr
+    ghost = meshctl(cp, "token", "create", "--service", "ghost", data_dir=here)
+    assert ghost.returncode == 1 and "service default/ghost does not exist" in ghost.stderr, ghost.stderr
+    gone = meshctl(cp, "token", "revoke", "99999", data_dir=here)
+    assert gone.returncode == 1 and "token 99999 not found" in gone.stderr
+    never = meshctl(cp, "token", "create", "--role", "admin", "--expires", "never", "-o", "json", data_dir=here)
+    assert json.loads(never.stdout)["expires_at"] is None
