@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from refgen import api, cli, config
+from refgen import api, checks, cli, config
 
 PAGES: dict[str, Callable[[], str]] = {
     "reference/cli.md": cli.render,
     "reference/api.md": api.render,
     "reference/dataplane-config.md": config.render,
+    "reference/check-codes.md": checks.render,
 }

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "docs"))
 
-from refgen import api, cli, config  # noqa: E402  (found through docs/ on the path)
+from refgen import api, checks, cli, config  # noqa: E402  (found through docs/ on the path)
 from refgen.markdown import anchor  # noqa: E402
 
 
@@ -135,6 +135,17 @@ def test_config_reference_carries_the_field_comments() -> None:
     assert "[RetryConfig](#config-retryconfig)" in route
     rewrite = sections[anchor("config", "RewriteConfig")]
     assert "(from [PathModifier](#config-pathmodifier))" in rewrite  # inherited fields shown
+
+
+# === check codes ===
+
+
+def test_check_codes_page_has_every_code() -> None:
+    from meshctl.control.analysis.codes import CHECKS
+
+    page = checks.render()
+    for c in CHECKS:
+        assert f"| `{c.code}` | {c.severity} |" in page, c.code
 
 
 # === the site ===
