@@ -48,6 +48,7 @@ impl Shared {
             self.snapshot.load_full(),
             self.registry.edges.all(),
             self.registry.telemetry.clone(),
+            self.registry.config.counts(),
             openmetrics,
         )
     }

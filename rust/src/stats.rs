@@ -302,6 +302,11 @@ impl ConfigStats {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 
+    /// (applied, rejected).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.applied.get(), self.rejected.get())
+    }
+
     pub fn to_json(&self, version: u64) -> Value {
         json!({
             "version": version,

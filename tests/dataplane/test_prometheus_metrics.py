@@ -8,9 +8,11 @@ import subprocess
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import cluster, http_listener, route, wait_until
+from meshctl import ConfigError
 
 PROMTOOL = "/usr/bin/promtool"
 GOOD, BAD = 7, 3
@@ -102,3 +104,15 @@ def test_openmetrics_when_asked(proxy, http_backend) -> None:
     assert "meshctl_requests" in r.text
     assert dp.metrics(openmetrics=True).endswith("# EOF\n")
     assert not dp.metrics().endswith("# EOF\n")
+
+
+def test_config_updates_are_counted_by_result(proxy, http_backend) -> None:
+    dp, admin = start(proxy, http_backend)
+    config = dp.config()
+    with pytest.raises(ConfigError):
+        dp.update(config | {"clusters": [cluster("api", ["127.0.0.1:1"], lb="fastest")]})
+    text = httpx.get(f"http://{admin}/metrics", timeout=10).text
+    me = {"service": "web", "namespace": "shop", "workload": "web-1"}
+    assert total(text, "meshctl_config_updates_total", **me, result="applied") == 1
+    assert total(text, "meshctl_config_updates_total", **me, result="rejected") == 1
+    assert total(text, "meshctl_config_version", **me) == 1

@@ -35,6 +35,8 @@ struct Scrape {
     snapshot: Arc<Snapshot>,
     edges: Vec<Arc<EdgeStats>>,
     stats: Arc<TelemetryStats>,
+    /// Config updates applied and rejected (see `stats::ConfigStats`).
+    updates: (u64, u64),
 }
 
 /// The exposition; OpenMetrics when `openmetrics`.
@@ -42,6 +44,7 @@ pub fn encode(
     snapshot: Arc<Snapshot>,
     edges: Vec<Arc<EdgeStats>>,
     stats: Arc<TelemetryStats>,
+    updates: (u64, u64),
     openmetrics: bool,
 ) -> String {
     let mut registry = Registry::default();
@@ -49,6 +52,7 @@ pub fn encode(
         snapshot,
         edges,
         stats,
+        updates,
     }));
     let mut out = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
@@ -279,6 +283,22 @@ impl Collector for Scrape {
             "TCP bytes to the downstream.",
             Counter,
             bytes(|e| e.response_bytes.get(), true),
+        )?;
+
+        // === config ===
+        family(
+            enc,
+            "meshctl_config_updates",
+            "Config updates, applied or rejected (the running config stayed).",
+            Counter,
+            [("applied", self.updates.0), ("rejected", self.updates.1)]
+                .into_iter()
+                .map(|(result, n)| {
+                    let mut labels = self.me();
+                    labels.push(("result", result.into()));
+                    (labels, n as f64)
+                })
+                .collect::<Vec<_>>(),
         )?;
 
         // === listeners ===
