@@ -293,7 +293,8 @@ def test_status_shows_each_sidecar_in_sync_or_not(meshctl: Run, cp: ControlPlane
     wait_until(lambda: any(s["acked_version"] == generation for s in cp.sidecars()), timeout=10, what="the ACK")
 
     out = meshctl("status", "-n", "st")
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1  # a sidecar NACKs the current generation
+    assert f"error: sidecar {ids[1]} (st/api) refused generation {generation}: listeners[0]: bad" in out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith(f"mesh generation {generation}, revision ")
     assert lines[0].endswith(": 2 sidecars, 1 in sync, 1 NACK")

@@ -16,6 +16,7 @@ from meshctl.cli import (
     demo,
     explain,
     prometheus,
+    proxy_config,
     resources,
     revisions,
     stat,
@@ -66,6 +67,7 @@ app.command("explain")(explain.explain)
 app.command("status")(status.status)
 app.command("check")(check.check)
 app.command("tap")(tap.tap)
+app.command("proxy-config")(proxy_config.proxy_config)
 app.command("stat")(stat.stat)
 app.command("top")(stat.top)
 app.command("edges")(stat.edges)

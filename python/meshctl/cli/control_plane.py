@@ -77,6 +77,9 @@ def control_plane(
             taps = getattr(app.state, "taps", None)
             if taps is not None:
                 taps.stop()
+            dumps = getattr(app.state, "dumps", None)  # operators waiting for a sidecar's config
+            if dumps is not None:
+                dumps.stop()
             super().handle_exit(sig, frame)
 
     Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)).run()

@@ -373,6 +373,13 @@ Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namesp
 def apply(
     filename: Files = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; change nothing.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Return once every live sidecar ACKed the new config; exit 1 if one NACKs it."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds --wait waits before exit 1, naming the sidecars behind.")
+    ] = 60.0,
     server: options.Server = options.DEFAULT_SERVER,
     token: options.Token = None,
     token_file: options.TokenFile = None,
@@ -380,6 +387,8 @@ def apply(
     """Create or update every resource in the files, all or nothing, as one revision."""
     if not filename:
         fail("give the documents to apply with -f FILE (- for stdin)")
+    if wait and dry_run:
+        fail("--wait has nothing to wait for with --dry-run")
     docs, origins = read_documents(filename)
     if not docs:
         fail(f"no documents in {', '.join(filename)}")
@@ -389,6 +398,12 @@ def apply(
     suffix = " (dry run)" if dry_run else ""
     for r in results:
         typer.echo(f"{ref(r['kind'], r['name'])} {r['action']}{suffix}")
+    if wait:  # for the generation this apply made, or a newer one (see cli.sync for which sidecars)
+        from meshctl.cli import sync
+
+        with reported(client):
+            generation = client.get("/api/v1/mesh")["generation"]
+        sync.wait_for_acks(client, generation, timeout)
 
 
 def get(

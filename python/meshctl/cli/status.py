@@ -1,5 +1,7 @@
 """``meshctl status``: every sidecar, whether it runs the mesh's current
-config (its ACKed snapshot version is the mesh generation) or refused it."""
+config (its ACKed snapshot version is the mesh generation) or refused it.
+It exits 1 when a live sidecar is out of sync (see ``cli.sync``: NACKing, or
+behind past ``--grace``)."""
 
 from __future__ import annotations
 
@@ -63,16 +65,25 @@ def sidecar_table(sidecars: list[dict[str, Any]]) -> Table:
 def status(
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Only this namespace.")] = None,
     output: options.TableOutput = Format.table,
+    grace: Annotated[
+        float,
+        typer.Option("--grace", min=0, help="Seconds sidecars that are behind get to catch up before exit 1."),
+    ] = 5.0,
     server: options.Server = options.DEFAULT_SERVER,
     token: options.Token = None,
     token_file: options.TokenFile = None,
 ) -> None:
-    """The mesh generation and every sidecar: its config version, in sync or not, and why it refused one."""
+    """The mesh generation and every sidecar: its config version, in sync or not, and why it refused one.
+    Exits 1 when a live sidecar NACKs the current generation, or is still behind it after --grace."""
+    from meshctl.cli import sync
+
     client = api.connect_reading(server, token, token_file)
+    path = "/api/v1/sidecars" + (f"?namespace={quote(namespace)}" if namespace else "")
     with reported(client):
-        sidecars = client.get("/api/v1/sidecars" + (f"?namespace={quote(namespace)}" if namespace else ""))
+        sidecars = sync.after_grace(lambda: client.get(path), client.get(path), grace)
         mesh = client.get("/api/v1/mesh")
     if api.printed_json(output, sidecars):
+        sync.exit_if_out_of_sync(sidecars)
         return
     out = api.console()
     head = f"mesh generation {mesh['generation']}, revision {mesh['revision']}, {mesh['services']} services"
@@ -91,3 +102,4 @@ def status(
     noun = "sidecar" if len(sidecars) == 1 else "sidecars"
     out.print(Text(f"{head}: {len(sidecars)} {noun}, {summary}"))
     out.print(sidecar_table(sidecars))
+    sync.exit_if_out_of_sync(sidecars)

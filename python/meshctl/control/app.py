@@ -18,6 +18,7 @@ from meshctl.control.ca import CertificateAuthority
 from meshctl.control.db import make_engine, migrate
 from meshctl.control.deps import SESSION_SLOTS
 from meshctl.control.metrics import Metrics, RequestMetrics
+from meshctl.control.proxy_config import ConfigDumps
 from meshctl.control.push import Hub
 from meshctl.control.routers import (
     apply,
@@ -26,6 +27,7 @@ from meshctl.control.routers import (
     health,
     identity,
     prometheus,
+    proxy_config,
     revisions,
     services,
     sidecars,
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.stats = StatsStore()  # the live views' numbers, fed by heartbeats
         app.state.token_cache = {}
         app.state.taps = Taps()
+        app.state.dumps = ConfigDumps()  # meshctl proxy-config
         app.state.hub = Hub(
             app.state.engine,
             trust_domain=settings.trust_domain,
@@ -75,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         yield
         app.state.taps.stop()
+        app.state.dumps.stop()
         await app.state.hub.close()
         app.state.engine.dispose()
 
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         *specs.routers,
         sidecars.router,
         sidecars.mesh_router,
+        proxy_config.router,
         apply.router,
         revisions.router,
         check.router,

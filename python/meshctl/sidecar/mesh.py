@@ -30,7 +30,9 @@ work wherever the sidecar reaches its control plane (see
 ``meshctl.control.stats`` for why they are pushed rather than scraped).
 
 While an operator taps its service (``meshctl tap``), it relays its data
-plane's request metadata to the control plane (``sidecar.tap``).
+plane's request metadata to the control plane (``sidecar.tap``); asked for its
+config (``meshctl proxy-config``), it answers the same way
+(``sidecar.proxy_config``).
 
 The last good snapshot is kept on disk, so a sidecar (re)started while the
 control plane is away serves from it; it keeps trying to reach the control
@@ -58,6 +60,7 @@ from meshctl.dataplane_config import AccessLogConfig, CertificateConfig, DataPla
 from meshctl.secretfile import write_secret
 from meshctl.sidecar.backoff import Backoff
 from meshctl.sidecar.identity import Identity, IdentityKeeper
+from meshctl.sidecar.proxy_config import ConfigDumpRelay, config_dump
 from meshctl.sidecar.tap import TapRelay
 from meshctl.sidecar.telemetry import TOKEN_FILE, ControlPlaneCollector, reopen_logs, with_access_log
 
@@ -252,6 +255,8 @@ class MeshSidecar:
         self.sidecar_id: int | None = None
         #: The snapshot version last tried (applied or refused): only newer ones are asked for.
         self.version = -1
+        #: The snapshot version the data plane runs (None: none yet).
+        self.running_version: int | None = None
         self._pending: dict[str, Any] | None = None  # an ACK or NACK not delivered yet
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -269,6 +274,8 @@ class MeshSidecar:
         self.collector = ControlPlaneCollector(self.api.url, options.token, options.identity_dir / TOKEN_FILE)
         #: `meshctl tap`: idle (one parked request) until an operator taps this service.
         self.tap = TapRelay(self.api, sidecar_id=lambda: self.sidecar_id, dataplane=lambda: self.dataplane)
+        #: `meshctl proxy-config`: idle (one parked request) until an operator asks for this sidecar's config.
+        self.config_dumps = ConfigDumpRelay(self.api, sidecar_id=lambda: self.sidecar_id, dump=self.config_dump)
 
     # === control-plane calls ===
 
@@ -358,11 +365,18 @@ class MeshSidecar:
                 log.error("snapshot %d from %s refused, keeping the running config: %s", version, source, e)
                 self._pending = {"version": version, "error": str(e)}
                 return False
-            self._config = config
+            self._config, self.running_version = config, version
             log.info("snapshot %d from %s applied", version, source)
             if source == "control plane":
                 self.cache.save(version, config)
             return True
+
+    def config_dump(self) -> dict[str, Any]:
+        """What `meshctl proxy-config` shows of this sidecar (see sidecar.proxy_config)."""
+        with self._lock:
+            dataplane, config, version = self.dataplane, self._config, self.running_version
+        bundle = (config or {}).get("identity", {}).get("roots")  # the control plane's, when it sent one
+        return config_dump(dataplane, version=version, identity=self.keeper.current, bundle_pem=bundle)
 
     # === loops ===
 
@@ -468,11 +482,13 @@ class MeshSidecar:
         for target in (self._watch, self._heartbeat):
             threading.Thread(target=target, name=f"sidecar{target.__name__}", daemon=True).start()
         self.tap.start()
+        self.config_dumps.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.keeper.stop()
         self.tap.stop(wait=False)  # (a signal handler may call this: no joins)
+        self.config_dumps.stop()
 
     def run_until_signalled(self) -> None:
         def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -488,6 +504,7 @@ class MeshSidecar:
         self._stop.set()
         self.keeper.stop()
         self.tap.stop()  # before the data plane stops: each tap is closed by its own thread
+        self.config_dumps.stop()
         if self.sidecar_id is not None:
             try:
                 self.api.delete(f"/api/v1/sidecars/{self.sidecar_id}", timeout=2)

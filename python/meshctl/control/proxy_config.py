@@ -1,0 +1,197 @@
+"""``meshctl proxy-config``: a running sidecar's data-plane config, relayed
+from the sidecar to an operator through this process.
+
+Sidecars run on other hosts and their admin listener (where ``/config`` is)
+binds localhost only, so the operator cannot ask them directly. As with tap
+(see ``control.tap``), the sidecar asks here: it long-polls
+``GET /api/v1/sidecars/{id}/config-dumps`` (held ~25 s, answered at once when
+an operator is waiting on it, else 204), builds the dump from its data plane
+and POSTs it to ``/api/v1/sidecars/{id}/config-dumps/{request}``; the
+operator's ``GET /api/v1/sidecars/{id}/proxy-config`` returns it. A request
+lives only in this process's memory and only while its operator waits: with
+several control-plane replicas, the operator and the sidecar must reach the
+same one (as for tap).
+
+The dump has the sections the CLI shows: listeners, routes (each with its
+listener), clusters, endpoints (each with its cluster and the data plane's
+health of it) and identity (SPIFFE ID, SVID validity, trust-bundle digest,
+never a key). The data plane redacts inline keys; any left is redacted here
+again (defence in depth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: How long an operator waits for the sidecar's answer by default, and at most.
+ANSWER_SECONDS = 10.0
+MAX_ANSWER_SECONDS = 60.0
+#: Operators waiting on one sidecar at once: each holds a request open.
+MAX_WAITING = 16
+#: The config keys whose values are secrets (inline PEM keys).
+SECRET_KEYS = frozenset({"private_key"})
+REDACTED = "<redacted>"
+
+
+# === the shapes on the wire ===
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if k in SECRET_KEYS else _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
+
+
+class TrustBundleDigest(BaseModel):
+    roots: int = Field(description="Root certificates in the bundle the sidecar verifies peers with.")
+    sha256: str = Field(description="SHA-256 (hex) of the roots' DER certificates, concatenated in order.")
+
+
+class ProxyIdentity(BaseModel):
+    """The SVID the sidecar's data plane serves with; never its key."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    spiffe_id: str
+    serial: str = Field(description="The SVID's serial number (hex).")
+    not_before: str
+    not_after: str
+    trust_bundle: TrustBundleDigest | None = None
+
+
+class ProxyConfigReport(BaseModel):
+    """What a sidecar sends: its data plane's running config in sections, with endpoint health.
+    Each entry is the data plane's config document for it (see the data-plane config reference),
+    plus the fields named here."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: int | None = Field(description="The snapshot version its data plane runs (None: none yet).")
+    listeners: list[dict[str, Any]] = Field(
+        default_factory=list, description="Each listener without its routes, plus `bound`: the address it listens on."
+    )
+    routes: list[dict[str, Any]] = Field(
+        default_factory=list, description="Each HTTP route, in match order, plus `listener` and `index`."
+    )
+    clusters: list[dict[str, Any]] = Field(default_factory=list, description="Each cluster without its endpoints.")
+    endpoints: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Each endpoint, plus `cluster` and `health` (healthy, ejected, ejected_for_ms, health_check, "
+        "active and requests, from the data plane's stats).",
+    )
+    identity: ProxyIdentity | None = None
+
+    @field_validator("listeners", "routes", "clusters", "endpoints")
+    @classmethod
+    def _no_keys(cls, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        redacted: list[dict[str, Any]] = _redacted(entries)
+        return redacted
+
+
+class ProxyConfig(ProxyConfigReport):
+    """A running sidecar's config, as ``meshctl proxy-config`` shows it."""
+
+    sidecar: int
+    namespace: str
+    service: str
+
+
+class DumpRequests(BaseModel):
+    requests: list[str] = Field(description="Ids of the dumps operators are waiting for.")
+
+
+# === requests waiting for an answer ===
+
+
+class TooManyWaiting(Exception):
+    """`MAX_WAITING` operators wait on this sidecar already."""
+
+
+class ConfigDumps:
+    """Operators waiting for a sidecar's dump; lives on the server's event loop (`stop` may be
+    called from any thread)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.closing = False
+        self._waiting: dict[int, dict[str, asyncio.Future[ProxyConfigReport]]] = {}
+        #: Set (and replaced) when a sidecar is asked: wakes its long-poll.
+        self._asked: dict[int, asyncio.Event] = {}
+
+    async def ask(self, sidecar_id: int, timeout: float) -> ProxyConfigReport | None:
+        """The sidecar's dump, or None when it did not answer within `timeout` seconds (or at shutdown)."""
+        waiting = self._waiting.setdefault(sidecar_id, {})
+        if len(waiting) >= MAX_WAITING:
+            raise TooManyWaiting(f"{MAX_WAITING} requests wait on sidecar {sidecar_id} already")
+        request_id = secrets.token_hex(8)
+        answer: asyncio.Future[ProxyConfigReport] = self.loop.create_future()
+        waiting[request_id] = answer
+        if (event := self._asked.pop(sidecar_id, None)) is not None:
+            event.set()
+        try:
+            return await asyncio.wait_for(answer, timeout)
+        except TimeoutError:
+            return None
+        except asyncio.CancelledError:
+            if self.closing:  # `stop` cancelled the wait
+                return None
+            raise  # the operator went away
+        finally:
+            waiting.pop(request_id, None)
+            if not waiting:
+                self._waiting.pop(sidecar_id, None)
+
+    def pending(self, sidecar_id: int) -> list[str]:
+        return [k for k, f in self._waiting.get(sidecar_id, {}).items() if not f.done()]
+
+    async def wait_asked(self, sidecar_id: int, timeout: float) -> list[str] | None:
+        """Ids of the dumps waited for from this sidecar, once there are any; None after `timeout`
+        seconds or at shutdown."""
+        deadline = self.loop.time() + timeout
+        while not self.closing:
+            if ids := self.pending(sidecar_id):
+                return ids
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                return None
+            event = self._asked.setdefault(sidecar_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                return None
+        return None
+
+    def answer(self, sidecar_id: int, request_id: str, report: ProxyConfigReport) -> bool:
+        """Hands the dump to its operator; False when nobody waits for it any more."""
+        answer = self._waiting.get(sidecar_id, {}).get(request_id)
+        if answer is None or answer.done():
+            return False
+        answer.set_result(report)
+        return True
+
+    def stop(self) -> None:
+        """Server shutdown: end every long-poll and wait now (callable from any thread)."""
+        self.loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        self.closing = True
+        for event in self._asked.values():
+            event.set()
+        for waiting in self._waiting.values():
+            for answer in waiting.values():
+                answer.cancel()
+
+
+async def get_dumps(request: Request) -> ConfigDumps:
+    dumps: ConfigDumps = request.app.state.dumps
+    return dumps
+
+
+DumpsDep = Annotated[ConfigDumps, Depends(get_dumps)]
