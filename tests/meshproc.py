@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,10 +27,21 @@ class ControlPlane:
     port: int = field(default_factory=unused_port)
     proc: subprocess.Popen[bytes] | None = None
     args: tuple[str, ...] = ()
+    #: "https" when the args make it serve TLS; then `verify` is what httpx trusts (default: the
+    #: data dir's tls/ca.pem) and `host` the name its URL uses.
+    scheme: str = "http"
+    host: str = "127.0.0.1"
+    verify: str | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def _verify(self) -> ssl.SSLContext | bool:
+        if self.scheme != "https":
+            return True
+        return ssl.create_default_context(cafile=self.verify or str(self.data_dir / "tls" / "ca.pem"))
 
     @property
     def log(self) -> Path:
@@ -65,8 +77,8 @@ class ControlPlane:
 
     def healthy(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
+            return httpx.get(f"{self.url}/healthz", timeout=1, verify=self._verify).status_code == 200
+        except (httpx.HTTPError, FileNotFoundError):  # (https: the CA file is written on start)
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -76,7 +88,7 @@ class ControlPlane:
 
     def call(self, method: str, path: str, role: str = "admin", **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token(role)}"}
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kw)
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, verify=self._verify, **kw)
 
     def ok(self, method: str, path: str, **kw: Any) -> Any:
         r = self.call(method, path, **kw)

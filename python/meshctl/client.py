@@ -13,8 +13,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import ssl
     import urllib.error
     import urllib.request
+
+    from meshctl.trust import Trust
 
 
 class ApiError(Exception):
@@ -27,6 +30,12 @@ class ApiError(Exception):
 
 class Unreachable(Exception):
     """No answer from the control plane (refused, timed out, reset)."""
+
+
+class TrustError(Unreachable):
+    """The control plane's certificate is not the one trusted (a wrong pin, a certificate that
+    does not verify): no request with a token went out. An Unreachable, so loops retry it;
+    a process that is starting refuses to go on."""
 
 
 def format_detail(detail: Any) -> str:
@@ -53,8 +62,30 @@ def _api_error(e: urllib.error.HTTPError) -> ApiError:
 
 
 class ApiClient:
-    def __init__(self, url: str, token: str | None):
-        self.url, self.token = url.rstrip("/"), token
+    """The API at `url`; an https:// one is verified as `trust` says (``meshctl.trust``; the
+    system's trust store when None)."""
+
+    def __init__(self, url: str, token: str | None, *, trust: Trust | None = None):
+        self.url, self.token, self.trust = url.rstrip("/"), token, trust
+
+    def _context(self) -> ssl.SSLContext | None:
+        if self.trust is None or not self.url.startswith("https:"):
+            return None
+        return self.trust.context()
+
+    def _unreachable(self, e: BaseException) -> Unreachable:
+        import ssl
+
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            source = self.trust.source if self.trust is not None else "the system's trust store"
+            return TrustError(f"{self.url}: its certificate does not verify against {source} ({reason.verify_message})")
+        return Unreachable(f"{self.url}: {reason}")
+
+    def learn_roots(self, roots: list[str]) -> None:
+        """Roots received from the control plane over this verified connection (``Trust.learn``)."""
+        if self.trust is not None:
+            self.trust.learn(roots)
 
     def _request(self, method: str, path: str, body: Any) -> urllib.request.Request:
         import urllib.request
@@ -73,7 +104,8 @@ class ApiClient:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(self._request(method, path, body), timeout=timeout) as resp:
+            req = self._request(method, path, body)
+            with urllib.request.urlopen(req, timeout=timeout, context=self._context()) as resp:
                 raw = resp.read()
                 return resp.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:
@@ -81,7 +113,7 @@ class ApiClient:
                 return 304, None
             raise _api_error(e) from None
         except (urllib.error.URLError, OSError, TimeoutError) as e:
-            raise Unreachable(f"{self.url}: {getattr(e, 'reason', e)}") from None
+            raise self._unreachable(e) from None
 
     def lines(self, path: str, *, timeout: float) -> Iterator[bytes]:
         """The lines of a streamed GET as they come; `timeout` bounds each wait for data."""
@@ -90,13 +122,14 @@ class ApiClient:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(self._request("GET", path, None), timeout=timeout) as resp:
+            req = self._request("GET", path, None)
+            with urllib.request.urlopen(req, timeout=timeout, context=self._context()) as resp:
                 while line := resp.readline():
                     yield line
         except urllib.error.HTTPError as e:
             raise _api_error(e) from None
         except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:
-            raise Unreachable(f"{self.url}: {getattr(e, 'reason', e)}") from None
+            raise self._unreachable(e) from None
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.call("GET", path, **kw)[1]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import typer
@@ -22,7 +22,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from meshctl.client import ApiClient, ApiError, Unreachable, format_detail
+from meshctl.client import ApiClient, ApiError, TrustError, Unreachable, format_detail
+
+if TYPE_CHECKING:
+    from meshctl.trust import Trust
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -40,8 +43,50 @@ class Client(ApiClient):
     """The API client, knowing where its token came from (for a helpful 401)."""
 
     def __init__(self, url: str, token: str | None, token_source: str | None):
-        super().__init__(url, token)
+        super().__init__(url, token, trust=trust_for(url))
         self.token_source = token_source
+
+
+# === trust in the control plane's certificate ===
+
+
+class TrustOptions:
+    """The root options ``meshctl --ca-file FILE | --ca-hash PIN [--insecure] VERB`` (or
+    $MESHCTL_CA_FILE, $MESHCTL_CA_HASH, $MESHCTL_INSECURE), set before the verb runs."""
+
+    ca_file: Path | None = None
+    ca_hash: str | None = None
+    insecure: bool = False
+
+
+trust_options = TrustOptions()
+
+
+def trust_for(server: str) -> Trust | None:
+    """How the client verifies `server` (see meshctl.trust): --ca-file, --ca-hash, else the
+    system's trust store plus the data dir's tls/ca.pem (the CLI on the control-plane host needs
+    nothing more). Plain http:// to another host is refused without --insecure (a warning with it)."""
+    from meshctl.trust import Trust, parse_pin, plain_http
+
+    o = trust_options
+    try:
+        warning = plain_http(server, insecure=o.insecure)
+    except ValueError as e:
+        fail(f"--server: {e}")
+    if warning:
+        typer.echo(f"{typer.style('warning:', fg='yellow', bold=True)} {warning}", err=True)
+    if o.ca_file is not None and o.ca_hash is not None:
+        fail("give --ca-file or --ca-hash, not both")
+    if not server.startswith("https:"):
+        if o.ca_file is not None or o.ca_hash is not None:
+            fail("--ca-file and --ca-hash are for an https:// --server")
+        return None
+    try:
+        pin = parse_pin(o.ca_hash) if o.ca_hash is not None else None
+    except ValueError as e:
+        fail(f"--ca-hash: {e}")
+    data_dir = Path(os.environ.get("MESHCTL_DATA_DIR") or "~/.meshctl").expanduser()
+    return Trust(server, ca_file=o.ca_file, pin=pin, extra=data_dir / "tls" / "ca.pem")
 
 
 def _read_token(path: Path) -> str:
@@ -128,6 +173,8 @@ def reported(client: Client, locate: Locate | None = None) -> Iterator[None]:
     except ApiError as e:
         report(e, client, locate)
         raise typer.Exit(1) from None
+    except TrustError as e:
+        fail(f"not trusting the control plane: {e}", 1)
     except Unreachable as e:
         fail(f"cannot reach the control plane at {e} (is it running? --server or $MESHCTL_SERVER)", 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -47,8 +48,28 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(envvar="MESHCTL_CA_FILE", help="Trust an https:// control plane by this PEM CA bundle."),
+    ] = None,
+    ca_hash: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MESHCTL_CA_HASH",
+            metavar="sha256:HEX",
+            help="Trust an https:// control plane whose CA has this pin (SHA-256 of its DER SubjectPublicKeyInfo).",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(envvar="MESHCTL_INSECURE", help="Allow a plain http:// control plane on another host."),
+    ] = False,
 ) -> None:
     """A service mesh that installs with pip."""
+    if ca_file is not None or ca_hash is not None or insecure:
+        from meshctl.cli import api  # (only then: --help stays fast)
+
+        api.trust_options.ca_file, api.trust_options.ca_hash, api.trust_options.insecure = ca_file, ca_hash, insecure
 
 
 app.command("demo")(demo.demo)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from meshctl.cli import logs
+
+if TYPE_CHECKING:
+    from meshctl.control.ca import CertificateAuthority
+    from meshctl.control.settings import Settings
 
 
 class AuthzDefault(StrEnum):
@@ -46,6 +50,29 @@ def control_plane(
         int | None,
         typer.Option(help="The most spans the trace store keeps; the oldest traces go (default 100000).", min=1),
     ] = None,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Serve HTTPS on a loopback --host too (elsewhere HTTPS is the default).")
+    ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Your serving certificate chain (PEM, leaf first) instead of one from the mesh CA."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The key of --tls-cert (PEM).")] = None,
+    tls_san: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another DNS name or IP address clients reach the control plane by, for the serving"
+            " certificate from the mesh CA; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http",
+            help="Serve plain HTTP on a --host other than loopback: tokens and CSRs travel in clear.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the control-plane API; migrations run and tokens are made on start."""
     import uvicorn
@@ -63,9 +90,15 @@ def control_plane(
         "authz_default": authz_default.value if authz_default else None,
         "trace_retention_seconds": _seconds("--trace-retention", trace_retention),
         "trace_max_spans": trace_max_spans,
+        "tls": tls or None,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_sans": tls_san or None,
+        "insecure_http": insecure_http or None,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    _check_ca(settings.data_dir / "ca", settings.trust_domain)
+    ca = _check_ca(settings.data_dir / "ca", settings.trust_domain)
+    ssl_files = _serving(settings, ca)
     app = create_app(settings)
 
     class Server(uvicorn.Server):
@@ -82,16 +115,47 @@ def control_plane(
                 dumps.stop()
             super().handle_exit(sig, frame)
 
-    Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None)).run()
+    Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, **ssl_files)).run()
 
 
-def _check_ca(directory: Path, trust_domain: str) -> None:
+def _serving(settings: Settings, ca: CertificateAuthority) -> dict[str, Any]:
+    """uvicorn's TLS arguments: our serving certificate, the operator's, or none for plain HTTP
+    (see meshctl.control.ca.serving). A bad combination or file is one line and exit 1 or 2."""
+    from meshctl.control.ca import CaError, serving
+
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise typer.BadParameter("give --tls-cert and --tls-key together", param_hint="--tls-cert")
+    if settings.insecure_http and (settings.tls or settings.tls_cert is not None):
+        raise typer.BadParameter("--insecure-http contradicts --tls and --tls-cert", param_hint="--insecure-http")
+    try:
+        if not settings.serves_tls:
+            serving.plain_http(settings.data_dir, settings.host, insecure=settings.insecure_http)
+            return {}
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            files = serving.operator_files(settings.data_dir, settings.tls_cert, settings.tls_key)
+        else:
+            sans = [*settings.tls_sans]
+            for name in sans:
+                try:
+                    serving.san(name)
+                except ValueError as e:
+                    raise typer.BadParameter(str(e), param_hint="--tls-san") from None
+            files = serving.ensure_serving_cert(settings.data_dir, ca, serving.names(settings.host, sans))
+    except CaError as e:
+        typer.echo(f"{typer.style('error:', fg='red', bold=True)} {e}", err=True)
+        raise typer.Exit(1) from None
+    if (pin := serving.serving_ca_hash(settings.data_dir)) is not None:
+        logs.setup().info("serving HTTPS; clients pin its CA with --ca-hash %s", pin)
+    return {"ssl_certfile": str(files.cert_file), "ssl_keyfile": str(files.key_file)}
+
+
+def _check_ca(directory: Path, trust_domain: str) -> CertificateAuthority:
     """The CA's files, checked (and made on first start) before serving: an unusable import is
     one clear line and exit 1, not a traceback from the server's startup."""
     from meshctl.control.ca import CaError, CertificateAuthority
 
     try:
-        CertificateAuthority.load_or_create(directory, trust_domain)
+        return CertificateAuthority.load_or_create(directory, trust_domain)
     except CaError as e:
         typer.echo(f"{typer.style('error:', fg='red', bold=True)} the CA in {directory} cannot be used: {e}", err=True)
         raise typer.Exit(1) from None

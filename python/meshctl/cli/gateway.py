@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from meshctl.cli import logs
-from meshctl.cli.proxy import add_member_arguments, member_options
+from meshctl.cli.proxy import add_member_arguments, check_trust_arguments, member_options
 from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments
 
 HELP = (
@@ -56,8 +56,9 @@ def main(argv: list[str]) -> int:
     if not args.cert_dir.is_dir():
         log.error("--cert-dir %s is not a directory", args.cert_dir)
         return 2
+    check_trust_arguments(p, args, log)
     # Imported here, as for `meshctl proxy`: the HTTP client and the sidecar only when running.
-    from meshctl.client import ApiError
+    from meshctl.client import ApiError, TrustError
     from meshctl.sidecar.mesh import MeshSidecar, SidecarOptions, StartRefused
 
     gateway = MeshSidecar(
@@ -77,6 +78,10 @@ def main(argv: list[str]) -> int:
         gateway.start()
     except ApiError as e:
         log.error("the control plane refused this gateway: %s", e)
+        return 2
+    except TrustError as e:
+        log.error("not trusting the control plane: %s", e)
+        gateway.shutdown()
         return 2
     except StartRefused as e:
         log.error("not starting: %s", e)

@@ -95,6 +95,7 @@ def add_member_arguments(group: argparse._ActionsContainer) -> None:
         " while enough of it is healthy.",
     )
     group.add_argument("--token-file", type=Path, help="The service's join token file (default: $MESHCTL_TOKEN).")
+    add_trust_arguments(group)
     group.add_argument("--cache-dir", type=Path, help="Where the last good snapshot and the SVID are kept.")
     group.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")
     group.add_argument(
@@ -119,7 +120,49 @@ def member_options(args: argparse.Namespace) -> dict[str, Any]:
         "svid_ttl_seconds": args.svid_ttl,
         "workers": args.workers or None,
         "grace": args.grace,
+        "ca_file": args.ca_file,
+        "ca_hash": args.ca_hash,
     }
+
+
+def add_trust_arguments(group: argparse._ActionsContainer) -> None:
+    """How a mesh member trusts the control plane's HTTPS certificate (see meshctl.trust)."""
+    group.add_argument(
+        "--ca-hash",
+        metavar="sha256:HEX",
+        help="Trust the control plane whose CA has this pin: the SHA-256 of the CA certificate's DER"
+        " SubjectPublicKeyInfo (meshctl token create prints it; like kubeadm's --discovery-token-ca-cert-hash)."
+        " Checked before the token is sent; the CA is kept in --cache-dir for restarts.",
+    )
+    group.add_argument("--ca-file", type=Path, help="Trust the control plane's certificate by this PEM CA bundle.")
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help="Allow a plain http:// control plane on another host (the token and CSRs travel in clear).",
+    )
+
+
+def check_trust_arguments(p: argparse.ArgumentParser, args: argparse.Namespace, log: logging.Logger) -> None:
+    """--ca-hash, --ca-file and --insecure against --control-plane: usage errors, or the warning
+    that plain HTTP to another host asks for."""
+    from meshctl.trust import parse_pin, plain_http
+
+    if args.ca_hash is not None and args.ca_file is not None:
+        p.error("give --ca-hash or --ca-file, not both")
+    if args.ca_hash is not None:
+        try:
+            args.ca_hash = parse_pin(args.ca_hash)
+        except ValueError as e:
+            p.error(f"--ca-hash: {e}")
+    https = str(args.control_plane).startswith("https://")
+    if not https and (args.ca_hash or args.ca_file):
+        p.error("--ca-hash and --ca-file are for an https:// --control-plane")
+    try:
+        warning = plain_http(args.control_plane, insecure=args.insecure)
+    except ValueError as e:
+        p.error(f"--control-plane: {e}")
+    if warning:
+        log.warning("%s", warning)
 
 
 def main(argv: list[str]) -> int:
@@ -133,6 +176,7 @@ def main(argv: list[str]) -> int:
             p.error("--control-plane needs --service and --app-port")
         if args.trace_sample_percent is not None:
             p.error("--trace-sample-percent is for --config: the control plane's Telemetry sets sampling")
+        check_trust_arguments(p, args, log)
         return _sidecar(args, log, access_log)
     from meshctl.sidecar.file_config import FileConfigProxy
 
@@ -156,7 +200,7 @@ def main(argv: list[str]) -> int:
 def _sidecar(args: argparse.Namespace, log: logging.Logger, access_log: AccessLogConfig | None) -> int:
     # Imported here: the HTTP client pulls in urllib, http.client and ssl (several MB of RSS)
     # that a proxy fed from a file never needs.
-    from meshctl.client import ApiError
+    from meshctl.client import ApiError, TrustError
     from meshctl.sidecar.mesh import MeshSidecar, SidecarOptions
 
     sidecar = MeshSidecar(
@@ -178,6 +222,9 @@ def _sidecar(args: argparse.Namespace, log: logging.Logger, access_log: AccessLo
         sidecar.start()
     except ApiError as e:
         log.error("the control plane refused this sidecar: %s", e)
+        return 2
+    except TrustError as e:
+        log.error("not trusting the control plane: %s", e)
         return 2
     sidecar.run_until_signalled()
     return 0

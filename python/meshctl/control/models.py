@@ -329,6 +329,18 @@ class TrustBundle(SQLModel):
     digest: str
 
 
+class ServingCa(SQLModel):
+    """How clients trust the API's HTTPS certificate (``GET /api/v1/ca/serving``, no token)."""
+
+    #: Whether the control plane serves HTTPS.
+    tls: bool
+    #: The CA certificate (PEM) its serving certificate verifies against; null when it serves plain
+    #: HTTP, or an operator's certificate whose chain names no CA (use the system store or --ca-file).
+    ca_pem: str | None
+    #: The pin for `--ca-hash`: "sha256:" + hex SHA-256 of the CA's DER SubjectPublicKeyInfo.
+    ca_hash: str | None
+
+
 class CaRoot(SQLModel):
     """A root of the trust bundle: its fingerprint and names, never a key."""
 

@@ -33,6 +33,25 @@ class Settings(BaseSettings):
     #: The largest OTLP export request taken, compressed and decompressed (413 past it).
     otlp_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
+    #: HTTPS even on a loopback address (elsewhere it is the default).
+    tls: bool = False
+    #: An operator's serving certificate chain (leaf first) and key, instead of one from our CA.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: More names (DNS or IP) for our serving certificate, beside the bind address and loopback.
+    tls_sans: list[str] = Field(default_factory=list)
+    #: Plain HTTP on an address other than loopback (tokens travel in clear; a warning).
+    insecure_http: bool = False
+
+    @property
+    def serves_tls(self) -> bool:
+        """HTTPS unless bound to loopback (then on request) or plain HTTP is asked for."""
+        from meshctl.trust import is_loopback
+
+        if self.tls or self.tls_cert is not None:
+            return True
+        return not self.insecure_http and not is_loopback(self.host)
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'mesh.db'}"

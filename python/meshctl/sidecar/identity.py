@@ -66,6 +66,9 @@ def key_and_csr(spiffe_id: str) -> tuple[str, str]:
 def request_identity(api: ApiClient, *, namespace: str, service: str, ttl_seconds: int | None = None) -> Identity:
     """A fresh key and a certificate for it. Raises ApiError (refused) or Unreachable."""
     bundle = api.get("/api/v1/identity/bundle", timeout=10)
+    # Over the verified connection: a root rotation's new root also verifies the control plane's next
+    # serving certificate (see meshctl.trust).
+    api.learn_roots(bundle["roots"])
     identity = spiffe_id(bundle["trust_domain"], namespace, service)
     key_pem, csr_pem = key_and_csr(identity)
     svid = api.post("/api/v1/identity/svid", {"csr": csr_pem, "ttl_seconds": ttl_seconds}, timeout=10)

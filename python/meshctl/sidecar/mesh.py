@@ -55,7 +55,7 @@ from types import FrameType
 from typing import Any, Literal, cast
 
 from meshctl import BindError, ConfigError, DataPlane
-from meshctl.client import ApiClient, ApiError, Unreachable
+from meshctl.client import ApiClient, ApiError, TrustError, Unreachable
 from meshctl.dataplane_config import AccessLogConfig, CertificateConfig, DataPlaneConfig, ListenerConfig
 from meshctl.secretfile import write_secret
 from meshctl.sidecar.backoff import Backoff
@@ -63,6 +63,7 @@ from meshctl.sidecar.identity import Identity, IdentityKeeper
 from meshctl.sidecar.proxy_config import ConfigDumpRelay, config_dump
 from meshctl.sidecar.tap import TapRelay
 from meshctl.sidecar.telemetry import TOKEN_FILE, ControlPlaneCollector, reopen_logs, with_access_log
+from meshctl.trust import Trust
 
 log = logging.getLogger("meshctl.sidecar")
 
@@ -130,6 +131,9 @@ class SidecarOptions:
     cert_dir: Path | None = None
     #: Every listener's access log, whatever the snapshots say (`--access-log`).
     access_log: AccessLogConfig | None = None
+    #: How an https:// control plane is trusted: a CA bundle, or a CA pin (see meshctl.trust).
+    ca_file: Path | None = None
+    ca_hash: str | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -140,6 +144,16 @@ class SidecarOptions:
     @property
     def identity_dir(self) -> Path:
         return self.cache_path.parent / "identity"
+
+    @property
+    def trust_store(self) -> Path:
+        """The control plane's CAs trusted after bootstrap (see meshctl.trust)."""
+        return self.cache_path.parent / "control-plane-ca.pem"
+
+    def trust(self) -> Trust | None:
+        if not self.control_plane.startswith("https:"):
+            return None
+        return Trust(self.control_plane, ca_file=self.ca_file, pin=self.ca_hash, store=self.trust_store)
 
     def registration(self) -> dict[str, Any]:
         ports = {"gateway": True} if self.gateway else {"inbound_port": self.inbound_port, "app_port": self.app_port}
@@ -249,7 +263,7 @@ def certificate_problems(config: DataPlaneConfig) -> tuple[list[str], list[str]]
 class MeshSidecar:
     def __init__(self, options: SidecarOptions):
         self.opts = options
-        self.api = ApiClient(options.control_plane, options.token)
+        self.api = ApiClient(options.control_plane, options.token, trust=options.trust())
         self.cache = SnapshotCache(options.cache_path)
         self.dataplane: DataPlane | None = None
         self.sidecar_id: int | None = None
@@ -466,6 +480,8 @@ class MeshSidecar:
             if self.opts.gateway:
                 snap = self.api.get(f"/api/v1/sidecars/{self.sidecar_id}/snapshot?wait=0", timeout=10)
                 self._first(snap["version"], snap["config"], source="control plane")
+        except TrustError:
+            raise  # a control plane that is not the one trusted: no cached start either
         except Unreachable as e:
             cached = self.cache.load()
             if not self.keeper.resume():

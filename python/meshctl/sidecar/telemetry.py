@@ -69,6 +69,7 @@ class ControlPlaneCollector:
         self.url = f"{url.rstrip('/')}/v1/traces"
         self.token, self.token_path = token, token_path
         self._written = False
+        self._warned_https = False
         self._lock = threading.Lock()
 
     def _token_file(self) -> str | None:
@@ -86,6 +87,12 @@ class ControlPlaneCollector:
         section = config.get("telemetry")
         tracing = section.get("tracing") if section else None
         if section is None or tracing is None or "collector" in tracing:
+            return config
+        if self.url.startswith("https:"):
+            # The data plane's exporter speaks plain HTTP only, and the token must not travel in clear.
+            if not self._warned_https:
+                self._warned_https = True
+                log.warning("spans are not sent to an https:// control plane: name a collector in a Telemetry")
             return config
         ours = tracing | {"collector": self.url}
         if (token_file := self._token_file()) is not None:

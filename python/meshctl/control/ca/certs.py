@@ -163,3 +163,30 @@ class Authority:
             .add_extension(_aki(self.issuer), critical=False)
             .sign(self.key, _hash_for(self.key))
         )
+
+    def sign_server(
+        self, public_key: Any, names: list[x509.GeneralName], not_before: dt.datetime, not_after: dt.datetime
+    ) -> x509.Certificate:
+        """A TLS server certificate for `names` (DNS names and IP addresses): the control plane's
+        serving certificate (see ``serving``)."""
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshctl"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "meshctl control plane"),
+            ]
+        )
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(self.issuer.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage("digital_signature"), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(_aki(self.issuer), critical=False)
+            .sign(self.key, _hash_for(self.key))
+        )
