@@ -1,7 +1,7 @@
 """`meshctl token create|list|revoke` as a user runs them (the real binary,
 a real control plane): a join token a real sidecar joins with, shown revoked
 once revoked; reader tokens for reading verbs; rotation; the last admin token
-kept."""
+kept; the join command pinning an HTTPS control plane's CA."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import wait_until
+from meshctl.control.ca.serving import serving_ca_hash
 from meshctl.demo.backends import DemoBackend
 from meshproc import ControlPlane, Sidecar, service
 
@@ -113,3 +114,19 @@ def test_the_last_admin_token_is_kept_and_bad_input_is_refused_before_any_call(c
     assert gone.returncode == 1 and "token 99999 not found" in gone.stderr
     never = meshctl(cp, "token", "create", "--role", "admin", "--expires", "never", "-o", "json", data_dir=here)
     assert json.loads(never.stdout)["expires_at"] is None
+
+
+def test_the_join_command_carries_the_pin_of_an_https_control_plane(tmp_path: Path) -> None:
+    plane = ControlPlane(tmp_path / "cp", args=("--tls",), scheme="https")
+    plane.data_dir.mkdir()
+    plane.start()
+    try:
+        plane.apply(service("pricing"))
+        made = meshctl(plane, "token", "create", "--service", "pricing", data_dir=plane.data_dir)
+        assert made.returncode == 0, made.stderr
+        pin = serving_ca_hash(plane.data_dir)
+        assert pin is not None and pin.startswith("sha256:")
+        join = f"meshctl proxy --control-plane {plane.url} --ca-hash {pin} --namespace default --service pricing"
+        assert join in made.stderr, made.stderr
+    finally:
+        plane.stop()

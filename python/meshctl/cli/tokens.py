@@ -24,8 +24,9 @@ from urllib.parse import urlencode
 import typer
 
 from meshctl.cli import api, options
-from meshctl.cli.api import add_row, reported
+from meshctl.cli.api import Client, add_row, reported
 from meshctl.cli.options import Format
+from meshctl.client import ApiError, Unreachable
 
 app = typer.Typer(
     help="API tokens (needs the admin token): join tokens for a service's sidecars (24 h unless "
@@ -59,13 +60,27 @@ def service_key(value: str) -> str:
     return value if "/" in value else f"default/{value}"
 
 
-def join_command(server: str, service: str) -> str:
-    """The `meshctl proxy` line a sidecar of `service` joins with (its token in a 0600 file)."""
+def join_command(server: str, service: str, ca_hash: str | None) -> str:
+    """The `meshctl proxy` line a sidecar of `service` joins with (its token in a 0600 file), with
+    the pin of the control plane's serving CA when it serves HTTPS."""
     namespace, name = service.split("/", 1)
+    pin = f" --ca-hash {ca_hash}" if ca_hash else ""
     return (
-        f"meshctl proxy --control-plane {server} --namespace {namespace} --service {name} "
+        f"meshctl proxy --control-plane {server}{pin} --namespace {namespace} --service {name} "
         f"--token-file {name}.token --app-port APP_PORT"
     )
+
+
+def serving_ca_hash(client: Client) -> str | None:
+    """The pin a sidecar trusts this control plane's HTTPS certificate by (None: plain HTTP, or an
+    operator's certificate without a CA to pin). Asked of the server the token was made on, over
+    the connection the CLI verified: the same as `meshctl.control.ca.serving.serving_ca_hash` on
+    its data dir, which the CLI's host may not have."""
+    try:
+        answer = client.get("/api/v1/ca/serving")
+    except (ApiError, Unreachable):
+        return None  # the token is made: print the command without the pin rather than fail
+    return answer.get("ca_hash") if answer.get("tls") else None
 
 
 def expires(value: str | None, at: datetime | None = None) -> str:
@@ -131,7 +146,7 @@ def create(
     typer.echo(f"{describe(made)}; shown this once, only its hash is kept", err=True)
     if made["role"] == "join":
         typer.echo("Join a sidecar with it (the token in a 0600 file):", err=True)
-        typer.echo(f"  {join_command(server, made['service'])}", err=True)
+        typer.echo(f"  {join_command(server, made['service'], serving_ca_hash(client))}", err=True)
 
 
 @app.command("list")
