@@ -180,7 +180,13 @@ def _inbound(cp: ControlPlane, ns: str, svc: str, port: int) -> dict[str, Any]:
 
 
 def test_snapshots_carry_the_authorization_and_explain_decides_like_the_data_plane(cp: ControlPlane) -> None:
-    cp.apply(service("catalog", "snap"), service("frontend", "snap"), authz_doc("deny-admin", "snap", DENY_ADMIN))
+    # explain's callers are mesh services: ops/anyone too.
+    cp.apply(
+        service("catalog", "snap"),
+        service("frontend", "snap"),
+        service("anyone", "ops"),
+        authz_doc("deny-admin", "snap", DENY_ADMIN),
+    )
     assert _inbound(cp, "snap", "catalog", 15201)["authorization"] == {
         "default": "allow",
         "rules": [
@@ -233,6 +239,7 @@ def test_apply_get_and_delete_through_the_cli(cp: ControlPlane, tmp_path: Path) 
         "authorizationpolicy/cli/deny-admin unchanged",
         "service/cli/catalog unchanged",
     ]
+    cp.apply(service("x", "ops"))  # the caller explain is asked about
     explained = meshctl("explain", "--from", "ops/x", "--to", "cli/catalog", "--path", "/admin/a", "-X", "POST")
     lines = explained.splitlines()
     assert lines[0] == (

@@ -9,6 +9,7 @@ authorization decides and by which rule."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -81,7 +82,7 @@ def render(r: dict[str, Any]) -> None:
     if r["filters"]:
         out.print("filters:")
         for f in r["filters"]:
-            out.print(Text(f"  {f}"))
+            out.print(Text(f"  {_filter(f)}"))
     if r.get("resilience"):
         render_route_resilience(r["resilience"])
     if r["backends"]:
@@ -102,6 +103,14 @@ def render(r: dict[str, Any]) -> None:
         if verdict and verdict["service"] not in seen:
             seen.add(verdict["service"])
             render_authorization(verdict)
+
+
+def _filter(f: dict[str, Any]) -> str:
+    """`RequestHeaderModifier {"set": [...]}`: the filter's type, then its settings as JSON
+    (those left empty omitted)."""
+    settings = [v for k, v in f.items() if k != "type"]
+    shown = [{k: x for k, x in v.items() if x not in ([], {})} if isinstance(v, dict) else v for v in settings]
+    return " ".join([f["type"], *map(json.dumps, shown)])
 
 
 def render_authorization(v: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import yaml
 
 from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, age, fail, qualified, reported
+from meshctl.cli.message import Message, with_message
 from meshctl.cli.options import Format as Output
 from meshctl.client import ApiError
 from meshctl.control import kinds as registry
@@ -373,6 +374,7 @@ Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namesp
 def apply(
     filename: Files = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; change nothing.")] = False,
+    message: Message = None,
     wait: Annotated[
         bool,
         typer.Option("--wait", help="Return once every live sidecar ACKed the new config; exit 1 if one NACKs it."),
@@ -394,7 +396,9 @@ def apply(
         fail(f"no documents in {', '.join(filename)}")
     client = api.connect(server, token, token_file)
     with reported(client, _locator(docs, origins)):
-        results = client.post("/api/v1/apply", {"documents": docs, "dry_run": dry_run}, timeout=60)
+        results = client.post(
+            with_message("/api/v1/apply", message), {"documents": docs, "dry_run": dry_run}, timeout=60
+        )
     suffix = " (dry run)" if dry_run else ""
     for r in results:
         typer.echo(f"{ref(r['kind'], r['name'])} {r['action']}{suffix}")
@@ -507,6 +511,7 @@ def delete(
     name: Annotated[str | None, typer.Argument(help="NAME or NAMESPACE/NAME.")] = None,
     filename: Files = None,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")] = None,
+    message: Message = None,
     server: options.Server = options.DEFAULT_SERVER,
     token: options.Token = None,
     token_file: options.TokenFile = None,
@@ -530,7 +535,7 @@ def delete(
         for k, ns, short in targets:
             what = ref(k.name, f"{ns}/{short}")
             try:
-                client.delete(_path(k, ns, short))
+                client.delete(with_message(_path(k, ns, short), message))
             except ApiError as e:
                 if e.status == 404 and filename:
                     typer.echo(f"{what} not found, skipped")

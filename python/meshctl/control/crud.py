@@ -5,6 +5,7 @@ generation that sidecar snapshots are versioned by."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,9 +52,29 @@ def current_state(session: Session) -> dict[str, dict[str, Any]]:
     return {k.name: {key(r): k.recorded(r) for r in list_all(session, k.table)} for k in KINDS}
 
 
-def record_revision(session: Session, *, action: str, kind: str, name: str, changes: list[dict[str, Any]]) -> None:
-    session.add(Revision(action=action, kind=kind, name=name, changes=changes))
+@dataclass(frozen=True)
+class Authorship:
+    """Who makes a write (the caller's token name, `deps.Caller.name`) and why (`--message`),
+    as the revision it records keeps them."""
+
+    author: str | None = None
+    message: str | None = None
+
+
+def record_revision(
+    session: Session,
+    *,
+    action: str,
+    kind: str,
+    name: str,
+    changes: list[dict[str, Any]],
+    by: Authorship | None = None,
+) -> Revision:
+    by = by or Authorship()
+    revision = Revision(action=action, kind=kind, name=name, changes=changes, author=by.author, message=by.message)
+    session.add(revision)
     bump(session)
+    return revision
 
 
 # === reads ===
@@ -181,36 +202,40 @@ def _write(session: Session, k: Kind, row: Any, namespace: str, name: str, value
     return row
 
 
-def _commit(session: Session, row: Any, *, k: Kind, action: str, before: Any) -> Any:
+def _commit(session: Session, row: Any, *, k: Kind, action: str, before: Any, by: Authorship | None) -> Any:
     session.flush()
     change = {"kind": k.name, "name": key(row), "before": before, "after": k.recorded(row)}
-    record_revision(session, action=action, kind=k.name, name=key(row), changes=[change])
+    record_revision(session, action=action, kind=k.name, name=key(row), changes=[change], by=by)
     session.commit()
     session.refresh(row)
     return row
 
 
-def create(session: Session, *, kind: Kind, namespace: str, name: str, spec: BaseModel) -> Any:
+def create(
+    session: Session, *, kind: Kind, namespace: str, name: str, spec: BaseModel, by: Authorship | None = None
+) -> Any:
     if get(session, kind.table, namespace=namespace, name=name):
         raise Conflict(f"{kind.noun} {namespace}/{name} already exists")
     errors = _Checker(session).check(kind, spec, namespace, name, at=["body", "spec"], name_at=["body", "name"])
     if errors:
         raise Invalid(errors)
     row = _write(session, kind, None, namespace, name, kind.value(spec))
-    return _commit(session, row, k=kind, action="create", before=None)
+    return _commit(session, row, k=kind, action="create", before=None, by=by)
 
 
-def update(session: Session, *, kind: Kind, row: Any, spec: BaseModel, resource_version: int) -> Any:
+def update(
+    session: Session, *, kind: Kind, row: Any, spec: BaseModel, resource_version: int, by: Authorship | None = None
+) -> Any:
     _check_version(row, kind.noun, resource_version)
     at: Loc = ["body", "spec"]
     if errors := _Checker(session).check(kind, spec, row.namespace, row.name, at=at, name_at=["path", "name"]):
         raise Invalid(errors)
     before = kind.recorded(row)
     _write(session, kind, row, row.namespace, row.name, kind.value(spec))
-    return _commit(session, row, k=kind, action="update", before=before)
+    return _commit(session, row, k=kind, action="update", before=before, by=by)
 
 
-def delete(session: Session, *, kind: Kind, row: Any) -> None:
+def delete(session: Session, *, kind: Kind, row: Any, by: Authorship | None = None) -> None:
     if users := _Checker(session).users(kind, row):
         raise Conflict(f"{kind.name.lower()} {key(row)} is used by {', '.join(users)}")
     kind.on_delete(session, row)
@@ -218,7 +243,7 @@ def delete(session: Session, *, kind: Kind, row: Any) -> None:
     session.delete(row)
     session.flush()
     change = {"kind": kind.name, "name": key(row), "before": before, "after": None}
-    record_revision(session, action="delete", kind=kind.name, name=key(row), changes=[change])
+    record_revision(session, action="delete", kind=kind.name, name=key(row), changes=[change], by=by)
     session.commit()
 
 
@@ -232,9 +257,13 @@ def _validated(doc: ApplyDocument, at: Loc) -> tuple[Any, list[dict[str, Any]]]:
         return None, [{"loc": [*at, "spec", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
 
 
-def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = False) -> list[ApplyResult]:
+def apply(
+    session: Session, *, documents: list[ApplyDocument], dry_run: bool = False, by: Authorship | None = None
+) -> list[ApplyResult]:
     """Creates or updates every document (in registry order: services first, so routes may name
-    them), all or nothing. Unchanged documents are reported and not rewritten."""
+    them), all or nothing. Unchanged documents are reported and not rewritten. A dry run writes
+    nothing and gives each created or configured result its spec before and after, as revisions
+    record them (what ``meshctl diff -f`` shows)."""
     errors: list[dict[str, Any]] = []
     parsed = []
     seen: set[tuple[str, str]] = set()
@@ -286,6 +315,8 @@ def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = F
             _write(session, k, row, meta.namespace, meta.name, value)
         changes.append({"kind": doc.kind, "name": name, "before": before, "after": value})
         results[i] = ApplyResult(kind=doc.kind, name=name, action="created" if row is None else "configured")
+        if dry_run:
+            results[i].before, results[i].after = before, value
     session.flush()
     for k in KINDS:
         if k.name in inserts:
@@ -304,7 +335,12 @@ def apply(session: Session, *, documents: list[ApplyDocument], dry_run: bool = F
     else:
         what = changes[0]["name"] if len(changes) == 1 else f"{len(changes)} resources"
         record_revision(
-            session, action="apply", kind=changes[0]["kind"] if len(changes) == 1 else "*", name=what, changes=changes
+            session,
+            action="apply",
+            kind=changes[0]["kind"] if len(changes) == 1 else "*",
+            name=what,
+            changes=changes,
+            by=by,
         )
         session.commit()
     return [results[i] for i in range(len(documents))]

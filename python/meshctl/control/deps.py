@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from meshctl.control.ca import CertificateAuthority
+from meshctl.control.crud import Authorship
 from meshctl.control.kinds.common import now
 from meshctl.control.metrics import Metrics
 from meshctl.control.push import Hub
@@ -136,6 +137,21 @@ def require_admin(caller: AnyCaller) -> str:
 
 Reader = Annotated[str, Depends(require_reader)]
 Admin = Annotated[str, Depends(require_admin)]
+
+
+def require_writer(
+    caller: AnyCaller,
+    message: Annotated[
+        str | None, Query(max_length=500, description="Why: kept with the revision this write records.")
+    ] = None,
+) -> Authorship:
+    """An admin's write, with who makes it and why for the revision log (see `crud.Authorship`)."""
+    require_admin(caller)
+    return Authorship(author=caller.name, message=message or None)
+
+
+#: For the writes that record a revision: the caller must be an admin; takes `?message=`.
+Writer = Annotated[Authorship, Depends(require_writer)]
 
 
 # === what the app's lifespan made (see app.create_app) ===

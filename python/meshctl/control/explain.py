@@ -44,7 +44,6 @@ from meshctl.control.compiler import (
 from meshctl.control.explain_backend import BackendResilience, CallerReport, backend_resilience
 from meshctl.control.explain_route import RouteResilience, route_resilience, tcp_resilience
 from meshctl.control.kinds.common import NAME, ZONE, BackendRef
-from meshctl.control.kinds.httproute import FILTER_FIELDS
 from meshctl.spiffe import spiffe_id
 
 
@@ -118,7 +117,8 @@ class Explanation(BaseModel):
     summary: str
     route: str | None = None
     rules: list[RuleVerdict] = Field(default_factory=list)
-    filters: list[str] = Field(default_factory=list)
+    #: The winning rule's filters, each as the HTTPRoute spells it ({"type", and its own field}).
+    filters: list[dict[str, Any]] = Field(default_factory=list)
     backends: list[BackendVerdict] = Field(default_factory=list)
     #: The receiving service's decision: for "denied", the one that denied.
     authorization: AuthorizationVerdict | None = None
@@ -133,6 +133,18 @@ def _qualify(name: str, namespace: str) -> str:
 def source_of(req: ExplainRequest) -> str:
     """The calling service, "ns/name"."""
     return _qualify(req.source, "default")
+
+
+def unknown_service(mesh: Mesh, req: ExplainRequest) -> str | None:
+    """What is wrong when the request names a service the mesh does not have: its `source`, or
+    its `destination`. (A `host` that names no mesh service is an answer, not an error: the
+    explanation's outcome is "unknown_service".)"""
+    source = source_of(req)
+    if source not in mesh.services:
+        return f"service {source} not found (the calling service must be a mesh service)"
+    if req.destination and (dest := _qualify(req.destination, source.split("/")[0])) not in mesh.services:
+        return f"service {dest} not found"
+    return None
 
 
 @dataclass(frozen=True)
@@ -267,12 +279,8 @@ def _backends(mesh: Mesh, refs: list[BackendRef], namespace: str, caller: _Calle
     return out
 
 
-def _filters(entry: Entry) -> list[str]:
-    out = []
-    for f in entry.rule.filters:
-        detail = getattr(f, FILTER_FIELDS[f.type])
-        out.append(f"{f.type} {detail.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True)}")
-    return out
+def _filters(entry: Entry) -> list[dict[str, Any]]:
+    return [f.model_dump(mode="json", by_alias=True, exclude_none=True) for f in entry.rule.filters]
 
 
 def explain(mesh: Mesh, req: ExplainRequest, callers: Sequence[CallerReport] = ()) -> Explanation:

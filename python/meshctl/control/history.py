@@ -7,10 +7,10 @@ from typing import Any, cast
 
 from sqlmodel import Session, col, select
 
-from meshctl.control.crud import current_state, record_revision
+from meshctl.control.crud import Authorship, current_state, record_revision
 from meshctl.control.kinds.common import key, now
 from meshctl.control.kinds.registry import KINDS
-from meshctl.control.models import Change, Revision
+from meshctl.control.models import Change, Revision, RollbackResult
 
 
 def list_revisions(session: Session) -> list[Revision]:
@@ -35,24 +35,32 @@ def state_at(session: Session, *, revision: int) -> dict[str, dict[str, Any]]:
     return state
 
 
+def latest_revision(session: Session) -> Revision | None:
+    return session.exec(select(Revision).order_by(col(Revision.id).desc()).limit(1)).first()
+
+
+def change(kind: str, name: str, before: Any, after: Any) -> Change:
+    """One resource's change between two specs (None: absent)."""
+    if before is None:
+        return Change(kind=kind, name=name, change="added", after={"spec": after})
+    if after is None:
+        return Change(kind=kind, name=name, change="removed", before={"spec": before})
+    return Change(kind=kind, name=name, change="changed", before={"spec": before}, after={"spec": after})
+
+
 def diff(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
     changes = []
     for kind in (k.name for k in KINDS):
         a, b = before.get(kind, {}), after.get(kind, {})
         for name in sorted(a.keys() | b.keys()):
-            if name not in a:
-                changes.append(Change(kind=kind, name=name, change="added", after={"spec": b[name]}))
-            elif name not in b:
-                changes.append(Change(kind=kind, name=name, change="removed", before={"spec": a[name]}))
-            elif a[name] != b[name]:
-                changes.append(
-                    Change(kind=kind, name=name, change="changed", before={"spec": a[name]}, after={"spec": b[name]})
-                )
+            if a.get(name) != b.get(name):
+                changes.append(change(kind, name, a.get(name), b.get(name)))
     return changes
 
 
-def rollback(session: Session, *, revision: Revision) -> Revision:
-    """Makes the resources exactly what they were at `revision`, as one new revision."""
+def rollback(session: Session, *, revision: Revision, by: Authorship | None = None) -> RollbackResult:
+    """Makes the resources exactly what they were at `revision`, as one new revision; when they
+    already are, records nothing and answers with the latest revision, `recorded` false."""
     assert revision.id is not None
     target = state_at(session, revision=revision.id)
     changes: list[dict[str, Any]] = []
@@ -79,7 +87,11 @@ def rollback(session: Session, *, revision: Revision) -> Revision:
             session.add(model(namespace=namespace, name=short, **k.columns(wanted[name])))
     if not changes:  # already there: nothing to record
         session.rollback()
-        return list_revisions(session)[-1]
-    record_revision(session, action="rollback", kind="Revision", name=str(revision.id), changes=changes)
+        latest = latest_revision(session)
+        assert latest is not None  # `revision` is one
+        return RollbackResult.model_validate({**latest.model_dump(), "recorded": False, "changes": []})
+    new = record_revision(session, action="rollback", kind="Revision", name=str(revision.id), changes=changes, by=by)
     session.commit()
-    return list_revisions(session)[-1]
+    session.refresh(new)
+    done = [change(c["kind"], c["name"], c["before"], c["after"]) for c in changes]
+    return RollbackResult.model_validate({**new.model_dump(), "recorded": True, "changes": done})

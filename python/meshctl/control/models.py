@@ -85,6 +85,10 @@ class RevisionPublic(SQLModel):
     action: str
     kind: str
     name: str
+    #: Who made it (the token's name); None for revisions from before authors were kept.
+    author: str | None = None
+    #: Why, as the author said (`--message`), or None.
+    message: str | None = None
 
 
 class RevisionDetail(RevisionPublic):
@@ -98,6 +102,15 @@ class Change(SQLModel):
     change: Literal["added", "removed", "changed"]
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+
+
+class RollbackResult(RevisionPublic):
+    """A rollback's answer: the revision it recorded, or, when the mesh already was as asked
+    (`recorded` false, no `changes`), the latest revision, unchanged."""
+
+    recorded: bool
+    #: What the rollback changed, each resource with its spec before and after.
+    changes: list[Change]
 
 
 class MeshState(SQLModel, table=True):

@@ -154,3 +154,7 @@ class ApplyResult(SQLModel):
     kind: str
     name: str
     action: Literal["created", "configured", "unchanged"]
+    #: On a dry run, for a resource created or configured: its stored spec (None: there is none)
+    #: and the spec apply would store, defaults filled in, as revisions record them.
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None

@@ -3,13 +3,15 @@ explain what the mesh would do with a request."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from meshctl.control import crud, instances
-from meshctl.control.deps import Admin, Reader, SessionDep, SettingsDep
-from meshctl.control.explain import ExplainRequest, Explanation, explain, source_of
+from meshctl.control.deps import Reader, SessionDep, SettingsDep, Writer
+from meshctl.control.explain import ExplainRequest, Explanation, explain, source_of, unknown_service
 from meshctl.control.explain_backend import CallerReport
 from meshctl.control.kinds.common import ApplyRequest, ApplyResult, now
 from meshctl.control.push import load_mesh
@@ -17,10 +19,17 @@ from meshctl.control.push import load_mesh
 router = APIRouter(prefix="/api/v1", tags=["apply"])
 
 
-@router.post("/apply", response_model=list[ApplyResult])
-def apply(session: SessionDep, _: Admin, data: ApplyRequest) -> list[ApplyResult]:
-    """Creates or updates every document, all or nothing, as one revision; unchanged ones are left alone."""
-    return crud.apply(session, documents=data.documents, dry_run=data.dry_run)
+@router.post("/apply", response_model=list[ApplyResult], response_model_exclude_none=True)
+def apply(
+    session: SessionDep,
+    by: Writer,
+    data: ApplyRequest,
+    dry_run: Annotated[bool, Query(description="Validate and report what would change; write nothing.")] = False,
+) -> list[ApplyResult]:
+    """Creates or updates every document, all or nothing, as one revision; unchanged ones are left alone.
+    A dry run (`?dry_run=true`, or `dry_run` in the body) writes nothing and reports each created or
+    configured resource's spec before and after, as the server would store it (`meshctl diff -f`)."""
+    return crud.apply(session, documents=data.documents, dry_run=dry_run or data.dry_run, by=by)
 
 
 @router.post("/explain", response_model=Explanation)
@@ -28,10 +37,13 @@ async def explain_request(settings: SettingsDep, session: SessionDep, _: Reader,
     """Which route, rule and match a request from `source` would take, why the others did not, where it
     goes, and whether the receiving service's authorization lets it in; the timeout, retries, fault,
     mirrors, rate limits and each backend's resilience settings that apply to it, and the endpoints the
-    caller's sidecars report ejected or unhealthy now."""
+    caller's sidecars report ejected or unhealthy now. 404 when `source`, or the `destination` given by
+    name, is no mesh service (a `host` that names none is the outcome "unknown_service")."""
 
     def run(s: Session) -> Explanation:
         mesh = load_mesh(s, trust_domain=settings.trust_domain, authz_default=settings.authz_default)
+        if problem := unknown_service(mesh, data):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=problem)
         namespace, name = source_of(data).split("/", 1)
         at = now()
         callers = [

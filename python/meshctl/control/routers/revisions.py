@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException, status
 from sqlmodel import Session
 
 from meshctl.control import history
-from meshctl.control.deps import Admin, Reader, SessionDep
-from meshctl.control.models import Change, Revision, RevisionDetail, RevisionPublic
+from meshctl.control.deps import Reader, SessionDep, Writer
+from meshctl.control.models import Change, Revision, RevisionDetail, RevisionPublic, RollbackResult
 
 router = APIRouter(prefix="/api/v1/revisions", tags=["revisions"])
 
@@ -39,7 +39,9 @@ def diff_revisions(session: SessionDep, _: Reader, before: int, after: int) -> l
     return history.diff(history.state_at(session, revision=before), history.state_at(session, revision=after))
 
 
-@router.post("/{revision}/rollback", response_model=RevisionPublic)
-def rollback(session: SessionDep, _: Admin, revision: int) -> Revision:
-    """Restores every resource to its state at `revision`, recorded as a new revision."""
-    return history.rollback(session, revision=_revision(session, revision))
+@router.post("/{revision}/rollback", response_model=RollbackResult)
+def rollback(session: SessionDep, by: Writer, revision: int) -> RollbackResult:
+    """Restores every resource to its state at `revision`, recorded as a new revision with what it
+    changed; when every resource already is as it was then, records nothing (`recorded` false) and
+    answers with the latest revision."""
+    return history.rollback(session, revision=_revision(session, revision), by=by)

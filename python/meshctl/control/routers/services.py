@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from meshctl.control import crud, tokens
-from meshctl.control.deps import Admin, Reader, SessionDep, TokenCacheDep
+from meshctl.control.deps import Admin, Reader, SessionDep, TokenCacheDep, Writer
 from meshctl.control.kinds.common import key
 from meshctl.control.kinds.service import KIND, Service, ServiceCreate, ServicePublic, ServiceSpec, ServiceUpdate
 from meshctl.control.models import JoinToken, JoinTokenInfo, TokenCreate
@@ -20,9 +20,9 @@ def list_services(session: SessionDep, _: Reader, namespace: str | None = None) 
 
 
 @router.post("", response_model=ServicePublic, status_code=status.HTTP_201_CREATED)
-def create_service(session: SessionDep, _: Admin, data: ServiceCreate) -> Service:
+def create_service(session: SessionDep, by: Writer, data: ServiceCreate) -> Service:
     spec = ServiceSpec(ports=data.ports, mtls=data.mtls)
-    return crud.create(session, kind=KIND, namespace=data.namespace, name=data.name, spec=spec)  # type: ignore[no-any-return]
+    return crud.create(session, kind=KIND, namespace=data.namespace, name=data.name, spec=spec, by=by)  # type: ignore[no-any-return]
 
 
 @router.get("/{namespace}/{name}", response_model=ServicePublic)
@@ -31,15 +31,15 @@ def read_service(session: SessionDep, _: Reader, namespace: str, name: str) -> S
 
 
 @router.put("/{namespace}/{name}", response_model=ServicePublic)
-def update_service(session: SessionDep, _: Admin, namespace: str, name: str, data: ServiceUpdate) -> Service:
+def update_service(session: SessionDep, by: Writer, namespace: str, name: str, data: ServiceUpdate) -> Service:
     svc = found(session, KIND, namespace, name)
     spec = ServiceSpec(ports=data.ports, mtls=data.mtls)
-    return crud.update(session, kind=KIND, row=svc, spec=spec, resource_version=data.resource_version)  # type: ignore[no-any-return]
+    return crud.update(session, kind=KIND, row=svc, spec=spec, resource_version=data.resource_version, by=by)  # type: ignore[no-any-return]
 
 
 @router.delete("/{namespace}/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_service(session: SessionDep, _: Admin, namespace: str, name: str) -> None:
-    crud.delete(session, kind=KIND, row=found(session, KIND, namespace, name))
+def delete_service(session: SessionDep, by: Writer, namespace: str, name: str) -> None:
+    crud.delete(session, kind=KIND, row=found(session, KIND, namespace, name), by=by)
 
 
 @router.post("/{namespace}/{name}/join-tokens", response_model=JoinToken, status_code=status.HTTP_201_CREATED)

@@ -10,7 +10,7 @@ from typing import Any, cast
 from fastapi import APIRouter, status
 
 from meshctl.control import crud
-from meshctl.control.deps import Admin, Reader, SessionDep
+from meshctl.control.deps import Reader, SessionDep, Writer
 from meshctl.control.kinds.base import Kind
 from meshctl.control.kinds.registry import KINDS
 from meshctl.control.routers.common import found
@@ -26,23 +26,24 @@ def spec_router(kind: Kind) -> APIRouter:
         return crud.list_all(session, kind.table, namespace=namespace)
 
     @router.post("", response_model=public, status_code=status.HTTP_201_CREATED, name=f"create {kind_name}")
-    def create(session: SessionDep, _: Admin, data: create_model) -> Any:  # type: ignore[valid-type]
+    def create(session: SessionDep, by: Writer, data: create_model) -> Any:  # type: ignore[valid-type]
         body = cast(Any, data)
-        return crud.create(session, kind=kind, namespace=body.namespace, name=body.name, spec=body.spec)
+        return crud.create(session, kind=kind, namespace=body.namespace, name=body.name, spec=body.spec, by=by)
 
     @router.get("/{namespace}/{name}", response_model=public, name=f"read {kind_name}")
     def read(session: SessionDep, _: Reader, namespace: str, name: str) -> Any:
         return found(session, kind, namespace, name)
 
     @router.put("/{namespace}/{name}", response_model=public, name=f"update {kind_name}")
-    def replace(session: SessionDep, _: Admin, namespace: str, name: str, data: update_model) -> Any:  # type: ignore[valid-type]
+    def replace(session: SessionDep, by: Writer, namespace: str, name: str, data: update_model) -> Any:  # type: ignore[valid-type]
         body = cast(Any, data)
         row = found(session, kind, namespace, name)
-        return crud.update(session, kind=kind, row=row, spec=body.spec, resource_version=body.resource_version)
+        version = body.resource_version
+        return crud.update(session, kind=kind, row=row, spec=body.spec, resource_version=version, by=by)
 
     @router.delete("/{namespace}/{name}", status_code=status.HTTP_204_NO_CONTENT, name=f"delete {kind_name}")
-    def remove(session: SessionDep, _: Admin, namespace: str, name: str) -> None:
-        crud.delete(session, kind=kind, row=found(session, kind, namespace, name))
+    def remove(session: SessionDep, by: Writer, namespace: str, name: str) -> None:
+        crud.delete(session, kind=kind, row=found(session, kind, namespace, name), by=by)
 
     return router
 
