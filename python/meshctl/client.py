@@ -38,14 +38,24 @@ class TrustError(Unreachable):
     a process that is starting refuses to go on."""
 
 
+def field_path(loc: list[Any]) -> str:
+    """A 422 item's `loc` as a field path: ``documents[1].spec.rules[0].backendRefs``. Indices
+    count from 0, as the API's `loc` and the data plane's errors do, wherever meshctl shows one."""
+    out = ""
+    for i, part in enumerate(loc):
+        if i == 0 and part == "body":
+            continue
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
 def format_detail(detail: Any) -> str:
     """FastAPI's error shapes as a person would want to read them."""
     if isinstance(detail, list):
         lines = []
         for d in detail:
             if isinstance(d, dict) and "loc" in d:
-                loc = ".".join(str(p) for p in d["loc"] if p != "body")
-                lines.append(f"{loc}: {d.get('msg', '')}")
+                lines.append(f"{field_path(list(d['loc']))}: {d.get('msg', '')}")
             else:
                 lines.append(str(d))
         return "\n".join(lines)

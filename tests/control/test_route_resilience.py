@@ -235,7 +235,7 @@ BAD_RULES = [
         ("timeouts", "backendRequest"),
         "backendRequest 1001ms is longer than the request timeout 1s",
     ),
-    ({**TO_PRICING, "timeouts": {"idle": "1s"}}, ("timeouts", "idle"), "Extra inputs are not permitted"),
+    ({**TO_PRICING, "timeouts": {"idle": "1s"}}, ("timeouts", "idle"), "unknown field"),
     # retry
     ({**TO_PRICING, "retry": {"attempts": 11}}, ("retry", "attempts"), "less than or equal to 10"),
     ({**TO_PRICING, "retry": {"codes": [503, 302]}}, ("retry", "codes", 1), "greater than or equal to 400"),

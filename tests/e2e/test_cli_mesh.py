@@ -178,8 +178,9 @@ def test_a_dangling_reference_is_a_422_with_its_field_path_and_nothing_is_writte
     assert out.stdout == ""
     lines = out.stderr.splitlines()
     assert lines[0] == "error: 422 invalid input"
-    assert "documents.1.spec.rules.1.backendRefs.0.name: service bad/ghost does not exist" in lines[1]
-    assert f"{path}, document 2: HTTPRoute bad/canary" in lines[1]
+    # Indices count from 0 in the field path and in the file alike.
+    assert "documents[1].spec.rules[1].backendRefs[0].name: service bad/ghost does not exist" in lines[1]
+    assert lines[1].endswith(f"(HTTPRoute bad/canary, {path}[1])")
 
     # All or nothing: the valid service beside it was not created either.
     missing = meshctl("get", "svc", "catalog", "-n", "bad")
@@ -201,7 +202,7 @@ def test_file_errors_exit_2_naming_the_file(meshctl: Run, tmp_path: Path) -> Non
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("---\n---\njust text\n")
     out = meshctl("apply", "-f", str(scalar))
-    assert out.returncode == 2 and f"{scalar}, document 2: expected a mapping" in out.stderr
+    assert out.returncode == 2 and f"{scalar}[1]: expected a mapping" in out.stderr
 
     assert meshctl("get", "gizmos").returncode == 2
 

@@ -9,10 +9,8 @@ documents that ``apply -f`` takes back unchanged.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -21,6 +19,8 @@ import yaml
 
 from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, age, fail, qualified, reported
+from meshctl.cli.documents import Origin
+from meshctl.cli.documents import read_documents as read_documents  # diff -f reads them here too
 from meshctl.cli.message import Message, with_message
 from meshctl.cli.options import Format as Output
 from meshctl.client import ApiError
@@ -72,7 +72,9 @@ def _match(m: dict[str, Any]) -> str:
         value = path.get("value", "/")
         kind = path.get("type", "PathPrefix")
         parts.append(value if kind == "Exact" else f"~{value}" if kind == "RegularExpression" else f"{value}*")
-    parts += [f"{h['name']}={h['value']}" for h in m.get("headers", [])]
+    parts += [
+        f"{h['name']}{'~' if h.get('type') == 'RegularExpression' else '='}{h['value']}" for h in m.get("headers", [])
+    ]
     parts += [f"?{q['name']}={q['value']}" for q in m.get("queryParams", [])]
     return " ".join(parts) or "*"
 
@@ -282,73 +284,6 @@ def ref(kind: str, name: str) -> str:
 # === reading documents ===
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a document came from, to point at it in errors."""
-
-    file: str
-    number: int  # 1-based, among the file's YAML documents
-    item: int | None = None  # within a list document (`get -o json` of a list), 1-based
-
-    def __str__(self) -> str:
-        return f"{self.file}, document {self.number}" + (f" item {self.item}" if self.item else "")
-
-
-def _files(paths: list[str]) -> list[tuple[str, str]]:
-    """(display name, text) of each file; a directory gives its *.yaml, *.yml and *.json files."""
-    out = []
-    for p in paths:
-        if p == "-":
-            out.append(("<stdin>", sys.stdin.read()))
-            continue
-        path = Path(p)
-        files = (
-            sorted(f for f in path.iterdir() if f.suffix in (".yaml", ".yml", ".json") and f.is_file())
-            if path.is_dir()
-            else [path]
-        )
-        for f in files:
-            try:
-                out.append((str(f), f.read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError) as e:
-                fail(f"cannot read {f}: {getattr(e, 'strerror', None) or e}")
-    return out
-
-
-def _yaml_error(file: str, e: yaml.YAMLError) -> str:
-    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
-        mark = e.problem_mark
-        what = ": ".join(s for s in (e.context, e.problem) if s)
-        return f"{file}: invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {what}"
-    return f"{file}: invalid YAML: {e}"
-
-
-def read_documents(paths: list[str]) -> tuple[list[dict[str, Any]], list[Origin]]:
-    """Every document of every file, empty ones skipped; a YAML list (or a `kind: List`) gives its items."""
-    docs: list[dict[str, Any]] = []
-    origins: list[Origin] = []
-    for file, text in _files(paths):
-        try:
-            loaded = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as e:
-            fail(_yaml_error(file, e))
-        for number, doc in enumerate(loaded, 1):
-            if doc is None:
-                continue
-            items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else doc
-            if isinstance(items, list):
-                entries = [(item, Origin(file, number, i)) for i, item in enumerate(items, 1)]
-            else:
-                entries = [(items, Origin(file, number))]
-            for item, origin in entries:
-                if not isinstance(item, dict):
-                    fail(f"{origin}: expected a mapping with kind, metadata and spec, got {type(item).__name__}")
-                docs.append(item)
-                origins.append(origin)
-    # What YAML reads but JSON cannot carry (timestamps, dates) goes as text.
-    return json.loads(json.dumps(docs, default=str)), origins
-
-
 def _locator(docs: list[dict[str, Any]], origins: list[Origin]) -> api.Locate:
     def locate(loc: list[Any]) -> str | None:
         if len(loc) > 2 and loc[:2] == ["body", "documents"] and isinstance(loc[2], int) and loc[2] < len(docs):
@@ -356,7 +291,7 @@ def _locator(docs: list[dict[str, Any]], origins: list[Origin]) -> api.Locate:
             meta = doc.get("metadata")
             meta = meta if isinstance(meta, dict) else {}
             what = f"{doc.get('kind', '?')} {meta.get('namespace', 'default')}/{meta.get('name', '?')}"
-            return f"{origins[loc[2]]}: {what}"
+            return f"{what}, {origins[loc[2]]}"
         return None
 
     return locate

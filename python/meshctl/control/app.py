@@ -17,6 +17,7 @@ from meshctl.control import errors
 from meshctl.control.ca import CertificateAuthority
 from meshctl.control.db import make_engine, migrate
 from meshctl.control.deps import SESSION_SLOTS
+from meshctl.control.limits import BodyLimit
 from meshctl.control.metrics import Metrics, RequestMetrics
 from meshctl.control.proxy_config import ConfigDumps
 from meshctl.control.push import Hub
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="meshctl control plane", version=__version__, lifespan=lifespan)
     # Made with the app, not in its lifespan: the middleware counts from the first request.
     metrics = app.state.metrics = Metrics()
+    # Inside the metrics middleware (added after it), so that refusals are counted too.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     routers = (
         health.router,

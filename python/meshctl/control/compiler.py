@@ -326,8 +326,11 @@ def route_match(e: Entry, host: str | None = None) -> dp.MatchConfig:
         m[_PATH_FORMS[e.match.path.type]] = e.match.path.value
     if e.match.method:
         m["method"] = e.match.method
-    if e.match.headers:
-        m["headers"] = {h.name.lower(): h.value for h in e.match.headers}
+    exact = {h.name.lower(): h.value for h in e.match.headers if h.type != "RegularExpression"}
+    if exact:
+        m["headers"] = exact
+    if regex := {h.name.lower(): h.value for h in e.match.headers if h.type == "RegularExpression"}:
+        m["header_regex"] = regex
     if e.match.query_params:
         m["query"] = {q.name: q.value for q in e.match.query_params}
     return m

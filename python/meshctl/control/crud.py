@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, SQLModel, col, select
 
-from meshctl.control.errors import Conflict, Invalid
+from meshctl.control.errors import Conflict, Invalid, items
 from meshctl.control.kinds import registry
 from meshctl.control.kinds.base import Kind, Loc, Ref
 from meshctl.control.kinds.common import ApplyDocument, ApplyResult, key, now
@@ -251,10 +251,14 @@ def delete(session: Session, *, kind: Kind, row: Any, by: Authorship | None = No
 
 
 def _validated(doc: ApplyDocument, at: Loc) -> tuple[Any, list[dict[str, Any]]]:
+    k = registry.kind(doc.kind)
     try:
-        return registry.kind(doc.kind).spec.model_validate(doc.spec), []
+        return k.spec.model_validate(doc.spec), []
     except ValidationError as e:
-        return None, [{"loc": [*at, "spec", *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in e.errors()]
+        problems = [
+            {"loc": [*at, "spec", *loc], "msg": msg, "type": "value_error"} for loc, msg in k.partial_problems(doc.spec)
+        ]
+        return None, items(e.errors(), [*at, "spec"]) + problems
 
 
 def apply(

@@ -1,14 +1,21 @@
 """Domain errors and their HTTP answers, in one place: a conflict is 409, a
-dangling reference is 422 in FastAPI's own error shape, and the CA's refusals
-are 403, 422 or 409. Code below the routers raises these; only ``install``
-knows HTTP."""
+dangling reference is 422 in FastAPI's own error shape, a request over a limit
+413, and the CA's refusals are 403, 422 or 409. Code below the routers raises
+these; only ``install`` knows HTTP.
+
+Every 422 item is ``{"loc", "msg", "type"}``: pydantic's own errors (request
+bodies, and the specs ``apply`` validates) go through ``items``, which words
+them for people (no "Value error, " prefix; an unknown field says so)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic_core import ErrorDetails
 
 from meshctl.control.ca.errors import CsrRefused, RotationRefused
 
@@ -25,11 +32,42 @@ class Invalid(Exception):
         self.errors = errors
 
 
+class TooLarge(Exception):
+    """A request over one of the API's limits (body size, documents per apply): 413."""
+
+
+# pydantic prefixes what a validator raises with the error's kind; people need only the reason.
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def message(error: ErrorDetails | dict[str, Any]) -> str:
+    """One pydantic error's message as the API shows it."""
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    msg = str(error["msg"])
+    for prefix in _PREFIXES:
+        msg = msg.removeprefix(prefix)
+    return msg
+
+
+def items(errors: Sequence[ErrorDetails | dict[str, Any]], at: Sequence[str | int] = ()) -> list[dict[str, Any]]:
+    """pydantic's errors as 422 items, their locations under `at`."""
+    return [{"loc": [*at, *e["loc"]], "msg": message(e), "type": e["type"]} for e in errors]
+
+
 def _detail(code: int, e: Exception) -> JSONResponse:
     return JSONResponse(status_code=code, content={"detail": str(e)})
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _unprocessable(_: Request, e: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, content={"detail": items(e.errors())})
+
+    @app.exception_handler(TooLarge)
+    async def _too_large(_: Request, e: TooLarge) -> JSONResponse:
+        return _detail(status.HTTP_413_CONTENT_TOO_LARGE, e)
+
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, e: Conflict) -> JSONResponse:
         return _detail(status.HTTP_409_CONFLICT, e)

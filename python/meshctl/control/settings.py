@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from meshctl.control import limits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MESHCTL_", extra="ignore")
@@ -32,6 +34,10 @@ class Settings(BaseSettings):
     trace_max_spans: int = Field(default=100_000, ge=1)
     #: The largest OTLP export request taken, compressed and decompressed (413 past it).
     otlp_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    #: The largest body of an /api/ request (413 past it, before it is read); see control.limits.
+    max_request_bytes: int = Field(default=limits.MAX_REQUEST_BYTES, ge=64 * 1024)
+    #: The most documents one apply takes (413 past it).
+    apply_max_documents: int = Field(default=limits.MAX_DOCUMENTS, ge=1)
 
     #: HTTPS even on a loopback address (elsewhere it is the default).
     tls: bool = False

@@ -14,7 +14,7 @@ from sqlalchemy import UniqueConstraint
 from sqlmodel import Session, SQLModel
 
 from meshctl.control.kinds import BY_NAME, Entry
-from meshctl.control.kinds.common import NamespacedName, RouteView, SpecRow, VersionInfo, key
+from meshctl.control.kinds.common import BODY, NamespacedName, RouteView, SpecRow, VersionInfo, key
 
 #: Where something is in a request body or a spec, FastAPI style: ["rules", 0, "backendRefs", 1].
 Loc = list[str | int]
@@ -73,8 +73,10 @@ def spec_family(name: str, spec: type[BaseModel], *, module: str) -> Family:
         module, name, (SpecRow,), {}, {"__table_args__": (UniqueConstraint("namespace", "name"),)}, table=True
     )
     return Family(
-        create=_model(module, f"{name}Create", (NamespacedName,), {"spec": spec}),
-        update=_model(module, f"{name}Update", (SQLModel,), {"spec": spec, "resource_version": int}),
+        create=_model(module, f"{name}Create", (NamespacedName,), {"spec": spec}, {"model_config": BODY}),
+        update=_model(
+            module, f"{name}Update", (SQLModel,), {"spec": spec, "resource_version": int}, {"model_config": BODY}
+        ),
         table=table,
         public=_model(module, f"{name}Public", (NamespacedName, VersionInfo), {"spec": spec}),
     )
@@ -151,6 +153,11 @@ class Kind:
 
     def problems(self, spec: Any) -> list[tuple[Loc, str]]:
         """What is wrong across the parts of a spec that each validate alone (loc within the spec)."""
+        return []
+
+    def partial_problems(self, value: Any) -> list[tuple[Loc, str]]:
+        """For a spec (as given: JSON) that does not validate: what `problems` finds among the parts
+        that do, so that one bad field does not hide the rest (loc within the spec)."""
         return []
 
     def on_delete(self, session: Session, row: Any) -> None:

@@ -17,6 +17,9 @@ from sqlmodel import Field, SQLModel
 
 from meshctl.control.kinds import NAMES
 
+if TYPE_CHECKING:
+    from sqlmodel._compat import SQLModelConfig
+
 NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a DNS label, as Kubernetes names are
 ZONE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"  # a Kubernetes label value (us-east-1a)
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # an RFC 9110 token
@@ -36,6 +39,10 @@ def key(row: Any) -> str:
 
 
 # === columns of every stored resource ===
+
+
+#: Request bodies (create and update) refuse fields they do not know, as specs do: 422 naming them.
+BODY: SQLModelConfig = {"extra": "forbid"}
 
 
 class NamespacedName(SQLModel):
@@ -129,23 +136,39 @@ else:
     KindName = Literal[NAMES]
 
 
+def _not_stored(value: Any) -> Any:
+    raise ValueError("meshctl does not store labels or annotations yet: remove them (they would be lost)")
+
+
+#: What `metadata` may not carry yet: refused rather than silently dropped.
+NotStored = Annotated[dict[str, str] | None, AfterValidator(_not_stored)]
+
+
 class Metadata(Spec):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    """A document's metadata. Anything else in it is refused (422 naming the field), as in specs."""
+
     name: str = PField(pattern=NAME, max_length=63)
     namespace: str = PField(default="default", pattern=NAME, max_length=63)
     #: When given, the write is refused (409) unless the stored resource is at this version.
     resource_version: int | None = None
+    #: Refused (422): kept nowhere yet, and dropping them would lose what a user wrote.
+    labels: NotStored = PField(default=None, description="Not stored yet: refused when given.")
+    annotations: NotStored = PField(default=None, description="Not stored yet: refused when given.")
 
 
 class ApplyDocument(Spec):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    """One document as users write them; an unknown top-level field is refused (422 naming it)."""
+
+    #: Taken and ignored (manifests written for Kubernetes tooling carry one).
+    api_version: str | None = None
     kind: KindName
     metadata: Metadata
     spec: dict[str, Any] = PField(default_factory=dict)
 
 
 class ApplyRequest(Spec):
-    documents: list[ApplyDocument] = PField(max_length=100_000)
+    #: As many as fit in the API's request-size limit, up to `Settings.apply_max_documents` (413 past it).
+    documents: list[ApplyDocument]
     #: Validate and report, write nothing.
     dry_run: bool = False
 

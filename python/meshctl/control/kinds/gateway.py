@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field as PField
+from pydantic import ValidationError
 
 from meshctl.control.kinds.base import Kind, Loc, Ref, spec_family
 from meshctl.control.kinds.common import NAME, Hostname, Spec, key
@@ -38,33 +39,64 @@ class GatewayListener(Spec):
 class GatewaySpec(Spec):
     listeners: list[GatewayListener] = PField(min_length=1, max_length=64)
 
-    def problems(self) -> list[tuple[list[str | int], str]]:
+    def problems(self) -> list[tuple[Loc, str]]:
         """What is wrong across listeners, each with the field it is about (relative to the spec)."""
-        out: list[tuple[list[str | int], str]] = []
-        names: dict[str, int] = {}
-        by_port: dict[int, list[int]] = {}
-        for i, listener in enumerate(self.listeners):
-            at: list[str | int] = ["listeners", i]
+        return listener_problems([(i, item, ALL_FIELDS) for i, item in enumerate(self.listeners)])
+
+
+ALL_FIELDS = frozenset(GatewayListener.model_fields)
+#: Valid values standing in for a listener's fields that are not, so that the rest validate.
+_STAND_INS: dict[str, Any] = {"name": "x", "port": 1, "protocol": "HTTP", "hostname": None, "tls": None}
+
+
+def partial_listener(item: Any) -> tuple[GatewayListener, frozenset[str]] | None:
+    """A listener as given, with the fields that do not validate replaced by stand-ins, and the
+    names of the fields that do (None: not even that)."""
+    try:
+        return GatewayListener.model_validate(item), ALL_FIELDS
+    except ValidationError as e:
+        if not isinstance(item, dict):
+            return None
+        bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+        kept = {k: v for k, v in item.items() if k not in bad}
+        try:
+            listener = GatewayListener.model_validate(kept | {k: _STAND_INS[k] for k in bad & _STAND_INS.keys()})
+        except ValidationError:
+            return None
+        return listener, ALL_FIELDS - bad
+
+
+def listener_problems(listeners: list[tuple[int, GatewayListener, frozenset[str]]]) -> list[tuple[Loc, str]]:
+    """What is wrong across listeners (each with its index in the spec and the fields of it that
+    are valid: `partial_listener`), each with the field it is about (relative to the spec). A check
+    that needs a field a listener has wrong skips that listener: one bad field hides nothing else."""
+    out: list[tuple[Loc, str]] = []
+    names: dict[str, int] = {}
+    by_port: dict[int, list[tuple[GatewayListener, frozenset[str]]]] = {}
+    for i, listener, valid in listeners:
+        at: Loc = ["listeners", i]
+        if "name" in valid:
             if listener.name in names:
-                out.append(
-                    ([*at, "name"], f"listener name {listener.name!r} is used by listener {names[listener.name]}")
-                )
+                used = f"listener name {listener.name!r} is used by listeners[{names[listener.name]}]"
+                out.append(([*at, "name"], used))
             names.setdefault(listener.name, i)
+        if {"protocol", "tls"} <= valid:
             if listener.protocol == "HTTPS" and listener.tls is None:
                 out.append(([*at, "tls"], "an HTTPS listener needs tls.certificateRefs"))
             if listener.protocol == "HTTP" and listener.tls is not None:
                 out.append(([*at, "tls"], "an HTTP listener takes no tls (use protocol HTTPS)"))
-            for j in by_port.get(listener.port, []):
-                other = self.listeners[j]
-                if other.protocol != listener.protocol:
-                    msg = f"port {listener.port} is {other.protocol} (listener {other.name!r}): one protocol per port"
-                    out.append(([*at, "protocol"], msg))
-                elif other.hostname == listener.hostname:
-                    what = f"hostname {listener.hostname!r}" if listener.hostname else "no hostname"
-                    msg = f"listener {other.name!r} serves port {listener.port} with {what} already"
-                    out.append(([*at, "hostname"], msg))
-            by_port.setdefault(listener.port, []).append(i)
-        return out
+        if not {"port", "protocol"} <= valid:
+            continue
+        for other, other_valid in by_port.get(listener.port, []):
+            if other.protocol != listener.protocol:
+                msg = f"port {listener.port} is {other.protocol} (listener {other.name!r}): one protocol per port"
+                out.append(([*at, "protocol"], msg))
+            elif "hostname" in valid and "hostname" in other_valid and other.hostname == listener.hostname:
+                what = f"hostname {listener.hostname!r}" if listener.hostname else "no hostname"
+                msg = f"listener {other.name!r} serves port {listener.port} with {what} already"
+                out.append(([*at, "hostname"], msg))
+        by_port.setdefault(listener.port, []).append((listener, valid))
+    return out
 
 
 class GatewayKind(Kind):
@@ -80,6 +112,14 @@ class GatewayKind(Kind):
 
     def problems(self, spec: Any) -> list[tuple[Loc, str]]:
         return spec.problems()  # type: ignore[no-any-return]
+
+    def partial_problems(self, value: Any) -> list[tuple[Loc, str]]:
+        # A listener with a bad protocol (or any other bad field) still has its other problems found.
+        listeners = value.get("listeners") if isinstance(value, dict) else None
+        if not isinstance(listeners, list):
+            return []
+        seen = [(i, partial_listener(item)) for i, item in enumerate(listeners)]
+        return listener_problems([(i, *view) for i, view in seen if view is not None])
 
     def load(self, rows: list[Any]) -> dict[str, Any]:
         return {"gateways": {key(g): self.parse(g) for g in rows}}

@@ -38,12 +38,17 @@ class PathMatch(Spec):
     @model_validator(mode="after")
     def _valid(self) -> PathMatch:
         if self.type == "RegularExpression":
-            # The data plane's engine decides (Python's `re` takes look-arounds the proxy refuses).
-            if (error := _core.regex_error(self.value)) is not None:
-                raise ValueError(f"invalid regular expression: {error}")
+            _regex(self.value)
         elif not self.value.startswith("/"):
             raise ValueError(f"{self.type} path '{self.value}' must start with '/'")
         return self
+
+
+def _regex(value: str) -> str:
+    # The data plane's engine decides (Python's `re` takes look-arounds the proxy refuses).
+    if (error := _core.regex_error(value)) is not None:
+        raise ValueError(f"invalid regular expression: {error}")
+    return value
 
 
 class NameValue(Spec):
@@ -51,10 +56,39 @@ class NameValue(Spec):
     value: str
 
 
+class HeaderMatch(Spec):
+    """A header's value, matched exactly or by a regular expression anchored at both ends (the
+    data plane's `header_regex`); with several values of the header, any one may match."""
+
+    #: Exact when left out (and then left out of the stored spec, as it always was).
+    type: Literal["Exact", "RegularExpression"] | None = None
+    name: str = PField(pattern=HEADER_NAME)
+    value: str
+
+    @field_validator("value")
+    @classmethod
+    def _valid(cls, value: str, info: ValidationInfo) -> str:
+        return _regex(value) if info.data.get("type") == "RegularExpression" else value
+
+
+class QueryParamMatch(NameValue):
+    """A query parameter's value, matched exactly (the data plane has no query regex)."""
+
+    #: Exact when left out.
+    type: Literal["Exact"] | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _exact(cls, value: Any) -> Any:
+        if value == "RegularExpression":
+            raise ValueError("RegularExpression query parameter matches are not supported: use Exact")
+        return value
+
+
 class RouteMatch(Spec):
     path: PathMatch | None = None
-    headers: list[NameValue] = PField(default_factory=list)
-    query_params: list[NameValue] = PField(default_factory=list)
+    headers: list[HeaderMatch] = PField(default_factory=list)
+    query_params: list[QueryParamMatch] = PField(default_factory=list)
     method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] | None = None
 
 

@@ -13,11 +13,12 @@ from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, Session, SQLModel
 
 from meshctl.control.kinds.base import Family, Kind
-from meshctl.control.kinds.common import NAME, NamespacedName, Versioned, VersionInfo, key
+from meshctl.control.kinds.common import BODY, NAME, NamespacedName, Versioned, VersionInfo, key
 from meshctl.control.security import join_tokens
 
 
 class ServicePort(BaseModel):
+    model_config = BODY
     name: str = PField(default="http", pattern=NAME)
     port: int = PField(ge=1, le=65535)
     protocol: Literal["http", "http2", "grpc", "tcp"] = "http"
@@ -33,6 +34,7 @@ class ServiceBase(NamespacedName):
 
 
 class ServiceCreate(ServiceBase):
+    model_config = BODY
     ports: list[ServicePort] = PField(default_factory=list)
     mtls: MtlsMode = "STRICT"
 
@@ -40,6 +42,7 @@ class ServiceCreate(ServiceBase):
 class ServiceUpdate(SQLModel):
     """Replaces the service's spec: an `mtls` left out is STRICT again."""
 
+    model_config = BODY
     ports: list[ServicePort]
     mtls: MtlsMode = "STRICT"
     #: The version the change is based on; a stale one is refused with 409.
@@ -59,8 +62,9 @@ class ServicePublic(ServiceBase, VersionInfo):
 
 
 class ServiceSpec(BaseModel):
-    """A Service document's spec in `apply` (extra fields are ignored, as they always were)."""
+    """A Service document's spec in `apply`; an unknown field is refused (422 naming it)."""
 
+    model_config = BODY
     ports: list[ServicePort] = []
     mtls: MtlsMode = "STRICT"
 

@@ -9,8 +9,9 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from meshctl.control import crud, instances
+from meshctl.control import crud, instances, limits
 from meshctl.control.deps import Reader, SessionDep, SettingsDep, Writer
+from meshctl.control.errors import TooLarge
 from meshctl.control.explain import ExplainRequest, Explanation, explain, source_of, unknown_service
 from meshctl.control.explain_backend import CallerReport
 from meshctl.control.kinds.common import ApplyRequest, ApplyResult, now
@@ -23,12 +24,16 @@ router = APIRouter(prefix="/api/v1", tags=["apply"])
 def apply(
     session: SessionDep,
     by: Writer,
+    settings: SettingsDep,
     data: ApplyRequest,
     dry_run: Annotated[bool, Query(description="Validate and report what would change; write nothing.")] = False,
 ) -> list[ApplyResult]:
     """Creates or updates every document, all or nothing, as one revision; unchanged ones are left alone.
     A dry run (`?dry_run=true`, or `dry_run` in the body) writes nothing and reports each created or
-    configured resource's spec before and after, as the server would store it (`meshctl diff -f`)."""
+    configured resource's spec before and after, as the server would store it (`meshctl diff -f`).
+    413 with more documents than the control plane's limit (`apply_max_documents`)."""
+    if len(data.documents) > settings.apply_max_documents:
+        raise TooLarge(limits.too_many_documents(len(data.documents), settings.apply_max_documents))
     return crud.apply(session, documents=data.documents, dry_run=dry_run or data.dry_run, by=by)
 
 
