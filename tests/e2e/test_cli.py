@@ -30,11 +30,11 @@ def test_version() -> None:
 @pytest.mark.parametrize(
     ("verb", "offered", "other"),
     [
-        (["status"], ["table", "json"], "yaml"),
-        (["ca", "status"], ["table", "json"], "text"),
-        (["history"], ["table", "json"], "yaml"),
-        (["explain", "--from", "web"], ["text", "json"], "table"),
-        (["get", "svc"], ["table", "yaml", "json"], "text"),
+        (["status"], ["table", "wide", "json", "yaml"], "text"),
+        (["ca", "status"], ["table", "json", "yaml"], "text"),
+        (["history"], ["table", "json", "yaml"], "text"),
+        (["explain", "--from", "web"], ["text", "json", "yaml"], "table"),
+        (["get", "svc"], ["table", "wide", "yaml", "json"], "text"),
     ],
 )
 def test_each_verb_offers_the_output_formats_it_can_print(verb: list[str], offered: list[str], other: str) -> None:
@@ -42,7 +42,7 @@ def test_each_verb_offers_the_output_formats_it_can_print(verb: list[str], offer
     (and refuses another verb's before connecting to anything)."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     shown = subprocess.run([*MESHCTL, *verb, "--help"], capture_output=True, text=True, env=env, timeout=60)
-    assert f"<{'|'.join(offered)}>" in shown.stdout, shown.stdout
+    assert f"-o, --output {'|'.join(offered)}" in shown.stdout, shown.stdout
     refused = subprocess.run([*MESHCTL, *verb, "-o", other], capture_output=True, text=True, env=env, timeout=60)
     assert refused.returncode == 2
     assert f"{other!r} is not one of {', '.join(map(repr, offered))}." in refused.stderr, refused.stderr

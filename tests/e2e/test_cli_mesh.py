@@ -151,7 +151,11 @@ def test_apply_is_idempotent_and_get_round_trips(meshctl: Run, tmp_path: Path) -
 
     # One resource as YAML and JSON: the document shape apply takes.
     doc = yaml.safe_load(ok(meshctl("get", "httproute", "shop/canary", "-o", "yaml")))
-    assert doc["kind"] == "HTTPRoute" and doc["metadata"] == {"name": "canary", "namespace": "shop"}
+    assert doc["kind"] == "HTTPRoute" and doc["metadata"] == {
+        "name": "canary",
+        "namespace": "shop",
+        "resourceVersion": 1,
+    }
     assert [b["weight"] for b in doc["spec"]["rules"][1]["backendRefs"]] == [50, 50]
     assert json.loads(ok(meshctl("get", "httproute", "canary", "-n", "shop", "-o", "json"))) == doc
 

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
+# rich (tables) is imported by the functions that print: `--help` never loads it (issue 13, 14b).
 from meshctl.client import ApiClient, ApiError, TrustError, Unreachable, format_detail
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from meshctl.trust import Trust
 
 
@@ -182,19 +183,40 @@ def reported(client: Client, locate: Locate | None = None) -> Iterator[None]:
 # === output ===
 
 
-def printed_json(output: object, doc: object) -> bool:
-    """Prints `doc` as indented JSON when `output` is the json format; whether it did."""
-    if getattr(output, "value", output) != "json":
+def printed(output: object, doc: object) -> bool:
+    """Prints `doc` (the API's answer, whole) as indented JSON or as YAML when `output` is one of
+    those formats; whether it did. Every reading verb prints its json and yaml through here."""
+    fmt = getattr(output, "value", output)
+    if fmt == "json":
+        typer.echo(json.dumps(doc, indent=2))
+    elif fmt == "yaml":
+        import yaml
+
+        typer.echo(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), nl=False)
+    else:
         return False
-    typer.echo(json.dumps(doc, indent=2))
     return True
 
 
+#: The json-only name `printed` had; kept for verbs written against it.
+printed_json = printed
+
+
 def console() -> Console:
-    return Console(highlight=False)
+    """Where tables go. Into a pipe or a file (not a terminal), lines are never wrapped nor cut at
+    80 columns: scripts get whole rows, as `kubectl get | grep` does."""
+    import sys
+
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(highlight=False, width=1_000_000, soft_wrap=True)
 
 
 def table(*columns: str) -> Table:
+    from rich.table import Table
+
     t = Table(box=None, pad_edge=False, header_style="bold")
     for c in columns:
         t.add_column(c, overflow="fold")
@@ -203,6 +225,8 @@ def table(*columns: str) -> Table:
 
 def add_row(t: Table, *cells: object) -> None:
     """Cells as plain text: resource data never goes through rich markup."""
+    from rich.text import Text
+
     t.add_row(*(c if isinstance(c, Text) else Text("" if c is None else str(c)) for c in cells))
 
 

@@ -7,20 +7,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-
-from meshctl.loadgen import report as render
-from meshctl.loadgen.runner import run_bench
 
 
 def bench(
     url: Annotated[str, typer.Argument(help="http://host:port/path, h2c://host:port/path or tcp://host:port")],
     connections: Annotated[int, typer.Option("--connections", "-c", help="Concurrent connections.")] = 10,
-    duration: Annotated[float | None, typer.Option("--duration", "-d", help="Seconds to run (default 10).")] = None,
+    duration: Annotated[
+        float | None, typer.Option("--duration", "-d", help="Seconds to run.", show_default="10")
+    ] = None,
     requests: Annotated[int | None, typer.Option("--requests", "-n", help="Stop after this many requests.")] = None,
     rps: Annotated[float | None, typer.Option(help="Open loop at this rate, latency from intended send times.")] = None,
     http2: Annotated[bool, typer.Option("--http2", help="HTTP/2 with prior knowledge (same as h2c://).")] = False,
-    method: Annotated[str, typer.Option("--method", "-m")] = "GET",
+    method: Annotated[str, typer.Option("--method", "-m", help="HTTP request method.")] = "GET",
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable.")] = None,
     body: Annotated[str, typer.Option(help="Request body.")] = "",
     timeout: Annotated[float, typer.Option(help="Seconds before a request counts as timed out.")] = 10.0,
@@ -31,6 +29,11 @@ def bench(
     plot: Annotated[Path | None, typer.Option(help="Write a latency-distribution PNG here.")] = None,
 ) -> None:
     """Generate load against URL and report throughput, latency percentiles and errors."""
+    from rich.console import Console
+
+    from meshctl.loadgen import report as render
+    from meshctl.loadgen.runner import run_bench
+
     options: dict[str, Any] = {
         "url": url,
         "connections": connections,

@@ -15,7 +15,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.text import Text
 
 from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, reported
@@ -64,6 +63,8 @@ def _hint(info: dict[str, Any]) -> str:
 
 
 def show(info: dict[str, Any]) -> None:
+    from rich.text import Text
+
     out = api.console()
     issuer = info["issuer"]
     out.print(Text(f"trust domain {info['trust_domain']}, rotation {info['phase']}: {_NEXT[info['phase']]}"))

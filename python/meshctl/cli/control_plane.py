@@ -25,30 +25,31 @@ def control_plane(
         Path | None, typer.Option(help="Where the database, CA and tokens live (MESHCTL_DATA_DIR).")
     ] = None,
     database_url: Annotated[
-        str | None, typer.Option(help="Any SQLAlchemy URL (default: SQLite in the data dir).")
+        str | None, typer.Option(help="Any SQLAlchemy URL.", show_default="SQLite in the data dir")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 15010,
     trust_domain: Annotated[
-        str | None, typer.Option(help="SPIFFE trust domain of the identities it issues (default cluster.local).")
+        str | None, typer.Option(help="SPIFFE trust domain of the identities it issues.", show_default="cluster.local")
     ] = None,
     authz_default: Annotated[
         AuthzDefault | None,
         typer.Option(
-            help="What sidecars do with a request no AuthorizationPolicy decides (default allow;"
-            " MESHCTL_AUTHZ_DEFAULT)."
+            help="What sidecars do with a request no AuthorizationPolicy decides.",
+            envvar="MESHCTL_AUTHZ_DEFAULT",
+            show_default="allow",
         ),
     ] = None,
     trace_retention: Annotated[
         str | None,
         typer.Option(
-            help="How long the trace store keeps a trace after it ended, e.g. 24h, 90m (default 24h; at least 1m).",
-            show_default=False,
+            help="How long the trace store keeps a trace after it ended, e.g. 24h, 90m (at least 1m).",
+            show_default="24h",
         ),
     ] = None,
     trace_max_spans: Annotated[
         int | None,
-        typer.Option(help="The most spans the trace store keeps; the oldest traces go (default 100000).", min=1),
+        typer.Option(help="The most spans the trace store keeps; the oldest traces go.", show_default="100000", min=1),
     ] = None,
     tls: Annotated[
         bool, typer.Option("--tls", help="Serve HTTPS on a loopback --host too (elsewhere HTTPS is the default).")

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from meshctl.demo.mesh import MeshDemo
-from meshctl.demo.resilience import ResilienceDemo
-from meshctl.loadgen.runner import run_bench
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from meshctl.demo.mesh import MeshDemo
 
 
 def demo(
@@ -30,6 +29,12 @@ def demo(
     drive traffic with the built-in load generator, and print what each sidecar saw. Then scale pricing
     v1 to three instances, kill one with SIGKILL under load (no request fails), apply a 10 % abort
     fault to pricing's route (about 90 % succeed) and roll it back (100 % again)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from meshctl.demo.mesh import MeshDemo
+    from meshctl.loadgen.runner import run_bench
+
     console = Console()
     mesh = MeshDemo()
     try:
@@ -97,6 +102,9 @@ def demo(
 
 def _resilience(console: Console, mesh: MeshDemo) -> bool:
     """The resilience step, printed; False when a request failed where none should have."""
+    from meshctl.demo.resilience import ResilienceDemo
+    from meshctl.loadgen.runner import run_bench
+
     console.rule("resilience")
     step = ResilienceDemo(
         mesh,

@@ -13,7 +13,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.text import Text
 
 from meshctl.cli import api, options
 from meshctl.cli.api import reported
@@ -34,11 +33,11 @@ def explain(
     source: Annotated[str, typer.Option("--from", help="The calling service: NAME or NAMESPACE/NAME.")],
     to: Annotated[str | None, typer.Option("--to", help="The service called: NAME or NAMESPACE/NAME.")] = None,
     host: Annotated[str | None, typer.Option("--host", help="Or the Host the request is sent to.")] = None,
-    method: Annotated[str, typer.Option("--method", "-X")] = "GET",
+    method: Annotated[str, typer.Option("--method", "-X", help="The request's method.")] = "GET",
     path: Annotated[str, typer.Option("--path", help="Path and query, e.g. /api?debug=1.")] = "/",
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="'Name: value', repeatable.")] = None,
     zone: Annotated[
-        str | None, typer.Option("--zone", help="The caller's zone (default: each its sidecars run in).")
+        str | None, typer.Option("--zone", help="The caller's zone.", show_default="the zone of each of its sidecars")
     ] = None,
     output: options.TextOutput = Format.text,
     server: options.Server = options.DEFAULT_SERVER,
@@ -62,12 +61,14 @@ def explain(
     client = api.connect_reading(server, token, token_file)
     with reported(client):
         result = client.post("/api/v1/explain", body)
-    if api.printed_json(output, result):
+    if api.printed(output, result):
         return
     render(result)
 
 
 def render(r: dict[str, Any]) -> None:
+    from rich.text import Text
+
     out = api.console()
     ok = r["outcome"] in ("forward", "redirect")
     out.print(Text(r["summary"], style="bold green" if ok else "bold red"))
@@ -114,6 +115,8 @@ def _filter(f: dict[str, Any]) -> str:
 
 
 def render_authorization(v: dict[str, Any]) -> None:
+    from rich.text import Text
+
     out = api.console()
     request = f", {v['method']} {v['path']}" if v["path"] is not None else ""
     policies = ", ".join(v["policies"]) or "none"
@@ -150,6 +153,8 @@ def _bucket(b: dict[str, Any]) -> str:
 
 
 def render_route_resilience(res: dict[str, Any]) -> None:
+    from rich.text import Text
+
     out = api.console()
     timeout = f"{res['timeout_ms']} ms for every try together" if res["timeout_ms"] else "none"
     out.print(Text(f"timeout: {timeout}"))
@@ -172,6 +177,8 @@ def render_route_resilience(res: dict[str, Any]) -> None:
 
 
 def render_backend_resilience(res: dict[str, Any], service: str) -> None:
+    from rich.text import Text
+
     out = api.console()
     for label, key in (
         ("circuit breakers", "circuit_breakers"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from meshctl.cli import logs
+from meshctl.cli import helptext, logs
 from meshctl.cli.proxy import add_member_arguments, check_trust_arguments, member_options
 from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments
 
@@ -26,10 +26,10 @@ HELP = (
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="meshctl gateway", description=HELP)
-    p.add_argument("--control-plane", metavar="URL", required=True, help="The control plane to follow.")
+    p = helptext.argparse_parser("meshctl gateway", HELP)
+    p.add_argument("--control-plane", "--server", metavar="URL", required=True, help="The control plane to follow.")
     p.add_argument("--name", required=True, help="The Gateway (and the Service its instances join as).")
-    p.add_argument("--namespace", default="default")
+    p.add_argument("--namespace", default="default", help="The Gateway's namespace.")
     p.add_argument(
         "--cert-dir",
         type=Path,
@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
         "and <name>.key (0600). Keys never leave this host.",
     )
     p.add_argument(
-        "--address", default="0.0.0.0", help="Address the Gateway's listeners bind (default: every interface)."
+        "--address", default="0.0.0.0", help="Address the Gateway's listeners bind (0.0.0.0: every interface)."
     )
     add_member_arguments(p)
     add_access_log_arguments(p)

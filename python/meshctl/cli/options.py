@@ -18,11 +18,14 @@ import typer
 DEFAULT_SERVER = "http://127.0.0.1:15010"
 _PANEL = "Connection"
 
+#: One option, two names: `--control-plane` is what `meshctl proxy` and `gateway` call it.
 Server = Annotated[
     str,
     typer.Option(
         "--server",
+        "--control-plane",
         envvar="MESHCTL_SERVER",
+        metavar="URL",
         help="Control-plane URL.",
         rich_help_panel=_PANEL,
     ),
@@ -31,8 +34,9 @@ Token = Annotated[
     str | None,
     typer.Option(
         "--token",
-        help="API bearer token. Default: $MESHCTL_TOKEN, else the --token-file default.",
-        show_default=False,
+        metavar="TOKEN",
+        help="API bearer token.",
+        show_default="$MESHCTL_TOKEN, else the --token-file default",
         rich_help_panel=_PANEL,
     ),
 ]
@@ -40,8 +44,9 @@ TokenFile = Annotated[
     Path | None,
     typer.Option(
         "--token-file",
-        help="File holding the token. Default: admin.token in $MESHCTL_DATA_DIR (~/.meshctl), if it exists.",
-        show_default=False,
+        metavar="FILE",
+        help="File holding the token.",
+        show_default="admin.token in $MESHCTL_DATA_DIR (~/.meshctl), if it exists",
         rich_help_panel=_PANEL,
     ),
 ]
@@ -51,20 +56,49 @@ TokenFile = Annotated[
 
 class Format(StrEnum):
     """Every output format of the CLI. A verb offers the ones it can print, as a Literal of
-    these (typer lists and accepts exactly those), so `-o yaml` is refused where it means nothing."""
+    these (typer lists and accepts exactly those), so `-o text` is refused where it means nothing.
+    Every reading verb offers json and yaml: the API's answer, complete (``api.printed``)."""
 
     table = "table"
+    wide = "wide"
     text = "text"
     yaml = "yaml"
     json = "json"
 
 
-#: A table for people, or the API's JSON.
-TableOutput = Annotated[Literal[Format.table, Format.json], typer.Option("--output", "-o")]
-#: Prose for people, or the API's JSON.
-TextOutput = Annotated[Literal[Format.text, Format.json], typer.Option("--output", "-o")]
+_HELP = "json and yaml: the API's answer, whole."
+#: A table for people, or the API's answer.
+TableOutput = Annotated[
+    Literal[Format.table, Format.json, Format.yaml], typer.Option("--output", "-o", help="A table; " + _HELP)
+]
+#: A table, with more columns for wide terminals, or the API's answer.
+WideOutput = Annotated[
+    Literal[Format.table, Format.wide, Format.json, Format.yaml],
+    typer.Option("--output", "-o", help="A table (wide: more columns); " + _HELP),
+]
+#: Prose for people, or the API's answer.
+TextOutput = Annotated[
+    Literal[Format.text, Format.json, Format.yaml], typer.Option("--output", "-o", help="Prose; " + _HELP)
+]
 #: A table, or the resources as documents `meshctl apply -f` takes back.
 DocumentOutput = Annotated[
-    Literal[Format.table, Format.yaml, Format.json],
-    typer.Option("--output", "-o", help="table, or documents for apply -f."),
+    Literal[Format.table, Format.wide, Format.yaml, Format.json],
+    typer.Option("--output", "-o", help="A table (wide: more columns), or documents for apply -f."),
+]
+
+# === selection ===
+
+#: Resources by label, kubectl's equality selectors (see ``meshctl.cli.select``).
+Selector = Annotated[
+    str | None,
+    typer.Option(
+        "--selector",
+        "-l",
+        metavar="SELECTOR",
+        help="Only those whose labels match: key=value, key!=value, key (has it), !key;"
+        " comma-separated, all must hold.",
+    ),
+]
+AllNamespaces = Annotated[
+    bool, typer.Option("--all-namespaces", "-A", help="In every namespace (lists do so without -n, too).")
 ]

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
-import yaml
 
 from meshctl.cli import api, options
 
@@ -69,22 +68,28 @@ def prometheus_config(
     control_plane: Annotated[
         str,
         typer.Option(
-            "--control-plane", "--server", envvar="MESHCTL_SERVER", help="Control-plane URL, as Prometheus reaches it."
+            "--server",
+            "--control-plane",
+            envvar="MESHCTL_SERVER",
+            metavar="URL",
+            help="Control-plane URL, as Prometheus reaches it.",
         ),
     ] = options.DEFAULT_SERVER,
     token_file: Annotated[
         Path | None,
         typer.Option(
             "--token-file",
-            help="The token file Prometheus reads (the read-only token is enough). "
-            "Default: reader.token in $MESHCTL_DATA_DIR (~/.meshctl).",
-            show_default=False,
+            metavar="FILE",
+            help="The token file Prometheus reads (the read-only token is enough).",
+            show_default="reader.token in $MESHCTL_DATA_DIR (~/.meshctl)",
         ),
     ] = None,
     scrape_interval: Annotated[str, typer.Option(help="How often each target is scraped.")] = "15s",
     refresh_interval: Annotated[str, typer.Option(help="How often the target list is read again.")] = "30s",
 ) -> None:
     """Print a Prometheus scrape_configs stanza that finds every sidecar through the control plane."""
+    import yaml
+
     path = (token_file or api.default_token_file().with_name("reader.token")).expanduser().absolute()
     try:
         doc = scrape_configs(control_plane, path, scrape_interval, refresh_interval)

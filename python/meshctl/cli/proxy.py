@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from meshctl import BindError
-from meshctl.cli import logs
+from meshctl.cli import helptext, logs
 from meshctl.dataplane_config import AccessLogConfig
 from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments, file_edits, sample_percent
 
@@ -39,10 +39,10 @@ def _upstream(text: str) -> tuple[str, int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="meshctl proxy", description=HELP)
+    p = helptext.argparse_parser("meshctl proxy", HELP)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", "-c", type=Path, help="Data-plane config (YAML or JSON).")
-    source.add_argument("--control-plane", metavar="URL", help="Follow this control plane as a sidecar.")
+    source.add_argument("--control-plane", "--server", metavar="URL", help="Follow this control plane as a sidecar.")
     p.add_argument("--workers", type=int, default=0, help="Worker threads (0: one per CPU).")
     p.add_argument("--grace", type=float, default=10.0, help="Seconds to drain in-flight work on SIGINT/SIGTERM.")
     p.add_argument(
@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     )
     side = p.add_argument_group("sidecar (with --control-plane)")
     side.add_argument("--service", help="The service this sidecar's app is an instance of.")
-    side.add_argument("--namespace", default="default")
+    side.add_argument("--namespace", default="default", help="The service's namespace.")
     side.add_argument("--app-port", type=int, help="The local port the app listens on.")
     side.add_argument("--address", default="127.0.0.1", help="Address other sidecars reach this one at.")
     side.add_argument("--inbound-port", type=int, default=15006, help="Port of the inbound listener (on --address).")
@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="Endpoint label, e.g. version=v2; repeatable.",
     )
-    side.add_argument("--weight", type=int, default=1)
+    side.add_argument("--weight", type=int, default=1, help="Its endpoint's share of its service's traffic.")
     add_member_arguments(side)
     return p
 
@@ -94,7 +94,12 @@ def add_member_arguments(group: argparse._ActionsContainer) -> None:
         help="Where this instance runs (e.g. us-east-1a): its endpoint's zone label; its calls stay in the zone"
         " while enough of it is healthy.",
     )
-    group.add_argument("--token-file", type=Path, help="The service's join token file (default: $MESHCTL_TOKEN).")
+    group.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="File holding the service's join token (`meshctl token create`). Without it: the token in $MESHCTL_TOKEN.",
+    )
     add_trust_arguments(group)
     group.add_argument("--cache-dir", type=Path, help="Where the last good snapshot and the SVID are kept.")
     group.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-import yaml
 
 from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, age, fail, qualified, reported
@@ -269,11 +268,10 @@ def _prune(value: Any) -> Any:
 def document(kind: Kind, item: dict[str, Any]) -> dict[str, Any]:
     """An API object as the document `apply -f` takes."""
     spec = {"ports": item["ports"], "mtls": item["mtls"]} if kind.name == "Service" else item["spec"]
-    return {
-        "kind": kind.name,
-        "metadata": {"name": item["name"], "namespace": item["namespace"]},
-        "spec": _prune(spec),
-    }
+    # resourceVersion too: a read-modify-write (`get -o yaml`, edit, `apply -f`) is refused (409)
+    # when the resource changed in between, instead of undoing that change.
+    meta = {"name": item["name"], "namespace": item["namespace"], "resourceVersion": item["resource_version"]}
+    return {"kind": kind.name, "metadata": meta, "spec": _prune(spec)}
 
 
 def ref(kind: str, name: str) -> str:
@@ -303,13 +301,14 @@ Files = Annotated[
     list[str] | None,
     typer.Option("--filename", "-f", help="YAML or JSON file, directory, or - for stdin; repeatable."),
 ]
-Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: all for lists).")]
+Namespace = Annotated[
+    str | None, typer.Option("--namespace", "-n", help="Namespace.", show_default="every namespace, for lists")
+]
 
 
 def apply(
     filename: Files = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and report; change nothing.")] = False,
-    message: Message = None,
     wait: Annotated[
         bool,
         typer.Option("--wait", help="Return once every live sidecar ACKed the new config; exit 1 if one NACKs it."),
@@ -317,6 +316,7 @@ def apply(
     timeout: Annotated[
         float, typer.Option("--timeout", min=0, help="Seconds --wait waits before exit 1, naming the sidecars behind.")
     ] = 60.0,
+    message: Message = None,
     server: options.Server = options.DEFAULT_SERVER,
     token: options.Token = None,
     token_file: options.TokenFile = None,
@@ -357,38 +357,49 @@ def get(
         str | None, typer.Argument(help="NAME or NAMESPACE/NAME (for endpoints and sidecars: the service).")
     ] = None,
     namespace: Namespace = None,
+    all_namespaces: options.AllNamespaces = False,
+    selector: options.Selector = None,
     output: options.DocumentOutput = Output.table,
     server: options.Server = options.DEFAULT_SERVER,
     token: options.Token = None,
     token_file: options.TokenFile = None,
 ) -> None:
     """Show resources: one by NAME, or all of a kind (in every namespace unless -n)."""
+    from meshctl.cli import select
+
     kind, name = kind_and_name(kind, name)
     k = kind_of(kind)
+    if all_namespaces and (namespace or name):
+        fail("-A lists every namespace: give no -n and no NAME with it")
     if k.name == "Endpoint" and name is None:
         fail("endpoints belong to a service: meshctl get endpoints SERVICE")
     target = split_name(name, namespace) if name else None
     client = api.connect_reading(server, token, token_file)
     with reported(client):
         if k.name == "Sidecar":
-            _get_sidecars(client, target, namespace, output)
+            _get_sidecars(client, target, namespace, output, selector)
             return
         if k.name == "Endpoint":
             assert target is not None
-            _get_endpoints(client, target, output)
+            _get_endpoints(client, target, output, selector)
             return
         if target:
             items = [client.get(_path(k, *target))]
         else:
             items = client.get(f"/api/v1/{k.plural}" + (f"?namespace={quote(namespace)}" if namespace else ""))
-    if output is Output.table:
+    items = select.filtered(items, selector)
+    if output in (Output.table, Output.wide):
         if not items:
             typer.echo(f"no {k.plural}" + (f" in namespace {namespace}" if namespace else ""), err=True)
             return
-        t = api.table("NAMESPACE", "NAME", *k.columns, "VERSION", "AGE")
+        wide = ("LABELS", "CREATED") if output is Output.wide else ()
+        t = api.table("NAMESPACE", "NAME", *k.columns, "VERSION", "AGE", *wide)
         for item in items:
             cells = k.cells(item) if k.cells else []
-            add_row(t, item["namespace"], item["name"], *cells, item["resource_version"], age(item["created_at"]))
+            more = (_labels(select.labels_of(item)), api.local_time(item["created_at"])) if wide else ()
+            add_row(
+                t, item["namespace"], item["name"], *cells, item["resource_version"], age(item["created_at"]), *more
+            )
         api.console().print(t)
         return
     docs = [document(k, item) for item in items]
@@ -396,6 +407,8 @@ def get(
 
 
 def _print_documents(value: dict[str, Any] | list[dict[str, Any]], output: Output) -> None:
+    import yaml
+
     if output is Output.json:
         typer.echo(json.dumps(value, indent=2))
     elif isinstance(value, list):
@@ -405,9 +418,15 @@ def _print_documents(value: dict[str, Any] | list[dict[str, Any]], output: Outpu
         typer.echo(yaml.safe_dump(value, sort_keys=False), nl=False)
 
 
-def _get_endpoints(client: Client, service: tuple[str, str], output: Output) -> None:
-    items = client.get(_path(kind_of("services"), *service) + "/endpoints")
-    if output is not Output.table:
+def _labels(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _get_endpoints(client: Client, service: tuple[str, str], output: Output, selector: str | None) -> None:
+    from meshctl.cli import select
+
+    items = select.filtered(client.get(_path(kind_of("services"), *service) + "/endpoints"), selector)
+    if output not in (Output.table, Output.wide):
         _print_documents(items, output)
         return
     if not items:
@@ -415,24 +434,28 @@ def _get_endpoints(client: Client, service: tuple[str, str], output: Output) -> 
         return
     t = api.table("ID", "ADDRESS", "WEIGHT", "LABELS", "EXPIRES")
     for e in items:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(e["labels"].items()))
-        add_row(t, e["id"], f"{e['address']}:{e['port']}", e["weight"], labels, api.until(e["expires_at"]))
+        add_row(
+            t, e["id"], f"{e['address']}:{e['port']}", e["weight"], _labels(e["labels"]), api.until(e["expires_at"])
+        )
     api.console().print(t)
 
 
-def _get_sidecars(client: Client, target: tuple[str, str] | None, namespace: str | None, output: Output) -> None:
+def _get_sidecars(
+    client: Client, target: tuple[str, str] | None, namespace: str | None, output: Output, selector: str | None
+) -> None:
+    from meshctl.cli import select
     from meshctl.cli.status import sidecar_table
 
     ns = target[0] if target else namespace
-    items = client.get("/api/v1/sidecars" + (f"?namespace={quote(ns)}" if ns else ""))
+    items = select.filtered(client.get("/api/v1/sidecars" + (f"?namespace={quote(ns)}" if ns else "")), selector)
     if target:
         items = [s for s in items if s["service"] == target[1]]
-    if output is not Output.table:
+    if output not in (Output.table, Output.wide):
         _print_documents(items, output)
     elif not items:
         typer.echo("no sidecars registered" + (f" for {target[0]}/{target[1]}" if target else ""), err=True)
     else:
-        api.console().print(sidecar_table(items))
+        api.console().print(sidecar_table(items, wide=output is Output.wide))
 
 
 def delete(
@@ -445,7 +468,9 @@ def delete(
     ] = None,
     name: Annotated[str | None, typer.Argument(help="NAME or NAMESPACE/NAME.")] = None,
     filename: Files = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: default).")] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Namespace.", show_default="default")
+    ] = None,
     message: Message = None,
     server: options.Server = options.DEFAULT_SERVER,
     token: options.Token = None,

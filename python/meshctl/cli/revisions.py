@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, fail, reported
@@ -31,7 +30,7 @@ def history(
     client = api.connect_reading(server, token, token_file)
     with reported(client):
         revisions = client.get("/api/v1/revisions")
-    if api.printed_json(output, revisions):
+    if api.printed(output, revisions):
         return
     if not revisions:
         typer.echo("no revisions yet", err=True)
@@ -45,6 +44,8 @@ def history(
 
 
 def _spec_yaml(kind: str, spec: Any) -> list[str]:
+    import yaml
+
     if spec is None:
         return []
     # A service's stored spec is its list of ports; show it as documents spell it.
@@ -90,9 +91,7 @@ def _print_change(first: bool, title: str, kind: str, sides: tuple[Any, Any], na
 
 def diff(
     rev1: Annotated[int | None, typer.Argument(help="The revision to compare from.", show_default=False)] = None,
-    rev2: Annotated[
-        int | None, typer.Argument(help="The revision to compare to (default: the latest).", show_default=False)
-    ] = None,
+    rev2: Annotated[int | None, typer.Argument(help="The revision to compare to.", show_default="the latest")] = None,
     filename: Files = None,
     server: options.Server = options.DEFAULT_SERVER,
     token: options.Token = None,

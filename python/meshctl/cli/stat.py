@@ -6,19 +6,19 @@ edge, as the control plane aggregates them from the sidecars' heartbeats
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 import typer
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from meshctl.cli import api, options
 from meshctl.cli.api import Client, add_row, reported
 from meshctl.cli.options import Format
-from meshctl.control.kinds.durations import parse_duration
+
+if TYPE_CHECKING:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
 
 #: What `stat` takes before the slash, and the API's kind for each.
 KINDS = {
@@ -39,6 +39,8 @@ Namespace = Annotated[str | None, typer.Option("--namespace", "-n", help="Only t
 
 def milliseconds(text: str, option: str) -> int:
     """A duration ("1m", "90s", "250ms"; a bare number is seconds); a usage error otherwise."""
+    from meshctl.control.kinds.durations import parse_duration
+
     try:
         return int(text) * 1000 if text.isdigit() else parse_duration(text)
     except ValueError as e:
@@ -71,6 +73,8 @@ def target(text: str | None, namespace: str | None) -> tuple[str, str | None, st
 
 def rate(value: float | None) -> Text:
     """A success rate, coloured as linkerd does: green from 99 %, yellow from 95 %, red below."""
+    from rich.text import Text
+
     if value is None:
         return Text("-", style="dim")
     style = "green" if value >= 0.99 else "yellow" if value >= 0.95 else "red"
@@ -90,6 +94,8 @@ def _latencies(row: dict[str, Any]) -> list[object]:
 
 
 def mtls(value: bool) -> Text:
+    from rich.text import Text
+
     return Text("yes", style="green") if value else Text("no", style="red")
 
 
@@ -148,7 +154,7 @@ def stat(
     client = api.connect_reading(server, token, token_file)
     with reported(client):
         page = _stats(client, kind, seconds(window), ns, name)
-    if api.printed_json(output, page):
+    if api.printed(output, page):
         return
     if not page["rows"]:
         api.console().print(f"no {kind} traffic in the last {window}")
@@ -167,7 +173,7 @@ def edges(
     client = api.connect_reading(server, token, token_file)
     with reported(client):
         page = client.get(f"/api/v1/edges?window={seconds(window)}")
-    if api.printed_json(output, page):
+    if api.printed(output, page):
         return
     if not page["edges"]:
         api.console().print(f"no calls in the last {window}")
@@ -185,6 +191,9 @@ def _busiest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def top_view(client: Client, window: int, label: str) -> Group:
     """The busiest services, routes and edges, one table each."""
+    from rich.console import Group
+    from rich.text import Text
+
     parts: list[Any] = [Text(f"meshctl top: the last {label}, at {time.strftime('%H:%M:%S')}", style="bold")]
     for kind, title in (("service", "services"), ("route", "routes"), ("edge", "edges")):
         rows = _busiest(_stats(client, kind, window)["rows"])
@@ -197,13 +206,16 @@ def top(
     window: WindowOption = "1m",
     interval: Annotated[str, typer.Option("--interval", help="How often to refresh.")] = "2s",
     iterations: Annotated[
-        int | None, typer.Option("--iterations", min=1, help="Stop after this many refreshes (default: Ctrl-C).")
+        int | None,
+        typer.Option("--iterations", min=1, help="Stop after this many refreshes.", show_default="until Ctrl-C"),
     ] = None,
     server: options.Server = options.DEFAULT_SERVER,
     token: options.Token = None,
     token_file: options.TokenFile = None,
 ) -> None:
     """A live view of the busiest services, routes and edges, refreshed every --interval."""
+    from rich.live import Live
+
     span, every = seconds(window), milliseconds(interval, "--interval") / 1000
     client = api.connect_reading(server, token, token_file)
     done = 0

@@ -6,16 +6,18 @@ behind past ``--grace``)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from meshctl.cli import api, options
 from meshctl.cli.api import add_row, reported
 from meshctl.cli.options import Format
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
 
 
 def sync_state(sc: dict[str, Any]) -> tuple[str, str]:
@@ -35,6 +37,8 @@ def sync_state(sc: dict[str, Any]) -> tuple[str, str]:
 def svid_left(expires_at: str | None) -> Text:
     """How long the sidecar's SVID has left (it renews at ~70 % of its life: one near its end,
     or expired, is failing to renew)."""
+    from rich.text import Text
+
     if not expires_at:
         return Text("-", style="dim")
     left = int((api.parse_time(expires_at) - datetime.now(UTC)).total_seconds())
@@ -43,8 +47,12 @@ def svid_left(expires_at: str | None) -> Text:
     return Text(api.age((datetime.now(UTC) - timedelta(seconds=left)).isoformat()) + " left")
 
 
-def sidecar_table(sidecars: list[dict[str, Any]]) -> Table:
-    t = api.table("ID", "SERVICE", "ADDRESS", "LIVE", "VERSION", "SYNC", "SVID", "LAST SEEN", "ERROR")
+def sidecar_table(sidecars: list[dict[str, Any]], wide: bool = False) -> Table:
+    """`wide` (`-o wide`) adds each sidecar's zone and the meshctl and data-plane versions it runs."""
+    from rich.text import Text
+
+    more = ("ZONE", "RUNS") if wide else ()
+    t = api.table("ID", "SERVICE", "ADDRESS", "LIVE", "VERSION", "SYNC", "SVID", "LAST SEEN", "ERROR", *more)
     for sc in sidecars:
         state, style = sync_state(sc)
         add_row(
@@ -58,13 +66,14 @@ def sidecar_table(sidecars: list[dict[str, Any]]) -> Table:
             svid_left(sc.get("svid_expires_at")),
             api.age(sc["last_seen"]) + " ago",
             sc["last_error"] or "",
+            *((sc.get("zone") or "", sc.get("version") or "") if wide else ()),
         )
     return t
 
 
 def status(
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Only this namespace.")] = None,
-    output: options.TableOutput = Format.table,
+    output: options.WideOutput = Format.table,
     grace: Annotated[
         float,
         typer.Option("--grace", min=0, help="Seconds sidecars that are behind get to catch up before exit 1."),
@@ -75,6 +84,8 @@ def status(
 ) -> None:
     """The mesh generation and every sidecar: its config version, in sync or not, and why it refused one.
     Exits 1 when a live sidecar NACKs the current generation, or is still behind it after --grace."""
+    from rich.text import Text
+
     from meshctl.cli import sync
 
     client = api.connect_reading(server, token, token_file)
@@ -82,7 +93,8 @@ def status(
     with reported(client):
         sidecars = sync.after_grace(lambda: client.get(path), client.get(path), grace)
         mesh = client.get("/api/v1/mesh")
-    if api.printed_json(output, sidecars):
+    # The whole answer: the mesh (its generation, which the sidecars' versions are compared to) too.
+    if api.printed(output, {"mesh": mesh, "sidecars": sidecars}):
         sync.exit_if_out_of_sync(sidecars)
         return
     out = api.console()
@@ -101,5 +113,5 @@ def status(
     summary = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
     noun = "sidecar" if len(sidecars) == 1 else "sidecars"
     out.print(Text(f"{head}: {len(sidecars)} {noun}, {summary}"))
-    out.print(sidecar_table(sidecars))
+    out.print(sidecar_table(sidecars, wide=output is Format.wide))
     sync.exit_if_out_of_sync(sidecars)

@@ -140,7 +140,7 @@ def create(
     client = api.connect(server, token, token_file)
     with reported(client):
         made = client.post("/api/v1/tokens", body)
-    if api.printed_json(output, made):
+    if api.printed(output, made):
         return
     typer.echo(made["token"])
     typer.echo(f"{describe(made)}; shown this once, only its hash is kept", err=True)
@@ -166,7 +166,7 @@ def list_tokens(
     client = api.connect(server, token, token_file)
     with reported(client):
         rows = client.get("/api/v1/tokens" + (f"?{query}" if query else ""))
-    if api.printed_json(output, rows):
+    if api.printed(output, rows):
         return
     now = datetime.now(UTC)
     t = api.table("ID", "NAME", "ROLE", "SERVICE", "AGE", "EXPIRES")

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import typer
-from rich.text import Text
 
 from meshctl.cli import api, options
 from meshctl.cli.api import add_row, reported
@@ -46,6 +45,8 @@ def traces(
 ) -> None:
     """The newest traces in the control plane's trace store, newest first: filter them to the slow
     (--min-duration) and the failed (--errors)."""
+    from rich.text import Text
+
     params: dict[str, Any] = {"limit": limit}
     if service:
         params["service"] = service
@@ -56,7 +57,7 @@ def traces(
     client = api.connect_reading(server, token, token_file)
     with reported(client):
         found = client.get(f"/api/v1/traces?{urlencode(params)}")["traces"]
-    if api.printed_json(output, found):
+    if api.printed(output, found):
         return
     if not found:
         typer.echo("no traces match", err=True)
@@ -89,10 +90,12 @@ def trace(
 ) -> None:
     """One trace as a waterfall: a line per span, indented under its parent, with a bar where it
     ran within the trace, its service, name, duration and status."""
+    from rich.text import Text
+
     client = api.connect_reading(server, token, token_file)
     with reported(client):
         found = client.get(f"/api/v1/traces/{quote(trace_id, safe='')}")
-    if api.printed_json(output, found):
+    if api.printed(output, found):
         return
     spans = found["spans"]
     total = max((s["start_ms"] + s["duration_ms"] for s in spans), default=0.0)

@@ -39,6 +39,7 @@ from meshctl.control.routers import (
     tokens,
     traces,
     ui,
+    version,
 )
 from meshctl.control.security import bootstrap_tokens
 from meshctl.control.settings import Settings, get_settings
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prometheus.metrics_router,
         prometheus.router,
         tokens.router,
+        version.router,
     )
     for r in routers:
         app.include_router(r)

@@ -81,6 +81,7 @@ def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister, t
     sc.app_port, sc.upstreams = data.app_port, data.upstreams
     sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
     sc.svid_expires_at, sc.zone = data.svid_expires_at, data.zone
+    sc.version = data.version
     sc.endpoint_health = data.health_report()
     sc.last_seen, sc.token_id = now(), token_id
     if data.gateway:  # the edge: nobody routes to it, so it is no endpoint of its service

@@ -179,6 +179,8 @@ class SidecarRegister(SQLModel):
     #: `MAX_EDGES`), for the live views; None from a sidecar whose data plane is not running yet, or
     #: one older than telemetry. Not stored: the stats store keeps deltas in memory.
     telemetry: TelemetryReport | None = None
+    #: Its meshctl and data-plane versions (`meshctl.versions.agent()`); None from an older sidecar.
+    version: str | None = Field(default=None, max_length=200)
 
     @field_validator("endpoint_health")
     @classmethod
@@ -273,6 +275,19 @@ class SidecarPublic(SQLModel):
     #: The token it registered with was revoked or has expired: it can no longer heartbeat nor
     #: renew its SVID (false when unknown: registered before tokens were recorded).
     token_revoked: bool = False
+    #: Its meshctl and data-plane versions as it reported them (None: not reported).
+    version: str | None = None
+
+
+class VersionInfo(SQLModel):
+    """What the control plane runs (``GET /api/v1/version``)."""
+
+    meshctl: str
+    #: The API's version: its paths' prefix.
+    api: str
+    #: Its data plane's (the `meshctl._core` extension's) version.
+    data_plane: str
+    python: str
 
 
 class MeshStatus(SQLModel):

@@ -64,6 +64,7 @@ from meshctl.sidecar.proxy_config import ConfigDumpRelay, config_dump
 from meshctl.sidecar.tap import TapRelay
 from meshctl.sidecar.telemetry import TOKEN_FILE, ControlPlaneCollector, reopen_logs, with_access_log
 from meshctl.trust import Trust
+from meshctl.versions import agent
 
 log = logging.getLogger("meshctl.sidecar")
 
@@ -169,6 +170,7 @@ class SidecarOptions:
             "http_proxy_port": self.http_proxy_port,
             "admin_port": self.admin_port,
             "ttl_seconds": self.ttl_seconds,
+            "version": agent(),
         }
 
 
