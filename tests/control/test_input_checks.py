@@ -1,6 +1,6 @@
 """What the API refuses, and how it says so (issue 13, items 1, 4, 5 and 6),
 through a real control plane: unknown fields anywhere in a document or a
-request body (422 naming the field), metadata labels (refused, never dropped),
+request body (422 naming the field),
 header matches by regular expression (compiled to the data plane's
 header_regex), messages without pydantic's prefixes, a Gateway listener's
 problems found past a bad protocol, and the request-size and document-count
@@ -72,25 +72,13 @@ def test_unknown_metadata_and_top_level_fields_are_422s_and_nothing_is_written(c
     # The REST bodies of every kind too, and the nested models of a Service's.
     r = cp.call("POST", "/api/v1/services", json={"name": "web", "namespace": "extras", "ports": [{"port": 1, "x": 1}]})
     assert errors(r) == {("body", "ports", 0, "x"): "unknown field"}
-    r = cp.call("PUT", "/api/v1/services/extras/catalog", json={"ports": [], "resource_version": 1, "labels": {}})
-    assert errors(r) == {("body", "labels"): "unknown field"}
+    r = cp.call("PUT", "/api/v1/services/extras/catalog", json={"ports": [], "resource_version": 1, "label": {}})
+    assert errors(r) == {("body", "label"): "unknown field"}
     policy = {"name": "p", "namespace": "extras", "spec": {"targetRef": {"name": "catalog"}}, "owner": "me"}
     assert errors(cp.call("POST", "/api/v1/trafficpolicies", json=policy)) == {("body", "owner"): "unknown field"}
     update = {"spec": {"targetRef": {"name": "catalog"}}, "resource_version": 1, "force": True}
     r = cp.call("PUT", "/api/v1/trafficpolicies/extras/p", json=update)
     assert r.status_code in (404, 422) and (r.status_code == 404 or ("body", "force") in errors(r))
-
-
-def test_labels_and_annotations_are_refused_never_dropped(cp: ControlPlane) -> None:
-    labelled = service("labelled", "meta")
-    labelled["metadata"] |= {"labels": {"app": "shop"}, "annotations": {"note": "x"}}
-    found = errors(apply(cp, labelled))
-    assert set(found) == {
-        ("body", "documents", 0, "metadata", "labels"),
-        ("body", "documents", 0, "metadata", "annotations"),
-    }
-    assert all("does not store labels or annotations" in msg for msg in found.values())
-    assert cp.call("GET", "/api/v1/services/meta/labelled").status_code == 404
 
 
 # === header matches by regular expression (item 4) ===

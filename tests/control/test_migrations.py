@@ -348,3 +348,57 @@ def test_0012_adds_token_names_revision_authors_and_sidecar_versions_and_back(tm
         assert {"author", "message"}.isdisjoint(c["name"] for c in inspect(conn).get_columns("revision"))
         assert conn.exec_driver_sql("SELECT count(*) FROM apitoken").scalar() == 1
     engine.dispose()
+
+
+def test_0013_adds_labels_to_every_kind_and_drops_them_saying_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    migrate(url, "0012")
+    engine = make_engine(url)
+    ports = json.dumps([{"name": "http", "port": 80, "protocol": "http"}])
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO service (resource_version, created_at, updated_at, name, namespace, ports, mtls)"
+            " VALUES (1, '2026-01-01', '2026-01-01', 'web', 'default', ?, 'STRICT')",
+            (ports,),
+        )
+    migrate(url)
+    tables = ["service", "gateway", "httproute", "tcproute", "trafficpolicy"]
+    tables += ["authorizationpolicy", "ratelimitpolicy", "telemetry"]
+    with engine.begin() as conn:
+        for table in tables:
+            assert {"labels", "annotations"} <= {c["name"] for c in inspect(conn).get_columns(table)}, table
+        assert tuple(conn.exec_driver_sql("SELECT labels, annotations FROM service").one()) == ("{}", "{}")
+        conn.exec_driver_sql("UPDATE service SET labels = ?", (json.dumps({"app": "web"}),))
+        conn.exec_driver_sql(
+            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at)"
+            " VALUES (1, '127.0.0.1', 15006, 8080, '{}', '2026-01-01', '2026-01-01')"
+        )
+        spec = {"ports": json.loads(ports), "mtls": "STRICT"}
+        changes = [
+            {
+                "kind": "Service",
+                "name": "default/web",
+                "before": spec,
+                "after": {"metadata": {"labels": {"app": "web"}}, **spec},
+            }
+        ]
+        conn.exec_driver_sql(
+            "INSERT INTO revision (created_at, action, kind, name, changes)"
+            " VALUES ('2026-01-02', 'apply', 'Service', 'default/web', ?)",
+            (json.dumps(changes),),
+        )
+    with caplog.at_level("WARNING", logger="alembic.runtime.migration"):
+        command.downgrade(alembic_config(url), "0012")
+    assert "labels and annotations of service default/web are lost" in caplog.text
+    assert "taken out of 1 revisions" in caplog.text
+    with engine.connect() as conn:
+        for table in tables:
+            assert {"labels", "annotations"}.isdisjoint(c["name"] for c in inspect(conn).get_columns(table)), table
+        [recorded] = json.loads(conn.exec_driver_sql("SELECT changes FROM revision").scalar_one())
+        assert recorded["before"] == recorded["after"] == spec  # the specs stay, as the older release reads them
+        assert conn.exec_driver_sql("SELECT count(*) FROM service").scalar() == 1
+        assert conn.exec_driver_sql("SELECT count(*) FROM sidecar").scalar() == 1  # not cascaded away
+    migrate(url)  # and up again
+    engine.dispose()

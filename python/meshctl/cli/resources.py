@@ -271,6 +271,8 @@ def document(kind: Kind, item: dict[str, Any]) -> dict[str, Any]:
     # resourceVersion too: a read-modify-write (`get -o yaml`, edit, `apply -f`) is refused (409)
     # when the resource changed in between, instead of undoing that change.
     meta = {"name": item["name"], "namespace": item["namespace"], "resourceVersion": item["resource_version"]}
+    # Only when there are some: a document without them applies none, so this round-trips.
+    meta |= {field: item[field] for field in ("labels", "annotations") if item.get(field)}
     return {"kind": kind.name, "metadata": meta, "spec": _prune(spec)}
 
 

@@ -16,6 +16,7 @@ from meshctl.control.errors import Conflict, Invalid, items
 from meshctl.control.kinds import registry
 from meshctl.control.kinds.base import Kind, Loc, Ref
 from meshctl.control.kinds.common import ApplyDocument, ApplyResult, key, now
+from meshctl.control.kinds.labels import record as with_labels
 from meshctl.control.kinds.registry import KINDS
 from meshctl.control.models import MeshState, Revision
 
@@ -48,8 +49,8 @@ def bump(session: Session) -> int:
 
 
 def current_state(session: Session) -> dict[str, dict[str, Any]]:
-    """Every resource's recorded spec, by kind and "namespace/name"."""
-    return {k.name: {key(r): k.recorded(r) for r in list_all(session, k.table)} for k in KINDS}
+    """Every resource as revisions record it (its spec, with its labels), by kind and "namespace/name"."""
+    return {k.name: {key(r): k.snapshot(r) for r in list_all(session, k.table)} for k in KINDS}
 
 
 @dataclass(frozen=True)
@@ -190,11 +191,12 @@ def _check_version(row: Any, noun: str, version: int | None) -> None:
 
 
 def _write(session: Session, k: Kind, row: Any, namespace: str, name: str, value: Any) -> Any:
-    """Create or change one resource in the session; no commit, no revision."""
+    """Create or change one resource in the session (`value` as revisions record it, see
+    `Kind.snapshot`); no commit, no revision."""
     if row is None:
-        row = k.table(namespace=namespace, name=name, **k.columns(value))
+        row = k.table(namespace=namespace, name=name, **k.stored(value))
     else:
-        for column, v in k.columns(value).items():
+        for column, v in k.stored(value).items():
             setattr(row, column, v)
         row.resource_version += 1
         row.updated_at = now()
@@ -204,7 +206,7 @@ def _write(session: Session, k: Kind, row: Any, namespace: str, name: str, value
 
 def _commit(session: Session, row: Any, *, k: Kind, action: str, before: Any, by: Authorship | None) -> Any:
     session.flush()
-    change = {"kind": k.name, "name": key(row), "before": before, "after": k.recorded(row)}
+    change = {"kind": k.name, "name": key(row), "before": before, "after": k.snapshot(row)}
     record_revision(session, action=action, kind=k.name, name=key(row), changes=[change], by=by)
     session.commit()
     session.refresh(row)
@@ -212,26 +214,44 @@ def _commit(session: Session, row: Any, *, k: Kind, action: str, before: Any, by
 
 
 def create(
-    session: Session, *, kind: Kind, namespace: str, name: str, spec: BaseModel, by: Authorship | None = None
+    session: Session,
+    *,
+    kind: Kind,
+    namespace: str,
+    name: str,
+    spec: BaseModel,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    by: Authorship | None = None,
 ) -> Any:
     if get(session, kind.table, namespace=namespace, name=name):
         raise Conflict(f"{kind.noun} {namespace}/{name} already exists")
     errors = _Checker(session).check(kind, spec, namespace, name, at=["body", "spec"], name_at=["body", "name"])
     if errors:
         raise Invalid(errors)
-    row = _write(session, kind, None, namespace, name, kind.value(spec))
+    row = _write(session, kind, None, namespace, name, with_labels(kind.value(spec), labels, annotations))
     return _commit(session, row, k=kind, action="create", before=None, by=by)
 
 
 def update(
-    session: Session, *, kind: Kind, row: Any, spec: BaseModel, resource_version: int, by: Authorship | None = None
+    session: Session,
+    *,
+    kind: Kind,
+    row: Any,
+    spec: BaseModel,
+    resource_version: int,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    by: Authorship | None = None,
 ) -> Any:
+    """Replaces a resource's spec; its labels and annotations when given (None: they stay)."""
     _check_version(row, kind.noun, resource_version)
     at: Loc = ["body", "spec"]
     if errors := _Checker(session).check(kind, spec, row.namespace, row.name, at=at, name_at=["path", "name"]):
         raise Invalid(errors)
-    before = kind.recorded(row)
-    _write(session, kind, row, row.namespace, row.name, kind.value(spec))
+    before = kind.snapshot(row)
+    kept = (row.labels if labels is None else labels, row.annotations if annotations is None else annotations)
+    _write(session, kind, row, row.namespace, row.name, with_labels(kind.value(spec), *kept))
     return _commit(session, row, k=kind, action="update", before=before, by=by)
 
 
@@ -239,7 +259,7 @@ def delete(session: Session, *, kind: Kind, row: Any, by: Authorship | None = No
     if users := _Checker(session).users(kind, row):
         raise Conflict(f"{kind.name.lower()} {key(row)} is used by {', '.join(users)}")
     kind.on_delete(session, row)
-    before = kind.recorded(row)
+    before = kind.snapshot(row)
     session.delete(row)
     session.flush()
     change = {"kind": kind.name, "name": key(row), "before": before, "after": None}
@@ -295,11 +315,11 @@ def apply(
     for i, doc, spec in parsed:
         k, meta = registry.kind(doc.kind), doc.metadata
         row = stored[doc.kind].get(f"{meta.namespace}/{meta.name}")
-        value = k.value(spec)
+        value = with_labels(k.value(spec), meta.labels, meta.annotations)
         name = f"{meta.namespace}/{meta.name}"
         if row is not None:
             _check_version(row, doc.kind, meta.resource_version)
-        before = k.recorded(row) if row is not None else None
+        before = k.snapshot(row) if row is not None else None
         if row is not None and before == value:
             results[i] = ApplyResult(kind=doc.kind, name=name, action="unchanged")
             continue
@@ -309,7 +329,7 @@ def apply(
                 {
                     "namespace": meta.namespace,
                     "name": meta.name,
-                    **k.columns(value),
+                    **k.stored(value),
                     "resource_version": 1,
                     "created_at": stamp,
                     "updated_at": stamp,

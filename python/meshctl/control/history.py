@@ -22,7 +22,8 @@ def get_revision(session: Session, *, revision: int) -> Revision | None:
 
 
 def state_at(session: Session, *, revision: int) -> dict[str, dict[str, Any]]:
-    """Every resource's spec right after `revision`: today's state with later changes undone."""
+    """Every resource's spec (with its labels: see `kinds.labels`) right after `revision`: today's
+    state with later changes undone."""
     state = current_state(session)
     later = session.exec(select(Revision).where(col(Revision.id) > revision).order_by(col(Revision.id).desc()))
     for rev in later.all():
@@ -68,13 +69,13 @@ def rollback(session: Session, *, revision: Revision, by: Authorship | None = No
         kind, model = k.name, cast(Any, k.table)
         wanted = target.get(kind, {})
         for row in session.exec(select(model)).all():
-            name, spec = key(row), k.recorded(row)
+            name, spec = key(row), k.snapshot(row)  # labels too: a rollback restores them
             if name not in wanted:
                 changes.append({"kind": kind, "name": name, "before": spec, "after": None})
                 session.delete(row)
             elif spec != wanted[name]:
                 changes.append({"kind": kind, "name": name, "before": spec, "after": wanted[name]})
-                for column, value in k.columns(wanted[name]).items():
+                for column, value in k.stored(wanted[name]).items():
                     setattr(row, column, value)
                 row.resource_version += 1
                 row.updated_at = now()
@@ -84,7 +85,7 @@ def rollback(session: Session, *, revision: Revision, by: Authorship | None = No
         for name in sorted(wanted.keys() - present):
             namespace, short = name.split("/", 1)
             changes.append({"kind": kind, "name": name, "before": None, "after": wanted[name]})
-            session.add(model(namespace=namespace, name=short, **k.columns(wanted[name])))
+            session.add(model(namespace=namespace, name=short, **k.stored(wanted[name])))
     if not changes:  # already there: nothing to record
         session.rollback()
         latest = latest_revision(session)

@@ -14,7 +14,17 @@ from sqlalchemy import UniqueConstraint
 from sqlmodel import Session, SQLModel
 
 from meshctl.control.kinds import BY_NAME, Entry
-from meshctl.control.kinds.common import BODY, NamespacedName, RouteView, SpecRow, VersionInfo, key
+from meshctl.control.kinds import labels as meta
+from meshctl.control.kinds.common import (
+    BODY,
+    Labelled,
+    NamespacedName,
+    Relabelled,
+    RouteView,
+    SpecRow,
+    VersionInfo,
+    key,
+)
 
 #: Where something is in a request body or a spec, FastAPI style: ["rules", 0, "backendRefs", 1].
 Loc = list[str | int]
@@ -67,15 +77,16 @@ def _model(
 
 
 def spec_family(name: str, spec: type[BaseModel], *, module: str) -> Family:
-    """`<name>Create` {name, namespace, spec}, `<name>Update` {spec, resource_version}, the table
+    """`<name>Create` {name, namespace, labels, annotations, spec}, `<name>Update` {labels,
+    annotations, spec, resource_version}, the table
     `<name>` (one row per namespace/name) and `<name>Public`: the OpenAPI document's names."""
     table = _model(
         module, name, (SpecRow,), {}, {"__table_args__": (UniqueConstraint("namespace", "name"),)}, table=True
     )
     return Family(
-        create=_model(module, f"{name}Create", (NamespacedName,), {"spec": spec}, {"model_config": BODY}),
+        create=_model(module, f"{name}Create", (NamespacedName, Labelled), {"spec": spec}, {"model_config": BODY}),
         update=_model(
-            module, f"{name}Update", (SQLModel,), {"spec": spec, "resource_version": int}, {"model_config": BODY}
+            module, f"{name}Update", (Relabelled,), {"spec": spec, "resource_version": int}, {"model_config": BODY}
         ),
         table=table,
         public=_model(module, f"{name}Public", (NamespacedName, VersionInfo), {"spec": spec}),
@@ -132,6 +143,16 @@ class Kind:
     def columns(self, value: Any) -> dict[str, Any]:
         """The column values that hold a recorded spec."""
         return {"spec": value}
+
+    def snapshot(self, row: Any) -> Any:
+        """A stored resource as revisions record it: its recorded spec, with its labels and
+        annotations (see `kinds.labels`)."""
+        return meta.record(self.recorded(row), row.labels, row.annotations)
+
+    def stored(self, snapshot: Any) -> dict[str, Any]:
+        """The column values that hold a resource as revisions record it (`snapshot`)."""
+        spec, labels, annotations = meta.split(snapshot)
+        return {**self.columns(spec), "labels": labels, "annotations": annotations}
 
     def parse(self, row: Any) -> Any:
         """A stored resource's spec, validated."""

@@ -16,6 +16,7 @@ from sqlalchemy import JSON
 from sqlmodel import Field, SQLModel
 
 from meshctl.control.kinds import NAMES
+from meshctl.control.kinds.labels import Annotations, Labels
 
 if TYPE_CHECKING:
     from sqlmodel._compat import SQLModelConfig
@@ -52,10 +53,18 @@ class NamespacedName(SQLModel):
     namespace: str = Field(default="default", max_length=63, schema_extra={"pattern": NAME})
 
 
+def _metadata_column() -> Any:
+    # sa_type rather than sa_column: each table needs a Column of its own.
+    return Field(default_factory=dict, sa_type=JSON, nullable=False, sa_column_kwargs={"server_default": "{}"})
+
+
 class Versioned(SQLModel):
     """Columns of every stored, versioned resource."""
 
     resource_version: int = 1
+    #: See `kinds.labels` (migration 0013 added them).
+    labels: dict[str, str] = _metadata_column()
+    annotations: dict[str, str] = _metadata_column()
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
 
@@ -66,6 +75,23 @@ class VersionInfo(SQLModel):
     resource_version: int
     created_at: datetime
     updated_at: datetime
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class Labelled(SQLModel):
+    """What a create body says besides the spec: the resource's labels and annotations."""
+
+    labels: Labels = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=dict)
+
+
+class Relabelled(SQLModel):
+    """What an update body says besides the spec: labels and annotations replace the stored
+    ones when given; left out (null), the stored ones stay."""
+
+    labels: Labels | None = None
+    annotations: Annotations | None = None
 
 
 class SpecRow(NamespacedName, Versioned):
@@ -136,14 +162,6 @@ else:
     KindName = Literal[NAMES]
 
 
-def _not_stored(value: Any) -> Any:
-    raise ValueError("meshctl does not store labels or annotations yet: remove them (they would be lost)")
-
-
-#: What `metadata` may not carry yet: refused rather than silently dropped.
-NotStored = Annotated[dict[str, str] | None, AfterValidator(_not_stored)]
-
-
 class Metadata(Spec):
     """A document's metadata. Anything else in it is refused (422 naming the field), as in specs."""
 
@@ -151,9 +169,10 @@ class Metadata(Spec):
     namespace: str = PField(default="default", pattern=NAME, max_length=63)
     #: When given, the write is refused (409) unless the stored resource is at this version.
     resource_version: int | None = None
-    #: Refused (422): kept nowhere yet, and dropping them would lose what a user wrote.
-    labels: NotStored = PField(default=None, description="Not stored yet: refused when given.")
-    annotations: NotStored = PField(default=None, description="Not stored yet: refused when given.")
+    #: Kept with the resource and shown by `get` (`get -l` selects on them); a document
+    #: without them applies none (the document is the whole resource, as its spec is).
+    labels: Labels = PField(default_factory=dict)
+    annotations: Annotations = PField(default_factory=dict)
 
 
 class ApplyDocument(Spec):
@@ -178,6 +197,7 @@ class ApplyResult(SQLModel):
     name: str
     action: Literal["created", "configured", "unchanged"]
     #: On a dry run, for a resource created or configured: its stored spec (None: there is none)
-    #: and the spec apply would store, defaults filled in, as revisions record them.
+    #: and the spec apply would store, defaults filled in, as revisions record them (with a
+    #: `metadata: {labels, annotations}` entry when it has any: see `kinds.labels`).
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None

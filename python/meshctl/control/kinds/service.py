@@ -10,10 +10,10 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic import Field as PField
 from sqlalchemy import JSON, Column, UniqueConstraint
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session
 
 from meshctl.control.kinds.base import Family, Kind
-from meshctl.control.kinds.common import BODY, NAME, NamespacedName, Versioned, VersionInfo, key
+from meshctl.control.kinds.common import BODY, NAME, Labelled, NamespacedName, Relabelled, Versioned, VersionInfo, key
 from meshctl.control.security import join_tokens
 
 
@@ -33,14 +33,15 @@ class ServiceBase(NamespacedName):
     pass
 
 
-class ServiceCreate(ServiceBase):
+class ServiceCreate(ServiceBase, Labelled):
     model_config = BODY
     ports: list[ServicePort] = PField(default_factory=list)
     mtls: MtlsMode = "STRICT"
 
 
-class ServiceUpdate(SQLModel):
-    """Replaces the service's spec: an `mtls` left out is STRICT again."""
+class ServiceUpdate(Relabelled):
+    """Replaces the service's spec: an `mtls` left out is STRICT again (labels and annotations
+    left out stay as they are)."""
 
     model_config = BODY
     ports: list[ServicePort]

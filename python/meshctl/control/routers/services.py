@@ -22,7 +22,16 @@ def list_services(session: SessionDep, _: Reader, namespace: str | None = None) 
 @router.post("", response_model=ServicePublic, status_code=status.HTTP_201_CREATED)
 def create_service(session: SessionDep, by: Writer, data: ServiceCreate) -> Service:
     spec = ServiceSpec(ports=data.ports, mtls=data.mtls)
-    return crud.create(session, kind=KIND, namespace=data.namespace, name=data.name, spec=spec, by=by)  # type: ignore[no-any-return]
+    return crud.create(  # type: ignore[no-any-return]
+        session,
+        kind=KIND,
+        namespace=data.namespace,
+        name=data.name,
+        spec=spec,
+        labels=data.labels,
+        annotations=data.annotations,
+        by=by,
+    )
 
 
 @router.get("/{namespace}/{name}", response_model=ServicePublic)
@@ -34,7 +43,16 @@ def read_service(session: SessionDep, _: Reader, namespace: str, name: str) -> S
 def update_service(session: SessionDep, by: Writer, namespace: str, name: str, data: ServiceUpdate) -> Service:
     svc = found(session, KIND, namespace, name)
     spec = ServiceSpec(ports=data.ports, mtls=data.mtls)
-    return crud.update(session, kind=KIND, row=svc, spec=spec, resource_version=data.resource_version, by=by)  # type: ignore[no-any-return]
+    return crud.update(  # type: ignore[no-any-return]
+        session,
+        kind=KIND,
+        row=svc,
+        spec=spec,
+        resource_version=data.resource_version,
+        labels=data.labels,
+        annotations=data.annotations,
+        by=by,
+    )
 
 
 @router.delete("/{namespace}/{name}", status_code=status.HTTP_204_NO_CONTENT)

@@ -28,7 +28,16 @@ def spec_router(kind: Kind) -> APIRouter:
     @router.post("", response_model=public, status_code=status.HTTP_201_CREATED, name=f"create {kind_name}")
     def create(session: SessionDep, by: Writer, data: create_model) -> Any:  # type: ignore[valid-type]
         body = cast(Any, data)
-        return crud.create(session, kind=kind, namespace=body.namespace, name=body.name, spec=body.spec, by=by)
+        return crud.create(
+            session,
+            kind=kind,
+            namespace=body.namespace,
+            name=body.name,
+            spec=body.spec,
+            labels=body.labels,
+            annotations=body.annotations,
+            by=by,
+        )
 
     @router.get("/{namespace}/{name}", response_model=public, name=f"read {kind_name}")
     def read(session: SessionDep, _: Reader, namespace: str, name: str) -> Any:
@@ -39,7 +48,16 @@ def spec_router(kind: Kind) -> APIRouter:
         body = cast(Any, data)
         row = found(session, kind, namespace, name)
         version = body.resource_version
-        return crud.update(session, kind=kind, row=row, spec=body.spec, resource_version=version, by=by)
+        return crud.update(
+            session,
+            kind=kind,
+            row=row,
+            spec=body.spec,
+            resource_version=version,
+            labels=body.labels,
+            annotations=body.annotations,
+            by=by,
+        )
 
     @router.delete("/{namespace}/{name}", status_code=status.HTTP_204_NO_CONTENT, name=f"delete {kind_name}")
     def remove(session: SessionDep, by: Writer, namespace: str, name: str) -> None:
