@@ -411,11 +411,14 @@ class TracingConfig(TypedDict, total=False):
     #: Share of new traces sampled at the first mesh hop (0-100); default 0. A request that comes
     #: with a sampling decision (traceparent, b3) keeps it; ``x-meshctl-trace: 1`` forces one.
     sample_percent: float
-    #: Where spans go: an OTLP/HTTP traces URL (``http://host:4318/v1/traces``). Without one,
-    #: nothing is exported (but trace context still propagates).
+    #: Where spans go: an OTLP/HTTP traces URL (``http://host:4318/v1/traces``, or ``https://``
+    #: with ``ca_file``). Without one, nothing is exported (but trace context still propagates).
     collector: str
     #: A file holding a bearer token for the collector (read when the config is applied).
     token_file: str
+    #: PEM roots an ``https://`` collector's certificate must chain to (required for one: the
+    #: system's trust store is not used). Read when the config is applied.
+    ca_file: str
     #: Spans held for export at most; more are dropped (counted). Default 2048.
     max_queue: int
     #: Spans per export request at most; default 256.

@@ -109,6 +109,11 @@ impl DataPlane {
         to_python(py, &self.engine.config())
     }
 
+    /// The active config as it runs: secrets redacted, defaults written out.
+    fn effective_config(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        to_python(py, &self.engine.effective_config())
+    }
+
     /// Bound address per listener name (`admin` included), as "ip:port".
     fn addresses(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         to_python(py, &self.engine.addresses_json())

@@ -323,6 +323,12 @@ impl Engine {
         self.lock().config.redacted()
     }
 
+    /// The active config as it runs (what admin `/config` serves): secrets
+    /// redacted, resilience defaults written out; before start, the one to start with.
+    pub fn effective_config(&self) -> Value {
+        self.lock().config.effective()
+    }
+
     /// Bound address of each listener by name (useful with port 0).
     pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
         self.lock()

@@ -20,9 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import unused_port, wait_until
+from helpers import HttpBackend, unused_port, wait_until
 from meshproc import ControlPlane, Sidecar, service
 from pki import TestPki
+
+#: A sampled W3C trace context: the first hop keeps the caller's decision.
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +243,32 @@ def test_plain_http_off_loopback_only_when_asked(tmp_path: Path) -> None:
         assert "warning: talking plain HTTP" in out.stderr
     finally:
         plain.stop()
+
+
+def test_spans_reach_an_https_control_plane(cp: ControlPlane, tmp_path: Path) -> None:
+    # The data plane's exporter verifies the control plane against the CAs the sidecar trusted.
+    traced = {**service("traced"), "spec": {**service("traced")["spec"], "mtls": "PERMISSIVE"}}
+    cp.apply(traced)
+    app = HttpBackend("traced")
+    sidecar = Sidecar(
+        cp,
+        "traced",
+        int(app.address.rsplit(":", 1)[1]),
+        tmp_path,
+        cp.join_token("traced"),
+        args=("--ca-hash", _pin(cp)),
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{sidecar.inbound_port}/priced"
+        wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=30, what="traced's sidecar to serve")
+        r = httpx.get(url, headers={"x-meshctl-trace": "1", "traceparent": TRACEPARENT}, timeout=10)
+        assert r.status_code == 200
+
+        def stored() -> bool:
+            got = cp.call("GET", f"/api/v1/traces/{TRACEPARENT.split('-')[1]}", role="reader")
+            return got.status_code == 200 and len(got.json()["spans"]) >= 1
+
+        wait_until(stored, timeout=60, what="the sidecar's span in the trace store over https")
+    finally:
+        sidecar.stop()
+        app.stop()

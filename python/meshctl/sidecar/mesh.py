@@ -287,7 +287,12 @@ class MeshSidecar:
             install=self._identity_renewed,
             ttl_seconds=options.svid_ttl_seconds,
         )
-        self.collector = ControlPlaneCollector(self.api.url, options.token, options.identity_dir / TOKEN_FILE)
+        self.collector = ControlPlaneCollector(
+            self.api.url,
+            options.token,
+            options.identity_dir / TOKEN_FILE,
+            ca_files=[options.ca_file, options.trust_store],
+        )
         #: `meshctl tap`: idle (one parked request) until an operator taps this service.
         self.tap = TapRelay(self.api, sidecar_id=lambda: self.sidecar_id, dataplane=lambda: self.dataplane)
         #: `meshctl proxy-config`: idle (one parked request) until an operator asks for this sidecar's config.

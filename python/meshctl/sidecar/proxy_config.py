@@ -43,11 +43,9 @@ HEALTH_FIELDS = ("healthy", "ejected", "ejected_for_ms", "health_check", "active
 
 
 def running_config(dataplane: DataPlane) -> dict[str, Any]:
-    """The data plane's running config, secrets redacted: with the defaults written out (as the
-    admin /config shows it) when the extension offers that, else as it was given."""
-    effective = getattr(dataplane, "effective_config", None)
-    config: dict[str, Any] = effective() if callable(effective) else dataplane.config()
-    return config
+    """The data plane's running config, secrets redacted, with the defaults written out (as the
+    admin /config shows it)."""
+    return dataplane.effective_config()
 
 
 def sections(config: dict[str, Any], stats: dict[str, Any], bound: dict[str, str]) -> dict[str, list[dict[str, Any]]]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from meshctl import DataPlane
@@ -63,11 +63,14 @@ def reopen_logs(dataplane: DataPlane) -> None:
 
 class ControlPlaneCollector:
     """Sends the spans of a config without a collector to the control plane at `url`, with
-    `token` (when there is one) written to `token_path` the first time it is needed."""
+    `token` (when there is one) written to `token_path` the first time it is needed. An https://
+    control plane is verified against the first of `ca_files` that exists (the operator's
+    `--ca-file`, or the CAs the sidecar trusted at bootstrap)."""
 
-    def __init__(self, url: str, token: str | None, token_path: Path):
+    def __init__(self, url: str, token: str | None, token_path: Path, ca_files: Sequence[Path | None] = ()):
         self.url = f"{url.rstrip('/')}/v1/traces"
         self.token, self.token_path = token, token_path
+        self.ca_files = [p for p in ca_files if p is not None]
         self._written = False
         self._warned_https = False
         self._lock = threading.Lock()
@@ -88,13 +91,16 @@ class ControlPlaneCollector:
         tracing = section.get("tracing") if section else None
         if section is None or tracing is None or "collector" in tracing:
             return config
-        if self.url.startswith("https:"):
-            # The data plane's exporter speaks plain HTTP only, and the token must not travel in clear.
-            if not self._warned_https:
-                self._warned_https = True
-                log.warning("spans are not sent to an https:// control plane: name a collector in a Telemetry")
-            return config
         ours = tracing | {"collector": self.url}
+        if self.url.startswith("https:"):
+            # The data plane's exporter trusts only the roots it is given, never the system's.
+            ca_file = next((p for p in self.ca_files if p.exists()), None)
+            if ca_file is None:
+                if not self._warned_https:
+                    self._warned_https = True
+                    log.warning("spans are not sent to %s: no CA file to verify it with (give --ca-file)", self.url)
+                return config
+            ours["ca_file"] = str(ca_file)
         if (token_file := self._token_file()) is not None:
             ours["token_file"] = token_file
         return config | {"telemetry": section | {"tracing": ours}}

@@ -134,6 +134,18 @@ impl Decoder {
                     f.at("protocol"),
                     format!("'{other}' is not one of: http, tcp"),
                 );
+                // What is given is checked anyway: a bad protocol must not hide other problems.
+                for (p, v) in self.list(&f, "routes", false) {
+                    self.route(v, &p, clusters);
+                }
+                if let Some(c) = self.string(&f, "cluster", false) {
+                    if !clusters.contains(&c) {
+                        self.err(f.at("cluster"), format!("unknown cluster '{c}'"));
+                    }
+                }
+                if f.get("backends").is_some() {
+                    self.backends(&f, false, clusters);
+                }
                 None
             }
         };
@@ -211,5 +223,25 @@ mod tests {
             assert!(has(&got, want), "missing {want:?} in {got:?}");
         }
         assert_eq!(got.len(), 6, "{got:?}");
+    }
+
+    #[test]
+    fn a_bad_protocol_hides_no_other_problem() {
+        let got = issues(
+            "listeners:\n - {name: web, address: 127.0.0.1:1, protocol: htp, routes: [{backends: [{cluster: nope}]}]}\n \
+             - {name: db, address: 127.0.0.1:2, protocol: tpc, cluster: gone}\n\
+             clusters: [{name: a, endpoints: []}]\n",
+        );
+        for want in [
+            "listeners[0].protocol: 'htp' is not one of: http, tcp",
+            "listeners[0].routes[0].backends[0].cluster: unknown cluster 'nope'",
+            "listeners[1].protocol: 'tpc' is not one of: http, tcp",
+            "listeners[1].cluster: unknown cluster 'gone'",
+        ] {
+            assert!(
+                got.iter().any(|i| i.starts_with(want)),
+                "missing {want:?} in {got:?}"
+            );
+        }
     }
 }

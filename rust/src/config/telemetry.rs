@@ -60,6 +60,8 @@ pub struct TracingConfig {
     pub sample_rate: f64,
     pub collector: Option<http::Uri>,
     pub token_file: Option<PathBuf>,
+    /// PEM roots an `https://` collector's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
     pub max_queue: usize,
     pub batch_size: usize,
     pub flush: Duration,
@@ -74,6 +76,7 @@ impl TracingConfig {
             "sample_percent": self.sample_rate * 100.0,
             "collector": self.collector.as_ref().map(|c| c.to_string()),
             "token_file": self.token_file.as_ref().map(|p| p.display().to_string()),
+            "ca_file": self.ca_file.as_ref().map(|p| p.display().to_string()),
             "max_queue": self.max_queue,
             "batch_size": self.batch_size,
             "flush_ms": self.flush.as_millis() as u64,
@@ -105,6 +108,7 @@ impl Decoder {
                 "sample_percent",
                 "collector",
                 "token_file",
+                "ca_file",
                 "max_queue",
                 "batch_size",
                 "flush_ms",
@@ -113,11 +117,16 @@ impl Decoder {
         let collector =
             self.string(&f, "collector", false)
                 .and_then(|c| match c.parse::<http::Uri>() {
-                    Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => Some(u),
+                    Ok(u)
+                        if matches!(u.scheme_str(), Some("http" | "https"))
+                            && u.host().is_some() =>
+                    {
+                        Some(u)
+                    }
                     Ok(_) => {
                         self.err(
                             f.at("collector"),
-                            format!("'{c}' is not an http:// URL with a host"),
+                            format!("'{c}' is not an http:// or https:// URL with a host"),
                         );
                         None
                     }
@@ -126,10 +135,23 @@ impl Decoder {
                         None
                     }
                 });
+        let ca_file = self.string(&f, "ca_file", false).map(PathBuf::from);
+        // No system trust store here: an https collector is verified against the roots given.
+        if ca_file.is_none()
+            && collector
+                .as_ref()
+                .is_some_and(|c| c.scheme_str() == Some("https"))
+        {
+            self.err(
+                f.at("ca_file"),
+                "an https:// collector needs ca_file (the PEM roots its certificate chains to)",
+            );
+        }
         Some(TracingConfig {
             sample_rate: self.percent(&f, "sample_percent").unwrap_or(0.0) / 100.0,
             collector,
             token_file: self.string(&f, "token_file", false).map(PathBuf::from),
+            ca_file,
             max_queue: self.uint(&f, "max_queue", 1, 1_000_000).unwrap_or(2048) as usize,
             batch_size: self.uint(&f, "batch_size", 1, 10_000).unwrap_or(256) as usize,
             flush: self.millis(&f, "flush_ms", 1000),
@@ -206,7 +228,7 @@ mod tests {
         for want in [
             "telemetry.tracing.extra: unknown field",
             "telemetry.tracing.sample_percent: 120 is out of range",
-            "telemetry.tracing.collector: 'https://x/v1/traces' is not an http:// URL",
+            "telemetry.tracing.ca_file: an https:// collector needs ca_file",
             "listeners[0].direction: 'sideways' is not one of",
             "listeners[0].access_log.path: required",
         ] {

@@ -3,12 +3,14 @@
 //! so that a slow or absent collector never touches the request path. The
 //! queue is bounded: spans past it are dropped and counted.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -17,7 +19,10 @@ use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status, ResourceSpans, ScopeSpans, Span, Status,
 };
 use prost::Message;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
 
 use super::exchange::Exchange;
 use super::TelemetryStats;
@@ -49,6 +54,10 @@ impl Tracer {
                 Some(t.trim().to_string())
             }
         };
+        let tls = match &tracing.ca_file {
+            None => None,
+            Some(p) => Some(collector_tls(p)?),
+        };
         let tx = match &tracing.collector {
             None => None,
             Some(url) => {
@@ -56,6 +65,7 @@ impl Tracer {
                 let exporter = Exporter {
                     url: url.clone(),
                     token,
+                    tls,
                     resource: resource(me),
                     batch: tracing.batch_size,
                     flush: tracing.flush,
@@ -211,9 +221,47 @@ fn span(x: &Exchange) -> Option<Span> {
     })
 }
 
+/// A TLS connector trusting only the roots in `ca_file` (PEM).
+fn collector_tls(ca_file: &Path) -> Result<TlsConnector, String> {
+    let pem =
+        std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", ca_file.display()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// An HTTP/1.1 client connection over `io`, driven by a task of its own.
+async fn handshake<T>(io: T) -> Result<http1::SendRequest<Full<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
 struct Exporter {
     url: Uri,
     token: Option<String>,
+    /// For an `https://` collector.
+    tls: Option<TlsConnector>,
     resource: Resource,
     batch: usize,
     flush: Duration,
@@ -286,14 +334,29 @@ impl Exporter {
 
     async fn post(&self, body: Vec<u8>) -> Result<(), String> {
         let authority = self.url.authority().ok_or("no host")?.clone();
-        let port = authority.port_u16().unwrap_or(80);
+        let https = self.url.scheme_str() == Some("https");
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let stream = tokio::net::TcpStream::connect((authority.host(), port))
             .await
             .map_err(|e| e.to_string())?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        let mut send = if https {
+            let tls = self
+                .tls
+                .as_ref()
+                .ok_or("an https collector needs ca_file")?;
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+            let stream = tls
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            handshake(stream).await?
+        } else {
+            handshake(stream).await?
+        };
         let path = self
             .url
             .path_and_query()
