@@ -3,7 +3,7 @@
 //! a listener's authorization decides and by which rule. They run the very
 //! matcher and rules the proxy runs, so explain cannot disagree with it.
 //! Reasons are worded for people; values are quoted as `'x'`, an absent
-//! one is `None` (the wording explain has always used).
+//! one is `absent`, several are `'a' or 'b'`.
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method};
@@ -36,7 +36,7 @@ fn method(m: &str) -> Result<Method> {
 }
 
 fn quoted(v: Option<&str>) -> String {
-    v.map_or_else(|| "None".to_string(), |v| format!("'{v}'"))
+    v.map_or_else(|| "absent".to_string(), |v| format!("'{v}'"))
 }
 
 // === routes ===
@@ -137,9 +137,9 @@ fn route_reason(cfg: &MatchConfig, miss: Mismatch, req: &RequestView<'_>) -> Str
                 })
                 .collect();
             let got = if values.is_empty() {
-                "None".to_string()
+                "absent".to_string()
             } else {
-                format!("[{}]", values.join(", "))
+                values.join(" or ")
             };
             format!("query param {name} is {got}, not '{want}'")
         }
@@ -212,7 +212,7 @@ fn rule_reason(
         Miss::Service => ("service", peer.and_then(SpiffeId::service)),
         Miss::Path => ("path", op.map(|(_, p)| p)),
         Miss::Method => {
-            let m = op.map_or("None", |(m, _)| m.as_str());
+            let m = op.map_or("absent", |(m, _)| m.as_str());
             return format!("method {m} is none of {wanted}");
         }
         Miss::NoOperation => return "a TCP connection has no path or method to match".into(),
@@ -257,8 +257,8 @@ mod tests {
                 "path '/api/7' is not exactly '/exact'",
                 "method GET is not POST",
                 "host 'shop.example' is not other.example",
-                "header x-canary is None, not 'true'",
-                "query param v is ['1', '3'], not '2'",
+                "header x-canary is absent, not 'true'",
+                "query param v is '1' or '3', not '2'",
                 "matched",
             ])
         );

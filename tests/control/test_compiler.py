@@ -361,7 +361,7 @@ def test_explain_names_the_rule_the_subset_and_why_others_failed(
     assert [v.rule for v in out.rules if v.matched] == [rule]
     assert [b.share_percent for b in out.backends] == share
     if not headers:
-        assert out.rules[0].reason == "header x-canary is None, not 'true'"
+        assert out.rules[0].reason == "header x-canary is absent, not 'true'"
     else:
         assert out.backends[0].endpoints == ["10.0.0.2:15006"]
         assert out.rules[1].reason.startswith("not tried")

@@ -276,7 +276,7 @@ def test_explain_names_the_rule_that_matched(meshctl: Run, cp: ControlPlane) -> 
     assert "  ex/catalog{version=v2}  100% (weight 1)  RingHash, policy ex/catalog-lb" in lines
 
     out = ok(meshctl("explain", "--from", "ex/web", "--host", "catalog.ex"))
-    assert "✗ ex/canary/rule0/match0: header x-canary is None, not 'true'" in out
+    assert "✗ ex/canary/rule0/match0: header x-canary is absent, not 'true'" in out
     assert "ex/catalog{version=v1}  90% (weight 90)" in out and "ex/catalog{version=v2}  10% (weight 10)" in out
     assert "endpoints: none live" in out
 
