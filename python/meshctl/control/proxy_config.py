@@ -28,6 +28,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from meshctl.control.longpoll import wait_ready
+
 #: How long an operator waits for the sidecar's answer by default, and at most.
 ANSWER_SECONDS = 10.0
 MAX_ANSWER_SECONDS = 60.0
@@ -154,19 +156,13 @@ class ConfigDumps:
     async def wait_asked(self, sidecar_id: int, timeout: float) -> list[str] | None:
         """Ids of the dumps waited for from this sidecar, once there are any; None after `timeout`
         seconds or at shutdown."""
-        deadline = self.loop.time() + timeout
-        while not self.closing:
-            if ids := self.pending(sidecar_id):
-                return ids
-            remaining = deadline - self.loop.time()
-            if remaining <= 0:
-                return None
-            event = self._asked.setdefault(sidecar_id, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                return None
-        return None
+        return await wait_ready(
+            lambda: self.pending(sidecar_id) or None,
+            events=self._asked,
+            key=sidecar_id,
+            timeout=timeout,
+            closing=lambda: self.closing,
+        )
 
     def answer(self, sidecar_id: int, request_id: str, report: ProxyConfigReport) -> bool:
         """Hands the dump to its operator; False when nobody waits for it any more."""

@@ -26,6 +26,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from meshctl.control.longpoll import wait_ready
+
 #: The request headers an event may carry; every other header is dropped (the data plane's list).
 ALLOWED_HEADERS = frozenset({"user-agent", "content-type", "content-length", "accept", "x-request-id"})
 #: The most events, and seconds, one session may ask for.
@@ -218,22 +220,18 @@ class Taps:
     async def wait_change(self, service: str, known: set[str], timeout: float) -> list[TapSessionInfo] | None:
         """The service's open sessions once they differ from `known` (ids), or None after `timeout`
         seconds or at shutdown."""
-        deadline = self.loop.time() + timeout
-        self._reap()
-        while not self.closing:
+
+        def changed() -> list[TapSessionInfo] | None:
             sessions = self.of(service)
-            if {s.id for s in sessions} != known:
-                now = self.loop.time()
-                return [s.info(now) for s in sessions]
-            remaining = deadline - self.loop.time()
-            if remaining <= 0:
+            if {s.id for s in sessions} == known:
                 return None
-            event = self._changed.setdefault(service, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
-                return None
-        return None
+            now = self.loop.time()
+            return [s.info(now) for s in sessions]
+
+        self._reap()
+        return await wait_ready(
+            changed, events=self._changed, key=service, timeout=timeout, closing=lambda: self.closing
+        )
 
     async def stream(self, session: TapSession) -> AsyncIterator[bytes]:
         """The session's events as NDJSON, then one ``{"end": ...}`` line; the session is closed

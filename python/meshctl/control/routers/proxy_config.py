@@ -12,6 +12,7 @@ from sqlmodel import Session
 from meshctl.control.deps import AnyCaller, EngineDep, HubDep, Reader
 from meshctl.control.kinds.common import now
 from meshctl.control.kinds.service import Service
+from meshctl.control.longpoll import SIDECAR_WAIT_SECONDS, SidecarWait
 from meshctl.control.models import Sidecar
 from meshctl.control.proxy_config import (
     ANSWER_SECONDS,
@@ -25,9 +26,6 @@ from meshctl.control.proxy_config import (
 from meshctl.control.routers.sidecars import spec_of
 
 router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"])
-
-#: How long a sidecar's long-poll for requests is held by default (under its client's timeout).
-SIDECAR_WAIT_SECONDS = 25.0
 
 
 def _live_sidecar(engine: Engine, sidecar_id: int) -> tuple[str, str]:
@@ -95,7 +93,7 @@ async def dump_requests(
     engine: EngineDep,
     caller: AnyCaller,
     sidecar_id: int,
-    wait: float = Query(default=SIDECAR_WAIT_SECONDS, ge=0, le=60, description="Seconds to hold the request open."),
+    wait: SidecarWait = SIDECAR_WAIT_SECONDS,
 ) -> Response | DumpRequests:
     """Long-poll: the ids of the config dumps operators wait for from this sidecar, as soon as
     there are any. The sidecar POSTs each to `config-dumps/{request_id}`."""

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from meshctl.control import crud
 from meshctl.control.deps import AnyCaller, EngineDep, HubDep, TapsDep
 from meshctl.control.kinds.service import Service
+from meshctl.control.longpoll import SIDECAR_WAIT_SECONDS, SidecarWait
 from meshctl.control.routers.sidecars import spec_of
 from meshctl.control.tap import (
     MAX_LIMIT,
@@ -29,9 +30,6 @@ from meshctl.control.tap import (
 
 router = APIRouter(prefix="/api/v1/tap", tags=["tap"])
 sidecar_router = APIRouter(prefix="/api/v1/sidecars", tags=["tap"])
-
-#: How long a sidecar's long-poll for sessions is held by default (under its client's timeout).
-SIDECAR_WAIT_SECONDS = 25.0
 
 
 def require_tapper(caller: AnyCaller) -> str:
@@ -117,7 +115,7 @@ async def tap_sessions(
     caller: AnyCaller,
     sidecar_id: int,
     known: str = Query(default="", max_length=4096, description="Comma-separated ids of the sessions it has."),
-    wait: float = Query(default=SIDECAR_WAIT_SECONDS, ge=0, le=60, description="Seconds to hold the request open."),
+    wait: SidecarWait = SIDECAR_WAIT_SECONDS,
 ) -> Response | TapSessions:
     """Long-poll: the open tap sessions of the sidecar's service, as soon as they differ from `known`
     (one opened or ended). The sidecar taps its data plane for each and closes taps not listed."""
