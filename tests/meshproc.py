@@ -10,7 +10,7 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,66 @@ def module_control_plane(*args: str) -> Any:
         plane.stop()
 
     return cp
+
+
+#: A `meshctl` fixture's function: `meshctl ARGS` as a process, its result.
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def meshctl_env(cp: ControlPlane, data_dir: Path, token: str | None = "admin", **env: str) -> dict[str, str]:
+    """The environment of `meshctl` run against `cp` with its `token` (None: none at all), and no
+    MESHCTL_* of ours; `data_dir` stands in for ~/.meshctl, so a real one is never read."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
+    environ.update({"COLUMNS": "200", "MESHCTL_SERVER": cp.url, "MESHCTL_DATA_DIR": str(data_dir), **env})
+    if token:
+        environ["MESHCTL_TOKEN"] = cp.token(token)
+    return environ
+
+
+def run_meshctl(
+    cp: ControlPlane,
+    *args: str,
+    data_dir: Path,
+    token: str | None = "admin",
+    stdin: str | None = None,
+    timeout: float = 60,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """`meshctl ARGS` as a process against `cp` (see `meshctl_env`); it must not crash."""
+    out = subprocess.run(
+        [sys.executable, "-m", "meshctl", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env=meshctl_env(cp, data_dir, token, **env),
+        timeout=timeout,
+    )
+    assert "Traceback" not in out.stderr, out.stderr
+    return out
+
+
+def module_meshctl(**env: str) -> Any:
+    """A module-scoped `meshctl` fixture: `run_meshctl` against the module's `cp` with a data dir
+    of its own and these environment variables, as `meshctl(*args, token=, stdin=, **more_env)`."""
+
+    @pytest.fixture(scope="module")
+    def meshctl(cp: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Run:
+        nowhere = tmp_path_factory.mktemp("no-data-dir")
+
+        def run(
+            *args: str, token: str | None = "admin", stdin: str | None = None, **more: str
+        ) -> subprocess.CompletedProcess[str]:
+            return run_meshctl(cp, *args, data_dir=nowhere, token=token, stdin=stdin, **(env | more))
+
+        return run
+
+    return meshctl
+
+
+def ok(out: subprocess.CompletedProcess[str]) -> str:
+    """The stdout of a `meshctl` that exited 0 (else the test fails, showing both streams)."""
+    assert out.returncode == 0, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
+    return out.stdout
 
 
 def service(name: str, protocol: str = "http") -> dict[str, Any]:

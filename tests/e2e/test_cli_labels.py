@@ -5,44 +5,16 @@ a change of labels alone."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from meshproc import ControlPlane, module_control_plane
-
-Run = Callable[..., subprocess.CompletedProcess[str]]
+from meshproc import Run, module_control_plane, module_meshctl, ok
 
 cp = module_control_plane()
-
-
-@pytest.fixture(scope="module")
-def meshctl(cp: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """`meshctl ARGS` against `cp` with the admin token (never a real ~/.meshctl)."""
-    nowhere = tmp_path_factory.mktemp("no-data-dir")
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
-        env |= {"COLUMNS": "250", "NO_COLOR": "1", "MESHCTL_SERVER": cp.url, "MESHCTL_DATA_DIR": str(nowhere)}
-        env["MESHCTL_TOKEN"] = cp.token("admin")
-        out = subprocess.run(
-            [sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, env=env, timeout=60
-        )
-        assert "Traceback" not in out.stderr, out.stderr
-        return out
-
-    return run
-
-
-def ok(out: subprocess.CompletedProcess[str]) -> str:
-    assert out.returncode == 0, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
-    return out.stdout
+meshctl = module_meshctl(COLUMNS="250", NO_COLOR="1")
 
 
 def svc(name: str, labels: dict[str, str], **metadata: Any) -> dict[str, Any]:

@@ -5,52 +5,16 @@ real control plane. Each test works in its own namespace."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from helpers import unused_port, wait_until
-from meshproc import ControlPlane, module_control_plane
-
-Run = Callable[..., subprocess.CompletedProcess[str]]
-
+from meshproc import ControlPlane, Run, module_control_plane, module_meshctl, ok
 
 cp = module_control_plane()
-
-
-@pytest.fixture(scope="module")
-def meshctl(cp: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """Run `meshctl ARGS` against `cp` with the admin token from MESHCTL_TOKEN (token=None: none at all)."""
-    nowhere = tmp_path_factory.mktemp("no-data-dir")  # so a real ~/.meshctl/admin.token is never picked up
-
-    def run(*args: str, token: str | None = "admin", stdin: str | None = None, **env: str) -> Any:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
-        environ.update({"COLUMNS": "200", "MESHCTL_SERVER": cp.url, "MESHCTL_DATA_DIR": str(nowhere), **env})
-        if token:
-            environ["MESHCTL_TOKEN"] = cp.token(token)
-        out = subprocess.run(
-            [sys.executable, "-m", "meshctl", *args],
-            capture_output=True,
-            text=True,
-            input=stdin,
-            env=environ,
-            timeout=60,
-        )
-        assert "Traceback" not in out.stderr, out.stderr
-        return out
-
-    return run
-
-
-def ok(out: subprocess.CompletedProcess[str]) -> str:
-    assert out.returncode == 0, f"exit {out.returncode}\n{out.stdout}\n{out.stderr}"
-    return out.stdout
+meshctl = module_meshctl()
 
 
 def write(path: Path, *docs: dict[str, Any], extra: str = "") -> Path:
