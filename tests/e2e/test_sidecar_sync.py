@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from helpers import unused_port, wait_until
 from meshctl.demo.backends import DemoBackend
-from meshproc import ControlPlane, Gateway, Sidecar, get, service
+from meshproc import ControlPlane, Gateway, Sidecar, get, run_meshctl, service
 
 FRONTEND_ID = "spiffe://cluster.local/ns/default/sa/frontend"
 
@@ -38,14 +38,7 @@ class Mesh:
     workdir: Path
 
     def meshctl(self, *args: str, token: str = "admin") -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
-        env |= {"COLUMNS": "200", "MESHCTL_SERVER": self.cp.url, "MESHCTL_TOKEN": self.cp.token(token)}
-        env["MESHCTL_DATA_DIR"] = str(self.workdir / "cli")
-        out = subprocess.run(
-            [sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, env=env, timeout=120
-        )
-        assert "Traceback" not in out.stderr, out.stderr
-        return out
+        return run_meshctl(self.cp, *args, data_dir=self.workdir / "cli", token=token, timeout=120)
 
     def ok(self, *args: str) -> str:
         out = self.meshctl(*args)

@@ -8,7 +8,6 @@ open, heartbeats and snapshots go on as before."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import pytest
 
 from helpers import unused_port, wait_until
 from meshctl.demo.backends import DemoBackend
-from meshproc import ControlPlane, Sidecar, get, service
+from meshproc import ControlPlane, Sidecar, get, meshctl_env, service
 
 FRONTEND_ID = "spiffe://cluster.local/ns/default/sa/frontend"
 ALLOWED_HEADERS = {"user-agent", "content-type", "content-length", "accept", "x-request-id"}
@@ -44,10 +43,8 @@ class Mesh:
 
     def tap(self, *args: str) -> subprocess.Popen[str]:
         """`meshctl tap ARGS` running, with the admin token."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
-        env |= {"COLUMNS": "200", "MESHCTL_SERVER": self.cp.url, "MESHCTL_TOKEN": self.cp.token("admin")}
-        env["MESHCTL_DATA_DIR"] = str(self.workdir / "cli")
         cmd = [sys.executable, "-m", "meshctl", "tap", *args]
+        env = meshctl_env(self.cp, self.workdir / "cli")
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def until_done(self, proc: subprocess.Popen[str], *paths: str) -> tuple[str, str]:
