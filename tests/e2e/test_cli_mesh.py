@@ -118,7 +118,7 @@ def test_apply_is_idempotent_and_get_round_trips(meshctl: Run, tmp_path: Path) -
     assert doc["kind"] == "HTTPRoute" and doc["metadata"] == {
         "name": "canary",
         "namespace": "shop",
-        "resourceVersion": 1,
+        "resourceVersion": 2,  # created, then configured once above
     }
     assert [b["weight"] for b in doc["spec"]["rules"][1]["backendRefs"]] == [50, 50]
     assert json.loads(ok(meshctl("get", "httproute", "canary", "-n", "shop", "-o", "json"))) == doc
