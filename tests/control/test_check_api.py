@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from helpers import wait_until
 from meshctl.control.analysis.codes import SERVER_CODES
 from meshproc import ControlPlane, module_control_plane
 
@@ -307,3 +308,24 @@ def test_sidecar_versions_svids_and_revoked_tokens(shared: ControlPlane) -> None
     assert about(report, "Sidecar", str(soon["id"]), codes) == [("MC0202", "warning", None)]
     assert about(report, "Sidecar", str(later["id"]), codes) == []
     assert about(report, "Sidecar", joined_id, codes) == [("MC0104", "error", None)]
+
+
+def test_a_sidecar_on_an_expired_join_token_is_info_not_an_error(shared: ControlPlane) -> None:
+    """An expired join token keeps serving the sidecars that joined with it: at most info (MC0105)."""
+    ns = "expiring"
+    shared.apply(service("app", ns))
+    token = shared.ok("POST", "/api/v1/tokens", json={"service": f"{ns}/app", "expires_in_seconds": 1})
+    body = {"namespace": ns, "service": "app", "address": "127.0.0.1", "inbound_port": 16511, "app_port": 9000}
+    joined = with_token(shared, token["token"], "PUT", "/api/v1/sidecars", json=body | {"ttl_seconds": 300})
+    assert joined.status_code == 200, joined.text
+    joined_id = str(joined.json()["id"])
+    wait_until(
+        lambda: next(s for s in shared.sidecars() if str(s["id"]) == joined_id)["token_expired"],
+        timeout=30,
+        what="the sidecar's join token to expire",
+    )
+    report = check(shared)
+    assert about(report, "Sidecar", joined_id, ("MC0104", "MC0105")) == [("MC0105", "info", None)]
+    assert "keeps working" in message(report, "MC0105", joined_id)
+    assert shared.call("DELETE", f"/api/v1/tokens/{token['id']}").status_code == 204
+    assert about(check(shared), "Sidecar", joined_id, ("MC0104", "MC0105")) == [("MC0104", "error", None)]

@@ -5,8 +5,9 @@ registered with, and what revoking it does to the sidecar."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -172,14 +173,85 @@ def test_a_sidecar_records_its_token_and_shows_it_revoked_and_its_svid_is_not_re
     assert register(cp, join["token"], 16001).status_code == 401
 
 
-def test_a_sidecar_whose_token_expired_shows_revoked(cp: ControlPlane) -> None:
-    join = create(cp, service="default/cart", expires_in_seconds=1)
-    assert register(cp, join["token"], 16003, "cart").status_code == 200
-    wait_until(
-        lambda: next(s for s in cp.sidecars() if s["inbound_port"] == 16003)["token_revoked"],
-        timeout=30,
-        what="the sidecar's expired token to show",
-    )
+def expire(cp: ControlPlane, token_id: int) -> None:
+    """Make the token's expiry a minute past, in the database (as `expires_in_seconds` would have)."""
+    with sqlite3.connect(cp.data_dir / "mesh.db") as db:
+        past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        assert db.execute("UPDATE apitoken SET expires_at = ? WHERE id = ?", (past, token_id)).rowcount == 1
+
+
+def sidecar_call(cp: ControlPlane, token: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    return httpx.request(method, f"{cp.url}/api/v1/sidecars{path}", headers=bearer(token), timeout=10, **kw)
+
+
+def test_an_expired_join_token_keeps_its_sidecars_working_but_joins_no_new_one(cp: ControlPlane) -> None:
+    """kubeadm's meaning: a join token's expiry limits joining; revoking it is what stops its sidecars."""
+    join = create(cp, service="default/cart", name="cart-fleet")
+    first = register(cp, join["token"], 16003, "cart")
+    assert first.status_code == 200, first.text
+    mine = first.json()["id"]
+    other = register(cp, create(cp, service="default/cart")["token"], 16004, "cart").json()["id"]
+    api = ApiClient(cp.url, join["token"])
+    started = time.monotonic()
+    expire(cp, join["id"])
+
+    # Once the remembered check of the token runs out (not later), it may no longer act for a sidecar
+    # of its service that it did not register (asked with a call that creates nothing).
+    def stranger_refused() -> bool:
+        return sidecar_call(cp, join["token"], "GET", f"/{other}/snapshot", params={"wait": 0}).status_code == 401
+
+    wait_until(stranger_refused, timeout=30, what="the expired token to be seen as expired")
+    assert time.monotonic() - started < TOKEN_CACHE_SECONDS + 5
+    # A new instance is refused.
+    refused = register(cp, join["token"], 16005, "cart").json()["detail"]
+    assert refused.startswith("join token expired at ") and "meshctl token create" in refused, refused
+    assert 16005 not in [s["inbound_port"] for s in cp.sidecars()]
+
+    # Its own sidecar heartbeats, follows its config, ACKs, taps, renews its SVID.
+    beat = register(cp, join["token"], 16003, "cart")
+    assert beat.status_code == 200, beat.text
+    assert (beat.json()["token_expired"], beat.json()["token_revoked"]) == (True, False)
+    snapshot = sidecar_call(cp, join["token"], "GET", f"/{mine}/snapshot", params={"wait": 0})
+    assert snapshot.status_code == 200, snapshot.text
+    ack = {"version": snapshot.json()["version"]}
+    assert sidecar_call(cp, join["token"], "POST", f"/{mine}/status", json=ack).status_code == 204
+    assert sidecar_call(cp, join["token"], "GET", f"/{mine}/tap", params={"wait": 0}).status_code in (200, 204)
+    assert request_identity(api, namespace="default", service="cart").spiffe_id.endswith("/sa/cart")
+    # ...but nothing it did not join: another sidecar of the same service.
+    stranger = sidecar_call(cp, join["token"], "GET", f"/{other}/snapshot", params={"wait": 0})
+    assert stranger.status_code == 401 and "join token expired at" in stranger.json()["detail"]
+    assert sidecar_call(cp, join["token"], "DELETE", f"/{other}").status_code == 401
+
+    # A clean restart of the same instance: it leaves, and comes back with the same token.
+    assert sidecar_call(cp, join["token"], "DELETE", f"/{mine}").status_code == 204
+    assert not next(s for s in cp.sidecars() if s["id"] == mine)["live"]
+    assert request_identity(api, namespace="default", service="cart").spiffe_id.endswith("/sa/cart")
+    back = register(cp, join["token"], 16003, "cart")
+    assert back.status_code == 200 and back.json()["id"] == mine and back.json()["live"]
+
+    # Revoked, it is cut off from everything.
+    assert cp.call("DELETE", f"/api/v1/tokens/{join['id']}").status_code == 204
+    assert next(s for s in cp.sidecars() if s["id"] == mine)["token_revoked"] is True
+    assert register(cp, join["token"], 16003, "cart").status_code == 401
+    assert sidecar_call(cp, join["token"], "GET", f"/{mine}/snapshot", params={"wait": 0}).status_code == 401
+    with pytest.raises(ApiError) as gone:
+        request_identity(api, namespace="default", service="cart")
+    assert gone.value.status == 401
+
+
+def test_an_expired_join_token_with_no_sidecar_gets_no_svid_and_other_tokens_expire_outright(
+    cp: ControlPlane,
+) -> None:
+    unused = create(cp, service="default/pricing")
+    expire(cp, unused["id"])
+    with pytest.raises(ApiError) as refused:
+        request_identity(ApiClient(cp.url, unused["token"]), namespace="default", service="pricing")
+    assert refused.value.status == 401 and "join token expired at" in str(refused.value)
+    for role in ("admin", "reader"):
+        made = create(cp, role=role)
+        expire(cp, made["id"])
+        r = httpx.get(f"{cp.url}/api/v1/identity/bundle", headers=bearer(made["token"]), timeout=10)
+        assert r.status_code == 401 and r.json()["detail"] == "a valid bearer token is required"
 
 
 def test_the_last_live_admin_token_cannot_be_revoked(cp: ControlPlane) -> None:

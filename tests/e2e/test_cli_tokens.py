@@ -1,16 +1,22 @@
 """`meshctl token create|list|revoke` as a user runs them (the real binary,
 a real control plane): a join token a real sidecar joins with, shown revoked
-once revoked; reader tokens for reading verbs; rotation; the last admin token
-kept; the join command pinning an HTTPS control plane's CA."""
+once revoked; a sidecar outliving its join token's expiry; reader tokens for
+reading verbs; rotation; the last admin token kept; the join command pinning
+an HTTPS control plane's CA."""
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from helpers import wait_until
 from meshctl.control.ca.serving import serving_ca_hash
@@ -130,3 +136,63 @@ def test_the_join_command_carries_the_pin_of_an_https_control_plane(tmp_path: Pa
         assert join in made.stderr, made.stderr
     finally:
         plane.stop()
+
+
+def test_a_sidecar_keeps_serving_past_its_join_tokens_expiry_until_it_is_revoked(
+    cp: ControlPlane, backend: Callable[..., DemoBackend], tmp_path: Path
+) -> None:
+    """kubeadm's meaning of a join token's expiry: it limits joining. The sidecar that joined keeps
+    heartbeating, restarts (a new SVID included), and only revoking the token stops it."""
+    cp.apply(service("ledger"))
+    made = meshctl(cp, "token", "create", "--service", "ledger", "-o", "json", data_dir=cp.data_dir)
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)
+    sidecar = Sidecar(cp, "ledger", backend("ledger").port, tmp_path, token["token"]).start()
+    newcomer = Sidecar(cp, "ledger", backend("ledger-2").port, tmp_path / "new", token["token"])
+    newcomer.workdir.mkdir()
+
+    def row() -> dict[str, Any]:
+        return next(s for s in cp.sidecars() if s["inbound_port"] == sidecar.inbound_port)
+
+    try:
+        wait_until(lambda: row()["live"], timeout=30, what="the sidecar to join")
+        joined = row()["id"]
+        # Its token expires in two seconds (set in the database, as --expires 2s would).
+        expires = datetime.now(UTC) + timedelta(seconds=2)
+        with sqlite3.connect(cp.data_dir / "mesh.db") as db:
+            stamp = expires.strftime("%Y-%m-%d %H:%M:%S.%f")
+            db.execute("UPDATE apitoken SET expires_at = ? WHERE id = ?", (stamp, token["id"]))
+        wait_until(lambda: row()["token_expired"], timeout=30, what="the token to show expired")
+
+        # Well past the expiry (the registration lives 5 s without a heartbeat), it still heartbeats.
+        def beat_since(at: datetime) -> bool:
+            now = row()
+            return bool(now["live"] and datetime.fromisoformat(now["last_seen"]) > at)
+
+        wait_until(lambda: beat_since(expires + timedelta(seconds=12)), timeout=60, what="heartbeats past expiry")
+        assert (row()["token_revoked"], row()["id"]) == (False, joined)
+        assert sidecar.ready()
+        listed = json.loads(meshctl(cp, "token", "list", "-o", "json", data_dir=cp.data_dir).stdout)
+        assert next(t for t in listed if t["id"] == token["id"])["expired"] is True
+        checked = json.loads(meshctl(cp, "check", "-o", "json", data_dir=cp.data_dir).stdout)
+        about = [(f["code"], f["severity"]) for f in checked["findings"] if f["resource"]["name"] == str(joined)]
+        assert ("MC0105", "info") in about and not any(code == "MC0104" for code, _ in about), about
+
+        # The same instance restarts: it gets a new SVID and registers again with the expired token.
+        before = sidecar.stats()["identity"]["not_after"]
+        sidecar.stop()
+        sidecar.start()
+        wait_until(lambda: row()["live"], timeout=30, what="the restarted sidecar to register again")
+        assert row()["id"] == joined and sidecar.stats()["identity"]["not_after"] != before
+        # A new instance cannot join with it.
+        with pytest.raises(AssertionError, match="join token expired at"):
+            newcomer.start()
+        assert [s["inbound_port"] for s in cp.sidecars()].count(newcomer.inbound_port) == 0
+
+        # Revoked, it is cut off: heartbeats refused, it drops out of the mesh.
+        assert meshctl(cp, "token", "revoke", str(token["id"]), data_dir=cp.data_dir).returncode == 0
+        assert row()["token_revoked"] is True
+        wait_until(lambda: not row()["live"], timeout=60, what="the revoked sidecar to stop being live")
+    finally:
+        sidecar.stop()
+        newcomer.stop()

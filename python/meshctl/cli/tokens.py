@@ -3,9 +3,10 @@ admin token is needed for all three).
 
 - A join token lets the sidecars of one service register, follow their config
   and get their certificates as that service, nothing more. It expires in 24 h
-  unless ``--expires`` says otherwise. A sidecar uses its token for as long as
-  it runs (heartbeats and certificate renewals), so one expired or revoked
-  stops its sidecars: give long-running ones a longer token, or ``never``.
+  unless ``--expires`` says otherwise. As kubeadm's, its expiry limits joining:
+  once expired it joins no new instance, but the sidecars that joined with it
+  keep working (heartbeats, config, certificate renewals, restarts of the same
+  instance) until it is revoked. Revoking it stops them.
 - An admin token may do everything; a reader token may read the mesh. They
   never expire unless ``--expires`` says so.
 
@@ -31,9 +32,9 @@ from meshctl.client import ApiError, Unreachable
 app = typer.Typer(
     help="API tokens (needs the admin token): join tokens for a service's sidecars (24 h unless "
     "--expires says otherwise), admin and read-only tokens (no expiry unless asked).\n\n"
-    "A sidecar uses its join token for as long as it runs: once the token expires or is revoked, "
-    "its sidecars can no longer heartbeat nor renew their certificates. Give long-running ones a "
-    "longer token (--expires 90d, or never).\n\n"
+    "A join token's expiry limits joining: once expired it joins no new instance, but the sidecars "
+    "that joined with it keep working (heartbeats, config, certificate renewals, restarts of the "
+    "same instance) until it is revoked. Revoking a join token stops its sidecars.\n\n"
     "Rotation: token create a successor, switch its holders to it (their token files; the data "
     "dir's admin.token or reader.token), then token revoke the old one. The last live admin token "
     "cannot be revoked.",
@@ -118,7 +119,8 @@ def create(
         str | None,
         typer.Option(
             "--expires",
-            help="Refused after this long: 30m, 24h, 7d, 1h30m, or never. Default: 24h for a join token, "
+            help="Refused after this long (a join token: joins no new instance after this long; its "
+            "sidecars keep working): 30m, 24h, 7d, 1h30m, or never. Default: 24h for a join token, "
             "never for admin and reader.",
             show_default=False,
         ),
@@ -182,8 +184,9 @@ def revoke(
     token: options.Token = None,
     token_file: options.TokenFile = None,
 ) -> None:
-    """Revoke tokens: refused from the next request on. A join token's sidecars can then no longer
-    heartbeat nor renew their certificates (status and check show them). The last live admin
+    """Revoke tokens: refused from the next request on. A join token's sidecars (even those that
+    outlived its expiry) can then no longer heartbeat nor renew their certificates (status and
+    check show them). The last live admin
     token cannot be revoked: create its successor first."""
     client = api.connect(server, token, token_file)
     failed = False

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
@@ -16,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from meshctl.control import instances
 from meshctl.control.ca import CertificateAuthority
 from meshctl.control.crud import Authorship
 from meshctl.control.kinds.common import now
@@ -65,13 +67,36 @@ class Caller:
     name: str = ""
     #: The token's row (`ApiToken.id`): a sidecar records the one it registered with.
     id: int | None = None
+    #: An expired join token (when: `expired_at`). As kubeadm's, a join token's expiry limits
+    #: joining: the sidecars that registered with it (`Sidecar.token_id`) keep acting with it
+    #: (heartbeats, config, SVIDs, restarts of the same instance) until it is revoked (deleted);
+    #: nothing else does. Expired admin and reader tokens are refused outright.
+    joined_only: bool = False
+    expired_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
             object.__setattr__(self, "name", f"join:{self.scope}" if self.role == "join" else self.role)
 
     def may_act_as(self, service: str) -> bool:
-        return self.role == "admin" or (self.role == "join" and self.scope == service)
+        """May join (or act for any sidecar of) `service`: never with an expired join token."""
+        return not self.joined_only and (self.role == "admin" or (self.role == "join" and self.scope == service))
+
+    def may_act_for(self, service: str, token_id: int | None) -> bool:
+        """May act for a sidecar of `service` that registered with the token `token_id`."""
+        if self.joined_only:
+            return self.id is not None and self.id == token_id and self.scope == service
+        return self.may_act_as(service)
+
+    def expired(self) -> HTTPException:
+        """The 401 for an expired join token asked for more than its sidecars may do."""
+        at = f"{self.expired_at:%Y-%m-%d %H:%M:%S} UTC" if self.expired_at else "some time"
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail=f"join token expired at {at}: make a new one with meshctl token create "
+            "(an expired join token serves only the sidecars that joined with it)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 #: A token check remembered: (the caller, or None for an unknown token; until when, monotonic).
@@ -84,17 +109,23 @@ TOKEN_CACHE_SECONDS = 5.0
 
 
 def _lookup(engine: Engine, token: str) -> tuple[Caller | None, float]:
-    """Who the token is (None: unknown or expired), and for how many seconds that holds."""
+    """Who the token is (None: unknown, or an expired admin or reader token; an expired join token
+    is a `Caller.joined_only`), and for how many seconds that holds: a live token's check never
+    outlives its expiry, so the check after it says expired."""
     with Session(engine) as session:  # its own: long-polls must not hold one
         row = token_of(session, token)
     if row is None:
         return None, TOKEN_CACHE_SECONDS
+    caller = Caller(row.role, row.scope, name=row.name or "", id=row.id)
     left = TOKEN_CACHE_SECONDS
     if row.expires_at is not None:
         left = min(left, (row.expires_at - now()).total_seconds())
         if left <= 0:
-            return None, TOKEN_CACHE_SECONDS
-    return Caller(row.role, row.scope, name=row.name or "", id=row.id), left
+            if row.role != "join":
+                return None, TOKEN_CACHE_SECONDS
+            caller = replace(caller, joined_only=True, expired_at=row.expires_at)
+            left = TOKEN_CACHE_SECONDS
+    return caller, left
 
 
 async def authenticate(request: Request, creds: Credentials) -> Caller:
@@ -121,6 +152,23 @@ async def authenticate(request: Request, creds: Credentials) -> Caller:
 
 
 AnyCaller = Annotated[Caller, Depends(authenticate)]
+
+
+def _has_joined(engine: Engine, token_id: int | None) -> bool:
+    with Session(engine) as session:
+        return token_id is not None and instances.joined_with(session, token_id=token_id)
+
+
+async def require_member(request: Request, caller: AnyCaller) -> Caller:
+    """Any valid caller; an expired join token only while a sidecar that joined with it is still
+    recorded (an instance restarting asks for its bundle and SVID, and sends spans)."""
+    if caller.joined_only and not await run_in_threadpool(_has_joined, request.app.state.engine, caller.id):
+        raise caller.expired()
+    return caller
+
+
+#: For what a sidecar needs besides its own row (the trust bundle, its SVID, spans): see `require_member`.
+MemberCaller = Annotated[Caller, Depends(require_member)]
 
 
 def require_reader(caller: AnyCaller) -> str:

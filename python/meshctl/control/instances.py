@@ -67,14 +67,24 @@ def live_endpoints_digest(session: Session) -> str:
 # === sidecars ===
 
 
+def find_sidecar(session: Session, *, svc: Service, address: str, inbound_port: int) -> Sidecar | None:
+    """The instance at this address and inbound port, as registered (live or not)."""
+    return session.exec(
+        select(Sidecar).where(
+            Sidecar.service_id == svc.id, Sidecar.address == address, Sidecar.inbound_port == inbound_port
+        )
+    ).first()
+
+
+def joined_with(session: Session, *, token_id: int) -> bool:
+    """Whether some recorded sidecar registered (last) with this token."""
+    return session.exec(select(Sidecar.id).where(Sidecar.token_id == token_id).limit(1)).first() is not None
+
+
 def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister, token_id: int | None = None) -> Sidecar:
     """Registration and heartbeat in one: the sidecar's row and its endpoint (the inbound listener).
     `token_id` is the token it registered with (the latest heartbeat's)."""
-    sc = session.exec(
-        select(Sidecar).where(
-            Sidecar.service_id == svc.id, Sidecar.address == data.address, Sidecar.inbound_port == data.inbound_port
-        )
-    ).first()
+    sc = find_sidecar(session, svc=svc, address=data.address, inbound_port=data.inbound_port)
     if sc is None:
         assert svc.id is not None
         sc = Sidecar(service_id=svc.id, address=data.address, inbound_port=data.inbound_port, app_port=data.app_port)
@@ -166,7 +176,9 @@ def live_sidecars(session: Session, *, namespace: str, name: str) -> list[Sideca
     return list(session.exec(q).all())
 
 
-def deregister_sidecar(session: Session, *, sidecar: Sidecar, svc: Service) -> None:
+def deregister_sidecar(session: Session, *, sidecar: Sidecar, svc: Service, keep: bool = False) -> None:
+    """The sidecar and its endpoint leave. `keep`: its row stays, no longer live, so that the
+    same instance may register again with the expired join token it joined with."""
     ep = session.exec(
         select(Endpoint).where(
             Endpoint.service_id == svc.id, Endpoint.address == sidecar.address, Endpoint.port == sidecar.inbound_port
@@ -175,5 +187,9 @@ def deregister_sidecar(session: Session, *, sidecar: Sidecar, svc: Service) -> N
     if ep is not None:
         session.delete(ep)
         bump(session)
-    session.delete(sidecar)
+    if keep:
+        sidecar.expires_at = now()
+        session.add(sidecar)
+    else:
+        session.delete(sidecar)
     session.commit()

@@ -272,9 +272,12 @@ class SidecarPublic(SQLModel):
     endpoint_health: dict[str, Any] | None = None
     #: The mesh generation now; a sidecar whose acked version is lower is behind.
     mesh_generation: int
-    #: The token it registered with was revoked or has expired: it can no longer heartbeat nor
-    #: renew its SVID (false when unknown: registered before tokens were recorded).
+    #: The token it registered with was revoked: it can no longer heartbeat nor renew its SVID
+    #: (false when unknown: registered before tokens were recorded).
     token_revoked: bool = False
+    #: The join token it registered with has expired: it keeps working (an expired join token
+    #: serves the sidecars that joined with it), but no new instance can join with that token.
+    token_expired: bool = False
     #: Its meshctl and data-plane versions as it reported them (None: not reported).
     version: str | None = None
 

@@ -97,8 +97,9 @@ class Hub:
         self.closing = False
         self._snapshots: dict[SidecarSpec, bytes] = {}
         self._outbound: dict[tuple[Any, ...], Outbound] = {}
-        #: Sidecars by id, with the service they act as: watches need no database read.
-        self.sidecars: dict[int, tuple[SidecarSpec, str]] = {}
+        #: Sidecars by id, with the service they act as and the token they registered with (an
+        #: expired join token acts only for its own): watches need no database read.
+        self.sidecars: dict[int, tuple[SidecarSpec, str, int | None]] = {}
         #: ACKs POSTed to `status`, written in batches.
         self._acks: dict[int, int] = {}
         self._task = self.loop.create_task(self._run())

@@ -1,7 +1,10 @@
 """The API tokens' lifecycle: create (with a name and an expiry), list, revoke.
 
-A token is refused once expired (``deps.authenticate``) and gone once revoked
-(its row is deleted). Rotation is creating the successor, switching to it,
+An expired admin or reader token is refused (``deps.authenticate``). A join
+token's expiry limits joining, as kubeadm's does: once expired it joins no new
+sidecar, but the sidecars that registered with it keep using it (heartbeats,
+config, SVID renewal, restarts of the same instance) until it is revoked. A
+revoked token's row is deleted: nothing accepts it any more. Rotation is creating the successor, switching to it,
 then revoking the old one. Revoking the last live admin token is refused, so
 that nobody locks themselves out of the API. The hashing and the tokens made
 on first start are in ``security``."""
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, exists
+from sqlalchemy import delete, exists
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, or_, select
 
@@ -22,8 +25,8 @@ from meshctl.control.models import ApiToken, TokenCreate, TokenInfo
 from meshctl.control.security import issue_token
 
 #: A join token's life when none is asked for: long enough to start a fleet's sidecars, short
-#: enough that a leaked one soon stops working. Sidecars keep using their token while they run,
-#: so long-lived sidecars want a longer one or none (`expires_in_seconds` 0).
+#: enough that a leaked one soon joins nothing. The sidecars that joined with it keep working
+#: after it expires; revoking it is what stops them.
 JOIN_DEFAULT = timedelta(hours=24)
 
 
@@ -33,10 +36,6 @@ class LastAdmin(Conflict):
 
 def live(row: ApiToken, at: datetime | None = None) -> bool:
     return row.expires_at is None or row.expires_at > (at or now())
-
-
-def _live_clause(at: datetime) -> ColumnElement[bool]:
-    return or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > at)
 
 
 def expiry(role: str, expires_in_seconds: int | None) -> datetime | None:
@@ -91,12 +90,13 @@ def list_tokens(session: Session, *, role: str | None = None, service: str | Non
     return list(session.exec(query).all())
 
 
-def live_ids(session: Session, ids: set[int]) -> set[int]:
-    """Which of these token ids are still there and unexpired."""
+def states(session: Session, ids: set[int]) -> dict[int, bool]:
+    """Which of these tokens still exist (the others were revoked), each with whether it has expired."""
     if not ids:
-        return set()
-    query = select(ApiToken.id).where(col(ApiToken.id).in_(ids), _live_clause(now()))
-    return {i for i in session.exec(query).all() if i is not None}
+        return {}
+    at = now()
+    rows = session.exec(select(ApiToken).where(col(ApiToken.id).in_(ids))).all()
+    return {row.id: not live(row, at) for row in rows if row.id is not None}
 
 
 def revoke(session: Session, *, token_id: int, role: str | None = None, service: str | None = None) -> bool:

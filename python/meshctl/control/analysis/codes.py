@@ -98,6 +98,15 @@ CHECKS = (
         "no sidecar joined with a revoked join token",
         "stop that sidecar (its SVID is no longer renewed), or give it a new join token and restart it",
     ),
+    Check(
+        "MC0105",
+        "sidecars",
+        "info",
+        "no live sidecar runs on an expired join token",
+        "nothing to do for it: an expired join token keeps serving the sidecars that joined with it until "
+        "it is revoked, but joins no new instance (meshctl token create makes one for those); to retire "
+        "the old token, give its sidecars a new one, restart them, then meshctl token revoke it",
+    ),
     # --- identity ---
     Check(
         "MC0201",

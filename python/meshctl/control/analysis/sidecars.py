@@ -5,8 +5,11 @@
   waited (see ``lagging``: the router gives behind sidecars that long to catch up);
 - MC0103: a live sidecar reporting another meshctl (or data-plane) version than
   the control plane's (a sidecar that reports none is not judged);
-- MC0104: a sidecar whose join token is revoked (its row is gone) or expired,
-  while it is live or its SVID is still valid: it may still be serving;
+- MC0104: a sidecar whose join token is revoked (its row is gone), while it is
+  live or its SVID is still valid: it may still be serving;
+- MC0105 (info): a live sidecar whose join token has expired: it keeps working
+  (an expired join token serves the sidecars that joined with it), but the
+  token joins no new instance;
 - MC0201 / MC0202: a live sidecar's SVID expired, or with less than
   ``SVID_WARNING_SHARE`` of the control plane's SVID lifetime left (sidecars
   renew at ~70 % of it, so one this close failed to renew; a sidecar that asked
@@ -55,18 +58,20 @@ def lagging(session: Session) -> dict[int, int]:
     }
 
 
-def revoked(session: Session, sidecars: Iterable[Sidecar]) -> set[int]:
-    """The sidecars whose join token is gone (revoked) or expired. A sidecar registered before
-    tokens were recorded (no token_id) is not judged."""
-    out = set()
+def token_states(session: Session, sidecars: Iterable[Sidecar]) -> tuple[set[int], dict[int, datetime]]:
+    """The sidecars whose join token is gone (revoked), and those whose token has expired (with
+    when). A sidecar registered before tokens were recorded (no token_id) is not judged."""
+    revoked, expired = set(), {}
     for sc in sidecars:
         token_id = getattr(sc, "token_id", None)
         if token_id is None or sc.id is None:
             continue
         token = session.get(ApiToken, token_id)
-        if token is None or (token.expires_at is not None and token.expires_at <= now()):
-            out.add(sc.id)
-    return out
+        if token is None:
+            revoked.add(sc.id)
+        elif token.expires_at is not None and token.expires_at <= now():
+            expired[sc.id] = token.expires_at
+    return revoked, expired
 
 
 def _versions(text: str) -> dict[str, str]:
@@ -93,7 +98,7 @@ def analyse(
     sidecar now, without grace)."""
     generation = crud.generation(session)
     rows: list[tuple[Sidecar, Service]] = instances.list_sidecars(session)
-    gone_tokens = revoked(session, (sc for sc, _ in rows))
+    gone_tokens, expired_tokens = token_states(session, (sc for sc, _ in rows))
     ours = {"meshctl": server_version}
     out: list[Finding] = []
     for sc, svc in rows:
@@ -101,10 +106,16 @@ def analyse(
         who = f"sidecar {sc.id} of {svc.namespace}/{svc.name} at {sc.address}"
         if sc.id in gone_tokens and (live or (at is not None and at > now())):
             still = "is live" if live else f"may serve until its SVID expires ({at:%Y-%m-%d %H:%M} UTC)"
-            message = f"{who} joined with a join token that is revoked or expired, and {still}"
+            message = f"{who} joined with a join token that is revoked, and {still}"
             out.append(finding("MC0104", "Sidecar", name, message))
         if not live:
             continue
+        if (expired := expired_tokens.get(sc.id or 0)) is not None:
+            message = (
+                f"{who} runs on join token {sc.token_id}, which expired {expired:%Y-%m-%d %H:%M} UTC: "
+                "it keeps working, but that token joins no new instance"
+            )
+            out.append(finding("MC0105", "Sidecar", name, message))
         if nacking(sc):
             error = (sc.last_error or "")[:300]
             message = f"{who} refused mesh generation {sc.nacked_version}: {error}"

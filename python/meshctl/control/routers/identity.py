@@ -18,7 +18,7 @@ from sqlmodel import Session, col, func, select
 
 from meshctl.control import crud
 from meshctl.control.ca import CertificateAuthority, RotationRefused
-from meshctl.control.deps import Admin, AnyCaller, CaDep, MetricsDep, Reader, SessionDep, SettingsDep
+from meshctl.control.deps import Admin, CaDep, MemberCaller, MetricsDep, Reader, SessionDep, SettingsDep
 from meshctl.control.kinds.common import now
 from meshctl.control.models import RotationStatus, Sidecar, Svid, SvidRequest, TrustBundle
 from meshctl.spiffe import spiffe_id
@@ -31,16 +31,17 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/bundle", response_model=TrustBundle)
-def bundle(ca: CaDep, _: AnyCaller) -> TrustBundle:
+def bundle(ca: CaDep, _: MemberCaller) -> TrustBundle:
     return TrustBundle(trust_domain=ca.trust_domain, roots=ca.bundle(), digest=ca.bundle_digest())
 
 
 @router.post("/svid", response_model=Svid)
 async def issue_svid(
-    ca: CaDep, settings: SettingsDep, metrics: MetricsDep, caller: AnyCaller, data: SvidRequest
+    ca: CaDep, settings: SettingsDep, metrics: MetricsDep, caller: MemberCaller, data: SvidRequest
 ) -> Svid:
     """Signs the CSR of a sidecar of the join token's service; its only URI SAN must be that
-    service's SPIFFE ID (anything else is a 403)."""
+    service's SPIFFE ID (anything else is a 403). An expired join token gets SVIDs while a sidecar
+    that registered with it is recorded (401 otherwise), before or after it heartbeats again."""
     if caller.role != "join" or caller.scope is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="SVIDs are issued to sidecars, with their join token")
     namespace, service = caller.scope.split("/", 1)

@@ -32,8 +32,9 @@ router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"])
 mesh_router = APIRouter(prefix="/api/v1/mesh", tags=["sidecars"])
 
 
-def _public(sc: Sidecar, svc: Service, generation: int, live_tokens: set[int]) -> SidecarPublic:
-    """`live_tokens`: which of the sidecars' token ids are still valid (see `tokens.live_ids`)."""
+def _public(sc: Sidecar, svc: Service, generation: int, token_states: dict[int, bool]) -> SidecarPublic:
+    """`token_states`: the sidecars' tokens that still exist, and whether each has expired (see
+    `tokens.states`)."""
     return SidecarPublic.model_validate(
         {
             **sc.model_dump(),
@@ -41,42 +42,59 @@ def _public(sc: Sidecar, svc: Service, generation: int, live_tokens: set[int]) -
             "service": svc.name,
             "live": sc.expires_at > now(),
             "mesh_generation": generation,
-            "token_revoked": sc.token_id is not None and sc.token_id not in live_tokens,
+            "token_revoked": sc.token_id is not None and sc.token_id not in token_states,
+            "token_expired": sc.token_id is not None and token_states.get(sc.token_id, False),
         }
     )
 
 
 def _publics(session: Session, rows: list[tuple[Sidecar, Service]]) -> list[SidecarPublic]:
     generation = crud.generation(session)
-    live_tokens = tokens.live_ids(session, {sc.token_id for sc, _ in rows if sc.token_id is not None})
-    return [_public(sc, svc, generation, live_tokens) for sc, svc in rows]
+    states = tokens.states(session, {sc.token_id for sc, _ in rows if sc.token_id is not None})
+    return [_public(sc, svc, generation, states) for sc, svc in rows]
 
 
 def _owned(session: Session, caller: Caller, sidecar_id: int) -> tuple[Sidecar, Service]:
-    """The sidecar, if the caller may act for it (admin, or a join token of its service)."""
+    """The sidecar, if the caller may act for it (admin, a join token of its service, or the
+    expired join token it registered with)."""
     sc = session.get(Sidecar, sidecar_id)
     svc = session.get(Service, sc.service_id) if sc else None
     if sc is None or svc is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"sidecar {sidecar_id} not found")
-    if not caller.may_act_as(key(svc)):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot act for {key(svc)}")
+    _may_act(caller, key(svc), sc.token_id)
     return sc, svc
+
+
+def _may_act(caller: Caller, service: str, token_id: int | None) -> None:
+    if caller.may_act_for(service, token_id):
+        return
+    if caller.joined_only:
+        raise caller.expired()
+    raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot act for {service}")
 
 
 @router.put("", response_model=SidecarPublic)
 def register(
     hub: HubDep, session: SessionDep, stats: StatsDep, caller: AnyCaller, data: SidecarRegister
 ) -> SidecarPublic:
-    """Registers the sidecar and its endpoint; PUT the same again within the TTL to heartbeat."""
+    """Registers the sidecar and its endpoint; PUT the same again within the TTL to heartbeat. An
+    expired join token heartbeats (and re-registers, restarting) only the instances (service,
+    address, inbound port) that registered with it: it joins no new one (401)."""
     name = f"{data.namespace}/{data.service}"
-    if not caller.may_act_as(name):
+    if not caller.may_act_as(name) and not caller.joined_only:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot join as {name}")
     svc = crud.get(session, Service, namespace=data.namespace, name=data.service)
+    if caller.joined_only:
+        known = None
+        if svc is not None:
+            known = instances.find_sidecar(session, svc=svc, address=data.address, inbound_port=data.inbound_port)
+        if known is None or not caller.may_act_for(name, known.token_id):
+            raise caller.expired()
     if svc is None:
         raise Invalid([{"loc": ["body", "service"], "msg": f"service {name} does not exist", "type": "reference"}])
     sc = instances.register_sidecar(session, svc=svc, data=data, token_id=caller.id)
     assert sc.id is not None
-    hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name)
+    hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name, sc.token_id)
     stats.ingest(sidecar=sc.id, service=name, report=data.telemetry)
     return _publics(session, [(sc, svc)])[0]
 
@@ -101,20 +119,20 @@ def list_sidecars(session: SessionDep, _: Reader, namespace: str | None = None) 
     return _publics(session, instances.list_sidecars(session, namespace=namespace))
 
 
-def _load_spec(engine: Engine, caller: Caller, sidecar_id: int) -> tuple[SidecarSpec, str]:
+def _load_spec(engine: Engine, caller: Caller, sidecar_id: int) -> tuple[SidecarSpec, str, int | None]:
     with Session(engine) as session:
         sc, svc = _owned(session, caller, sidecar_id)
-        return sidecar_spec(sc, svc), key(svc)
+        return sidecar_spec(sc, svc), key(svc), sc.token_id
 
 
 async def spec_of(hub: Hub, engine: Engine, caller: Caller, sidecar_id: int) -> SidecarSpec:
     """The sidecar as it registered, if the caller may act for it (cached: long-polls read no database)."""
     known = hub.sidecars.get(sidecar_id)
-    if known is None:
+    if known is None or (caller.joined_only and known[2] != caller.id):
+        # (an expired token not the cached one: the row may say otherwise, registered through another server)
         known = await run_in_threadpool(_load_spec, engine, caller, sidecar_id)
         hub.sidecars[sidecar_id] = known
-    if not caller.may_act_as(known[1]):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot act for {known[1]}")
+    _may_act(caller, known[1], known[2])
     return known[0]
 
 
@@ -194,8 +212,10 @@ async def report(hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: 
 
 @router.delete("/{sidecar_id}", status_code=status.HTTP_204_NO_CONTENT)
 def deregister(hub: HubDep, session: SessionDep, caller: AnyCaller, sidecar_id: int) -> None:
-    """A sidecar leaving cleanly takes its endpoint with it at once, not after its TTL."""
+    """A sidecar leaving cleanly takes its endpoint with it at once, not after its TTL. One leaving
+    with an expired join token keeps its row (not live): that instance may come back with it."""
     sc, svc = _owned(session, caller, sidecar_id)
-    instances.deregister_sidecar(session, sidecar=sc, svc=svc)
-    hub.sidecars.pop(sidecar_id, None)
+    instances.deregister_sidecar(session, sidecar=sc, svc=svc, keep=caller.joined_only)
+    if not caller.joined_only:
+        hub.sidecars.pop(sidecar_id, None)
     hub.metrics.forget(sidecar_id)

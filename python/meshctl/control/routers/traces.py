@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 
-from meshctl.control.deps import AnyCaller, EngineDep, Reader, SessionDep, SettingsDep
+from meshctl.control.deps import EngineDep, MemberCaller, Reader, SessionDep, SettingsDep
 from meshctl.control.errors import Invalid
 from meshctl.control.settings import Settings
 from meshctl.control.traces import otlp, query, store
@@ -69,7 +69,7 @@ def _ingest(engine: Engine, settings: Settings, body: bytes, media: str, encodin
 
 
 @otlp_router.post("/v1/traces", openapi_extra=_OTLP_BODY, responses=_OTLP_ANSWERS, response_class=Response)
-async def export_traces(request: Request, _: AnyCaller, engine: EngineDep, settings: SettingsDep) -> Response:
+async def export_traces(request: Request, _: MemberCaller, engine: EngineDep, settings: SettingsDep) -> Response:
     """Take an OTLP/HTTP trace export (protobuf or JSON): all its spans are stored, or none."""
     media = otlp.media_type(request.headers.get("content-type"))
     if media not in otlp.MEDIA_TYPES:
