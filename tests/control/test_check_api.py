@@ -82,6 +82,13 @@ def ack(cp: ControlPlane, sidecar: dict[str, Any], error: str | None = None) -> 
     generation = cp.ok("GET", "/api/v1/mesh")["generation"]
     body = {"version": generation} | ({"error": error} if error else {})
     assert cp.call("POST", f"/api/v1/sidecars/{sidecar['id']}/status", json=body).status_code == 204
+    # ACKs are written in batches after the answer: wait until this one is.
+    field = "nacked_version" if error else "acked_version"
+
+    def recorded() -> bool:
+        return any(s["id"] == sidecar["id"] and s[field] == generation for s in cp.ok("GET", "/api/v1/sidecars"))
+
+    wait_until(recorded, timeout=30, what=f"sidecar {sidecar['id']}'s report of {generation} to be recorded")
 
 
 def when(**delta: float) -> str:
