@@ -131,7 +131,7 @@ def test_bad_telemetry_flags_exit_2(argv: list[str]) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "meshctl", "proxy", "--config", "none.yaml", *argv], capture_output=True, text=True
     )
-    assert out.returncode == 2 and "error:" in out.stderr, out.stderr
+    assert out.returncode == 2 and "error:" in out.stderr.lower(), out.stderr
 
 
 # === the file-fed proxy ===
