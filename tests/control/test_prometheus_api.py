@@ -5,6 +5,8 @@ http_sd target list of the sidecars registered through the real API."""
 
 from __future__ import annotations
 
+import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -223,3 +225,48 @@ def test_prometheus_config_is_valid_for_promtool_and_points_at_this_control_plan
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_prometheus_config_verifies_an_https_control_plane_with_its_ca(tmp_path: Path) -> None:
+    (tmp_path / "cp").mkdir()
+    https = ControlPlane(tmp_path / "cp", args=("--tls",), scheme="https").start()
+    try:
+        token = https.data_dir / "reader.token"
+        env = {**os.environ, "MESHCTL_DATA_DIR": str(https.data_dir)}
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "meshctl",
+                "prometheus-config",
+                "--control-plane",
+                https.url,
+                "--token-file",
+                str(token),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr
+        config = tmp_path / "prometheus.yml"
+        config.write_text(out.stdout)
+        check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        own, mesh = yaml.safe_load(out.stdout)["scrape_configs"]
+        tls = {"ca_file": str(https.data_dir / "tls" / "ca.pem")}
+        assert own["scheme"] == "https" and own["tls_config"] == tls
+        assert mesh["http_sd_configs"][0]["tls_config"] == tls
+        # With the CA Prometheus is told to use, the discovery endpoint verifies.
+        ctx = ssl.create_default_context(cafile=tls["ca_file"])
+        r = httpx.get(
+            mesh["http_sd_configs"][0]["url"],
+            verify=ctx,
+            headers={"Authorization": f"Bearer {token.read_text().strip()}"},
+        )
+        assert r.status_code == 200, r.text
+        plain = cli("prometheus-config", "--control-plane", "http://127.0.0.1:1", "--ca-file", tls["ca_file"])
+        assert plain.returncode == 2 and "--ca-file" in plain.stderr
+    finally:
+        https.stop()

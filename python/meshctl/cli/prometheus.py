@@ -31,11 +31,17 @@ def auth(token_file: Path) -> dict[str, str]:
     return {"type": "Bearer", "credentials_file": str(token_file)}
 
 
-def scrape_configs(control_plane: str, token_file: Path, scrape_interval: str, refresh_interval: str) -> dict[str, Any]:
-    """The stanza as a document (see the module docstring)."""
+def scrape_configs(
+    control_plane: str, token_file: Path, scrape_interval: str, refresh_interval: str, ca_file: Path | None = None
+) -> dict[str, Any]:
+    """The stanza as a document (see the module docstring). An https:// control plane is
+    verified against `ca_file` (its serving CA) in both jobs."""
     url = urlsplit(control_plane)
     if url.scheme not in ("http", "https") or not url.netloc:
         raise ValueError(f"--control-plane: {control_plane!r} is no http(s) URL")
+    if url.scheme == "http" and ca_file is not None:
+        raise ValueError("--ca-file: the control plane is plain http://")
+    tls = {"tls_config": {"ca_file": str(ca_file)}} if ca_file is not None else {}
     for name, value in (("--scrape-interval", scrape_interval), ("--refresh-interval", refresh_interval)):
         if not _DURATION.match(value):
             raise ValueError(f"{name}: {value!r} is no Prometheus duration (e.g. 15s, 1m)")
@@ -46,6 +52,7 @@ def scrape_configs(control_plane: str, token_file: Path, scrape_interval: str, r
         "scheme": url.scheme,
         "metrics_path": f"{base}/metrics",
         "authorization": auth(token_file),
+        **tls,
         "static_configs": [{"targets": [url.netloc]}],
     }
     mesh = {
@@ -56,6 +63,7 @@ def scrape_configs(control_plane: str, token_file: Path, scrape_interval: str, r
                 "url": f"{url.scheme}://{url.netloc}{base}/api/v1/prometheus/targets",
                 "refresh_interval": refresh_interval,
                 "authorization": auth(token_file),
+                **tls,
             }
         ],
         # The discovery lists the control plane too; its own job scrapes it (with the token).
@@ -86,13 +94,26 @@ def prometheus_config(
     ] = None,
     scrape_interval: Annotated[str, typer.Option(help="How often each target is scraped.")] = "15s",
     refresh_interval: Annotated[str, typer.Option(help="How often the target list is read again.")] = "30s",
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            metavar="FILE",
+            help="The CA Prometheus verifies an https:// control plane with.",
+            show_default="tls/ca.pem in $MESHCTL_DATA_DIR (~/.meshctl) for an https:// URL, if it exists",
+        ),
+    ] = None,
 ) -> None:
     """Print a Prometheus scrape_configs stanza that finds every sidecar through the control plane."""
     import yaml
 
     path = (token_file or api.default_token_file().with_name("reader.token")).expanduser().absolute()
     try:
-        doc = scrape_configs(control_plane, path, scrape_interval, refresh_interval)
+        if ca_file is None and control_plane.startswith("https:"):
+            found = api.default_token_file().with_name("tls") / "ca.pem"
+            ca_file = found if found.exists() else None
+        ca = ca_file.expanduser().absolute() if ca_file is not None else None
+        doc = scrape_configs(control_plane, path, scrape_interval, refresh_interval, ca)
     except ValueError as e:
         api.fail(str(e))
     if not path.exists():
