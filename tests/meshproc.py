@@ -240,7 +240,12 @@ class _MeshProcess:
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         self.starts += 1
-        wait_until(self.ready, timeout=30, what=f"the {self.service} {verb}'s admin /ready")
+        try:
+            wait_until(self.ready, timeout=30, what=f"the {self.service} {verb}'s admin /ready")
+        except AssertionError as e:
+            # A process that never got ready is stopped here: the test's cleanup never knew of it.
+            self.stop()
+            raise AssertionError(f"{e}\n{self.log.read_text()}") from None
 
     def ready(self) -> bool:
         assert self.proc is not None
