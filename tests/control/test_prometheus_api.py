@@ -204,13 +204,7 @@ def test_prometheus_config_is_valid_for_promtool_and_points_at_this_control_plan
     cp: ControlPlane, tmp_path: Path
 ) -> None:
     token = cp.data_dir / "reader.token"
-    out = cli("prometheus-config", "--control-plane", f"{cp.url}/", "--token-file", str(token))
-    assert out.returncode == 0, out.stderr
-    config = tmp_path / "prometheus.yml"
-    config.write_text(out.stdout)
-    check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    own, mesh = yaml.safe_load(out.stdout)["scrape_configs"]
+    own, mesh = checked_config(tmp_path, "--control-plane", f"{cp.url}/", "--token-file", str(token))
     bearer = {"type": "Bearer", "credentials_file": str(token)}
     assert own["static_configs"] == [{"targets": [f"127.0.0.1:{cp.port}"]}] and own["authorization"] == bearer
     assert mesh["http_sd_configs"] == [
@@ -223,8 +217,20 @@ def test_prometheus_config_is_valid_for_promtool_and_points_at_this_control_plan
     assert cli("prometheus-config", "--scrape-interval", "soon").returncode == 2
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, timeout=60)
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def checked_config(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """`meshctl prometheus-config ARGS`, which must exit 0 and pass `promtool check config`:
+    its two jobs (the control plane's, the mesh's)."""
+    out = cli("prometheus-config", *args, env=env)
+    assert out.returncode == 0, out.stderr
+    config = tmp_path / "prometheus.yml"
+    config.write_text(out.stdout)
+    check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    return list(yaml.safe_load(out.stdout)["scrape_configs"])
 
 
 def test_prometheus_config_verifies_an_https_control_plane_with_its_ca(tmp_path: Path) -> None:
@@ -233,28 +239,7 @@ def test_prometheus_config_verifies_an_https_control_plane_with_its_ca(tmp_path:
     try:
         token = https.data_dir / "reader.token"
         env = {**os.environ, "MESHCTL_DATA_DIR": str(https.data_dir)}
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "meshctl",
-                "prometheus-config",
-                "--control-plane",
-                https.url,
-                "--token-file",
-                str(token),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
-        assert out.returncode == 0, out.stderr
-        config = tmp_path / "prometheus.yml"
-        config.write_text(out.stdout)
-        check = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
-        own, mesh = yaml.safe_load(out.stdout)["scrape_configs"]
+        own, mesh = checked_config(tmp_path, "--control-plane", https.url, "--token-file", str(token), env=env)
         tls = {"ca_file": str(https.data_dir / "tls" / "ca.pem")}
         assert own["scheme"] == "https" and own["tls_config"] == tls
         assert mesh["http_sd_configs"][0]["tls_config"] == tls
