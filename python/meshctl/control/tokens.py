@@ -90,13 +90,18 @@ def list_tokens(session: Session, *, role: str | None = None, service: str | Non
     return list(session.exec(query).all())
 
 
-def states(session: Session, ids: set[int]) -> dict[int, bool]:
-    """Which of these tokens still exist (the others were revoked), each with whether it has expired."""
+def existing(session: Session, ids: set[int]) -> dict[int, ApiToken]:
+    """The tokens of these ids that still exist (the others were revoked), by id: one query."""
     if not ids:
         return {}
-    at = now()
     rows = session.exec(select(ApiToken).where(col(ApiToken.id).in_(ids))).all()
-    return {row.id: not live(row, at) for row in rows if row.id is not None}
+    return {row.id: row for row in rows if row.id is not None}
+
+
+def states(session: Session, ids: set[int]) -> dict[int, bool]:
+    """Which of these tokens still exist (the others were revoked), each with whether it has expired."""
+    at = now()
+    return {token_id: not live(row, at) for token_id, row in existing(session, ids).items()}
 
 
 def revoke(session: Session, *, token_id: int, role: str | None = None, service: str | None = None) -> bool:

@@ -25,11 +25,11 @@ from typing import Any
 
 from sqlmodel import Session
 
-from meshctl.control import crud, instances
+from meshctl.control import crud, instances, tokens
 from meshctl.control.analysis.report import Finding, finding
 from meshctl.control.kinds.common import now
 from meshctl.control.kinds.service import Service
-from meshctl.control.models import ApiToken, Sidecar
+from meshctl.control.models import Sidecar
 
 #: An SVID with less than this share of the control plane's SVID lifetime left: MC0202.
 SVID_WARNING_SHARE = 0.15
@@ -61,15 +61,16 @@ def lagging(session: Session) -> dict[int, int]:
 def token_states(session: Session, sidecars: Iterable[Sidecar]) -> tuple[set[int], dict[int, datetime]]:
     """The sidecars whose join token is gone (revoked), and those whose token has expired (with
     when). A sidecar registered before tokens were recorded (no token_id) is not judged."""
+    judged = [sc for sc in sidecars if sc.token_id is not None and sc.id is not None]
+    found = tokens.existing(session, {sc.token_id for sc in judged if sc.token_id is not None})
+    at = now()
     revoked, expired = set(), {}
-    for sc in sidecars:
-        token_id = getattr(sc, "token_id", None)
-        if token_id is None or sc.id is None:
-            continue
-        token = session.get(ApiToken, token_id)
+    for sc in judged:
+        assert sc.id is not None and sc.token_id is not None
+        token = found.get(sc.token_id)
         if token is None:
             revoked.add(sc.id)
-        elif token.expires_at is not None and token.expires_at <= now():
+        elif not tokens.live(token, at) and token.expires_at is not None:
             expired[sc.id] = token.expires_at
     return revoked, expired
 
