@@ -67,12 +67,16 @@ class Caller:
     name: str = ""
     #: The token's row (`ApiToken.id`): a sidecar records the one it registered with.
     id: int | None = None
-    #: An expired join token (when: `expired_at`). As kubeadm's, a join token's expiry limits
+    #: When its join token expired (None: it has not). As kubeadm's, a join token's expiry limits
     #: joining: the sidecars that registered with it (`Sidecar.token_id`) keep acting with it
     #: (heartbeats, config, SVIDs, restarts of the same instance) until it is revoked (deleted);
     #: nothing else does. Expired admin and reader tokens are refused outright.
-    joined_only: bool = False
     expired_at: datetime | None = None
+
+    @property
+    def joined_only(self) -> bool:
+        """An expired join token: it serves only the sidecars that joined with it."""
+        return self.expired_at is not None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -123,7 +127,7 @@ def _lookup(engine: Engine, token: str) -> tuple[Caller | None, float]:
         if left <= 0:
             if row.role != "join":
                 return None, TOKEN_CACHE_SECONDS
-            caller = replace(caller, joined_only=True, expired_at=row.expires_at)
+            caller = replace(caller, expired_at=row.expires_at)
             left = TOKEN_CACHE_SECONDS
     return caller, left
 
