@@ -1,6 +1,7 @@
-"""A throw-away PKI for TLS tests: roots, SVIDs with any SPIFFE ID and any
-validity window (expired and not-yet-valid included), and edge certificates
-for host names, written as PEM files a data plane or openssl can read."""
+"""A throw-away PKI for TLS tests: roots, intermediate CAs, SVIDs with any
+SPIFFE ID and any validity window (expired and not-yet-valid included), and
+edge certificates for host names, written as PEM files a data plane or openssl
+can read."""
 
 from __future__ import annotations
 
@@ -41,11 +42,13 @@ class Issued:
 
 
 class TestPki:
-    """A root CA in `directory`; every issued certificate is signed by it directly."""
+    """A CA in `directory`: a root, or with `issuer` an intermediate signed by that CA. Issued
+    chain files hold the leaf, then every intermediate up to (not including) the root; `roots`
+    is the root's file either way."""
 
     __test__ = False  # not a test class, despite the name
 
-    def __init__(self, directory: Path, name: str = "test root"):
+    def __init__(self, directory: Path, name: str = "test root", issuer: TestPki | None = None):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key = ec.generate_private_key(ec.SECP256R1())
@@ -53,7 +56,7 @@ class TestPki:
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(subject)
+            .issuer_name(issuer.cert.subject if issuer else subject)
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(_now() - dt.timedelta(days=1))
@@ -73,11 +76,20 @@ class TestPki:
                 ),
                 critical=True,
             )
-            .sign(self.key, hashes.SHA256())
+            .sign(issuer.key if issuer else self.key, hashes.SHA256())
         )
-        self.roots = self.dir / "roots.pem"
-        self.roots.write_bytes(_pem(self.cert))
+        #: The CA certificates a leaf's chain file carries after the leaf (none for a root).
+        self.intermediates: bytes = _pem(self.cert) + issuer.intermediates if issuer else b""
+        if issuer:
+            self.roots = issuer.roots
+        else:
+            self.roots = self.dir / "roots.pem"
+            self.roots.write_bytes(_pem(self.cert))
         self._count = 0
+
+    def intermediate(self, name: str = "test intermediate") -> TestPki:
+        """An intermediate CA signed by this one, in a subdirectory; its leaves chain to our root."""
+        return TestPki(self.dir / name.replace(" ", "-"), name, issuer=self)
 
     def _leaf(
         self,
@@ -105,7 +117,7 @@ class TestPki:
             .sign(self.key, hashes.SHA256())
         )
         out = Issued(self.dir / f"leaf{self._count}.pem", self.dir / f"leaf{self._count}.key")
-        out.chain.write_bytes(_pem(cert))
+        out.chain.write_bytes(_pem(cert) + self.intermediates)
         out.key.write_bytes(_key_pem(key))
         out.key.chmod(0o600)
         return out
