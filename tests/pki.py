@@ -1,11 +1,15 @@
 """A throw-away PKI for TLS tests: roots, intermediate CAs, SVIDs with any
 SPIFFE ID and any validity window (expired and not-yet-valid included), and
 edge certificates for host names, written as PEM files a data plane or openssl
-can read."""
+can read; and `openssl s_server` serving one of them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import socket
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from helpers import unused_port, wait_until
 
 
 def _now() -> dt.datetime:
@@ -140,3 +146,30 @@ class TestPki:
             not_before=_now() - dt.timedelta(minutes=5),
             not_after=_now() + dt.timedelta(days=1),
         )
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def openssl_server(cert: Issued, *args: str) -> Iterator[str]:
+    """`openssl s_server` on a free loopback port presenting `cert`, with more s_server flags;
+    yields its address."""
+    port = unused_port()
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert.chain), "-key", str(cert.key), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: listening(port), what="openssl s_server to listen")
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.kill()
+        server.wait()

@@ -22,9 +22,9 @@ from cryptography import x509
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
-from helpers import HttpBackend, cluster, header_values, http_listener, route, unused_port, wait_until
+from helpers import HttpBackend, cluster, header_values, http_listener, route, wait_until
 from meshctl import ConfigError, DataPlane
-from pki import Issued, TestPki
+from pki import Issued, TestPki, openssl_server
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 
@@ -33,14 +33,6 @@ MakeProxy = Callable[..., DataPlane]
 
 def sid(service: str, ns: str = "shop", td: str = "cluster.local") -> str:
     return f"spiffe://{td}/ns/{ns}/sa/{service}"
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -174,36 +166,9 @@ def test_the_peer_must_present_the_expected_spiffe_id(
     assert all(s["path"] != "/secret" for s in app.seen)
 
 
-@contextlib.contextmanager
-def openssl_peer(cert: Issued, roots: Path) -> Iterator[str]:
+def openssl_peer(cert: Issued, roots: Path) -> contextlib.AbstractContextManager[str]:
     """openssl s_server playing a peer sidecar (TLS 1.3, client certificate required)."""
-    port = unused_port()
-    server = subprocess.Popen(
-        [
-            "openssl",
-            "s_server",
-            "-accept",
-            f"127.0.0.1:{port}",
-            "-cert",
-            str(cert.chain),
-            "-key",
-            str(cert.key),
-            "-tls1_3",
-            "-www",
-            "-Verify",
-            "1",
-            "-CAfile",
-            str(roots),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: listening(port), what="s_server")
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.kill()
-        server.wait()
+    return openssl_server(cert, "-tls1_3", "-www", "-Verify", "1", "-CAfile", str(roots))
 
 
 def test_expired_or_wrong_certificates_on_the_server_side_are_refused(

@@ -10,19 +10,17 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
-import socket
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
-from helpers import unused_port, wait_until
+from helpers import unused_port
 from meshproc import ControlPlane, Gateway, https_listener, service
-from pki import Issued, TestPki
+from pki import Issued, TestPki, openssl_server
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sslscan") is None or shutil.which("openssl") is None, reason="needs sslscan and openssl"
@@ -135,35 +133,17 @@ def test_the_gateway_https_listener_passes_a_tls_scan(cp: ControlPlane, tmp_path
         gateway.stop()
 
 
-@contextlib.contextmanager
-def weak_server(cert: Issued) -> Iterator[int]:
+def weak_server(cert: Issued) -> contextlib.AbstractContextManager[str]:
     """openssl s_server offering TLS 1.0 to 1.2 with every suite OpenSSL still has, CBC included."""
-    port = unused_port()
-    weak = ["-min_protocol", "TLSv1", "-max_protocol", "TLSv1.2", "-cipher", "ALL:@SECLEVEL=0", "-www"]
-    proc = subprocess.Popen(
-        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert.chain), "-key", str(cert.key), *weak],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def up() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                return True
-            return False
-
-        wait_until(up, timeout=10, what="openssl s_server to listen")
-        yield port
-    finally:
-        proc.kill()
-        proc.wait()
+    weak = ("-min_protocol", "TLSv1", "-max_protocol", "TLSv1.2", "-cipher", "ALL:@SECLEVEL=0", "-www")
+    return openssl_server(cert, *weak)
 
 
 def test_the_scan_sees_what_a_weak_server_offers(tmp_path: Path) -> None:
     """The control: the same parsing flags old protocols, CBC suites and renegotiation."""
     pki = TestPki(tmp_path / "pki")
-    with weak_server(pki.server(HOST)) as port:
-        problems = sslscan(port, HOST).problems()
+    with weak_server(pki.server(HOST)) as address:
+        problems = sslscan(int(address.rsplit(":", 1)[1]), HOST).problems()
     assert "TLSv1.0 offered" in problems
     assert any(p.endswith(": not AEAD") for p in problems), problems
     assert "renegotiation supported" in problems
