@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlmodel import Session
 
 from meshctl import __version__
-from meshctl.control import errors
+from meshctl.control import error_responses, errors
 from meshctl.control.ca import CertificateAuthority
 from meshctl.control.db import make_engine, migrate
 from meshctl.control.deps import SESSION_SLOTS
@@ -118,4 +118,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for r in (traces.otlp_router, traces.router):
         app.include_router(r)
     errors.install(app)
+    error_responses.install(app)
     return app

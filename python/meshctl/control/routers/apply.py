@@ -16,6 +16,7 @@ from meshctl.control.explain import ExplainRequest, Explanation, explain, source
 from meshctl.control.explain_backend import CallerReport
 from meshctl.control.kinds.common import ApplyRequest, ApplyResult, now
 from meshctl.control.push import load_mesh
+from meshctl.control.routers.common import NO_SERVICE
 
 router = APIRouter(prefix="/api/v1", tags=["apply"])
 
@@ -37,7 +38,7 @@ def apply(
     return crud.apply(session, documents=data.documents, dry_run=dry_run or data.dry_run, by=by)
 
 
-@router.post("/explain", response_model=Explanation)
+@router.post("/explain", response_model=Explanation, responses=NO_SERVICE)
 async def explain_request(settings: SettingsDep, session: SessionDep, _: Reader, data: ExplainRequest) -> Explanation:
     """Which route, rule and match a request from `source` would take, why the others did not, where it
     goes, and whether the receiving service's authorization lets it in; the timeout, retries, fault,

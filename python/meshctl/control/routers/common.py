@@ -10,6 +10,11 @@ from sqlmodel import Session
 from meshctl.control import crud
 from meshctl.control.kinds.base import Kind
 
+#: The 403 of the calls a sidecar makes for itself, refused for a token of another service.
+NOT_YOURS: dict[int | str, dict[str, Any]] = {403: {"description": "This token may not act for that service"}}
+#: The 404 of the routes that look up a service named in their query or body.
+NO_SERVICE: dict[int | str, dict[str, Any]] = {404: {"description": "No such service"}}
+
 
 def found(session: Session, kind: Kind, namespace: str, name: str) -> Any:
     """The resource, or a 404 naming it."""

@@ -35,7 +35,7 @@ def bundle(ca: CaDep, _: MemberCaller) -> TrustBundle:
     return TrustBundle(trust_domain=ca.trust_domain, roots=ca.bundle(), digest=ca.bundle_digest())
 
 
-@router.post("/svid", response_model=Svid)
+@router.post("/svid", response_model=Svid, responses={403: {"description": "Not a join token, or not its identity"}})
 async def issue_svid(
     ca: CaDep, settings: SettingsDep, metrics: MetricsDep, caller: MemberCaller, data: SvidRequest
 ) -> Svid:

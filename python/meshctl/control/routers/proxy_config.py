@@ -23,9 +23,10 @@ from meshctl.control.proxy_config import (
     ProxyConfigReport,
     TooManyWaiting,
 )
+from meshctl.control.routers.common import NOT_YOURS
 from meshctl.control.routers.sidecars import spec_of
 
-router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"])
+router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"], responses=NOT_YOURS)
 
 
 def _live_sidecar(engine: Engine, sidecar_id: int) -> tuple[str, str]:

@@ -27,8 +27,9 @@ from meshctl.control.models import (
     Snapshot,
 )
 from meshctl.control.push import Hub, sidecar_spec
+from meshctl.control.routers.common import NOT_YOURS
 
-router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"])
+router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"], responses=NOT_YOURS)
 mesh_router = APIRouter(prefix="/api/v1/mesh", tags=["sidecars"])
 
 

@@ -14,6 +14,7 @@ from meshctl.control.deps import Reader, SessionDep, StatsDep
 from meshctl.control.errors import Invalid
 from meshctl.control.kinds.common import NAME, key
 from meshctl.control.kinds.service import Service
+from meshctl.control.routers.common import NO_SERVICE
 from meshctl.control.stats import views
 from meshctl.control.stats.store import BIN_SECONDS, RETENTION_SECONDS
 from meshctl.control.stats.views import Edges, Series, StatKind, StatRow, Stats
@@ -35,7 +36,7 @@ def _in(namespace: str | None, *services: str | None) -> bool:
     return namespace is None or any(s is not None and s.startswith(f"{namespace}/") for s in services)
 
 
-@router.get("/stats", response_model=Stats)
+@router.get("/stats", response_model=Stats, responses=NO_SERVICE)
 def stats(
     session: SessionDep,
     store: StatsDep,
@@ -67,7 +68,7 @@ def stats(
     return Stats(kind=kind, window_seconds=window, rows=rows)
 
 
-@router.get("/stats/series", response_model=Series)
+@router.get("/stats/series", response_model=Series, responses=NO_SERVICE)
 def series(
     session: SessionDep,
     store: StatsDep,

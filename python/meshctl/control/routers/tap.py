@@ -16,6 +16,7 @@ from meshctl.control import crud
 from meshctl.control.deps import AnyCaller, EngineDep, HubDep, TapsDep
 from meshctl.control.kinds.service import Service
 from meshctl.control.longpoll import SIDECAR_WAIT_SECONDS, SidecarWait
+from meshctl.control.routers.common import NOT_YOURS
 from meshctl.control.routers.sidecars import spec_of
 from meshctl.control.tap import (
     MAX_LIMIT,
@@ -29,7 +30,7 @@ from meshctl.control.tap import (
 )
 
 router = APIRouter(prefix="/api/v1/tap", tags=["tap"])
-sidecar_router = APIRouter(prefix="/api/v1/sidecars", tags=["tap"])
+sidecar_router = APIRouter(prefix="/api/v1/sidecars", tags=["tap"], responses=NOT_YOURS)
 
 
 def require_tapper(caller: AnyCaller) -> str:
