@@ -21,6 +21,10 @@ from sqlmodel import Field, SQLModel
 from meshctl.control.kinds.common import NAME, ZONE, now
 from meshctl.control.stats.report import TelemetryReport
 
+#: The largest integer a database column holds (SQLite's INTEGER, a signed 64-bit one): ids and
+#: versions the API takes are bounded by it, so that a larger one is a 422, not the driver's 500.
+DB_INT_MAX = 2**63 - 1
+
 # === Endpoint: one running instance of a service ===
 
 
@@ -310,7 +314,7 @@ class MeshStatus(SQLModel):
 class SidecarReport(SQLModel):
     """ACK (no error) or NACK (with the data plane's error) of one snapshot version."""
 
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=DB_INT_MAX)
     error: str | None = Field(default=None, max_length=8192)
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, status
+from fastapi import HTTPException, Path, status
 from sqlmodel import Session
 
 from meshctl.control import crud
 from meshctl.control.kinds.base import Kind
+from meshctl.control.models import DB_INT_MAX
+
+#: A row's id in a path (sidecar, token, endpoint, revision): within what the database holds.
+RowId = Annotated[int, Path(ge=0, le=DB_INT_MAX)]
 
 #: The 403 of the calls a sidecar makes for itself, refused for a token of another service.
 NOT_YOURS: dict[int | str, dict[str, Any]] = {403: {"description": "This token may not act for that service"}}

@@ -8,7 +8,7 @@ from meshctl.control import instances
 from meshctl.control.deps import Admin, Reader, SessionDep
 from meshctl.control.kinds.service import KIND as SERVICE
 from meshctl.control.models import Endpoint, EndpointPublic, EndpointRegister
-from meshctl.control.routers.common import found
+from meshctl.control.routers.common import RowId, found
 
 router = APIRouter(prefix="/api/v1/services/{namespace}/{name}/endpoints", tags=["endpoints"])
 
@@ -28,7 +28,7 @@ def list_endpoints(
 
 
 @router.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
-def deregister(session: SessionDep, _: Admin, namespace: str, name: str, endpoint_id: int) -> None:
+def deregister(session: SessionDep, _: Admin, namespace: str, name: str, endpoint_id: RowId) -> None:
     svc = found(session, SERVICE, namespace, name)
     if not instances.delete_endpoint(session, svc=svc, endpoint_id=endpoint_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"endpoint {endpoint_id} of {namespace}/{name} not found")

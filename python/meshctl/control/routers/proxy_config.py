@@ -23,7 +23,7 @@ from meshctl.control.proxy_config import (
     ProxyConfigReport,
     TooManyWaiting,
 )
-from meshctl.control.routers.common import NOT_YOURS
+from meshctl.control.routers.common import NOT_YOURS, RowId
 from meshctl.control.routers.sidecars import spec_of
 
 router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"], responses=NOT_YOURS)
@@ -59,7 +59,7 @@ async def proxy_config(
     dumps: DumpsDep,
     engine: EngineDep,
     _: Reader,
-    sidecar_id: int,
+    sidecar_id: RowId,
     timeout: float = Query(
         default=ANSWER_SECONDS, gt=0, le=MAX_ANSWER_SECONDS, description="Seconds to wait for the sidecar."
     ),
@@ -93,7 +93,7 @@ async def dump_requests(
     hub: HubDep,
     engine: EngineDep,
     caller: AnyCaller,
-    sidecar_id: int,
+    sidecar_id: RowId,
     wait: SidecarWait = SIDECAR_WAIT_SECONDS,
 ) -> Response | DumpRequests:
     """Long-poll: the ids of the config dumps operators wait for from this sidecar, as soon as
@@ -115,7 +115,7 @@ async def dump(
     hub: HubDep,
     engine: EngineDep,
     caller: AnyCaller,
-    sidecar_id: int,
+    sidecar_id: RowId,
     request_id: str,
     data: ProxyConfigReport,
 ) -> None:

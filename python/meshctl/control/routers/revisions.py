@@ -8,6 +8,7 @@ from sqlmodel import Session
 from meshctl.control import history
 from meshctl.control.deps import Reader, SessionDep, Writer
 from meshctl.control.models import Change, Revision, RevisionDetail, RevisionPublic, RollbackResult
+from meshctl.control.routers.common import RowId
 
 router = APIRouter(prefix="/api/v1/revisions", tags=["revisions"])
 
@@ -25,13 +26,13 @@ def list_revisions(session: SessionDep, _: Reader) -> list[Revision]:
 
 
 @router.get("/{revision}", response_model=RevisionDetail)
-def read_revision(session: SessionDep, _: Reader, revision: int) -> RevisionDetail:
+def read_revision(session: SessionDep, _: Reader, revision: RowId) -> RevisionDetail:
     rev = _revision(session, revision)
     return RevisionDetail.model_validate({**rev.model_dump(), "state": history.state_at(session, revision=revision)})
 
 
 @router.get("/{before}/diff/{after}", response_model=list[Change])
-def diff_revisions(session: SessionDep, _: Reader, before: int, after: int) -> list[Change]:
+def diff_revisions(session: SessionDep, _: Reader, before: RowId, after: RowId) -> list[Change]:
     """What changed from `before` to `after`; revision 0 is the empty mesh before the first change."""
     for rev in (before, after):
         if rev != 0:
@@ -40,7 +41,7 @@ def diff_revisions(session: SessionDep, _: Reader, before: int, after: int) -> l
 
 
 @router.post("/{revision}/rollback", response_model=RollbackResult)
-def rollback(session: SessionDep, by: Writer, revision: int) -> RollbackResult:
+def rollback(session: SessionDep, by: Writer, revision: RowId) -> RollbackResult:
     """Restores every resource to its state at `revision`, recorded as a new revision with what it
     changed; when every resource already is as it was then, records nothing (`recorded` false) and
     answers with the latest revision."""

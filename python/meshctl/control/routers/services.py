@@ -9,7 +9,7 @@ from meshctl.control.deps import Admin, Reader, SessionDep, TokenCacheDep, Write
 from meshctl.control.kinds.common import key
 from meshctl.control.kinds.service import KIND, Service, ServiceCreate, ServicePublic, ServiceSpec, ServiceUpdate
 from meshctl.control.models import JoinToken, JoinTokenInfo, TokenCreate
-from meshctl.control.routers.common import found
+from meshctl.control.routers.common import RowId, found
 
 router = APIRouter(prefix="/api/v1/services", tags=["services"])
 
@@ -84,7 +84,7 @@ def list_tokens(session: SessionDep, _: Admin, namespace: str, name: str) -> lis
 
 @router.delete("/{namespace}/{name}/join-tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token(
-    token_cache: TokenCacheDep, session: SessionDep, _: Admin, namespace: str, name: str, token_id: int
+    token_cache: TokenCacheDep, session: SessionDep, _: Admin, namespace: str, name: str, token_id: RowId
 ) -> None:
     """Revoke a join token (as `DELETE /api/v1/tokens/{id}` does, for this service's only)."""
     svc = found(session, KIND, namespace, name)

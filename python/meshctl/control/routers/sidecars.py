@@ -27,7 +27,7 @@ from meshctl.control.models import (
     Snapshot,
 )
 from meshctl.control.push import Hub, sidecar_spec
-from meshctl.control.routers.common import NOT_YOURS
+from meshctl.control.routers.common import NOT_YOURS, RowId
 
 router = APIRouter(prefix="/api/v1/sidecars", tags=["sidecars"], responses=NOT_YOURS)
 mesh_router = APIRouter(prefix="/api/v1/mesh", tags=["sidecars"])
@@ -146,7 +146,7 @@ async def watch(
     hub: HubDep,
     engine: EngineDep,
     caller: AnyCaller,
-    sidecar_id: int,
+    sidecar_id: RowId,
     version: int = Query(default=-1, description="The version the sidecar holds; only a newer one is sent."),
     wait: float = Query(default=30.0, ge=0, le=300, description="Seconds to hold the request open."),
 ) -> Response:
@@ -172,7 +172,7 @@ async def watch_stream(
     hub: HubDep,
     engine: EngineDep,
     caller: AnyCaller,
-    sidecar_id: int,
+    sidecar_id: RowId,
     version: int = Query(default=-1, description="The version the sidecar holds; only newer ones are sent."),
 ) -> StreamingResponse:
     """A stream of snapshots, one JSON object per line, each newer than the last; blank lines keep it
@@ -194,7 +194,7 @@ async def watch_stream(
 
 
 @router.post("/{sidecar_id}/status", status_code=status.HTTP_204_NO_CONTENT)
-async def report(hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: int, data: SidecarReport) -> None:
+async def report(hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: RowId, data: SidecarReport) -> None:
     """ACK (no error) or NACK (the data plane's error) of the snapshot `version`. ACKs are written
     in batches (see `meshctl status` a moment later); NACKs at once."""
     await spec_of(hub, engine, caller, sidecar_id)  # exists, and the caller may act for it
@@ -212,7 +212,7 @@ async def report(hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: 
 
 
 @router.delete("/{sidecar_id}", status_code=status.HTTP_204_NO_CONTENT)
-def deregister(hub: HubDep, session: SessionDep, caller: AnyCaller, sidecar_id: int) -> None:
+def deregister(hub: HubDep, session: SessionDep, caller: AnyCaller, sidecar_id: RowId) -> None:
     """A sidecar leaving cleanly takes its endpoint with it at once, not after its TTL. One leaving
     with an expired join token keeps its row (not live): that instance may come back with it."""
     sc, svc = _owned(session, caller, sidecar_id)

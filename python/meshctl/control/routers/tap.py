@@ -16,7 +16,7 @@ from meshctl.control import crud
 from meshctl.control.deps import AnyCaller, EngineDep, HubDep, TapsDep
 from meshctl.control.kinds.service import Service
 from meshctl.control.longpoll import SIDECAR_WAIT_SECONDS, SidecarWait
-from meshctl.control.routers.common import NOT_YOURS
+from meshctl.control.routers.common import NOT_YOURS, RowId
 from meshctl.control.routers.sidecars import spec_of
 from meshctl.control.tap import (
     MAX_LIMIT,
@@ -114,7 +114,7 @@ async def tap_sessions(
     hub: HubDep,
     engine: EngineDep,
     caller: AnyCaller,
-    sidecar_id: int,
+    sidecar_id: RowId,
     known: str = Query(default="", max_length=4096, description="Comma-separated ids of the sessions it has."),
     wait: SidecarWait = SIDECAR_WAIT_SECONDS,
 ) -> Response | TapSessions:
@@ -133,7 +133,7 @@ async def tap_sessions(
     responses={410: {"description": "The session ended: close the tap"}},
 )
 async def tap_events(
-    taps: TapsDep, hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: int, session_id: str, data: TapBatch
+    taps: TapsDep, hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: RowId, session_id: str, data: TapBatch
 ) -> None:
     """Events for an open session; never waits for the operator (what does not fit is dropped, counted)."""
     spec = await spec_of(hub, engine, caller, sidecar_id)

@@ -12,6 +12,7 @@ from meshctl.control import tokens
 from meshctl.control.deps import Admin, SessionDep, TokenCacheDep
 from meshctl.control.kinds.common import now
 from meshctl.control.models import TokenCreate, TokenInfo, TokenIssued
+from meshctl.control.routers.common import RowId
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 
@@ -40,7 +41,7 @@ def create_token(session: SessionDep, _: Admin, data: TokenCreate) -> TokenIssue
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_LAST_ADMIN)
-def revoke_token(token_cache: TokenCacheDep, session: SessionDep, _: Admin, token_id: int) -> None:
+def revoke_token(token_cache: TokenCacheDep, session: SessionDep, _: Admin, token_id: RowId) -> None:
     """Refused at once by this server, within seconds by any other one (they remember token checks
     briefly). Sidecars already watching keep their stream but can no longer heartbeat nor renew
     their SVID. The last live admin token cannot be revoked (409)."""
