@@ -1,7 +1,9 @@
 """Domain errors and their HTTP answers, in one place: a conflict is 409, a
 dangling reference is 422 in FastAPI's own error shape, a request over a limit
 413, and the CA's refusals are 403, 422 or 409. Code below the routers raises
-these; only ``install`` knows HTTP.
+these; only ``install`` knows HTTP. A JSON body that cannot be read at all (not
+UTF-8, nested too deep for the parser), which FastAPI answers 400, is a 422 at
+``["body"]`` like any other JSON that does not parse.
 
 Every 422 item is ``{"loc", "msg", "type"}``: pydantic's own errors (request
 bodies, and the specs ``apply`` validates) go through ``items``, which words
@@ -13,9 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic_core import ErrorDetails
+from starlette.exceptions import HTTPException
 
 from meshctl.control.ca.errors import CsrRefused, RotationRefused
 
@@ -63,6 +67,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _unprocessable(_: Request, e: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, content={"detail": items(e.errors())})
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, e: HTTPException) -> Response:
+        # FastAPI's 400 for a body it failed to parse is raised from the parser's error; the
+        # routes' own HTTPExceptions are raised from nothing.
+        if e.status_code == status.HTTP_400_BAD_REQUEST and isinstance(e.__cause__, ValueError | RecursionError):
+            why = "nested too deeply" if isinstance(e.__cause__, RecursionError) else str(e.__cause__)
+            item = {"loc": ["body"], "msg": f"not JSON: {why}", "type": "json_invalid"}
+            return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_ENTITY, content={"detail": [item]})
+        return await http_exception_handler(request, e)
 
     @app.exception_handler(TooLarge)
     async def _too_large(_: Request, e: TooLarge) -> JSONResponse:
