@@ -8,7 +8,7 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, update
+from sqlalchemy import bindparam, case, func, update
 from sqlmodel import Session, col, select
 
 from meshctl.control.crud import bump
@@ -62,6 +62,35 @@ def live_endpoints_digest(session: Session) -> str:
     """Changes whenever an endpoint joins or expires (expiry happens without a write)."""
     ids = session.exec(select(Endpoint.id).where(col(Endpoint.expires_at) > now()).order_by(col(Endpoint.id))).all()
     return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+
+
+def resume_leases(session: Session) -> timedelta:
+    """At start-up: the registrations that were live when this control plane last heard from a
+    sidecar get back the time they had left then; the returned gap (the time since) did not count
+    against them. Without this, a restart after an outage longer than a registration's TTL finds
+    every endpoint expired, and the first snapshots (one per heartbeat coming back) name only the
+    instances heard from so far: their callers fail the rest for a few seconds. An instance that
+    went away during the outage is taken for live for at most its TTL (its callers' connect-failure
+    retries and outlier detection cover that); a registration that had expired before is left
+    alone. With another control plane on the same database, the last heartbeat is seconds old
+    and almost nothing moves."""
+    last_heard = session.exec(select(func.max(Sidecar.last_seen))).one()
+    if last_heard is None:
+        return timedelta(0)
+    if last_heard.tzinfo is None:  # (SQLite hands back naive UTC)
+        last_heard = last_heard.replace(tzinfo=now().tzinfo)
+    gap = now() - last_heard
+    if gap <= timedelta(0):
+        return timedelta(0)
+    rows: list[Endpoint | Sidecar] = [
+        *session.exec(select(Endpoint).where(col(Endpoint.expires_at) > last_heard)).all(),
+        *session.exec(select(Sidecar).where(col(Sidecar.expires_at) > last_heard)).all(),
+    ]
+    for row in rows:
+        row.expires_at = row.expires_at + gap
+        session.add(row)
+    session.commit()
+    return gap
 
 
 # === sidecars ===

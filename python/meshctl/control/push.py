@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -88,6 +89,10 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.loop = asyncio.get_running_loop()
         with Session(engine) as session:
+            # Before the first snapshot is compiled: the time this process was not running does
+            # not count against the registrations (see instances.resume_leases).
+            if (gap := instances.resume_leases(session)) > timedelta(0):
+                log.info("registrations resumed: %.0f s since the last heartbeat did not count", gap.total_seconds())
             self.generation = crud.generation(session)
         #: The live endpoints the cached mesh was loaded with.
         self._endpoints: str | None = None
