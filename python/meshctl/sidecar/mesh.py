@@ -274,6 +274,10 @@ class MeshSidecar:
         #: The snapshot version the data plane runs (None: none yet).
         self.running_version: int | None = None
         self._pending: dict[str, Any] | None = None  # an ACK or NACK not delivered yet
+        #: The last ACK or NACK delivered, sent again each time the watch (re)connects: a control
+        #: plane killed before writing its batch of ACKs (control.push) has lost it, and would show
+        #: this sidecar out of sync until the next change.
+        self._reported: dict[str, Any] | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         #: The config last applied, as the control plane sent it (no local paths).
@@ -326,7 +330,7 @@ class MeshSidecar:
             return
         try:
             self.api.post(f"/api/v1/sidecars/{self.sidecar_id}/status", pending, timeout=5)
-            self._pending = None
+            self._pending, self._reported = None, pending
         except (Unreachable, ApiError) as e:
             log.warning("could not report snapshot %s: %s", pending["version"], e)
 
@@ -410,6 +414,7 @@ class MeshSidecar:
                     self.register()
                 if self.keeper.current is None:
                     self.keeper.renew()
+                self._pending = self._pending or self._reported
                 self._report()
                 path = f"/api/v1/sidecars/{self.sidecar_id}/watch?version={self.version}"
                 for line in self.api.lines(path, timeout=STREAM_IDLE_SECONDS):
