@@ -258,6 +258,8 @@ class RouteConfig(TypedDict, total=False):
     response_headers: HeaderModifier
     rewrite: RewriteConfig
     redirect: RedirectConfig
+    #: A request body over this many bytes gets 413.
+    max_request_bytes: int
 
 
 class AccessLogConfig(TypedDict, total=False):
@@ -265,6 +267,31 @@ class AccessLogConfig(TypedDict, total=False):
     path: Required[str]
     #: Default json (one object per line).
     format: AccessLogFormat
+
+
+class ListenerLimits(TypedDict, total=False):
+    """What a listener tolerates before refusing (defaults in brackets). tcp listeners take only
+    ``max_connections`` and ``idle_timeout_ms``."""
+
+    #: Connections open at once, TLS handshakes included; more are closed at once [10000].
+    max_connections: int
+    #: HTTP/1.1 request line and headers, 1024..=1048576: 431 over it [61440].
+    header_bytes: int
+    #: HTTP/1.1 header lines, 1..=1000: 431 over it [100].
+    max_headers: int
+    #: The whole request head within this of its first byte, else closed (slowloris) [10000].
+    header_timeout_ms: int
+    #: http: no request in flight for this long closes the connection [60000];
+    #: tcp: no byte either way [3600000].
+    idle_timeout_ms: int
+    #: A request body that sends nothing for this long: 408 [30000].
+    body_timeout_ms: int
+    #: [100]
+    h2_max_concurrent_streams: int
+    #: [61440]
+    h2_max_header_list_bytes: int
+    #: Client stream resets per connection within 10 s (and over half its streams) before GOAWAY [200].
+    h2_max_resets: int
 
 
 class ListenerConfig(TypedDict, total=False):
@@ -288,6 +315,7 @@ class ListenerConfig(TypedDict, total=False):
     direction: Direction
     #: One line per request (http) or connection (tcp); off when absent.
     access_log: AccessLogConfig
+    limits: ListenerLimits
 
 
 # === clusters ===

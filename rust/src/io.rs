@@ -3,29 +3,70 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::stats::Meter;
+use crate::stats::{ClusterStats, ListenerStats, Meter, Refusal};
+use crate::telemetry::edges::EdgeStats;
 
 /// Per-direction copy buffer: large enough that bulk transfers are not
 /// syscall-bound (tokio defaults to 8 KiB).
 const COPY_BUFFER: usize = 64 * 1024;
 
-pub struct Metered<T> {
-    inner: T,
-    meter: Meter,
+/// When bytes last moved either way through a pair of joined streams.
+pub struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
 }
 
-impl<T> Metered<T> {
-    /// Counts every byte read from `inner` with `meter`.
-    pub fn new(inner: T, meter: Meter) -> Self {
-        Metered { inner, meter }
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// Ready once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.epoch + Duration::from_millis(self.last_ms.load(Relaxed));
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
+pub struct Metered<'a, T> {
+    inner: T,
+    meter: Meter,
+    activity: &'a Activity,
+}
+
+impl<'a, T> Metered<'a, T> {
+    /// Counts every byte read from `inner` with `meter`.
+    pub fn new(inner: T, meter: Meter, activity: &'a Activity) -> Self {
+        Metered {
+            inner,
+            meter,
+            activity,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<'_, T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -35,13 +76,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<T> {
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
-            this.meter.record((buf.filled().len() - before) as u64);
+            let n = buf.filled().len() - before;
+            if n > 0 {
+                this.meter.record(n as u64);
+                this.activity.touch();
+            }
         }
         res
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<'_, T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -89,24 +134,31 @@ pub async fn connect(
 }
 
 /// Copies both ways between a downstream and an upstream stream, counting
-/// bytes as they pass, until both sides are done or `abort` fires.
+/// bytes as they pass, until both sides are done, nothing has moved for
+/// `idle` (counted on the listener), or `abort` fires.
 pub async fn join_streams<D, U>(
     down: D,
     up: U,
-    listener: &std::sync::Arc<crate::stats::ListenerStats>,
-    cluster: &std::sync::Arc<crate::stats::ClusterStats>,
-    edge: Option<&std::sync::Arc<crate::telemetry::edges::EdgeStats>>,
+    stats: (&Arc<ListenerStats>, &Arc<ClusterStats>),
+    edge: Option<&Arc<EdgeStats>>,
+    idle: Duration,
     abort: &tokio_util::sync::CancellationToken,
 ) -> io::Result<(u64, u64)>
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    let (listener, cluster) = stats;
+    let activity = Activity::new();
     let meter = |direction| Meter::new(listener, cluster, direction, edge);
-    let mut down = Metered::new(down, meter(crate::stats::Direction::Request));
-    let mut up = Metered::new(up, meter(crate::stats::Direction::Response));
+    let mut down = Metered::new(down, meter(crate::stats::Direction::Request), &activity);
+    let mut up = Metered::new(up, meter(crate::stats::Direction::Response), &activity);
     tokio::select! {
         res = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, COPY_BUFFER, COPY_BUFFER) => res,
+        _ = activity.idle_for(idle) => {
+            listener.refusals.inc(Refusal::IdleTimeout);
+            Ok((0, 0))
+        }
         _ = abort.cancelled() => Ok((0, 0)),
     }
 }

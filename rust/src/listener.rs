@@ -14,6 +14,7 @@ use crate::http;
 use crate::io::Stream;
 use crate::shared::Shared;
 use crate::snapshot::{Listener, ListenerId, Role};
+use crate::stats::{Active, ListenerStats, Refusal};
 use crate::tcp;
 
 /// Binds with SO_REUSEADDR (quick rebinds after a restart) and a deep backlog.
@@ -46,11 +47,22 @@ pub async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shar
         let Some(l) = shared.snapshot.load().listeners.get(&id).cloned() else {
             continue;
         };
+        // Counted from accept (handshakes included), so that the limit
+        // bounds what the listener holds, not only what it serves.
+        let Some(open) = Active::try_enter(
+            &l.stats,
+            |s| &s.active_connections,
+            l.limits.max_connections,
+        ) else {
+            l.stats.refusals.inc(Refusal::MaxConnections);
+            tracing::debug!(listener = %l.name, %peer, "max_connections reached; closing");
+            continue;
+        };
+        l.stats.connections.inc();
         drain.tracker.spawn(connection(
             stream,
             peer,
-            id,
-            l,
+            (id, l, open),
             shared.clone(),
             drain.clone(),
         ));
@@ -59,11 +71,11 @@ pub async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shar
 
 /// One accepted connection: its TLS handshake when the listener has TLS,
 /// then HTTP or TCP as the listener says.
+/// `_open` counts it open on the listener until it ends.
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    id: ListenerId,
-    l: Arc<Listener>,
+    (id, l, _open): (ListenerId, Arc<Listener>, Active<ListenerStats>),
     shared: Arc<Shared>,
     drain: Drain,
 ) {

@@ -253,6 +253,8 @@ pub struct Route<T> {
     pub redirect: Option<RedirectConfig>,
     /// The `match.path_prefix`, which prefix rewrites and redirects replace.
     pub matched_prefix: Option<String>,
+    /// A request body over this many bytes gets 413.
+    pub max_request_bytes: Option<u64>,
     /// The edges (source, destination) its requests went over.
     pub edges: crate::telemetry::edges::EdgeTable,
 }
@@ -291,6 +293,7 @@ impl<T> Route<T> {
             rewrite: cfg.rewrite.clone(),
             redirect: cfg.redirect.clone(),
             matched_prefix,
+            max_request_bytes: cfg.max_request_bytes,
             edges: Default::default(),
         })
     }

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::cluster::Cluster;
+use crate::config::ListenerLimits;
 use crate::config::{Config, Direction, FaultConfig, ListenerKind, ListenerTls, LogFormat};
 use crate::error::{ConfigIssue, Error, Result};
+use crate::http::server::{builder as server_builder, ServerBuilder};
 use crate::pki::SpiffeId;
 use crate::policy::authz::{Authorization, Decision, Operation};
 use crate::policy::ratelimit::RateLimiter;
@@ -54,6 +56,9 @@ pub struct Listener {
     pub access_log: Option<(Arc<LogWriter>, LogFormat)>,
     /// Edges of requests no route took (and of TCP connections).
     pub unrouted: EdgeTable,
+    pub limits: ListenerLimits,
+    /// HTTP: the server settings built from `limits` (once per snapshot).
+    pub server: Option<Arc<ServerBuilder>>,
 }
 
 // === impl Listener ===
@@ -215,6 +220,8 @@ impl Snapshot {
                     direction: Direction::Inbound,
                     access_log: None,
                     unrouted: EdgeTable::default(),
+                    limits: ListenerLimits::default(),
+                    server: Some(Arc::new(server_builder(&ListenerLimits::default()))),
                 }),
             );
         }
@@ -304,6 +311,9 @@ impl Snapshot {
                     direction: cfg.direction,
                     access_log,
                     unrouted: EdgeTable::default(),
+                    limits: cfg.limits,
+                    server: matches!(cfg.kind, ListenerKind::Http { .. })
+                        .then(|| Arc::new(server_builder(&cfg.limits))),
                 }),
             );
         }

@@ -4,6 +4,7 @@
 //! Latency histograms (see `latency`) are atomic counters too.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +68,145 @@ impl StatusCounters {
     }
 }
 
+/// A closed list of reasons something is counted under (the Prometheus
+/// `reason` label and the keys of the admin JSON).
+pub trait Reason: Copy {
+    const NAMES: &'static [&'static str];
+    fn index(self) -> usize;
+    fn name(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+}
+
+/// One counter per reason.
+#[derive(Debug)]
+pub struct Reasons<R> {
+    counts: Box<[Counter]>,
+    _reason: PhantomData<R>,
+}
+
+impl<R: Reason> Default for Reasons<R> {
+    fn default() -> Self {
+        Reasons {
+            counts: R::NAMES.iter().map(|_| Counter::default()).collect(),
+            _reason: PhantomData,
+        }
+    }
+}
+
+impl<R: Reason> Reasons<R> {
+    #[inline]
+    pub fn inc(&self, r: R) {
+        self.counts[r.index()].inc();
+    }
+
+    pub fn get(&self, r: R) -> u64 {
+        self.counts[r.index()].get()
+    }
+
+    /// (reason, count) for every reason, in the list's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        R::NAMES
+            .iter()
+            .copied()
+            .zip(self.counts.iter().map(Counter::get))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(Counter::get).sum()
+    }
+
+    pub fn to_json(&self) -> Value {
+        Value::Object(
+            self.iter()
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+/// Why a listener refused a request or cut a connection short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed or ambiguous HTTP (CL with TE, Host missing or repeated,
+    /// a broken chunked body, what hyper's parser refuses): 400.
+    BadRequest,
+    /// A request head over `header_bytes` or `max_headers`: 431.
+    HeaderTooLarge,
+    /// A body over the route's `max_request_bytes`: 413.
+    BodyTooLarge,
+    /// An `Upgrade: h2c` taken out of a request (never forwarded).
+    H2cUpgrade,
+    /// A request head not in within `header_timeout` (slowloris).
+    HeaderTimeout,
+    /// A request body that stalled for `body_timeout`: 408.
+    BodyTimeout,
+    /// Connections closed after `idle_timeout` without a request (HTTP) or a byte (TCP).
+    IdleTimeout,
+    /// Connections closed at once: the listener was at `max_connections`.
+    MaxConnections,
+    /// HTTP/2 connections sent GOAWAY for abuse (rapid reset, floods).
+    H2Abuse,
+}
+
+impl Reason for Refusal {
+    const NAMES: &'static [&'static str] = &[
+        "bad_request",
+        "header_too_large",
+        "body_too_large",
+        "h2c_upgrade",
+        "header_timeout",
+        "body_timeout",
+        "idle_timeout",
+        "max_connections",
+        "h2_abuse",
+    ];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a TLS handshake failed, on either side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The peer's certificate has expired or is not valid yet.
+    Expired,
+    /// The chain does not lead to a trusted root (a foreign CA, a bad signature).
+    Untrusted,
+    /// The chain is fine but the SPIFFE ID is not acceptable (another trust
+    /// domain, not the service expected).
+    Identity,
+    /// The client presented no certificate where one is required.
+    NoCertificate,
+    Timeout,
+    Other,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 6] = [
+        TlsFailure::Expired,
+        TlsFailure::Untrusted,
+        TlsFailure::Identity,
+        TlsFailure::NoCertificate,
+        TlsFailure::Timeout,
+        TlsFailure::Other,
+    ];
+}
+
+impl Reason for TlsFailure {
+    const NAMES: &'static [&'static str] = &[
+        "expired",
+        "untrusted",
+        "identity",
+        "no_certificate",
+        "timeout",
+        "other",
+    ];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ListenerStats {
     pub connections: Counter,
@@ -81,7 +221,8 @@ pub struct ListenerStats {
     /// TLS listeners: completed and failed handshakes; mesh ones also count
     /// plaintext connections let in (PERMISSIVE) and refused (STRICT).
     pub tls_handshakes: Counter,
-    pub tls_handshake_failures: Counter,
+    /// Failed handshakes by reason (their total is the failures).
+    pub tls_failures: Reasons<TlsFailure>,
     pub plaintext_accepted: Counter,
     pub plaintext_rejected: Counter,
     /// Authorization decisions (HTTP requests, or TCP connections).
@@ -92,6 +233,8 @@ pub struct ListenerStats {
     /// Requests or connections a fault delayed, and those it aborted.
     pub faults_delayed: Counter,
     pub faults_aborted: Counter,
+    /// What the listener's limits and HTTP checks refused or cut short.
+    pub refusals: Reasons<Refusal>,
     /// HTTP only: from the request head received to the response head handed
     /// to hyper for writing, local replies included. The body is left out so
     /// that long streams (gRPC streaming, SSE, upgrades) do not swamp it.
@@ -113,7 +256,8 @@ impl ListenerStats {
             "bytes_out": self.bytes_out.get(),
             "tls": {
                 "handshakes": self.tls_handshakes.get(),
-                "handshake_failures": self.tls_handshake_failures.get(),
+                "handshake_failures": self.tls_failures.total(),
+                "failures": self.tls_failures.to_json(),
                 "plaintext_accepted": self.plaintext_accepted.get(),
                 "plaintext_rejected": self.plaintext_rejected.get(),
             },
@@ -126,6 +270,7 @@ impl ListenerStats {
                 "delayed": self.faults_delayed.get(),
                 "aborted": self.faults_aborted.get(),
             },
+            "refusals": self.refusals.to_json(),
         });
         if protocol == "http" {
             v["latency_ms"] = self.latency.to_json();
@@ -140,6 +285,8 @@ pub struct ClusterStats {
     pub active_requests: Counter,
     pub responses: StatusCounters,
     pub connect_failures: Counter,
+    /// Failed mTLS handshakes to endpoints, by reason (these are connect failures too).
+    pub tls_failures: Reasons<TlsFailure>,
     pub upstream_errors: Counter,
     pub timeouts: Counter,
     pub no_healthy_endpoint: Counter,
@@ -178,6 +325,8 @@ impl ClusterStats {
             "active_requests": self.active_requests.get(),
             "responses": self.responses.to_json(),
             "connect_failures": self.connect_failures.get(),
+            "tls_failures": self.tls_failures.to_json(),
+            "tls_failures": self.tls_failures.to_json(),
             "upstream_errors": self.upstream_errors.get(),
             "timeouts": self.timeouts.get(),
             "no_healthy_endpoint": self.no_healthy_endpoint.get(),

@@ -57,8 +57,6 @@ pub async fn forward(
             x.finish(true);
         }
     };
-    let _conn = Active::enter(&listener.stats, |s| &s.active_connections);
-    listener.stats.connections.inc();
     if listener.authorize(peer_id.as_deref(), None, peer).is_some() {
         // Denied: counted and logged; the connection just closes.
         return finish(record, flags::DENIED);
@@ -150,9 +148,9 @@ pub async fn forward(
     let joined = join_streams(
         inbound,
         upstream,
-        &listener.stats,
-        &cluster.stats,
+        (&listener.stats, &cluster.stats),
         Some(&edge),
+        listener.limits.idle_timeout,
         &abort,
     );
     let (sent, received) = joined.await.unwrap_or_else(|e| {

@@ -58,6 +58,7 @@ RESILIENT = {
         "delay": {"percentage": {"value": 10.5}, "fixedDelay": "1m5s"},
         "abort": {"percentage": {"value": 10}, "grpcStatus": "UNAVAILABLE"},
     },
+    "maxRequestBytes": 1_048_576,
 }
 
 #: What RESILIENT adds to its route, as the data-plane contract spells it.
@@ -74,8 +75,9 @@ RESILIENT_COMPILED = {
     },
     "mirrors": [{"cluster": "out/default/catalog", "percent": 50.0}, {"cluster": "out/shop/cart", "percent": 12.5}],
     "fault": {"delay": {"percent": 10.5, "fixed_ms": 65_000}, "abort": {"percent": 10.0, "grpc_status": 14}},
+    "max_request_bytes": 1_048_576,
 }
-RESILIENCE_KEYS = ("timeout_ms", "retry", "mirrors", "fault")
+RESILIENCE_KEYS = ("timeout_ms", "retry", "mirrors", "fault", "max_request_bytes")
 
 
 def pricing_routes(*rules: dict[str, Any]) -> list[dict[str, Any]]:

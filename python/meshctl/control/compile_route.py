@@ -1,6 +1,6 @@
 """What an HTTPRoute rule's timeouts, retry, RequestMirror filters and fault
 become in its data-plane route (``timeout_ms``, ``retry``, ``mirrors``,
-``fault``): a part of the snapshot compiler, pure like it.
+``fault``, ``max_request_bytes``): a part of the snapshot compiler, pure like it.
 
 A rule without ``retry`` (and without ``timeouts.backendRequest``) gets no
 ``retry`` key, so that the data plane's default applies (and shows in its
@@ -86,4 +86,6 @@ def resilience(rule: HTTPRouteRule, namespace: str, cluster: ClusterOf) -> dp.Ro
         ]
     if rule.fault is not None:
         out["fault"] = fault(rule.fault)
+    if rule.max_request_bytes is not None:
+        out["max_request_bytes"] = rule.max_request_bytes
     return out

@@ -57,6 +57,11 @@ impl<'a> Fields<'a> {
     pub(super) fn get(&self, key: &str) -> Option<&'a Value> {
         self.map.get(key).filter(|v| !v.is_null())
     }
+
+    /// The keys given (null values included).
+    pub(super) fn keys(&self) -> impl Iterator<Item = &'a str> {
+        self.map.keys().map(String::as_str)
+    }
 }
 
 // === impl Decoder ===

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::authorization::AuthorizationConfig;
 use super::decode::Decoder;
+use super::limits::ListenerLimits;
 use super::route::{BackendConfig, RouteConfig};
 use super::telemetry::{AccessLogConfig, Direction};
 use super::tls::ListenerTls;
@@ -26,6 +27,7 @@ pub struct ListenerConfig {
     pub fault: Option<FaultConfig>,
     pub direction: Direction,
     pub access_log: Option<AccessLogConfig>,
+    pub limits: ListenerLimits,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +67,7 @@ impl Decoder {
                 "fault",
                 "direction",
                 "access_log",
+                "limits",
             ],
         )?;
         let name = self.name(&f, seen, "listener");
@@ -180,6 +183,7 @@ impl Decoder {
         let access_log = f
             .get("access_log")
             .and_then(|a| self.access_log(a, &f.at("access_log")));
+        let limits = self.limits(f.get("limits"), &f.at("limits"), protocol == "tcp");
         Some(ListenerConfig {
             name: name?,
             address: address?,
@@ -190,6 +194,7 @@ impl Decoder {
             fault,
             direction,
             access_log,
+            limits,
         })
     }
 }

@@ -12,6 +12,7 @@ mod cluster;
 mod decode;
 mod filter;
 mod health;
+mod limits;
 mod listener;
 mod resilience;
 mod route;
@@ -36,6 +37,7 @@ pub use filter::{
     HeaderModifier, PathModifier, RedirectConfig, RewriteConfig, PROXY_OWNED_HEADERS,
 };
 pub use health::{HealthCheckConfig, HealthProbe};
+pub use limits::{ListenerLimits, RESET_WINDOW};
 pub use listener::{ListenerConfig, ListenerKind};
 pub use resilience::{CircuitBreakers, RetryBudget, RetryOn, RetryPolicy};
 pub use route::{path_regex, MatchConfig, PathMatch, RouteConfig};

@@ -34,6 +34,8 @@ pub struct RouteConfig {
     pub rewrite: Option<RewriteConfig>,
     /// The route answers by itself; nothing is forwarded.
     pub redirect: Option<RedirectConfig>,
+    /// A request body over this many bytes gets 413.
+    pub max_request_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -100,6 +102,7 @@ impl Decoder {
                 "response_headers",
                 "rewrite",
                 "redirect",
+                "max_request_bytes",
             ],
         )?;
         let name = self.string(&f, "name", false);
@@ -158,6 +161,7 @@ impl Decoder {
         let rewrite = f
             .get("rewrite")
             .and_then(|r| self.rewrite(r, &f.at("rewrite"), has_prefix));
+        let max_request_bytes = self.uint(&f, "max_request_bytes", 0, u64::MAX);
         Some(RouteConfig {
             name,
             matcher: matcher?,
@@ -171,6 +175,7 @@ impl Decoder {
             response_headers,
             rewrite,
             redirect,
+            max_request_bytes,
         })
     }
 

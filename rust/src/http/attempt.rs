@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::body::{grpc_status, ProxyBody};
 use super::local_reply;
 use super::pool::{Checkin, SendError, Unsent};
+use super::proxy::refusal_reply;
 use crate::cluster::{Cluster, Endpoint, Outcome};
 use crate::config::{LbPolicy, RetryOn, RetryPolicy, UpstreamProtocol};
 
@@ -125,7 +126,19 @@ pub(super) async fn send(
     protocol: UpstreamProtocol,
 ) -> Result<Answer, Failed> {
     let sent = Instant::now();
-    match ep.pool.send(request, protocol).await {
+    let verdict = request.body().verdict();
+    let result = ep.pool.send(request, protocol).await;
+    // The client's body broke (or was too long, or stalled): its fault, not
+    // the endpoint's; answered 4xx, never retried.
+    if let (Err(_), Some(fault)) = (&result, verdict.as_ref().and_then(|v| v.get())) {
+        let text = format!("meshctl: {fault}\n");
+        return Err(Failed {
+            reply: refusal_reply(fault.refusal(), &text),
+            unsent: None,
+            cause: None,
+        });
+    }
+    match result {
         Ok(answer) => {
             let took = sent.elapsed();
             cluster.stats.latency.record(took);

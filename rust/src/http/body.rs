@@ -2,24 +2,168 @@
 //! meters its bytes (and holds in-flight guards until it ends), or a short
 //! local reply.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use tokio::time::Sleep;
+
+use super::guard::Busy;
 use super::replay::{Frames, Tee};
-use crate::stats::Meter;
+use crate::stats::{ListenerStats, Meter, Refusal};
 use crate::telemetry::edges::{EdgeStats, Outcome};
 use crate::telemetry::exchange::Exchange;
 
 /// Dropped with the body: releases in-flight gauges once the stream is done.
 pub type Guards = Box<dyn Send>;
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A frame read ahead of the server's first poll (`None`: the body had ended).
 type Peeked = Option<Result<Frame<Bytes>, hyper::Error>>;
 
+/// What went wrong with a request body on the client's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Broken framing (a bad chunk size, a short body) or the client went away.
+    Malformed = 1,
+    /// Over the route's `max_request_bytes`.
+    TooLarge = 2,
+    /// Nothing for the listener's `body_timeout`.
+    Stalled = 3,
+}
+
+impl BodyFault {
+    pub fn refusal(self) -> Refusal {
+        match self {
+            BodyFault::Malformed => Refusal::BadRequest,
+            BodyFault::TooLarge => Refusal::BodyTooLarge,
+            BodyFault::Stalled => Refusal::BodyTimeout,
+        }
+    }
+}
+
+impl std::fmt::Display for BodyFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BodyFault::Malformed => "malformed request body",
+            BodyFault::TooLarge => "request body too large",
+            BodyFault::Stalled => "request body stalled",
+        })
+    }
+}
+
+impl std::error::Error for BodyFault {}
+
+/// The fault a request body met, if any: set by the body as it streams,
+/// read by the forwarding path when the upstream exchange fails, so that
+/// the client's fault is answered 4xx and never blamed on the upstream.
+#[derive(Debug, Default)]
+pub struct Verdict(AtomicU8, AtomicBool);
+
+impl Verdict {
+    /// The upstream has answered: from now on the body may pause as long as
+    /// it likes (a gRPC client stream, a bidirectional one), as the
+    /// response may too.
+    pub fn answered(&self) {
+        self.1.store(true, Relaxed);
+    }
+
+    pub fn get(&self) -> Option<BodyFault> {
+        match self.0.load(Relaxed) {
+            1 => Some(BodyFault::Malformed),
+            2 => Some(BodyFault::TooLarge),
+            3 => Some(BodyFault::Stalled),
+            _ => None,
+        }
+    }
+}
+
+/// The checks on a request body as it streams in from the client. The
+/// idle clock runs only until the upstream answers.
+pub struct Inbound {
+    limit: u64,
+    seen: u64,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    moved: bool,
+    verdict: Arc<Verdict>,
+    stats: Arc<ListenerStats>,
+}
+
+impl Inbound {
+    pub fn new(limit: Option<u64>, idle: Duration, stats: Arc<ListenerStats>) -> Box<Self> {
+        Box::new(Inbound {
+            limit: limit.unwrap_or(u64::MAX),
+            seen: 0,
+            idle,
+            timer: None,
+            moved: true,
+            verdict: Arc::default(),
+            stats,
+        })
+    }
+
+    fn fault(&mut self, f: BodyFault) -> BoxError {
+        if self.verdict.0.swap(f as u8, Relaxed) == 0 {
+            self.stats.refusals.inc(f.refusal());
+        }
+        Box::new(f)
+    }
+
+    /// The client sent nothing now: the idle clock runs (from the last piece).
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Option<BoxError> {
+        if self.verdict.1.load(Relaxed) {
+            self.timer = None;
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + self.idle;
+        match &mut self.timer {
+            Some(t) if self.moved => t.as_mut().reset(deadline),
+            Some(_) => {}
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.moved = false;
+        let t = self.timer.as_mut()?;
+        t.as_mut()
+            .poll(cx)
+            .is_ready()
+            .then(|| self.fault(BodyFault::Stalled))
+    }
+
+    fn frame(
+        &mut self,
+        frame: Option<Result<Frame<Bytes>, hyper::Error>>,
+    ) -> Option<Result<Frame<Bytes>, BoxError>> {
+        self.moved = true;
+        match frame? {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    self.seen += d.len() as u64;
+                    if self.seen > self.limit {
+                        return Some(Err(self.fault(BodyFault::TooLarge)));
+                    }
+                }
+                Some(Ok(f))
+            }
+            Err(e) => {
+                tracing::debug!("request body failed: {e}");
+                Some(Err(self.fault(BodyFault::Malformed)))
+            }
+        }
+    }
+}
+
+// Streamed is what nearly every body is: boxing it would allocate per body,
+// to save moves of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 pub enum ProxyBody {
     Streamed {
         inner: Incoming,
@@ -30,6 +174,8 @@ pub enum ProxyBody {
         tee: Option<Tee>,
         /// A response's outcome, counted when it ends.
         done: Option<Done>,
+        /// A request body's checks.
+        inbound: Option<Box<Inbound>>,
     },
     Local(Full<Bytes>),
     /// A request body recorded earlier, sent again (boxed: rare, and the
@@ -46,6 +192,25 @@ impl ProxyBody {
             peeked: None,
             tee: None,
             done: None,
+            inbound: None,
+        }
+    }
+
+    /// The body checked as a request body from a client.
+    pub fn checked(mut self, checks: Box<Inbound>) -> Self {
+        if let ProxyBody::Streamed { inbound, .. } = &mut self {
+            *inbound = Some(checks);
+        }
+        self
+    }
+
+    /// Where this request body's fault will be, when it is checked.
+    pub fn verdict(&self) -> Option<Arc<Verdict>> {
+        match self {
+            ProxyBody::Streamed {
+                inbound: Some(i), ..
+            } => Some(i.verdict.clone()),
+            _ => None,
         }
     }
 
@@ -107,6 +272,17 @@ impl ProxyBody {
         self
     }
 
+    /// A request body whose first piece, read ahead, is already broken.
+    pub fn broken(&self) -> bool {
+        matches!(
+            self,
+            ProxyBody::Streamed {
+                peeked: Some(Some(Err(_))),
+                ..
+            }
+        )
+    }
+
     pub fn local(text: impl Into<Bytes>) -> Self {
         ProxyBody::Local(Full::new(text.into()))
     }
@@ -118,12 +294,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Streamed {
                 inner,
@@ -131,11 +307,27 @@ impl Body for ProxyBody {
                 peeked,
                 tee,
                 done,
+                inbound,
                 ..
             } => {
-                let frame = match peeked.take() {
+                let polled = match peeked.take() {
                     Some(frame) => frame,
-                    None => ready!(Pin::new(&mut *inner).poll_frame(cx)),
+                    None => match Pin::new(&mut *inner).poll_frame(cx) {
+                        Poll::Ready(frame) => frame,
+                        Poll::Pending => {
+                            let Some(e) = inbound.as_mut().and_then(|i| i.stalled(cx)) else {
+                                return Poll::Pending;
+                            };
+                            if let Some(Tee(rec)) = tee {
+                                rec.end(false);
+                            }
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    },
+                };
+                let frame = match inbound {
+                    Some(i) => i.frame(polled),
+                    None => polled.map(|r| r.map_err(BoxError::from)),
                 };
                 if let Some(Ok(f)) = &frame {
                     if let Some(data) = f.data_ref() {
@@ -223,10 +415,12 @@ pub struct Done {
     pub ended: bool,
     pub bytes: u64,
     pub record: Option<Box<Exchange>>,
+    /// Keeps the connection from counting as idle until the response is out.
+    pub busy: Option<Busy>,
 }
 
 impl Done {
-    fn observe(&mut self, frame: &Option<Result<Frame<Bytes>, hyper::Error>>, at_end: bool) {
+    fn observe(&mut self, frame: &Option<Result<Frame<Bytes>, BoxError>>, at_end: bool) {
         match frame {
             Some(Ok(f)) => {
                 if let Some(d) = f.data_ref() {

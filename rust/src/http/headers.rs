@@ -29,6 +29,33 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")))
 }
 
+/// Takes `h2c` out of a request's Upgrade (and its HTTP2-Settings): the
+/// request goes on as a plain one, or with its other upgrade. True when
+/// there was one.
+pub fn take_h2c(headers: &mut HeaderMap) -> bool {
+    let asked = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("h2c")));
+    if !asked {
+        return false;
+    }
+    let others: Vec<String> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(|v| tokens(v).filter(|t| !t.eq_ignore_ascii_case("h2c")))
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::UPGRADE);
+    headers.remove("http2-settings");
+    if let Ok(v) = HeaderValue::from_str(&others.join(", ")) {
+        if !others.is_empty() {
+            headers.insert(header::UPGRADE, v);
+        }
+    }
+    true
+}
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     [
         &header::CONNECTION,

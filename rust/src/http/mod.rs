@@ -5,12 +5,14 @@ pub mod admin;
 mod admission;
 mod attempt;
 pub mod body;
+mod guard;
 pub mod headers;
 pub mod mirror;
 pub mod pool;
 pub mod proxy;
 pub mod replay;
 pub mod server;
+mod strict;
 
 use http::{header, Response, StatusCode};
 

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use super::body::ProxyBody;
 use crate::config::{CircuitBreakers, ClusterConfig, UpstreamProtocol};
 use crate::io::Stream;
-use crate::stats::{Active, ClusterStats};
+use crate::stats::{Active, ClusterStats, TlsFailure};
 use crate::tls::client::ClientTls;
 
 /// Held by an open upstream connection: one of the cluster's active ones.
@@ -136,14 +136,20 @@ impl Pool {
             .map_or(self.address.as_str(), |(h, _)| h);
         match tokio::time::timeout_at(deadline, tls.connect(host, tcp)).await {
             Ok(Ok(s)) => Ok(Stream::ClientTls(Box::new(s))),
-            Ok(Err(e)) => Err(std::io::Error::new(
-                e.kind(),
-                format!("mTLS handshake failed: {e}"),
-            )),
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "mTLS handshake timed out",
-            )),
+            Ok(Err(e)) => {
+                self.stats.tls_failures.inc(crate::tls::failure_reason(&e));
+                Err(std::io::Error::new(
+                    e.kind(),
+                    format!("mTLS handshake failed: {e}"),
+                ))
+            }
+            Err(_) => {
+                self.stats.tls_failures.inc(TlsFailure::Timeout);
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "mTLS handshake timed out",
+                ))
+            }
         }
     }
 

@@ -7,17 +7,17 @@ use std::time::Instant;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 
 use super::admission::{abort_reply, rate_limit};
 use super::attempt::{
     answer_retriable, attempt, is_grpc, keeps_copy, overflow, overflow_reply, Failed,
 };
-use super::body::{grpc_status, Done, ProxyBody};
+use super::body::{grpc_status, Done, Inbound, ProxyBody};
 use super::headers::{
     add_forwarded, ensure_request_id, request_authority, request_host, set_client_identity,
-    strip_hop_by_hop, wants_upgrade,
+    strip_hop_by_hop, take_h2c, wants_upgrade,
 };
 use super::local_reply;
 use super::mirror;
@@ -32,7 +32,7 @@ use crate::policy::fault;
 use crate::route::{RequestView, Route};
 use crate::shared::Shared;
 use crate::snapshot::{Listener, Role, Snapshot};
-use crate::stats::{self, Active, ClusterStats, EndpointStats, Meter, Registry};
+use crate::stats::{self, Active, ClusterStats, EndpointStats, Meter, Reason, Refusal, Registry};
 use crate::telemetry::context::SpanContext;
 use crate::telemetry::edges::{EdgeLabels, EdgeStats};
 use crate::telemetry::exchange::{Exchange, Sinks};
@@ -54,6 +54,7 @@ pub async fn handle(
     };
     // hyper calls us once the request head is in; the head goes out when we return.
     let received = Instant::now();
+    let busy = conn.state.enter();
     listener.stats.requests.inc();
     // Before the record is made, which names it.
     ensure_request_id(req.headers_mut());
@@ -104,6 +105,7 @@ pub async fn handle(
         ended: false,
         bytes: 0,
         record,
+        busy: Some(busy),
     };
     resp.body_mut().finish_with(done);
     resp
@@ -196,7 +198,7 @@ fn unrouted_edge(listener: &Listener, conn: &ConnInfo, hop: &Hop<'_>) -> Arc<Edg
 async fn route(
     listener: &Arc<Listener>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     hop: &mut Hop<'_>,
 ) -> Response<ProxyBody> {
     let Role::Http { routes } = &listener.role else {
@@ -206,6 +208,9 @@ async fn route(
             "meshctl: listener changed protocol\n".into(),
         );
     };
+    if let Some(refused) = strict_request(listener, &mut req) {
+        return refused;
+    }
     if let Some(denied) = authorize(listener, conn, &req) {
         return denied;
     }
@@ -236,6 +241,9 @@ async fn route(
         return local_reply(StatusCode::NOT_FOUND, "no_route", msg);
     };
     hop.route = Some(index);
+    if let Some(refused) = over_size(listener, route, &req) {
+        return refused;
+    }
     if let Some(refused) = rate_limit(listener, route.rate_limit.as_ref(), conn) {
         return refused;
     }
@@ -281,6 +289,68 @@ async fn route(
             }
         },
     }
+}
+
+/// RFC 9112's rules hyper leaves to us, for each HTTP/1.x request: exactly
+/// one Host (§3.2: 400 otherwise); an `h2c` upgrade is taken out, never
+/// forwarded (the h2c smuggling vector: a proxy that passes it lets a client
+/// talk HTTP/2 to the upstream past every route and policy).
+fn strict_request(listener: &Listener, req: &mut Request<Incoming>) -> Option<Response<ProxyBody>> {
+    if req.version() >= Version::HTTP_2 {
+        return None;
+    }
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    let why = match hosts {
+        0 if req.version() == Version::HTTP_11 => {
+            Some("meshctl: an HTTP/1.1 request needs a Host header\n")
+        }
+        0 | 1 => None,
+        _ => Some("meshctl: more than one Host header\n"),
+    };
+    if let Some(why) = why {
+        return Some(refusal(listener, Refusal::BadRequest, why));
+    }
+    if take_h2c(req.headers_mut()) {
+        listener.stats.refusals.inc(Refusal::H2cUpgrade);
+    }
+    None
+}
+
+/// A request whose declared length is over the route's limit: 413 before
+/// anything is forwarded. (A chunked one is cut while it streams.)
+fn over_size(
+    listener: &Listener,
+    route: &Route<Arc<Cluster>>,
+    req: &Request<Incoming>,
+) -> Option<Response<ProxyBody>> {
+    let limit = route.max_request_bytes?;
+    (req.body().size_hint().lower() > limit).then(|| {
+        refusal(
+            listener,
+            Refusal::BodyTooLarge,
+            "meshctl: request body too large\n",
+        )
+    })
+}
+
+/// A refusal of the client's request, counted; the connection closes after
+/// it (the rest of what the client sends cannot be trusted to frame).
+fn refusal(listener: &Listener, why: Refusal, text: &str) -> Response<ProxyBody> {
+    listener.stats.refusals.inc(why);
+    refusal_reply(why, text)
+}
+
+/// The reply to a refused request (counted where it was decided).
+pub(super) fn refusal_reply(why: Refusal, text: &str) -> Response<ProxyBody> {
+    let status = match why {
+        Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut resp = local_reply(status, why.name(), text.to_string());
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// The listener's authorization decision for a request: None to go on, a
@@ -400,6 +470,19 @@ async fn forward(
         Ok(p) => p,
         Err(reply) => return reply,
     };
+    let body_verdict = request.body().verdict();
+    if body_verdict.is_some() {
+        // The first piece of a body usually comes with the head: read it
+        // ahead, so that a broken one (a bad chunk size) is refused before
+        // anything reaches the upstream, and head and piece go out together.
+        let (parts, body) = request.into_parts();
+        let body = body.prefetch().await;
+        if body.broken() {
+            let text = "meshctl: malformed request body\n";
+            return refusal(listener, Refusal::BadRequest, text);
+        }
+        request = Request::from_parts(parts, body);
+    }
     let policy = &route.retry;
     let idempotent = policy.non_idempotent
         || request.method().is_idempotent()
@@ -463,6 +546,9 @@ async fn forward(
         ep_active = Active::enter(&ep.stats, |s| &s.active);
         request = again;
     };
+    if let Some(v) = &body_verdict {
+        v.answered();
+    }
     if let Some(x) = record.as_mut() {
         x.upstream_head = Some(started.elapsed());
     }
@@ -552,8 +638,17 @@ fn prepare(
         Some(&edge),
     );
     meter.record = record_bytes;
+    let mut body = ProxyBody::streamed(body, meter, None);
+    if !body.is_end_stream() {
+        let checks = Inbound::new(
+            route.max_request_bytes,
+            listener.limits.body_timeout,
+            listener.stats.clone(),
+        );
+        body = body.checked(checks);
+    }
     Ok(Prepared {
-        request: Request::from_parts(parts, ProxyBody::streamed(body, meter, None)),
+        request: Request::from_parts(parts, body),
         protocol,
         downstream,
     })
@@ -650,6 +745,10 @@ async fn finish(
     Response::from_parts(parts, body)
 }
 
+/// An upgraded connection (WebSocket) with no byte either way for this long
+/// is closed: a TCP listener's default, not the keep-alive idle of HTTP.
+const TUNNEL_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// After a 101, the two upgraded connections are joined byte for byte; the
 /// request stays "active" (for stats and least_request) while the tunnel lives.
 async fn tunnel(
@@ -666,9 +765,9 @@ async fn tunnel(
             let joined = join_streams(
                 TokioIo::new(down),
                 TokioIo::new(up),
-                &listener.stats,
-                &cluster.stats,
+                (&listener.stats, &cluster.stats),
                 Some(&edge),
+                TUNNEL_IDLE,
                 &abort,
             );
             if let Err(e) = joined.await {

@@ -3,35 +3,46 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::guard::{ConnState, Guarded};
 use super::{admin, proxy};
+use crate::config::ListenerLimits;
 use crate::drain::Drain;
 use crate::io::Stream;
 use crate::pki::SpiffeId;
 use crate::shared::Shared;
 use crate::snapshot::{Listener, ListenerId, Role};
-use crate::stats::Active;
+use crate::stats::Refusal;
+use http::{Request, Version};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
-fn builder() -> &'static auto::Builder<TokioExecutor> {
-    static BUILDER: OnceLock<auto::Builder<TokioExecutor>> = OnceLock::new();
-    BUILDER.get_or_init(|| {
-        let mut b = auto::Builder::new(TokioExecutor::new());
-        b.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .keep_alive(true);
-        b.http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(1024)
-            .keep_alive_interval(Duration::from_secs(30));
-        b
-    })
+/// The hyper server settings of a listener, from its limits. hyper's own
+/// head timeout is off: it would also cut idle keep-alive connections at the
+/// head timeout, and the guard keeps the two apart.
+pub fn builder(limits: &ListenerLimits) -> ServerBuilder {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.h2_max_header_list_bytes)
+        // Streams reset before we saw them, and streams we reset for the
+        // client's errors (CVE-2023-44487, CVE-2025-8671): h2's GOAWAY past these.
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(256)
+        .keep_alive_interval(Duration::from_secs(30));
+    b
 }
+
+pub type ServerBuilder = auto::Builder<TokioExecutor>;
 
 /// What a request handler knows about its connection.
 pub struct ConnInfo {
@@ -43,6 +54,8 @@ pub struct ConnInfo {
     /// the peer's service ("namespace/name"; "" when not a mesh peer).
     pub source: Arc<str>,
     pub drain: Drain,
+    /// Requests in flight on this connection, for its idle clock.
+    pub state: Arc<ConnState>,
 }
 
 /// The metrics source of a connection to `listener` (see `ConnInfo::source`).
@@ -65,44 +78,100 @@ pub async fn serve(
     shared: Arc<Shared>,
     drain: Drain,
 ) {
-    let _active = Active::enter(&listener.stats, |s| &s.active_connections);
-    listener.stats.connections.inc();
+    let Some(server) = listener.server.clone() else {
+        return;
+    };
     let is_admin = matches!(listener.role, Role::Admin);
     let source = source_of(&listener, peer_id.as_deref(), &shared.snapshot.load().me);
+    let state = ConnState::new();
     let info = Arc::new(ConnInfo {
         listener: id,
         peer,
         peer_id,
         source,
         drain: drain.clone(),
+        state: state.clone(),
     });
-    let service = service_fn(move |req| {
+    let max_resets = listener.limits.h2_max_resets;
+    let service = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         let info = info.clone();
         async move {
+            // An HTTP/2 stream whose future is dropped unanswered was reset by the client.
+            let mut cancel = (req.version() == Version::HTTP_2).then(|| {
+                info.state.opened();
+                Cancelled(&info.state, max_resets)
+            });
             let resp = if is_admin {
                 admin::handle(&shared, req)
             } else {
                 proxy::handle(&shared, &info, req).await
             };
+            if let Some(c) = cancel.take() {
+                std::mem::forget(c);
+            }
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = builder().serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let io = Guarded::new(
+        stream,
+        state.clone(),
+        listener.stats.clone(),
+        listener.limits,
+    );
+    let conn = server.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
             if let Err(e) = res {
+                refused(&listener, &*e);
                 tracing::debug!(%peer, "connection ended with error: {e}");
             }
             return;
         }
         _ = drain.stop.cancelled() => {}
+        abuse = state.close_wanted() => {
+            if abuse {
+                listener.stats.refusals.inc(Refusal::H2Abuse);
+                tracing::debug!(%peer, "closing an HTTP/2 connection: too many streams reset");
+            }
+        }
     }
     // Draining: finish the requests in flight, then close.
     conn.as_mut().graceful_shutdown();
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = drain.abort.cancelled() => {}
+    }
+}
+
+/// Counts a stream cancellation when dropped (`forget` it once answered).
+struct Cancelled<'a>(&'a ConnState, u32);
+
+impl Drop for Cancelled<'_> {
+    fn drop(&mut self) {
+        self.0.cancelled(self.1);
+    }
+}
+
+/// Counts what hyper or h2 refused by themselves (a head the guard let
+/// through but hyper could not parse; an HTTP/2 peer h2 sent GOAWAY for).
+fn refused(listener: &Listener, e: &(dyn std::error::Error + 'static)) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_parse_too_large() {
+                return listener.stats.refusals.inc(Refusal::HeaderTooLarge);
+            }
+            if h.is_parse() {
+                return listener.stats.refusals.inc(Refusal::BadRequest);
+            }
+        }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if h2.is_go_away() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
+                return listener.stats.refusals.inc(Refusal::H2Abuse);
+            }
+        }
+        source = err.source();
     }
 }

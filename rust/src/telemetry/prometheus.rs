@@ -345,12 +345,33 @@ impl Collector for Scrape {
             Counter,
             per_listener(None, &|s| s.tls_handshakes.get()),
         )?;
+        let by_reason = |r: &dyn Fn(&crate::stats::ListenerStats) -> Vec<(&'static str, u64)>| {
+            listeners
+                .iter()
+                .flat_map(|l| {
+                    r(&l.stats).into_iter().map(|(reason, n)| {
+                        let mut labels = self.me();
+                        labels.push(("listener", l.name.clone()));
+                        labels.push(("direction", l.direction.as_str().into()));
+                        labels.push(("reason", reason.into()));
+                        (labels, n as f64)
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
         family(
             enc,
             "meshctl_tls_handshake_failures",
-            "TLS handshakes failed.",
+            "TLS handshakes failed, by reason.",
             Counter,
-            per_listener(None, &|s| s.tls_handshake_failures.get()),
+            by_reason(&|s| s.tls_failures.iter().collect()),
+        )?;
+        family(
+            enc,
+            "meshctl_listener_refusals",
+            "Requests and connections a listener's limits and HTTP checks refused or cut short.",
+            Counter,
+            by_reason(&|s| s.refusals.iter().collect()),
         )?;
         let mut rows = per_listener(Some(("decision", "accepted")), &|s| {
             s.plaintext_accepted.get()
@@ -484,6 +505,24 @@ impl Collector for Scrape {
         for (name, help, f) in cluster_counters {
             family(enc, name, help, Counter, per_cluster(&f))?;
         }
+        let rows: Vec<(Labels, f64)> = crate::stats::TlsFailure::ALL
+            .iter()
+            .flat_map(|&r| {
+                per_cluster(&|s| s.tls_failures.get(r))
+                    .into_iter()
+                    .map(move |(mut labels, n)| {
+                        labels.push(("reason", crate::stats::Reason::name(r).into()));
+                        (labels, n)
+                    })
+            })
+            .collect();
+        family(
+            enc,
+            "meshctl_upstream_tls_failures",
+            "mTLS handshakes to endpoints that failed, by reason.",
+            Counter,
+            rows,
+        )?;
         let cluster_gauges: [ClusterMetric; 4] = [
             (
                 "meshctl_upstream_active_requests",

@@ -13,7 +13,36 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use crate::pki::Identity;
+use crate::stats::TlsFailure;
 
 /// The proxy's current identity. `update()` swaps it; every handshake reads
 /// it, so a renewed SVID serves the next connection and no connection drops.
 pub type IdentityCell = Arc<ArcSwapOption<Identity>>;
+
+/// Why a handshake failed, from the error tokio-rustls returned (rustls's
+/// error inside an `io::Error`; an alert from the peer says its reason).
+pub fn failure_reason(e: &std::io::Error) -> TlsFailure {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) else {
+        return match e.kind() {
+            std::io::ErrorKind::TimedOut => TlsFailure::Timeout,
+            _ => TlsFailure::Other,
+        };
+    };
+    match tls {
+        E::InvalidCertificate(c) => match c {
+            C::Expired
+            | C::NotValidYet
+            | C::ExpiredContext { .. }
+            | C::NotValidYetContext { .. } => TlsFailure::Expired,
+            C::UnknownIssuer | C::BadSignature | C::BadEncoding => TlsFailure::Untrusted,
+            // Our verifiers' verdict on the SPIFFE ID (see verify.rs).
+            _ => TlsFailure::Identity,
+        },
+        E::NoCertificatesPresented => TlsFailure::NoCertificate,
+        E::AlertReceived(A::CertificateExpired) => TlsFailure::Expired,
+        E::AlertReceived(A::UnknownCA) => TlsFailure::Untrusted,
+        E::AlertReceived(A::CertificateRequired) => TlsFailure::NoCertificate,
+        _ => TlsFailure::Other,
+    }
+}

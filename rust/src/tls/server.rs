@@ -18,7 +18,7 @@ use crate::config::EdgeCertificates;
 use crate::io::Stream;
 use crate::pki::provider;
 use crate::pki::SpiffeId;
-use crate::stats::ListenerStats;
+use crate::stats::{ListenerStats, TlsFailure};
 
 /// A client that sends nothing, or stalls mid-handshake, is cut off after this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ impl ServerTls {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(tcp, stats)).await {
             Ok(accepted) => accepted,
             Err(_) => {
-                stats.tls_handshake_failures.inc();
+                stats.tls_failures.inc(TlsFailure::Timeout);
                 tracing::debug!("TLS handshake timed out");
                 None
             }
@@ -124,7 +124,7 @@ impl ServerTls {
         let tls = match self.acceptor.accept(tcp).await {
             Ok(tls) => tls,
             Err(e) => {
-                stats.tls_handshake_failures.inc();
+                stats.tls_failures.inc(super::failure_reason(&e));
                 tracing::debug!("TLS handshake failed: {e}");
                 return None;
             }

@@ -186,6 +186,9 @@ class HTTPRouteRule(Spec):
     retry: HTTPRouteRetry | None = None
     #: meshctl's extension (Istio's shape): the Gateway API has no fault injection.
     fault: HTTPFault | None = None
+    #: meshctl's extension: a request body over this many bytes gets 413 from the sidecar or
+    #: gateway (by Content-Length before anything is forwarded, or while it streams).
+    max_request_bytes: int | None = PField(default=None, ge=0)
 
     def filter(self, kind: str) -> Any:
         """The filter of that type, if the rule has one (the Gateway API allows one of each)."""
@@ -196,7 +199,7 @@ class HTTPRouteRule(Spec):
         """(filter index, filter) of each RequestMirror filter, in order."""
         return [(i, f.request_mirror) for i, f in enumerate(self.filters) if f.request_mirror is not None]
 
-    @field_validator("timeouts", "retry", "fault")
+    @field_validator("timeouts", "retry", "fault", "max_request_bytes")
     @classmethod
     def _forwarding(cls, value: Any, info: ValidationInfo) -> Any:
         # The data plane refuses these on a redirect too: such a rule forwards nothing.
