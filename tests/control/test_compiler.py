@@ -4,7 +4,6 @@ data-plane config out — which the real data plane's validator accepts."""
 from __future__ import annotations
 
 import functools
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from meshctl import validate_config
 from meshctl.control.compiler import (
     EndpointView,
     Mesh,
@@ -27,26 +25,10 @@ from meshctl.control.kinds.gateway import GatewaySpec
 from meshctl.control.kinds.httproute import HTTPRouteSpec
 from meshctl.control.kinds.tcproute import TCPRouteSpec
 from meshctl.control.kinds.trafficpolicy import TrafficPolicySpec
-from meshctl.sidecar.mesh import resolve_certificates
 from meshproc import https_listener
-from pki import TestPki
+from snapshots import certificate_dir, validate
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@functools.cache
-def _svid_files() -> dict[str, str]:
-    pki = TestPki(Path(tempfile.mkdtemp(prefix="meshctl-pki-")))
-    return pki.svid("spiffe://cluster.local/ns/default/sa/frontend").identity(pki.roots)
-
-
-def validate(config: dict[str, Any]) -> None:
-    """The real data plane accepts `config` once the sidecar has added its SVID files."""
-    files = _svid_files()
-    section = {**config.get("identity", {}), "cert_chain_file": files["cert_chain_file"]}
-    section["private_key_file"] = files["private_key_file"]
-    section.setdefault("roots", Path(files["roots_file"]).read_text())
-    validate_config({**config, "identity": section})
 
 
 def http_route(name: str, spec: dict[str, Any], age: int = 0, namespace: str = "default") -> RouteView:
@@ -493,18 +475,12 @@ EDGE = SidecarSpec("default", "edge", "127.0.0.1", 0, 0, admin_port=15000, gatew
 @functools.cache
 def _cert_dir() -> Path:
     """Certificates for the refs the gateway tests name, as `meshctl gateway --cert-dir` holds them."""
-    directory = Path(tempfile.mkdtemp(prefix="meshctl-certs-"))
-    pki = TestPki(directory / "pki")
-    for ref, host in (("a", "a.example"), ("b", "b.example"), ("any", "edge.example"), ("wild", "x.example.com")):
-        issued = pki.server(host)
-        (directory / f"{ref}.pem").write_bytes(issued.chain.read_bytes())
-        (directory / f"{ref}.key").write_bytes(issued.key.read_bytes())
-    return directory
+    return certificate_dir(a="a.example", b="b.example", any="edge.example", wild="x.example.com")
 
 
 def validate_gateway(config: dict[str, Any]) -> None:
     """The real data plane accepts `config` once the gateway found its certificate files."""
-    validate(resolve_certificates(config, _cert_dir()))
+    validate(config, _cert_dir())
 
 
 def gateway_route(
