@@ -397,7 +397,8 @@ class _Compiler:
             r["backends"] = self.backends(rule.backend_refs, e.route.namespace)
         if (rewrite := rule.filter("URLRewrite")) is not None:
             new: dp.RewriteConfig = {} if rewrite.hostname is None else {"host": rewrite.hostname}
-            r["rewrite"] = _path(new, rewrite.path)
+            if new := _path(new, rewrite.path):  # an empty URLRewrite changes nothing (the data plane refuses one)
+                r["rewrite"] = new
         if (mod := rule.filter("RequestHeaderModifier")) is not None:
             r["request_headers"] = _headers(mod)
         if (mod := rule.filter("ResponseHeaderModifier")) is not None:
