@@ -3,6 +3,8 @@ status codes carried in trailers."""
 
 from __future__ import annotations
 
+import queue
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -119,3 +121,27 @@ def test_metrics_count_grpc_statuses_from_trailers(grpc_backend, proxy) -> None:
             key = (labels["grpc_status"].strip('"'), labels["classification"].strip('"'))
             counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
     assert counts == {("0", "success"): 3, ("5", "success"): 1}
+
+
+def test_a_stream_may_pause_past_the_body_timeout_once_answered(grpc_backend, proxy) -> None:
+    """The listener's body_timeout guards a request body until the upstream answers; a
+    bidirectional stream that then goes quiet for longer is not cut (issue 14)."""
+    listener = http_listener("grpc", [route("echo", path_prefix=f"/{SERVICE}")])
+    listener["limits"] = {"body_timeout_ms": 300}
+    dp = proxy({"listeners": [listener], "clusters": [cluster("echo", [grpc_backend], protocol="http2")]})
+    outbox: queue.Queue[bytes | None] = queue.Queue()
+
+    def requests() -> Iterator[bytes]:
+        while (item := outbox.get()) is not None:
+            yield item
+
+    with grpc.insecure_channel(dp.addresses()["grpc"], options=NO_PROXY) as ch:
+        replies = ch.stream_stream(f"/{SERVICE}/Bidi")(requests(), timeout=20)
+        outbox.put(b"first")
+        assert next(replies) == b"FIRST"
+        time.sleep(1.0)  # over three body timeouts of silence
+        outbox.put(b"second")
+        assert next(replies) == b"SECOND"
+        outbox.put(None)
+        assert list(replies) == []
+    assert dp.stats()["listeners"]["grpc"]["refusals"]["body_timeout"] == 0
