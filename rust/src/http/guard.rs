@@ -25,6 +25,7 @@ use tokio::time::Sleep;
 
 use super::strict::{self, Framing, Head, H2_PREFACE};
 use crate::config::{ListenerLimits, RESET_WINDOW};
+use crate::io::forward_writes;
 use crate::stats::{ListenerStats, Refusal};
 
 /// How long a refused connection's leftover input is read and dropped.
@@ -398,17 +399,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
+    forward_writes!(io);
 
     /// A refusal's reply goes out first, then a lingering close: what the
     /// client is still sending is read and dropped for a moment, because
@@ -449,17 +440,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
             Some((sleep, _)) => sleep.as_mut().poll(cx).map(Ok),
             None => Poll::Ready(Ok(())),
         }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 }
