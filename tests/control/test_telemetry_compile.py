@@ -7,6 +7,7 @@ their field paths."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from meshctl.control.compile_telemetry import settings
 from meshctl.control.compiler import SidecarSpec, compile_outbound, compile_sidecar, outbound_key
 from meshctl.control.kinds.telemetry import KIND as TELEMETRY
 from meshctl.control.kinds.telemetry import TelemetrySpec, TelemetryView
+from pki import TestPki
 from test_compiler import (
     EDGE,
     EDGE_GATEWAY,
@@ -136,15 +138,23 @@ def test_the_narrowest_telemetry_wins_field_by_field() -> None:
     views = [
         telemetry(
             "mesh",
-            {"tracing": {"samplingPercent": 5, "collector": "https://otel.example/v1/traces"}, "accessLog": {}},
+            {
+                "tracing": {
+                    "samplingPercent": 5,
+                    "collector": "https://otel.example/v1/traces",
+                    "caFile": "/etc/otel/ca.pem",
+                },
+                "accessLog": {},
+            },
         ),
         telemetry("frontend", {"targetRefs": [{"name": "frontend"}], "tracing": {"samplingPercent": 50}}, age=-10),
     ]
     mine = compile_sidecar(mesh(telemetry=views), FRONTEND)
-    assert mine["telemetry"]["tracing"] == {"sample_percent": 50, "collector": "https://otel.example/v1/traces"}
+    https = {"collector": "https://otel.example/v1/traces", "ca_file": "/etc/otel/ca.pem"}
+    assert mine["telemetry"]["tracing"] == {"sample_percent": 50, **https}
     assert listener(mine, "inbound")["access_log"] == {"path": "-", "format": "json"}  # the mesh-wide one's
     other = compile_sidecar(mesh(telemetry=views), CATALOG)
-    assert other["telemetry"]["tracing"] == {"sample_percent": 5, "collector": "https://otel.example/v1/traces"}
+    assert other["telemetry"]["tracing"] == {"sample_percent": 5, **https}
 
 
 def test_between_equally_narrow_telemetries_the_older_wins_then_the_name() -> None:
@@ -201,6 +211,11 @@ def test_a_shared_outbound_part_is_not_changed_by_one_services_access_log() -> N
         ({"tracing": {"collector": "ftp://otel/v1/traces"}}, ("tracing", "collector")),
         ({"tracing": {"collector": "http://user:pw@otel/v1/traces"}}, ("tracing", "collector")),
         ({"tracing": {"collector": "http://otel:99999/v1/traces"}}, ("tracing", "collector")),
+        # Said of the tracing section: the two fields go together.
+        ({"tracing": {"collector": "https://otel/v1/traces"}}, ("tracing",)),
+        ({"tracing": {"collector": "http://otel/v1/traces", "caFile": "/ca.pem"}}, ("tracing",)),
+        ({"tracing": {"caFile": "/ca.pem"}}, ("tracing",)),
+        ({"tracing": {"collector": "https://otel/v1/traces", "caFile": "ca.pem"}}, ("tracing", "caFile")),
         ({"accessLog": {"format": "xml"}}, ("accessLog", "format")),
         ({"accessLog": {"path": "logs/access.log"}}, ("accessLog", "path")),
         ({"accessLog": {"path": ""}}, ("accessLog", "path")),
@@ -221,3 +236,13 @@ def test_a_service_named_twice_is_a_problem_at_the_second() -> None:
     assert TELEMETRY.problems(spec) == [(["targetRefs", 2, "name"], "service a is already targetRefs[0]")]
     refs = TELEMETRY.references(spec, "shop", "t")
     assert [(r.loc, r.target) for r in refs][:2] == [(["targetRefs", 0], "shop/a"), (["targetRefs", 1], "shop/b")]
+
+
+def test_an_https_collector_compiles_to_a_snapshot_the_data_plane_takes(tmp_path: Path) -> None:
+    """Found by the compiler's property test: an https collector without the roots to verify it
+    made every sidecar NACK; the Telemetry now carries them (caFile) into the snapshot."""
+    roots = TestPki(tmp_path / "pki").roots
+    spec = {"tracing": {"collector": "https://otel.example/v1/traces", "caFile": str(roots)}}
+    config = compile_sidecar(mesh(telemetry=[telemetry("mesh", spec)]), FRONTEND)
+    assert config["telemetry"]["tracing"]["ca_file"] == str(roots)
+    validate(config)

@@ -24,6 +24,8 @@ class Settings:
     sample_percent: float = DEFAULT_SAMPLING_PERCENT
     #: None: the sidecar sends spans to its control plane.
     collector: str | None = None
+    #: The roots an https `collector` chains to (set with it, by the same Telemetry).
+    collector_ca_file: str | None = None
     #: None: no access logs.
     access_log: AccessLog | None = None
 
@@ -39,18 +41,18 @@ def settings(telemetry: Iterable[TelemetryView], service: str) -> Settings:
     reaching = [t for t in telemetry if t.targets is None or service in t.targets]
     # Widest first, and within a reach the winner last: each later one overrides what it sets.
     ordered = sorted(sorted(reaching, key=lambda t: (t.created_at, t.key), reverse=True), key=_reach)
-    sample, collector, access_log = DEFAULT_SAMPLING_PERCENT, None, None
+    sample, collector, ca_file, access_log = DEFAULT_SAMPLING_PERCENT, None, None, None
     for t in ordered:
         tracing = t.spec.tracing
         if tracing is not None and tracing.sampling_percent is not None:
             sample = tracing.sampling_percent
         if tracing is not None and tracing.collector is not None:
-            collector = tracing.collector
+            collector, ca_file = tracing.collector, tracing.ca_file
         if t.spec.access_log is not None:
             access_log = t.spec.access_log
     if access_log is not None and access_log.disabled:
         access_log = None
-    return Settings(sample, collector, access_log)
+    return Settings(sample, collector, ca_file, access_log)
 
 
 def workload(service: str, address: str) -> str:
@@ -69,6 +71,8 @@ def telemetry(
     tracing: dp.TracingConfig = {"sample_percent": s.sample_percent}
     if s.collector is not None:
         tracing["collector"] = s.collector
+    if s.collector_ca_file is not None:
+        tracing["ca_file"] = s.collector_ca_file
     section: dp.TelemetryConfig = {"service": service, "namespace": namespace, "workload": workload(service, address)}
     log: dp.AccessLogConfig | None = None
     if s.access_log is not None:

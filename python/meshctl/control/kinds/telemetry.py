@@ -70,6 +70,20 @@ class Tracing(Spec):
 
     sampling_percent: float | None = PField(default=None, ge=0, le=100)
     collector: CollectorUrl | None = None
+    #: The PEM roots an https collector's certificate chains to, a file on the sidecars' hosts:
+    #: needed with an https collector (the data plane trusts no system store), refused otherwise.
+    ca_file: LogPath | None = None
+
+    @model_validator(mode="after")
+    def _ca_with_https(self) -> Tracing:
+        https = self.collector is not None and self.collector.startswith("https://")
+        if https and self.ca_file is None:
+            raise ValueError("an https:// collector needs caFile (the PEM roots its certificate chains to)")
+        if self.ca_file is not None and not https:
+            raise ValueError("caFile is only for an https:// collector")
+        if self.ca_file == "-":
+            raise ValueError("caFile: an absolute file path on the sidecar's host")
+        return self
 
 
 class AccessLog(Spec):
