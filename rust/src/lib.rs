@@ -35,6 +35,8 @@ mod worker;
 
 #[cfg(feature = "python")]
 mod dataplane;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 #[cfg(feature = "python")]
 mod python_bench;
 #[cfg(feature = "python")]

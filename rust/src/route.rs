@@ -310,6 +310,10 @@ fn first_match<'r, T>(routes: &'r [Route<T>], req: &RequestView<'_>) -> Option<&
 }
 
 #[cfg(test)]
+#[path = "route_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Config, ListenerKind};

@@ -54,6 +54,10 @@ impl Ring {
 }
 
 #[cfg(test)]
+#[path = "ring_hash_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::super::testing::*;
     use super::*;

@@ -33,14 +33,14 @@ pub fn serialize(spec: &BenchSpec, host: &str, path: &str) -> Vec<u8> {
     out
 }
 
-enum Framing {
+pub enum Framing {
     Length(usize),
     Chunked,
     UntilClose,
 }
 
 /// What the head of a response says: (status, head length, framing, keep-alive).
-fn parse_head(
+pub fn parse_head(
     buf: &[u8],
     head_request: bool,
 ) -> Result<Option<(u16, usize, Framing, bool)>, H1Error> {
@@ -83,7 +83,7 @@ fn parse_head(
 }
 
 /// Consumes a complete chunked body from the front of `buf`; Ok(None) if more is needed.
-fn take_chunked(buf: &mut BytesMut) -> Result<Option<u64>, H1Error> {
+pub fn take_chunked(buf: &mut BytesMut) -> Result<Option<u64>, H1Error> {
     let mut pos = 0;
     let mut body = 0u64;
     loop {

@@ -7,7 +7,7 @@
 //! instead of silently slowing the sender (coordinated omission).
 
 pub mod backend;
-mod h1_client;
+pub(crate) mod h1_client;
 mod http_load;
 pub mod recorder;
 pub mod spec;
