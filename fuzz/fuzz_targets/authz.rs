@@ -22,14 +22,20 @@ struct RuleSpec {
     methods: Vec<AnyMethod>,
 }
 
+/// A peer (a SPIFFE ID, if it parses) and an operation (None: a TCP connection).
+#[derive(Debug, Arbitrary)]
+struct Request {
+    peer: Option<Word>,
+    op: Option<(AnyMethod, PathWords)>,
+}
+
 #[derive(Debug, Arbitrary)]
 struct Input {
     /// (pattern, text) pairs for the glob alone.
     globs: Vec<(Word, Word)>,
     deny_by_default: bool,
     rules: Vec<RuleSpec>,
-    /// Peer (a SPIFFE ID, if it parses) and operation (None: TCP).
-    requests: Vec<(Option<Word>, Option<(AnyMethod, PathWords)>)>,
+    requests: Vec<Request>,
 }
 
 /// The reference: `*` matches any run of characters (dynamic programming
@@ -101,7 +107,7 @@ fuzz_target!(|input: Input| {
     };
     let authz = Authorization::new(&cfg);
     let has_allow = cfg.rules.iter().any(|r| r.action == Action::Allow);
-    for (peer, op) in &input.requests {
+    for Request { peer, op } in &input.requests {
         let peer = peer.as_ref().and_then(|p| SpiffeId::parse(&p.0));
         let path;
         let op = match op {

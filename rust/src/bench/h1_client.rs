@@ -110,11 +110,20 @@ pub fn take_chunked(buf: &mut BytesMut) -> Result<Option<u64>, H1Error> {
                 }
             }
         }
-        if buf.len() < pos + size + 2 {
+        // A size near usize::MAX must not wrap the end back into the buffer
+        // (found by the h1_response fuzz target: an endless loop in release).
+        let end = pos
+            .checked_add(size)
+            .and_then(|e| e.checked_add(2))
+            .ok_or(H1Error::Malformed)?;
+        if buf.len() < end {
             return Ok(None);
         }
+        if &buf[end - 2..end] != b"\r\n" {
+            return Err(H1Error::Malformed);
+        }
         body += size as u64;
-        pos += size + 2;
+        pos = end;
     }
 }
 
@@ -201,6 +210,11 @@ mod tests {
         assert_eq!(take_chunked(&mut partial), Ok(None));
         let mut bad = BytesMut::from(&b"zz\r\n"[..]);
         assert_eq!(take_chunked(&mut bad), Err(H1Error::Malformed));
+        // Without overflow checks its end wrapped to 0: this line, read forever.
+        let mut huge = BytesMut::from(&b"ffffffffffffffec\r\nx\r\n"[..]);
+        assert_eq!(take_chunked(&mut huge), Err(H1Error::Malformed));
+        let mut unterminated = BytesMut::from(&b"2\r\nabc\r\n0\r\n\r\n"[..]);
+        assert_eq!(take_chunked(&mut unterminated), Err(H1Error::Malformed));
     }
 
     #[test]
