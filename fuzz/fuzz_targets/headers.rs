@@ -1,6 +1,6 @@
 //! Header handling on the forwarding path: host and authority as routing
-//! reads them, hop-by-hop stripping, the forwarding and client-identity
-//! headers. Never a panic, and each leaves the headers as it promises.
+//! reads them, the h2c upgrade taken out, hop-by-hop stripping, the
+//! forwarding and client-identity headers. Never a panic, and each leaves the headers as it promises.
 
 #![no_main]
 
@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use _core::fuzzing::{
     add_forwarded, request_authority, request_host, set_client_identity, strip_hop_by_hop,
-    wants_upgrade, SpiffeId,
+    take_h2c, wants_upgrade, SpiffeId,
 };
 use arbitrary::Arbitrary;
 use http::header::{self, HeaderName};
@@ -41,17 +41,25 @@ fuzz_target!(|input: Input| {
     if let Some(a) = parts.uri.authority() {
         assert_eq!(authority, a.as_str());
     }
-    let upgrade = wants_upgrade(&parts.headers);
+    // As the proxy does first: an h2c upgrade is never passed on.
+    let mut headers = parts.headers.clone();
+    if take_h2c(&mut headers) {
+        assert!(!headers.contains_key("http2-settings"));
+    }
+    let h2c = |v: &http::HeaderValue| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("h2c")))
+    };
+    assert!(!headers.get_all(header::UPGRADE).iter().any(h2c));
+    let upgrade = wants_upgrade(&headers);
     // The names the Connection header lists, read as the proxy reads them.
-    let named: Vec<HeaderName> = parts
-        .headers
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers, upgrade);
     for name in HOP_BY_HOP {
         assert!(!headers.contains_key(*name), "{name} kept");

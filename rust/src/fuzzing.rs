@@ -16,7 +16,7 @@ pub use crate::bench::h1_client::{Framing as H1Framing, H1Error};
 pub use crate::config::{decode_authorization, Action};
 pub use crate::http::headers::{
     add_forwarded, request_authority, request_host, set_client_identity, strip_hop_by_hop,
-    wants_upgrade,
+    take_h2c, wants_upgrade,
 };
 pub use crate::pki::identity::{certificates, certified_key, validity, Identity};
 pub use crate::pki::SpiffeId;
