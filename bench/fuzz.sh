@@ -25,7 +25,7 @@ bin=fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release
 failed=0
 for t in "${targets[@]}"; do
   [ -x "$bin/$t" ] || { echo "unknown target: $t" >&2; exit 2; }
-  mkdir -p "fuzz/target/corpus/$t" "fuzz/artifacts/$t" fuzz/target/logs
+  mkdir -p "fuzz/corpus/$t" "fuzz/target/corpus/$t" "fuzz/artifacts/$t" fuzz/target/logs
   log=fuzz/target/logs/$t.log
   status=0
   # The first corpus directory takes what is found; the seeds stay as committed.
