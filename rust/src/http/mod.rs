@@ -12,7 +12,7 @@ pub mod pool;
 pub mod proxy;
 pub mod replay;
 pub mod server;
-mod strict;
+pub(crate) mod strict;
 
 use http::{header, Response, StatusCode};
 
