@@ -84,7 +84,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
-        if !(upgrade && name == header::UPGRADE) && name != header::TE {
+        // Host is end-to-end and routes the request upstream: a client
+        // naming it in Connection must not make it vanish there.
+        if !(upgrade && name == header::UPGRADE) && name != header::TE && name != header::HOST {
             headers.remove(&name);
         }
     }
@@ -250,6 +252,14 @@ mod tests {
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-kept", "te"]);
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn host_named_in_connection_stays() {
+        let mut h = map(&[("connection", "host, x-hop"), ("host", "a"), ("x-hop", "1")]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["host"]);
     }
 
     #[test]
