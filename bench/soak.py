@@ -54,6 +54,7 @@ from suite import write_readme_table  # noqa: E402
 
 
 def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    info = run_info()  # (the date and load average at the start)
     flags = ("--svid-ttl", str(args.svid_ttl))
     with running_mesh(work, sidecar_flags=flags) as mesh:
         with Sampler(mesh, args.sample_every) as sampler:
@@ -81,7 +82,7 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         renewals = sampler.renewals()
         alive = {p.name: p.popen is not None and p.popen.poll() is None for p in mesh.members()}
     return {
-        **run_info(),
+        **info,
         "plan": {
             "duration_s": args.duration,
             "rps": args.rps,
