@@ -65,7 +65,14 @@ fuzz_target!(|input: Input| {
         assert!(!headers.contains_key(*name), "{name} kept");
     }
     for name in &named {
-        let own_rule = [header::CONNECTION, header::UPGRADE, header::TE].contains(name);
+        // Host is end-to-end whatever a client says: it routes the request upstream.
+        let own_rule = [
+            header::CONNECTION,
+            header::UPGRADE,
+            header::TE,
+            header::HOST,
+        ]
+        .contains(name);
         assert!(
             own_rule || !headers.contains_key(name),
             "{name} named by Connection, kept"
