@@ -258,3 +258,25 @@ def test_h2load_within_the_limits(proxy: MakeProxy, http_backend: Callable[..., 
     )
     assert "2000 succeeded, 0 failed, 0 errored" in out.stdout, out.stdout[-1500:]
     assert not any(refusals(dp).values())
+
+
+def test_an_idle_connection_gets_goaway(proxy: MakeProxy, http_backend: Callable[..., HttpBackend]) -> None:
+    """No stream open for idle_timeout: GOAWAY, counted; frames that are not streams (PINGs)
+    do not keep the connection open."""
+    b = http_backend()
+    dp, addr = start(proxy, b.address, idle_timeout_ms=600)
+    c = H2Client(addr)
+    try:
+        c.send(frame(HEADERS, END_HEADERS | END_STREAM, 1, get_block()))
+        c.frames_until(lambda f: f.type == HEADERS and f.stream == 1)
+        answered = time.monotonic()
+        for _ in range(4):  # PINGs every 0.2 s: traffic, but no stream
+            time.sleep(0.2)
+            c.send(frame(PING, 0, 0, b"12345678"))
+        frames, done = c.frames_until(lambda f: f.type == GOAWAY, timeout=10)
+        assert done
+        assert 0.55 < time.monotonic() - answered < 5
+        assert goaway_code(frames[-1]) == 0
+    finally:
+        c.close()
+    wait_until(lambda: refusals(dp)["idle_timeout"] == 1, what="idle close counted")

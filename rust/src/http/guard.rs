@@ -279,6 +279,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
             }
             (Mode::Tunnel | Mode::Body(_) | Mode::Ended, _) => return Poll::Pending,
             _ if !self.conn.idle() || self.conn.closing.load(Relaxed) => return Poll::Pending,
+            // HTTP/2 is idle when no stream is open, whatever frames pass:
+            // the PINGs of its own keep-alive must not keep it open.
+            (Mode::H2, _) => (
+                self.conn.last_done() + self.limits.idle_timeout,
+                Refusal::IdleTimeout,
+            ),
             _ => (
                 self.last_read.max(self.conn.last_done()) + self.limits.idle_timeout,
                 Refusal::IdleTimeout,
