@@ -100,8 +100,9 @@ impl<R: Reason> Reasons<R> {
         self.counts[r.index()].inc();
     }
 
-    pub fn get(&self, r: R) -> u64 {
-        self.counts[r.index()].get()
+    /// The count of the i-th reason of `R::NAMES`.
+    pub fn at(&self, i: usize) -> u64 {
+        self.counts[i].get()
     }
 
     /// (reason, count) for every reason, in the list's order.
@@ -180,17 +181,6 @@ pub enum TlsFailure {
     NoCertificate,
     Timeout,
     Other,
-}
-
-impl TlsFailure {
-    pub const ALL: [TlsFailure; 6] = [
-        TlsFailure::Expired,
-        TlsFailure::Untrusted,
-        TlsFailure::Identity,
-        TlsFailure::NoCertificate,
-        TlsFailure::Timeout,
-        TlsFailure::Other,
-    ];
 }
 
 impl Reason for TlsFailure {
@@ -325,7 +315,6 @@ impl ClusterStats {
             "active_requests": self.active_requests.get(),
             "responses": self.responses.to_json(),
             "connect_failures": self.connect_failures.get(),
-            "tls_failures": self.tls_failures.to_json(),
             "tls_failures": self.tls_failures.to_json(),
             "upstream_errors": self.upstream_errors.get(),
             "timeouts": self.timeouts.get(),

@@ -20,8 +20,23 @@ use super::edges::{EdgeStats, NO_GRPC};
 use super::TelemetryStats;
 use crate::latency::{lower_us, Summary, BUCKETS};
 use crate::snapshot::{Role, Snapshot};
+use crate::stats::{Reason, Refusal, TlsFailure};
 
 type Labels = Vec<(&'static str, String)>;
+
+/// The rows `rows(i)` makes for the i-th reason of `R`, each with its `reason` label.
+fn by_reason<R: Reason>(rows: impl Fn(usize) -> Vec<(Labels, f64)>) -> Vec<(Labels, f64)> {
+    R::NAMES
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &name)| {
+            rows(i).into_iter().map(move |(mut labels, n)| {
+                labels.push(("reason", name.into()));
+                (labels, n)
+            })
+        })
+        .collect()
+}
 
 /// A cluster counter or gauge: name, help, and how to read it.
 type ClusterMetric = (
@@ -345,33 +360,19 @@ impl Collector for Scrape {
             Counter,
             per_listener(None, &|s| s.tls_handshakes.get()),
         )?;
-        let by_reason = |r: &dyn Fn(&crate::stats::ListenerStats) -> Vec<(&'static str, u64)>| {
-            listeners
-                .iter()
-                .flat_map(|l| {
-                    r(&l.stats).into_iter().map(|(reason, n)| {
-                        let mut labels = self.me();
-                        labels.push(("listener", l.name.clone()));
-                        labels.push(("direction", l.direction.as_str().into()));
-                        labels.push(("reason", reason.into()));
-                        (labels, n as f64)
-                    })
-                })
-                .collect::<Vec<_>>()
-        };
         family(
             enc,
             "meshctl_tls_handshake_failures",
             "TLS handshakes failed, by reason.",
             Counter,
-            by_reason(&|s| s.tls_failures.iter().collect()),
+            by_reason::<TlsFailure>(|i| per_listener(None, &|s| s.tls_failures.at(i))),
         )?;
         family(
             enc,
             "meshctl_listener_refusals",
             "Requests and connections a listener's limits and HTTP checks refused or cut short.",
             Counter,
-            by_reason(&|s| s.refusals.iter().collect()),
+            by_reason::<Refusal>(|i| per_listener(None, &|s| s.refusals.at(i))),
         )?;
         let mut rows = per_listener(Some(("decision", "accepted")), &|s| {
             s.plaintext_accepted.get()
@@ -505,23 +506,12 @@ impl Collector for Scrape {
         for (name, help, f) in cluster_counters {
             family(enc, name, help, Counter, per_cluster(&f))?;
         }
-        let rows: Vec<(Labels, f64)> = crate::stats::TlsFailure::ALL
-            .iter()
-            .flat_map(|&r| {
-                per_cluster(&|s| s.tls_failures.get(r))
-                    .into_iter()
-                    .map(move |(mut labels, n)| {
-                        labels.push(("reason", crate::stats::Reason::name(r).into()));
-                        (labels, n)
-                    })
-            })
-            .collect();
         family(
             enc,
             "meshctl_upstream_tls_failures",
             "mTLS handshakes to endpoints that failed, by reason.",
             Counter,
-            rows,
+            by_reason::<TlsFailure>(|i| per_cluster(&|s| s.tls_failures.at(i))),
         )?;
         let cluster_gauges: [ClusterMetric; 4] = [
             (
