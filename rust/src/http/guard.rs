@@ -233,25 +233,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
             Head::Passed { len, framing } => {
                 self.first = false;
                 self.head_started = None;
-                let rest = (self.acc.len() - len) as u64;
-                self.ready = len;
-                self.mode = match framing {
-                    Framing::Empty => Mode::Head,
-                    Framing::Length(n) => {
-                        let here = n.min(rest);
-                        self.ready += here as usize;
-                        if n > here {
-                            Mode::Body(n - here)
-                        } else {
-                            Mode::Head
-                        }
-                    }
-                    Framing::Chunked => Mode::Chunked,
-                    Framing::Tunnel => Mode::Tunnel,
+                // What passes now: the head, and what follows it as far as
+                // the next head (if that is in `acc`, it is judged next).
+                let all = self.acc.len();
+                let rest = (all - len) as u64;
+                (self.mode, self.ready) = match framing {
+                    Framing::Empty => (Mode::Head, len),
+                    Framing::Length(n) if n > rest => (Mode::Body(n - rest), all),
+                    Framing::Length(n) => (Mode::Head, len + n as usize),
+                    Framing::Chunked => (Mode::Chunked, all),
+                    Framing::Tunnel => (Mode::Tunnel, all),
                 };
-                if matches!(self.mode, Mode::Chunked | Mode::Tunnel) {
-                    self.ready = self.acc.len();
-                }
                 true
             }
         }
@@ -295,26 +287,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
                 return self.expire(why);
             }
             // Deadlines move later with every request: the timer is re-armed
-            // only when it fires early, not once per request.
-            match &mut self.timer {
-                Some((_, armed)) if *armed <= deadline => {}
-                Some((sleep, armed)) => {
-                    sleep.as_mut().reset(deadline.into());
-                    *armed = deadline;
-                }
-                None => {
-                    let sleep = Box::pin(tokio::time::sleep_until(deadline.into()));
-                    self.timer = Some((sleep, deadline));
-                }
-            }
-            let Some((sleep, armed)) = &mut self.timer else {
-                return Poll::Pending;
-            };
-            ready!(sleep.as_mut().poll(cx));
-            if Instant::now() < deadline {
+            // when it would fire late, or has fired early, not once per request.
+            let (sleep, armed) = self.timer.get_or_insert_with(|| {
+                (
+                    Box::pin(tokio::time::sleep_until(deadline.into())),
+                    deadline,
+                )
+            });
+            if *armed > deadline || sleep.is_elapsed() {
                 sleep.as_mut().reset(deadline.into());
                 *armed = deadline;
             }
+            ready!(sleep.as_mut().poll(cx));
         }
     }
 
