@@ -7,7 +7,7 @@ use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::time::Instant;
 
-use super::body::{grpc_status, ProxyBody};
+use super::body::{grpc_status, ProxyBody, Verdict};
 use super::local_reply;
 use super::pool::{Checkin, SendError, Unsent};
 use super::proxy::refusal_reply;
@@ -88,17 +88,20 @@ impl From<Response<ProxyBody>> for Failed {
 pub(super) type Answer = (Response<Incoming>, Option<Checkin>);
 
 /// One try, within the policy's per-try timeout (up to the response head).
+/// `verdict`: where the client's request body reports its faults, if checked.
 pub(super) async fn attempt(
     cluster: &Cluster,
     ep: &Endpoint,
     request: Request<ProxyBody>,
     protocol: UpstreamProtocol,
     policy: &RetryPolicy,
+    verdict: Option<&Verdict>,
 ) -> Result<Answer, Failed> {
+    let sent = send(cluster, ep, request, protocol, verdict);
     let Some(limit) = policy.per_try_timeout else {
-        return send(cluster, ep, request, protocol).await;
+        return sent.await;
     };
-    match tokio::time::timeout(limit, send(cluster, ep, request, protocol)).await {
+    match tokio::time::timeout(limit, sent).await {
         Ok(done) => done,
         Err(_) => {
             cluster.stats.timeouts.inc();
@@ -124,13 +127,13 @@ pub(super) async fn send(
     ep: &Endpoint,
     request: Request<ProxyBody>,
     protocol: UpstreamProtocol,
+    verdict: Option<&Verdict>,
 ) -> Result<Answer, Failed> {
     let sent = Instant::now();
-    let verdict = request.body().verdict();
     let result = ep.pool.send(request, protocol).await;
     // The client's body broke (or was too long, or stalled): its fault, not
     // the endpoint's; answered 4xx, never retried.
-    if let (Err(_), Some(fault)) = (&result, verdict.as_ref().and_then(|v| v.get())) {
+    if let (Err(_), Some(fault)) = (&result, verdict.and_then(Verdict::fault)) {
         let text = format!("meshctl: {fault}\n");
         return Err(Failed {
             reply: refusal_reply(fault.refusal(), &text),
@@ -185,14 +188,7 @@ pub(super) async fn send(
 /// True when an HTTP/2 upstream refused the stream (REFUSED_STREAM): it
 /// processed nothing of the request.
 fn refused_stream(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        source = s.source();
-    }
-    false
+    super::cause::<h2::Error>(e).is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// A circuit breaker's refusal: at once, counted, naming the limit.

@@ -66,18 +66,22 @@ impl std::error::Error for BodyFault {}
 /// read by the forwarding path when the upstream exchange fails, so that
 /// the client's fault is answered 4xx and never blamed on the upstream.
 #[derive(Debug, Default)]
-pub struct Verdict(AtomicU8, AtomicBool);
+pub struct Verdict {
+    /// A `BodyFault` as its number, 0 for none.
+    fault: AtomicU8,
+    answered: AtomicBool,
+}
 
 impl Verdict {
     /// The upstream has answered: from now on the body may pause as long as
     /// it likes (a gRPC client stream, a bidirectional one), as the
     /// response may too.
     pub fn answered(&self) {
-        self.1.store(true, Relaxed);
+        self.answered.store(true, Relaxed);
     }
 
-    pub fn get(&self) -> Option<BodyFault> {
-        match self.0.load(Relaxed) {
+    pub fn fault(&self) -> Option<BodyFault> {
+        match self.fault.load(Relaxed) {
             1 => Some(BodyFault::Malformed),
             2 => Some(BodyFault::TooLarge),
             3 => Some(BodyFault::Stalled),
@@ -112,7 +116,7 @@ impl Inbound {
     }
 
     fn fault(&mut self, f: BodyFault) -> BoxError {
-        if self.verdict.0.swap(f as u8, Relaxed) == 0 {
+        if self.verdict.fault.swap(f as u8, Relaxed) == 0 {
             self.stats.refusals.inc(f.refusal());
         }
         Box::new(f)
@@ -120,7 +124,7 @@ impl Inbound {
 
     /// The client sent nothing now: the idle clock runs (from the last piece).
     fn stalled(&mut self, cx: &mut Context<'_>) -> Option<BoxError> {
-        if self.verdict.1.load(Relaxed) {
+        if self.verdict.answered.load(Relaxed) {
             self.timer = None;
             return None;
         }

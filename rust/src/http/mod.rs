@@ -18,6 +18,20 @@ use http::{header, Response, StatusCode};
 
 use body::ProxyBody;
 
+/// The first error of type `T` in `e`'s chain of sources, `e` included.
+pub(crate) fn cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source = err.source();
+    }
+    None
+}
+
 /// A short plain-text reply made by the proxy itself.
 pub fn local_reply(status: StatusCode, kind: &'static str, text: String) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::local(text));

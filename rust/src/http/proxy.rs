@@ -342,12 +342,7 @@ fn refusal(listener: &Listener, why: Refusal, text: &str) -> Response<ProxyBody>
 
 /// The reply to a refused request (counted where it was decided).
 pub(super) fn refusal_reply(why: Refusal, text: &str) -> Response<ProxyBody> {
-    let status = match why {
-        Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    let mut resp = local_reply(status, why.name(), text.to_string());
+    let mut resp = local_reply(super::strict::status(why), why.name(), text.to_string());
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
@@ -503,7 +498,16 @@ async fn forward(
     let mut retries = 0;
     let mut _retry_slot = None;
     let (resp, checkin) = loop {
-        let (again, last) = match attempt(cluster, ep, request, protocol, policy).await {
+        let (again, last) = match attempt(
+            cluster,
+            ep,
+            request,
+            protocol,
+            policy,
+            body_verdict.as_deref(),
+        )
+        .await
+        {
             Ok(answer) if !(idempotent && answer_retriable(policy, &answer.0)) => break answer,
             Ok(answer) => (replay.as_ref().and_then(|r| r.again()), Err(answer)),
             Err(Failed {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::guard::{ConnState, Guarded};
-use super::{admin, proxy};
+use super::{admin, cause, proxy};
 use crate::config::ListenerLimits;
 use crate::drain::Drain;
 use crate::io::Stream;
@@ -157,21 +157,13 @@ impl Drop for Cancelled<'_> {
 /// Counts what hyper or h2 refused by themselves (a head the guard let
 /// through but hyper could not parse; an HTTP/2 peer h2 sent GOAWAY for).
 fn refused(listener: &Listener, e: &(dyn std::error::Error + 'static)) {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            if h.is_parse_too_large() {
-                return listener.stats.refusals.inc(Refusal::HeaderTooLarge);
-            }
-            if h.is_parse() {
-                return listener.stats.refusals.inc(Refusal::BadRequest);
-            }
+    let why = match (cause::<hyper::Error>(e), cause::<h2::Error>(e)) {
+        (Some(h), _) if h.is_parse_too_large() => Refusal::HeaderTooLarge,
+        (Some(h), _) if h.is_parse() => Refusal::BadRequest,
+        (_, Some(h2)) if h2.is_go_away() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) => {
+            Refusal::H2Abuse
         }
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            if h2.is_go_away() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) {
-                return listener.stats.refusals.inc(Refusal::H2Abuse);
-            }
-        }
-        source = err.source();
-    }
+        _ => return,
+    };
+    listener.stats.refusals.inc(why);
 }

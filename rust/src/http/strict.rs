@@ -132,14 +132,19 @@ fn content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// The bytes written for a refusal: a complete response that closes.
-pub fn reply(refusal: Refusal, why: &str) -> Vec<u8> {
-    let status = match refusal {
+/// The status a refused request is answered with.
+pub fn status(refusal: Refusal) -> StatusCode {
+    match refusal {
         Refusal::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         Refusal::HeaderTimeout | Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
-    };
+    }
+}
+
+/// The bytes written for a refusal: a complete response that closes.
+pub fn reply(refusal: Refusal, why: &str) -> Vec<u8> {
+    let status = status(refusal);
     let body = format!("meshctl: {why}\n");
     format!(
         "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
