@@ -13,7 +13,12 @@ decoder's default (written beside it). Milliseconds are whole numbers.
 # annotations, and `__required_keys__` must be right at run time too (tests compare it with Rust's).
 from typing import Literal, Required, TypedDict
 
-ListenerProtocol = Literal["http", "tcp"]
+#: ``transparent``: reads each connection's original destination (SO_ORIGINAL_DST, after an
+#: iptables REDIRECT) and serves it as the listener whose ``address`` equals it.
+ListenerProtocol = Literal["http", "tcp", "transparent"]
+#: What a listener with ``egress`` does with a destination no route or listener claims:
+#: ``allow_any`` forwards it there, ``registry_only`` refuses it (403 / closed, counted denied).
+EgressPolicy = Literal["allow_any", "registry_only"]
 UpstreamProtocol = Literal["http1", "http2"]
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash", "peak_ewma"]
 #: What makes a try retriable: no connection; the upstream refused the HTTP/2 stream (nothing
@@ -242,8 +247,11 @@ class RouteConfig(TypedDict, total=False):
     name: str
     #: Left out: every request.
     match: MatchConfig
-    #: Needed unless ``redirect`` is given (and then refused).
+    #: Needed unless ``redirect`` or ``deny`` is given (and then refused).
     backends: list[BackendConfig]
+    #: The route answers 403 ``egress denied`` by itself (counted as an egress denial); no
+    #: backends or redirect.
+    deny: bool
     #: Bounds every try together.
     timeout_ms: int
     #: Left out: the default retries.
@@ -294,17 +302,47 @@ class ListenerLimits(TypedDict, total=False):
     h2_max_resets: int
 
 
+class ConnectRule(TypedDict, total=False):
+    """A CONNECT target allowed through an http listener's egress."""
+
+    #: Exact (case-insensitive), or ``*.suffix`` for any name below it.
+    host: Required[str]
+    port: Required[int]
+    #: A cluster the tunnel goes to; left out: to host:port itself.
+    cluster: str
+
+
+class EgressConfig(TypedDict, total=False):
+    """On http listeners: absolute-form requests are routed by their authority, unmatched
+    requests follow ``policy`` (``allow_any``: forwarded to their authority/Host, default port 80),
+    and CONNECT is allowed (``connect`` entries, else ``policy``). On transparent listeners:
+    ``policy`` for an original destination no listener has (``allow_any``: TCP passthrough)."""
+
+    policy: Required[EgressPolicy]
+    #: http listeners only.
+    connect: list[ConnectRule]
+
+
 class ListenerConfig(TypedDict, total=False):
     name: Required[str]
-    #: IP:port; port 0 picks a free one.
+    #: IP:port; port 0 picks a free one. With ``bind: false``, the original destination
+    #: (e.g. a VIP:port) a transparent listener hands over to this listener.
     address: Required[str]
+    #: Default true. false: not bound; reached only through a ``transparent`` listener.
+    bind: bool
     #: Default http.
     protocol: ListenerProtocol
-    #: http listeners (needed there): first match wins, no match is a 404.
+    #: http listeners (needed there): first match wins, no match is a 404 (see ``egress``).
     routes: list[RouteConfig]
     #: tcp listeners: one cluster, or weighted ``backends`` (per connection).
     cluster: str
     backends: list[BackendConfig]
+    #: tcp listeners, instead of cluster/backends: every connection is closed at once (counted
+    #: as an egress denial).
+    deny: bool
+    #: http and transparent listeners; absent: no egress (unknown Host -> 404, CONNECT refused;
+    #: transparent: registry_only).
+    egress: EgressConfig
     tls: ListenerTls
     authorization: AuthorizationConfig
     #: http: requests; tcp: new connections.
@@ -322,7 +360,8 @@ class ListenerConfig(TypedDict, total=False):
 
 
 class EndpointConfig(TypedDict, total=False):
-    #: host:port; a name is resolved at connect time.
+    #: host:port; a DNS name is resolved through a shared cache, kept for the cluster's
+    #: ``dns_refresh_ms``.
     address: Required[str]
     #: 1..=10000, default 1.
     weight: int
@@ -405,10 +444,17 @@ class RetryBudgetConfig(TypedDict, total=False):
     window_ms: int
 
 
-class ClusterTls(TypedDict):
-    """Mesh mTLS to the endpoints, which must present one of these SPIFFE IDs."""
+class ClusterTls(TypedDict, total=False):
+    """Exactly one form: mesh mTLS (``peer_ids``: the endpoints must present one of these SPIFFE
+    IDs), or TLS origination to a server outside the mesh (``server_name`` sent as SNI and
+    checked against its certificate, which must chain to ``ca`` or ``ca_file``, exactly one)."""
 
     peer_ids: list[str]
+    server_name: str
+    #: PEM roots, inline.
+    ca: str
+    #: PEM roots, read when the config is applied.
+    ca_file: str
 
 
 class ClusterConfig(TypedDict, total=False):
@@ -421,7 +467,11 @@ class ClusterConfig(TypedDict, total=False):
     protocol: UpstreamProtocol
     #: Default 1000.
     connect_timeout_ms: int
-    endpoints: Required[list[EndpointConfig]]
+    #: Required unless ``original_destination``.
+    endpoints: list[EndpointConfig]
+    #: No endpoints: each call goes to the request's authority (HTTP) or the connection's
+    #: original destination (transparent, CONNECT). Default false.
+    original_destination: bool
     outlier_detection: OutlierDetectionConfig
     health_check: HealthCheckConfig
     locality: LocalityConfig
@@ -431,6 +481,9 @@ class ClusterConfig(TypedDict, total=False):
     #: The mesh service behind it ("namespace/name"), the destination in metrics and spans;
     #: default: the cluster's name.
     service: str
+    #: How long a resolved endpoint name is used before it is resolved again (in the background,
+    #: on the next connect; the stale answer is kept while a refresh fails). Default 5000.
+    dns_refresh_ms: int
 
 
 class TracingConfig(TypedDict, total=False):
@@ -465,6 +518,22 @@ class TelemetryConfig(TypedDict, total=False):
     tracing: TracingConfig
 
 
+class DnsConfig(TypedDict, total=False):
+    """A small DNS answerer over UDP (no TCP): A queries for ``records`` names (case-insensitive,
+    trailing dot ignored) are answered from them, any other type for those names gets an empty
+    NOERROR; other names are forwarded to ``upstream`` and the answer relayed (SERVFAIL after 2 s)."""
+
+    #: ip:port the UDP socket binds, e.g. "127.0.0.1:15053".
+    address: Required[str]
+    #: name -> IPv4 addresses; default none.
+    records: dict[str, list[str]]
+    #: ip:port servers; a forwarded query goes to each and the first answer is relayed. Default:
+    #: the nameservers of /etc/resolv.conf (port 53), read when the config is applied.
+    upstream: list[str]
+    #: TTL of the answers from ``records``; default 30.
+    ttl_s: int
+
+
 class DataPlaneConfig(TypedDict, total=False):
     """The whole document."""
 
@@ -476,6 +545,8 @@ class DataPlaneConfig(TypedDict, total=False):
     #: How long a listener removed by an update may finish its connections; default 10000.
     drain_timeout_ms: int
     telemetry: TelemetryConfig
+    #: The DNS answerer (transparent mode); absent: none.
+    dns: DnsConfig
 
 
 # === what the data plane answers explain with (_core.match_route, _core.authorize) ===
