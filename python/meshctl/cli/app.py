@@ -86,25 +86,21 @@ lazy(app, "ca", "meshctl.cli.ca:app")
 lazy(app, "token", "meshctl.cli.tokens:app")
 
 
-@app.command(
-    "proxy",
-    help="Run the data plane in the foreground (see `meshctl proxy --help`).",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
-def _proxy(ctx: typer.Context) -> None:
-    # Normally routed before typer loads (meshctl.cli.main); kept here so help lists it.
-    from meshctl.cli.proxy import main as proxy_main
+def _lean(verb: str, summary: str) -> None:
+    """List an argparse verb (routed before typer loads: meshctl.cli.LEAN_VERBS) in the help."""
 
-    raise typer.Exit(proxy_main(list(ctx.args)))
+    def run(ctx: typer.Context) -> None:
+        import importlib
+
+        from meshctl.cli import LEAN_VERBS
+
+        raise typer.Exit(importlib.import_module(LEAN_VERBS[verb]).main(list(ctx.args)))
+
+    settings = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+    app.command(verb, help=f"{summary} (see `meshctl {verb} --help`).", context_settings=settings)(run)
 
 
-@app.command(
-    "gateway",
-    help="Run the mesh's ingress gateway for a Gateway resource (see `meshctl gateway --help`).",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
-def _gateway(ctx: typer.Context) -> None:
-    # Routed before typer loads, as proxy is (meshctl.cli.main); kept here so help lists it.
-    from meshctl.cli.gateway import main as gateway_main
-
-    raise typer.Exit(gateway_main(list(ctx.args)))
+_lean("proxy", "Run the data plane in the foreground")
+_lean("gateway", "Run the mesh's ingress gateway for a Gateway resource")
+_lean("run", "Run an app behind its sidecar: the app starts once the sidecar is ready")
+_lean("iptables", "Install, show or clean up the transparent-interception rules")
