@@ -1,8 +1,8 @@
 """The CLI reference, walked from the typer app's command tree: every verb (and sub-verb) with its
 usage, help, arguments and options as ``meshctl VERB --help`` shows them.
 
-``proxy`` and ``gateway`` parse their own flags with argparse (they start without typer, see
-``meshctl.cli.main``); their pages come from those parsers.
+``proxy``, ``gateway``, ``run`` and ``iptables`` parse their own flags with argparse (they start
+without typer, see ``meshctl.cli.LEAN_VERBS``); their pages come from those parsers.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
+from meshctl.cli import LEAN_VERBS
 from refgen.markdown import anchor, code, table, text
 
 #: Verbs whose flags an argparse parser owns: verb -> the module with `parser()`.
-ARGPARSE_VERBS = {"proxy": "meshctl.cli.proxy", "gateway": "meshctl.cli.gateway"}
+ARGPARSE_VERBS = LEAN_VERBS
 
 
 def root_command() -> Any:
