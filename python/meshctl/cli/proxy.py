@@ -11,12 +11,15 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshctl import BindError
 from meshctl.cli import helptext, logs
 from meshctl.dataplane_config import AccessLogConfig
 from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments, file_edits, sample_percent
+
+if TYPE_CHECKING:
+    from meshctl.sidecar.mesh import MeshSidecar
 
 HELP = (
     "Run the data plane in the foreground. SIGINT/SIGTERM drain and exit; SIGHUP reloads a --config file (or"
@@ -51,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
         default=True,
         help="Reload when the --config file changes (SIGHUP always reloads).",
     )
+    p.add_argument(
+        "--ready-fd",
+        type=int,
+        metavar="FD",
+        help="Write one JSON line on this inherited file descriptor once ready, then close it (`meshctl run`).",
+    )
     add_access_log_arguments(p)
     p.add_argument(
         "--trace-sample-percent",
@@ -82,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
         help="Endpoint label, e.g. version=v2; repeatable.",
     )
     side.add_argument("--weight", type=int, default=1, help="Its endpoint's share of its service's traffic.")
+    # What `meshctl run --transparent` passes: registered, so the control plane compiles them.
+    side.add_argument("--transparent-port", type=int, metavar="PORT", help="Port of the transparent outbound listener.")
+    side.add_argument("--dns-port", type=int, metavar="PORT", help="Port of the DNS answerer (transparent mode).")
     add_member_arguments(side)
     return p
 
@@ -198,6 +210,10 @@ def main(argv: list[str]) -> int:
     except BindError as e:
         log.error("%s", e)
         return 1
+    if args.ready_fd is not None:
+        from meshctl.sidecar.readiness import announce
+
+        announce(args.ready_fd, runner.dataplane)
     runner.run_until_signalled()
     return 0
 
@@ -220,6 +236,8 @@ def _sidecar(args: argparse.Namespace, log: logging.Logger, access_log: AccessLo
             labels=dict(args.label),
             weight=args.weight,
             access_log=access_log,
+            transparent_port=args.transparent_port,
+            dns_port=args.dns_port,
         )
     )
     sidecar.reload_on_sighup()
@@ -231,5 +249,21 @@ def _sidecar(args: argparse.Namespace, log: logging.Logger, access_log: AccessLo
     except TrustError as e:
         log.error("not trusting the control plane: %s", e)
         return 2
+    if args.ready_fd is not None:
+        _announce_when_ready(sidecar, args.ready_fd)
     sidecar.run_until_signalled()
     return 0
+
+
+def _announce_when_ready(sidecar: MeshSidecar, fd: int) -> None:
+    """Write the ready line on `fd` once the first snapshot runs (see meshctl.sidecar.readiness)."""
+    import threading
+
+    from meshctl.sidecar.readiness import announce
+
+    def wait() -> None:
+        sidecar.ready.wait()
+        if sidecar.dataplane is not None:
+            announce(fd, sidecar.dataplane)
+
+    threading.Thread(target=wait, name="ready-fd", daemon=True).start()

@@ -135,6 +135,10 @@ class SidecarOptions:
     #: How an https:// control plane is trusted: a CA bundle, or a CA pin (see meshctl.trust).
     ca_file: Path | None = None
     ca_hash: str | None = None
+    #: Transparent mode (`meshctl run --transparent`): the sidecar's transparent outbound port and
+    #: its DNS answerer's port (the registration's `transparent` field).
+    transparent_port: int | None = None
+    dns_port: int | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -279,6 +283,8 @@ class MeshSidecar:
         #: this sidecar out of sync until the next change.
         self._reported: dict[str, Any] | None = None
         self._stop = threading.Event()
+        #: Set once a config was applied with the SVID held: listeners bound (`--ready-fd`).
+        self.ready = threading.Event()
         self._lock = threading.Lock()
         #: The config last applied, as the control plane sent it (no local paths).
         self._config: DataPlaneConfig | None = None
@@ -392,6 +398,7 @@ class MeshSidecar:
                 return False
             self._config, self.running_version = config, version
             log.info("snapshot %d from %s applied", version, source)
+            self.ready.set()
             if source == "control plane":
                 self.cache.save(version, config)
             return True
