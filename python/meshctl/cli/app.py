@@ -59,6 +59,7 @@ def _root(
 
 
 lazy(app, "demo", "meshctl.cli.demo:demo")
+lazy(app, "up", "meshctl.cli.up:up")
 lazy(app, "bench", "meshctl.cli.bench:bench")
 lazy(app, "backend", "meshctl.cli.backend:backend")
 lazy(app, "control-plane", "meshctl.cli.control_plane:control_plane")

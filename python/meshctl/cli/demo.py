@@ -66,7 +66,7 @@ def demo(
             "between sidecars: mutual TLS 1.3 over HTTP/2, each side checking the other's SPIFFE ID "
             "(the frontend is PERMISSIVE: the load generator is outside the mesh)"
         )
-        split = next(r["split"] for r in rows if "split" in r)
+        split = next((r["split"] for r in rows if "split" in r), {"v1": 0, "v2": 0})
         total = max(1, sum(split.values()))
         console.print(
             f"pricing canary (HTTPRoute pricing-canary, 90/10): v1 {100 * split['v1'] / total:.1f}%  "

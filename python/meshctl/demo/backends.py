@@ -6,12 +6,24 @@ backend and the request, with the request body echoed. With an ``upstream``
 (``host:port``, its sidecar's outbound port) it first calls that with the
 same path, as a service in a chain would, passing on the headers a mesh app
 propagates, and nests the answer.
+
+As a program (the apps of the demo's compose file, ``meshctl/demo/demo.yaml``)::
+
+    python -m meshctl.demo.backends --name catalog --port 8081 --upstream pricing
+
+``--upstream`` is ``host:port``, a URL (``http://127.0.0.1:7001``), or a
+service name whose ``MESHCTL_UPSTREAM_<NAME>`` (set by ``meshctl run``) gives
+the URL: the file names the service, ``run`` says where its sidecar listens.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
+import os
+import re
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -136,3 +148,38 @@ class DemoBackend:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+# === as a program ===
+
+
+def upstream_address(value: str) -> str:
+    """`--upstream` as host:port: given so, as a URL, or as a service name read from the environment."""
+    if ":" not in value:
+        variable = "MESHCTL_UPSTREAM_" + re.sub(r"[^A-Za-z0-9]", "_", value).upper()
+        if variable not in os.environ:
+            raise SystemExit(f"--upstream {value}: ${variable} is not set (run me under `meshctl run --upstream`)")
+        value = os.environ[variable]
+    return urlsplit(value).netloc if "//" in value else value
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m meshctl.demo.backends", description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", required=True, help="What it answers as (the X-Backend header and `backend`).")
+    p.add_argument("--port", type=int, required=True, help="Port to listen on.")
+    p.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
+    p.add_argument("--delay-ms", type=int, default=0, help="Wait this long before each answer.")
+    p.add_argument("--upstream", help="Call this first (host:port, URL, or a service name: see above).")
+    args = p.parse_args(argv)
+    upstream = upstream_address(args.upstream) if args.upstream else None
+    server = DemoBackend(args.name, args.host, args.port, args.delay_ms, upstream).start()
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print(f"{args.name} on {server.address}" + (f", calling {upstream}" if upstream else ""), flush=True)
+    done.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -18,8 +18,7 @@ from typing import Any
 
 import yaml
 
-from meshctl.demo.backends import DemoBackend
-from meshctl.demo.mesh import RESOURCES, Instance, MeshDemo, wait_for
+from meshctl.demo.mesh import Instance, MeshDemo, wait_for
 from meshctl.loadgen.runner import run_bench
 
 #: Runs one load-generator run (`run_bench`'s options) to its report; the CLI adds a progress bar.
@@ -138,14 +137,9 @@ class ResilienceDemo:
         )
 
     def scale_pricing(self, count: int = 3) -> list[Instance]:
-        """Pricing v1 gets instances up to `count`, each app behind its own new sidecar; returns them all."""
-        v1 = [i for i in self.mesh.instances if i.service == "pricing" and i.version == "v1"]
-        for replica in range(len(v1) + 1, count + 1):
-            inst = Instance("pricing", DemoBackend("pricing-v1").start(), version="v1", replica=replica)
-            self.mesh.instances.append(inst)
-            self.mesh.launch(inst)
-            v1.append(inst)
-        wait_for("the new pricing sidecars to apply the mesh config", self.mesh.in_sync)
+        """Pricing v1 (the demo file's app `pricing-v1`) gets instances up to `count`, each under its own
+        `meshctl run` as `meshctl up` starts replicas; returns them all once their sidecars are in sync."""
+        v1 = self.mesh.up.scale("pricing-v1", count)
         wait_for(
             f"the catalog sidecar to balance over {count} pricing v1 endpoints", lambda: self._endpoints() >= count
         )
@@ -163,9 +157,7 @@ class ResilienceDemo:
         loader.start()
         third = before["requests"] + int(self.rps * self.seconds / 3)
         wait_for("the load to get going", lambda: self._cluster()["requests"] >= third, timeout=self.seconds + 10)
-        assert victim.proc is not None
-        pid = victim.proc.pid
-        self.mesh.kill(victim)
+        pid = self.mesh.kill(victim)
         self.progress(f"SIGKILL to {victim.name}'s sidecar (pid {pid}), a third of the way in")
         loader.join(timeout=self.seconds + 30)
         if loader.is_alive() or not report:
@@ -191,7 +183,7 @@ class ResilienceDemo:
 
     def faulty_route(self) -> dict[str, Any]:
         """The demo's pricing HTTPRoute with an abort fault on its default (90/10) rule."""
-        route = copy.deepcopy(next(r for r in RESOURCES if r["kind"] == "HTTPRoute"))
+        route = copy.deepcopy(next(r for r in self.mesh.spec.resources if r["kind"] == "HTTPRoute"))
         route["spec"]["rules"][-1]["fault"] = {
             "abort": {"percentage": {"value": FAULT_PERCENT}, "httpStatus": 503},
         }
