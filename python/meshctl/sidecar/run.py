@@ -166,7 +166,13 @@ class Supervisor:
 
     def _start(self) -> Ready:
         """Start the sidecar and wait for its ready line (NotReady: the code to exit with)."""
-        sidecar = self.sidecar = Sidecar(self.spec)
+        try:
+            sidecar = self.sidecar = Sidecar(self.spec)
+        except OSError as e:
+            user = self.spec.sidecar_user
+            as_user = f" as uid {user[0]}, gid {user[1]} (who must be able to run {sys.executable})" if user else ""
+            log.error("cannot start the sidecar%s: %s", as_user, e)
+            raise NotReady(1) from None
         log.info("sidecar started (pid %d)", sidecar.proc.pid)
         deadline = time.monotonic() + self.spec.ready_timeout
         while sidecar.ready is None:
