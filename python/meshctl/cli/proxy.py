@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from meshctl import BindError
 from meshctl.cli import helptext, logs
 from meshctl.dataplane_config import AccessLogConfig
+from meshctl.sidecar.health import add_health_arguments, health_options
 from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments, file_edits, sample_percent
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     side.add_argument("--transparent-port", type=int, metavar="PORT", help="Port of the transparent outbound listener.")
     side.add_argument("--dns-port", type=int, metavar="PORT", help="Port of the DNS answerer (transparent mode).")
     add_member_arguments(side)
+    add_health_arguments(p.add_argument_group("app health (with --control-plane)"))
     return p
 
 
@@ -194,7 +196,13 @@ def main(argv: list[str]) -> int:
         if args.trace_sample_percent is not None:
             p.error("--trace-sample-percent is for --config: the control plane's Telemetry sets sampling")
         check_trust_arguments(p, args, log)
+        try:
+            args.health = health_options(args)
+        except ValueError as e:
+            p.error(str(e))
         return _sidecar(args, log, access_log)
+    if args.health_http is not None or args.health_tcp:
+        p.error("--health-http and --health-tcp are for --control-plane")
     from meshctl.sidecar.file_config import FileConfigProxy
 
     edit = file_edits(access_log, args.trace_sample_percent)
@@ -236,6 +244,7 @@ def _sidecar(args: argparse.Namespace, log: logging.Logger, access_log: AccessLo
             labels=dict(args.label),
             weight=args.weight,
             access_log=access_log,
+            health=args.health,
             transparent_port=args.transparent_port,
             dns_port=args.dns_port,
         )

@@ -267,7 +267,10 @@ def _prune(value: Any) -> Any:
 
 def document(kind: Kind, item: dict[str, Any]) -> dict[str, Any]:
     """An API object as the document `apply -f` takes."""
-    spec = {"ports": item["ports"], "mtls": item["mtls"]} if kind.name == "Service" else item["spec"]
+    if kind.name == "Service":
+        spec = {"ports": item["ports"], "mtls": item["mtls"], "healthCheck": item.get("health_check")}
+    else:
+        spec = item["spec"]
     # resourceVersion too: a read-modify-write (`get -o yaml`, edit, `apply -f`) is refused (409)
     # when the resource changed in between, instead of undoing that change.
     meta = {"name": item["name"], "namespace": item["namespace"], "resourceVersion": item["resource_version"]}
@@ -424,6 +427,13 @@ def _labels(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
+def _health(health: str | None) -> Any:
+    from rich.text import Text
+
+    styles = {"healthy": "green", "unhealthy": "red", "unknown": "yellow"}
+    return Text(health or "-", style=styles.get(health or "", ""))
+
+
 def _get_endpoints(client: Client, service: tuple[str, str], output: Output, selector: str | None) -> None:
     from meshctl.cli import select
 
@@ -434,11 +444,11 @@ def _get_endpoints(client: Client, service: tuple[str, str], output: Output, sel
     if not items:
         typer.echo(f"no live endpoints of service {service[0]}/{service[1]}", err=True)
         return
-    t = api.table("ID", "ADDRESS", "WEIGHT", "LABELS", "EXPIRES")
+    # HEALTH: its app's, as its sidecar probes it ("-": no check); only "-" and healthy take calls.
+    t = api.table("ID", "ADDRESS", "HEALTH", "WEIGHT", "LABELS", "EXPIRES")
     for e in items:
-        add_row(
-            t, e["id"], f"{e['address']}:{e['port']}", e["weight"], _labels(e["labels"]), api.until(e["expires_at"])
-        )
+        address, health = f"{e['address']}:{e['port']}", _health(e.get("health"))
+        add_row(t, e["id"], address, health, e["weight"], _labels(e["labels"]), api.until(e["expires_at"]))
     api.console().print(t)
 
 

@@ -133,6 +133,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="CIDRS",
         help="Destinations left alone, e.g. 10.0.0.0/8.",
     )
+    from meshctl.sidecar.health import add_health_arguments  # (the standard library only)
+
+    add_health_arguments(p.add_argument_group("app health (the sidecar probes the app; see `meshctl proxy`)"))
     return p
 
 
@@ -185,6 +188,10 @@ def _sidecar_args(args: argparse.Namespace, passed: list[str]) -> list[str]:
         out += ["--token-file", str(args.token_file)]
     if args.transparent:
         out += ["--transparent-port", str(args.outbound_port), "--dns-port", str(args.dns_port)]
+    from meshctl.sidecar.health import health_options
+
+    if (probe := health_options(args)) is not None:  # (ValueError: a usage error)
+        out += probe.argv()
     return out + passed
 
 

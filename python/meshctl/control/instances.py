@@ -1,6 +1,10 @@
 """Instances: endpoints and the sidecars in front of them. They come and go
 with heartbeats: runtime state, not config, so they stay out of the revision
-log; joining or leaving still raises the mesh generation."""
+log; joining or leaving still raises the mesh generation.
+
+A sidecar that probes its app reports its health with each heartbeat: its
+endpoint is in snapshots only while that is "healthy" (or None: no check), and
+a heartbeat that moves it in or out raises the generation (see `serves`)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, update
 from sqlmodel import Session, col, select
 
 from meshctl.control.crud import bump
@@ -17,6 +21,43 @@ from meshctl.control.kinds.service import Service
 from meshctl.control.models import Endpoint, EndpointRegister, Sidecar, SidecarRegister, SidecarReport
 
 # === endpoints ===
+
+
+def serves(health: str | None) -> bool:
+    """Whether an instance whose app reports `health` is an endpoint in snapshots."""
+    return health is None or health == "healthy"
+
+
+def serving() -> ColumnElement[bool]:
+    """`serves` in SQL, for a query of Endpoint outer-joined to its sidecar (`with_sidecar`)."""
+    return or_(col(Sidecar.health).is_(None), col(Sidecar.health) == "healthy")
+
+
+def with_sidecar() -> ColumnElement[bool]:
+    """How an endpoint joins the sidecar that registered it (none for one registered through the
+    endpoints API): same service, address and port."""
+    return and_(
+        col(Sidecar.service_id) == col(Endpoint.service_id),
+        col(Sidecar.address) == col(Endpoint.address),
+        col(Sidecar.inbound_port) == col(Endpoint.port),
+    )
+
+
+def reported_health(svc: Service, data: SidecarRegister) -> str | None:
+    """The health an instance is taken to have: what its sidecar says, except that None (no check)
+    from an instance of a Service that has a healthCheck is "unknown": the sidecar learns of the
+    check from this registration's answer and has not probed yet."""
+    if data.gateway or data.health is not None or not svc.health_check:
+        return data.health
+    return "unknown"
+
+
+def endpoint_health(session: Session, *, svc: Service) -> dict[tuple[str, int], str | None]:
+    """(address, port) -> the health its sidecar reported, for the service's sidecars."""
+    rows = session.exec(
+        select(Sidecar.address, Sidecar.inbound_port, Sidecar.health).where(Sidecar.service_id == svc.id)
+    ).all()
+    return {(address, port): health for address, port, health in rows}
 
 
 def _upsert_endpoint(session: Session, *, svc: Service, address: str, port: int, data: EndpointRegister) -> Endpoint:
@@ -122,6 +163,10 @@ def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister, t
     sc.svid_expires_at, sc.zone = data.svid_expires_at, data.zone
     sc.version = data.version
     sc.endpoint_health = data.health_report()
+    health = reported_health(svc, data)
+    if sc.id is not None and not data.gateway and serves(sc.health) != serves(health):
+        bump(session)  # in or out of every snapshot now (a new one's endpoint bumps as it joins)
+    sc.health = health
     sc.last_seen, sc.token_id = now(), token_id
     if data.gateway:  # the edge: nobody routes to it, so it is no endpoint of its service
         sc.gateway = True

@@ -19,6 +19,7 @@ from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
 from meshctl.control.kinds.common import NAME, ZONE, now
+from meshctl.control.kinds.healthcheck import AppHealthCheck, Health
 from meshctl.control.stats.report import TelemetryReport
 
 #: The largest integer a database column holds (SQLite's INTEGER, a signed 64-bit one): ids and
@@ -61,6 +62,9 @@ class EndpointPublic(SQLModel):
     weight: int
     labels: dict[str, str]
     expires_at: datetime
+    #: Its app's health as its sidecar last reported it; only None (no check, or no sidecar:
+    #: registered through this API) and "healthy" are in snapshots.
+    health: Health | None = None
 
 
 # === Revision ===
@@ -185,6 +189,9 @@ class SidecarRegister(SQLModel):
     telemetry: TelemetryReport | None = None
     #: Its meshctl and data-plane versions (`meshctl.versions.agent()`); None from an older sidecar.
     version: str | None = Field(default=None, max_length=200)
+    #: Its app's health, as its probe says (`sidecar.health`): only an instance whose health is
+    #: None (no check configured) or "healthy" is an endpoint in snapshots.
+    health: Health | None = None
 
     @field_validator("endpoint_health")
     @classmethod
@@ -251,6 +258,8 @@ class Sidecar(SQLModel, table=True):
     token_id: int | None = None
     #: The meshctl and data-plane versions it reported.
     version: str | None = None
+    #: Its app's health as of its last heartbeat (see `SidecarRegister.health`).
+    health: str | None = Field(default=None, max_length=16)
 
 
 class SidecarPublic(SQLModel):
@@ -284,6 +293,10 @@ class SidecarPublic(SQLModel):
     token_expired: bool = False
     #: Its meshctl and data-plane versions as it reported them (None: not reported).
     version: str | None = None
+    #: Its app's health as it last reported it (None: no check configured).
+    health: Health | None = None
+    #: Its service's health check: what it probes its app with, unless its flags say otherwise.
+    health_check: AppHealthCheck | None = None
 
 
 class VersionInfo(SQLModel):

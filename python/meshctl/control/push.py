@@ -34,7 +34,7 @@ from meshctl.control.kinds.common import now
 from meshctl.control.kinds.registry import KINDS
 from meshctl.control.kinds.service import Service
 from meshctl.control.metrics import Metrics
-from meshctl.control.models import Endpoint
+from meshctl.control.models import Endpoint, Sidecar
 
 log = logging.getLogger("meshctl.control.push")
 
@@ -53,6 +53,8 @@ def load_mesh(session: Session, *, trust_domain: str = "cluster.local", authz_de
     live = (
         select(Endpoint, Service.namespace, Service.name)
         .where(col(Endpoint.service_id) == col(Service.id), col(Endpoint.expires_at) > now())
+        .outerjoin(Sidecar, instances.with_sidecar())
+        .where(instances.serving())  # an app that is not healthy (yet) takes no calls
         .order_by(col(Endpoint.id))
     )
     for ep, namespace, name in session.exec(live).all():

@@ -21,6 +21,10 @@ spans go to this control plane's trace store unless a Telemetry names a
 collector, and ``access_log`` (``--access-log``) puts every listener's access
 log where the operator wants it.
 
+It probes its app when told to (``sidecar.health``: flags, or its Service's
+``healthCheck``) and reports the app's health with each heartbeat, and at once
+when it changes: only a healthy instance is an endpoint.
+
 Each heartbeat also says which endpoints its data plane has out of balancing
 (ejected by outlier detection, failing active health checks): ``explain``
 shows them for the calls of its service.
@@ -59,6 +63,7 @@ from meshctl.client import ApiClient, ApiError, TrustError, Unreachable
 from meshctl.dataplane_config import AccessLogConfig, CertificateConfig, DataPlaneConfig, ListenerConfig
 from meshctl.secretfile import write_secret
 from meshctl.sidecar.backoff import Backoff
+from meshctl.sidecar.health import HealthMonitor, Probe
 from meshctl.sidecar.identity import Identity, IdentityKeeper
 from meshctl.sidecar.proxy_config import ConfigDumpRelay, config_dump
 from meshctl.sidecar.tap import TapRelay
@@ -135,6 +140,8 @@ class SidecarOptions:
     #: How an https:// control plane is trusted: a CA bundle, or a CA pin (see meshctl.trust).
     ca_file: Path | None = None
     ca_hash: str | None = None
+    #: The app health probe from flags (None: the Service's healthCheck, if any).
+    health: Probe | None = None
     #: Transparent mode (`meshctl run --transparent`): the sidecar's transparent outbound port and
     #: its DNS answerer's port (the registration's `transparent` field).
     transparent_port: int | None = None
@@ -283,6 +290,10 @@ class MeshSidecar:
         #: this sidecar out of sync until the next change.
         self._reported: dict[str, Any] | None = None
         self._stop = threading.Event()
+        #: Probes the app (a gateway has none); a change of its state is reported at once.
+        self.health: HealthMonitor | None = None
+        if not options.gateway:
+            self.health = HealthMonitor(options.app_port, fixed=options.health, on_change=self._health_changed)
         #: Set once a config was applied with the SVID held: listeners bound (`--ready-fd`).
         self.ready = threading.Event()
         self._lock = threading.Lock()
@@ -311,8 +322,25 @@ class MeshSidecar:
     # === control-plane calls ===
 
     def register(self) -> None:
-        """Register or heartbeat; ApiError for a refusal (bad token, unknown service)."""
+        """Register or heartbeat; ApiError for a refusal (bad token, unknown service). When the
+        answer changes what the app health probe reports (the Service's healthCheck was added or
+        removed), registers again at once."""
+        for _ in range(2):
+            if not self._register():
+                return
+
+    def _health_changed(self, _state: str | None) -> None:
+        if self.sidecar_id is not None and not self._stop.is_set():
+            try:
+                self.register()
+            except (Unreachable, ApiError) as e:
+                log.warning("reporting app health failed (the next heartbeat carries it): %s", e)
+
+    def _register(self) -> bool:
+        """One registration; True when the health to report changed with its answer."""
         body = self.opts.registration()
+        if self.health is not None and self.health.state is not None:
+            body["health"] = self.health.state
         if self.keeper.current is not None:  # so that `meshctl status` shows a renewal that fails
             body["svid_expires_at"] = self.keeper.current.not_after.isoformat()
         if (dataplane := self.dataplane) is not None:
@@ -329,6 +357,7 @@ class MeshSidecar:
                 self.opts.service,
             )
         self.sidecar_id = sidecar["id"]
+        return self.health is not None and self.health.configure(sidecar.get("health_check"))
 
     def _report(self) -> None:
         pending = self._pending
@@ -514,6 +543,8 @@ class MeshSidecar:
                 else:
                     self.apply(*cached, source="cache")
         self.keeper.start()
+        if self.health is not None:
+            self.health.start()
         for target in (self._watch, self._heartbeat):
             threading.Thread(target=target, name=f"sidecar{target.__name__}", daemon=True).start()
         self.tap.start()
@@ -522,6 +553,8 @@ class MeshSidecar:
     def stop(self) -> None:
         self._stop.set()
         self.keeper.stop()
+        if self.health is not None:
+            self.health.stop()
         self.tap.stop(wait=False)  # (a signal handler may call this: no joins)
         self.config_dumps.stop()
 
@@ -538,6 +571,8 @@ class MeshSidecar:
         """Leave the mesh at once (callers stop picking us), then drain."""
         self._stop.set()
         self.keeper.stop()
+        if self.health is not None:
+            self.health.stop()
         self.tap.stop()  # before the data plane stops: each tap is closed by its own thread
         self.config_dumps.stop()
         if self.sidecar_id is not None:

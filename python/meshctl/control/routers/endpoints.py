@@ -22,9 +22,15 @@ def register(session: SessionDep, _: Admin, namespace: str, name: str, data: End
 @router.get("", response_model=list[EndpointPublic])
 def list_endpoints(
     session: SessionDep, _: Reader, namespace: str, name: str, include_expired: bool = False
-) -> list[Endpoint]:
+) -> list[EndpointPublic]:
+    """The live endpoints (with `include_expired`, all), each with its app's health as its sidecar
+    reports it: one whose health is "unknown" or "unhealthy" is listed but in no snapshot."""
     svc = found(session, SERVICE, namespace, name)
-    return instances.list_endpoints(session, svc=svc, include_expired=include_expired)
+    health = instances.endpoint_health(session, svc=svc)
+    return [
+        EndpointPublic.model_validate({**ep.model_dump(), "health": health.get((ep.address, ep.port))})
+        for ep in instances.list_endpoints(session, svc=svc, include_expired=include_expired)
+    ]
 
 
 @router.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -21,7 +21,7 @@ def list_services(session: SessionDep, _: Reader, namespace: str | None = None) 
 
 @router.post("", response_model=ServicePublic, status_code=status.HTTP_201_CREATED)
 def create_service(session: SessionDep, by: Writer, data: ServiceCreate) -> Service:
-    spec = ServiceSpec(ports=data.ports, mtls=data.mtls)
+    spec = ServiceSpec(ports=data.ports, mtls=data.mtls, healthCheck=data.health_check)
     return crud.create(  # type: ignore[no-any-return]
         session,
         kind=KIND,
@@ -42,7 +42,7 @@ def read_service(session: SessionDep, _: Reader, namespace: str, name: str) -> S
 @router.put("/{namespace}/{name}", response_model=ServicePublic)
 def update_service(session: SessionDep, by: Writer, namespace: str, name: str, data: ServiceUpdate) -> Service:
     svc = found(session, KIND, namespace, name)
-    spec = ServiceSpec(ports=data.ports, mtls=data.mtls)
+    spec = ServiceSpec(ports=data.ports, mtls=data.mtls, healthCheck=data.health_check)
     return crud.update(  # type: ignore[no-any-return]
         session,
         kind=KIND,

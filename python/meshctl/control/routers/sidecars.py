@@ -45,6 +45,7 @@ def _public(sc: Sidecar, svc: Service, generation: int, token_states: dict[int, 
             "mesh_generation": generation,
             "token_revoked": sc.token_id is not None and sc.token_id not in token_states,
             "token_expired": sc.token_id is not None and token_states.get(sc.token_id, False),
+            "health_check": svc.health_check,
         }
     )
 
