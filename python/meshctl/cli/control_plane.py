@@ -20,6 +20,11 @@ class AuthzDefault(StrEnum):
     deny = "deny"
 
 
+class OutboundPolicy(StrEnum):
+    ALLOW_ANY = "ALLOW_ANY"
+    REGISTRY_ONLY = "REGISTRY_ONLY"
+
+
 def control_plane(
     data_dir: Annotated[
         Path | None, typer.Option(help="Where the database, CA and tokens live (MESHCTL_DATA_DIR).")
@@ -38,6 +43,14 @@ def control_plane(
             help="What sidecars do with a request no AuthorizationPolicy decides.",
             envvar="MESHCTL_AUTHZ_DEFAULT",
             show_default="allow",
+        ),
+    ] = None,
+    outbound_policy: Annotated[
+        OutboundPolicy | None,
+        typer.Option(
+            help="Egress to a host no Service or ExternalService names: let through, or refuse (403 / closed).",
+            envvar="MESHCTL_OUTBOUND_POLICY",
+            show_default="ALLOW_ANY",
         ),
     ] = None,
     trace_retention: Annotated[
@@ -89,6 +102,7 @@ def control_plane(
         "database_url": database_url,
         "trust_domain": trust_domain,
         "authz_default": authz_default.value if authz_default else None,
+        "outbound_policy": outbound_policy.value if outbound_policy else None,
         "trace_retention_seconds": _seconds("--trace-retention", trace_retention),
         "trace_max_spans": trace_max_spans,
         "tls": tls or None,

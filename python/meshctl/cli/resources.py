@@ -201,6 +201,19 @@ def _telemetry(t: dict[str, Any]) -> list[str]:
     ]
 
 
+def _external_service(e: dict[str, Any]) -> list[str]:
+    spec = e["spec"]
+    ports = [
+        f"{p['port']}/{p['protocol']}" + (f"->{p['targetPort']}" if p.get("targetPort") else "") for p in spec["ports"]
+    ]
+    allowed = spec.get("allowedServices")
+    return [
+        ", ".join(spec["hosts"]),
+        ", ".join(ports) + (" (TLS origination)" if spec.get("tls") else ""),
+        "(every service)" if allowed is None else ", ".join(allowed) or "(none)",
+    ]
+
+
 #: How `get` shows a resource kind in a table: the columns after NAMESPACE and NAME, and their cells.
 _TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[str]]]] = {
     "Service": (("PORTS", "MTLS"), _service),
@@ -211,6 +224,7 @@ _TABLES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], list[str]]]
     "AuthorizationPolicy": (("TARGET", "ACTION", "RULES"), _authz_policy),
     "RateLimitPolicy": (("TARGET", "TOTAL", "PER IDENTITY", "OVERRIDES"), _rate_limit_policy),
     "Telemetry": (("TARGETS", "SAMPLING", "COLLECTOR", "ACCESS LOG"), _telemetry),
+    "ExternalService": (("HOSTS", "PORTS", "ALLOWED SERVICES"), _external_service),
 }
 KINDS = (
     # The control plane's registry of resource kinds (names, aliases and API paths only: no models).

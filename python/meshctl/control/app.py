@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.engine,
             trust_domain=settings.trust_domain,
             authz_default=settings.authz_default,
+            outbound_policy=settings.outbound_policy,
             bundle=app.state.ca.bundle,
             metrics=metrics,
         )

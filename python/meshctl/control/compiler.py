@@ -25,6 +25,10 @@ service when the mesh default is deny) carries an ``authorization`` block:
 each policy rule becomes the cross product of its ``from`` and ``to``
 entries, in policy name order then rule order (see ``authorization``).
 
+The HTTP proxy port also carries egress (ExternalServices, CONNECT, the mesh
+outbound policy), and a sidecar registered ``transparent`` gets the listeners
+its iptables redirect reaches: see ``compile_egress``.
+
 An ingress gateway (a sidecar registered with ``gateway``) gets no inbound
 listener: instead one ``gateway/<port>`` listener per port of the Gateway
 of its service's name (see ``_Compiler.gateway``), serving the HTTPRoutes
@@ -41,12 +45,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from meshctl import dataplane_config as dp
+from meshctl.control.compile_egress import Egress, TransparentSpec, vips
 from meshctl.control.compile_fields import present
 from meshctl.control.compile_policy import add_cluster_policy, rate_limit
 from meshctl.control.compile_route import resilience
 from meshctl.control.compile_telemetry import telemetry, with_access_log
 from meshctl.control.kinds.authorizationpolicy import AuthorizationPolicySpec
 from meshctl.control.kinds.common import BackendRef, RouteView
+from meshctl.control.kinds.externalservice import ExternalView
 from meshctl.control.kinds.gateway import GatewayListener, GatewaySpec
 from meshctl.control.kinds.httproute import HeaderModifier, HTTPRouteRule, PathMatch, PathModifier, RouteMatch
 from meshctl.control.kinds.ratelimitpolicy import RateLimitPolicySpec
@@ -104,6 +110,12 @@ class Mesh:
     rate_limits: dict[str, tuple[str, RateLimitPolicySpec]] = field(default_factory=dict)
     #: Every Telemetry, in namespace and name order.
     telemetry: list[TelemetryView] = field(default_factory=list)
+    #: "ns/name" -> its ports as (port, protocol); a service without ports has none.
+    service_ports: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    #: Every ExternalService, in namespace and name order.
+    external_services: list[ExternalView] = field(default_factory=list)
+    #: Egress no Service or ExternalService claims: "ALLOW_ANY" | "REGISTRY_ONLY" (the setting).
+    outbound_policy: str = "ALLOW_ANY"
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,8 @@ class SidecarSpec:
     gateway: bool = False
     #: Where it runs (`--zone`): its clusters keep traffic in this zone (locality).
     zone: str | None = None
+    #: Transparent mode: its outbound (and DNS) ports.
+    transparent: TransparentSpec | None = None
 
     @property
     def key(self) -> str:
@@ -422,8 +436,12 @@ class _Compiler:
 
     def outbound(self, service: str, port: int) -> dp.ListenerConfig:
         base: dp.ListenerConfig = {"name": f"outbound/{service}", "address": f"127.0.0.1:{port}"}
+        return self.service_listener(service, self.protocol(service) == "tcp", base)
+
+    def service_listener(self, service: str, tcp: bool, base: dp.ListenerConfig) -> dp.ListenerConfig:
+        """`base` made a listener to `service`: its TCPRoute backends, or its HTTP routes."""
         base["direction"] = "outbound"
-        if self.protocol(service) == "tcp":
+        if tcp:
             route = tcp_route(self.mesh, service)
             refs = route.spec.rules[0].backend_refs if route else [BackendRef(name=service.split("/")[1])]
             namespace = route.namespace if route else service.split("/")[0]
@@ -501,15 +519,44 @@ class _Compiler:
             if namespace == self.sidecar.namespace:
                 hosts.insert(0, name)
             routes += self.http_routes(service, hosts)
+        routes += self.egress().proxy_routes()
         listener: dp.ListenerConfig = {"name": "http-proxy", "address": f"127.0.0.1:{port}", "protocol": "http"}
-        return listener | {"routes": routes, "direction": "outbound"}
+        listener |= {"routes": routes, "direction": "outbound"}
+        # Interim, until the data plane that knows `egress` is merged (issue 15): a mesh that declares
+        # no egress keeps today's proxy (unknown Host -> 404). Then: always.
+        if self.mesh.external_services or self.mesh.outbound_policy != "ALLOW_ANY":
+            listener["egress"] = self.egress().proxy_egress()
+        return listener
+
+    def egress(self) -> Egress:
+        return Egress(self.mesh.external_services, self.mesh.outbound_policy, self.sidecar.key, self.clusters)
+
+    def transparent(self, spec: TransparentSpec) -> tuple[list[dp.ListenerConfig], dp.DnsConfig | None]:
+        """The transparent listener, an unbound listener per VIP and port (each service's ports,
+        http on 80 for one without), and the DNS answerer when the sidecar has a DNS port."""
+        addresses = vips(self.mesh.services, self.mesh.external_services)
+        egress = self.egress()
+        listeners = [egress.transparent_listener(spec.outbound_port)]
+        for service in sorted(self.mesh.services):
+            for port, protocol in self.mesh.service_ports.get(service) or [(80, "http")]:
+                base: dp.ListenerConfig = {"name": f"vip/{service}/{port}", "address": f"{addresses[service]}:{port}"}
+                base["bind"] = False
+                listeners.append(self.service_listener(service, protocol == "tcp", base))
+        listeners += egress.vip_listeners(addresses)
+        if spec.dns_port is None:
+            return listeners, None
+        return listeners, egress.dns(spec.dns_port, self.mesh.services, self.sidecar.namespace, addresses)
 
     def outbound_part(self) -> Outbound:
         sc = self.sidecar
         listeners = [self.outbound(sc.upstream_key(u), port) for u, port in sorted(sc.upstreams, key=lambda u: u[1])]
         if sc.http_proxy_port:
             listeners.append(self.http_proxy(sc.http_proxy_port))
-        return Outbound(listeners, list(self.clusters.values()))
+        dns = None
+        if sc.transparent is not None and not sc.gateway:
+            more, dns = self.transparent(sc.transparent)
+            listeners += more
+        return Outbound(listeners, list(self.clusters.values()), dns)
 
     def compile(self, outbound: Outbound | None) -> dp.DataPlaneConfig:
         out = outbound or self.outbound_part()
@@ -521,6 +568,8 @@ class _Compiler:
         section, log = telemetry(self.mesh.telemetry, sc.namespace, sc.service, instance)
         config: dp.DataPlaneConfig = {"listeners": with_access_log([*own, *out.listeners], log)}
         config |= {"clusters": list(clusters.values()), "telemetry": section}
+        if out.dns is not None:
+            config["dns"] = out.dns
         if self.sidecar.admin_port:
             config["admin"] = {"address": f"127.0.0.1:{self.sidecar.admin_port}"}
         if self.mesh.trust_bundle:
@@ -536,11 +585,16 @@ class Outbound:
 
     listeners: list[dp.ListenerConfig]
     clusters: list[dp.ClusterConfig]
+    #: The DNS answerer of a transparent sidecar.
+    dns: dp.DnsConfig | None = None
 
 
-def outbound_key(sidecar: SidecarSpec) -> tuple[Any, ...]:
-    """Sidecars with equal keys get equal `Outbound` parts."""
-    return (sidecar.namespace, sidecar.upstreams, sidecar.http_proxy_port, sidecar.zone)
+def outbound_key(sidecar: SidecarSpec, mesh: Mesh | None = None) -> tuple[Any, ...]:
+    """Sidecars with equal keys get equal `Outbound` parts (in `mesh`: the ExternalServices
+    that refuse the sidecar's service, since allowedServices makes their output differ)."""
+    refused = () if mesh is None else tuple(e.key for e in mesh.external_services if not e.allows(sidecar.key))
+    ports = (sidecar.http_proxy_port, sidecar.transparent, sidecar.gateway)
+    return (sidecar.namespace, sidecar.upstreams, sidecar.zone, *ports, refused)
 
 
 def compile_outbound(mesh: Mesh, sidecar: SidecarSpec) -> Outbound:

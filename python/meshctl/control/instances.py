@@ -162,6 +162,7 @@ def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister, t
     sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
     sc.svid_expires_at, sc.zone = data.svid_expires_at, data.zone
     sc.version = data.version
+    sc.transparent = data.transparent.model_dump() if data.transparent else None
     sc.endpoint_health = data.health_report()
     health = reported_health(svc, data)
     if sc.id is not None and not data.gateway and serves(sc.health) != serves(health):

@@ -153,6 +153,16 @@ EndpointHealthReport = dict[
 ]
 
 
+class TransparentPorts(SQLModel):
+    """A sidecar in transparent mode (`meshctl run --transparent`): iptables redirects its app's
+    outbound TCP to `outbound_port` (and its DNS queries to `dns_port`, when it answers them)."""
+
+    model_config = {"extra": "forbid"}
+
+    outbound_port: int = Field(ge=1, le=65535)
+    dns_port: int | None = Field(default=None, ge=1, le=65535)
+
+
 class SidecarRegister(SQLModel):
     """What a sidecar says about itself; PUT again to heartbeat (within `ttl_seconds`)."""
 
@@ -176,6 +186,9 @@ class SidecarRegister(SQLModel):
     #: A local port that routes to any mesh service by Host header.
     http_proxy_port: int | None = Field(default=None, ge=1, le=65535)
     admin_port: int | None = Field(default=None, ge=1, le=65535)
+    #: Transparent mode: it gets the `transparent-outbound` listener, a listener per VIP:port and,
+    #: with a DNS port, the DNS answerer (None: not transparent).
+    transparent: TransparentPorts | None = None
     ttl_seconds: int = Field(default=30, ge=1, le=3600)
     #: When the SVID it serves with expires (None: it has none yet).
     svid_expires_at: datetime | None = None
@@ -258,6 +271,8 @@ class Sidecar(SQLModel, table=True):
     token_id: int | None = None
     #: The meshctl and data-plane versions it reported.
     version: str | None = None
+    #: `TransparentPorts` as registered (None: not transparent).
+    transparent: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     #: Its app's health as of its last heartbeat (see `SidecarRegister.health`).
     health: str | None = Field(default=None, max_length=16)
 
@@ -293,6 +308,8 @@ class SidecarPublic(SQLModel):
     token_expired: bool = False
     #: Its meshctl and data-plane versions as it reported them (None: not reported).
     version: str | None = None
+    #: Its transparent-mode ports (None: not transparent).
+    transparent: dict[str, Any] | None = None
     #: Its app's health as it last reported it (None: no check configured).
     health: Health | None = None
     #: Its service's health check: what it probes its app with, unless its flags say otherwise.

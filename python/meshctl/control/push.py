@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from meshctl.control import crud, instances
+from meshctl.control.compile_egress import transparent_ports
 from meshctl.control.compiler import (
     EndpointView,
     Mesh,
@@ -42,9 +43,15 @@ COALESCE_SECONDS = 0.002
 ACK_FLUSH_SECONDS = 0.2
 
 
-def load_mesh(session: Session, *, trust_domain: str = "cluster.local", authz_default: str = "allow") -> Mesh:
+def load_mesh(
+    session: Session,
+    *,
+    trust_domain: str = "cluster.local",
+    authz_default: str = "allow",
+    outbound_policy: str = "ALLOW_ANY",
+) -> Mesh:
     """The compiler's input, read in one transaction together with its generation; the
-    settings it carries (trust domain, authorization default) are the caller's."""
+    settings it carries (trust domain, authorization default, outbound policy) are the caller's."""
     generation = crud.generation(session)  # first: what is read next is at least this new
     parts: dict[str, Any] = {}
     for kind in KINDS:  # each kind reads its own rows
@@ -65,6 +72,7 @@ def load_mesh(session: Session, *, trust_domain: str = "cluster.local", authz_de
         generation=generation,
         trust_domain=trust_domain,
         authz_default=authz_default,
+        outbound_policy=outbound_policy,
         endpoints=endpoints,
         **parts,
     )
@@ -80,11 +88,13 @@ class Hub:
         *,
         trust_domain: str = "cluster.local",
         authz_default: str = "allow",
+        outbound_policy: str = "ALLOW_ANY",
         bundle: Callable[[], list[str]] | None = None,
         metrics: Metrics | None = None,
     ):
         self.engine, self.tick = engine, tick
         self.trust_domain, self.authz_default = trust_domain, authz_default
+        self.outbound_policy = outbound_policy
         #: The CA's current roots; every phase change of a rotation raises the generation.
         self.bundle = bundle
         #: Push latency, watchers and ACKs are counted here (see control/metrics.py).
@@ -172,7 +182,7 @@ class Hub:
         mesh = await self._current_mesh()
         body = self._snapshots.get(sidecar)
         if body is None:  # (JSON without newlines: streams send one snapshot per line)
-            key = outbound_key(sidecar)
+            key = outbound_key(sidecar, mesh)
             outbound = self._outbound.get(key)
             if outbound is None:  # the costly part, shared by a service's instances
                 outbound = await asyncio.to_thread(compile_outbound, mesh, sidecar)
@@ -207,7 +217,12 @@ class Hub:
     def _load(self) -> Mesh:
         with Session(self.engine) as session:
             self._endpoints = instances.live_endpoints_digest(session)
-            mesh = load_mesh(session, trust_domain=self.trust_domain, authz_default=self.authz_default)
+            mesh = load_mesh(
+                session,
+                trust_domain=self.trust_domain,
+                authz_default=self.authz_default,
+                outbound_policy=self.outbound_policy,
+            )
         if self.bundle is not None:
             mesh.trust_bundle = tuple(self.bundle())
         return mesh
@@ -242,4 +257,5 @@ def sidecar_spec(sc: Any, svc: Service) -> SidecarSpec:
         admin_port=sc.admin_port,
         gateway=sc.gateway,
         zone=sc.zone,
+        transparent=transparent_ports(sc.transparent),
     )

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     #: What a sidecar does with a request that no AuthorizationPolicy decides: allow, or deny
     #: (then only what ALLOW policies allow gets through, mesh-wide).
     authz_default: Literal["allow", "deny"] = "allow"
+    #: Egress from the sidecars' HTTP proxy and transparent listeners to a destination no Service
+    #: or ExternalService claims: ALLOW_ANY lets it through, REGISTRY_ONLY refuses it (403 / closed).
+    outbound_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
     #: The trace store keeps a trace this long after its last span ended ...
     trace_retention_seconds: int = Field(default=86_400, ge=60)
     #: ... and at most this many spans (the traces of the oldest to arrive go first).

@@ -167,6 +167,12 @@ class SidecarOptions:
             return None
         return Trust(self.control_plane, ca_file=self.ca_file, pin=self.ca_hash, store=self.trust_store)
 
+    def transparent_registration(self) -> dict[str, Any]:
+        """The registration's `transparent` field, when it runs transparent."""
+        if self.transparent_port is None:
+            return {}
+        return {"transparent": {"outbound_port": self.transparent_port, "dns_port": self.dns_port}}
+
     def registration(self) -> dict[str, Any]:
         ports = {"gateway": True} if self.gateway else {"inbound_port": self.inbound_port, "app_port": self.app_port}
         return {
@@ -180,6 +186,7 @@ class SidecarOptions:
             "upstreams": self.upstreams,
             "http_proxy_port": self.http_proxy_port,
             "admin_port": self.admin_port,
+            **self.transparent_registration(),
             "ttl_seconds": self.ttl_seconds,
             "version": agent(),
         }

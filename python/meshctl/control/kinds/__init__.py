@@ -47,6 +47,12 @@ REGISTRY = (
         "ratelimitpolicy",
     ),
     Entry("Telemetry", "telemetries", ("telemetry", "telemetries"), "telemetry"),
+    Entry(
+        "ExternalService",
+        "externalservices",
+        ("externalservice", "externalservices", "se", "serviceentry"),
+        "externalservice",
+    ),
 )
 NAMES = tuple(e.name for e in REGISTRY)
 BY_NAME = {e.name: e for e in REGISTRY}

@@ -107,6 +107,7 @@ class ServiceKind(Kind):
         return {
             "services": {key(s): s.ports[0]["protocol"] if s.ports else "http" for s in rows},
             "mtls": {key(s): s.mtls for s in rows},
+            "service_ports": {key(s): [(p["port"], p["protocol"]) for p in s.ports] for s in rows},
         }
 
 
