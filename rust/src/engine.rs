@@ -3,6 +3,7 @@
 //! a thin shell around it. Nothing imports the engine back: the state each
 //! request reads lives below, in `shared`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -69,6 +70,9 @@ struct State {
     phase: Phase,
     config: Arc<Config>,
     bound: Vec<Bound>,
+    /// Ids of the unbound listeners, by name: stable across updates, so that
+    /// their connections keep finding them, as bound ones do.
+    unbound: HashMap<String, ListenerId>,
     next_id: ListenerId,
     version: u64,
     workers: usize,
@@ -92,6 +96,7 @@ impl Engine {
                 phase: Phase::Created,
                 config: Arc::new(config),
                 bound: Vec::new(),
+                unbound: HashMap::new(),
                 next_id: 1,
                 version: 0,
                 workers,
@@ -167,6 +172,7 @@ impl Engine {
             config
                 .listeners
                 .iter()
+                .filter(|l| l.bind)
                 .map(|l| (Slot::Named(l.name.clone()), l.address)),
         );
 
@@ -213,12 +219,28 @@ impl Engine {
         }
 
         let has_admin = config.admin.is_some();
+        let mut placed = plan[usize::from(has_admin)..].iter();
+        let mut unbound = HashMap::new();
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            if l.bind {
+                let p = placed.next().expect("a placement per bound listener");
+                listeners.push(p.binding(&st.bound));
+                continue;
+            }
+            let id = match st.unbound.get(&l.name) {
+                Some(&id) => id,
+                None => {
+                    st.next_id += 1;
+                    st.next_id - 1
+                }
+            };
+            unbound.insert(l.name.clone(), id);
+            listeners.push((id, l.address));
+        }
         let bindings = Bindings {
             admin: has_admin.then(|| plan[0].binding(&st.bound)),
-            listeners: plan[usize::from(has_admin)..]
-                .iter()
-                .map(|p| p.binding(&st.bound))
-                .collect(),
+            listeners,
         };
         let version = st.version + 1;
         let previous = self.shared.snapshot.load_full();
@@ -248,6 +270,7 @@ impl Engine {
             }
         }
         self.shared.snapshot.store(Arc::new(snapshot));
+        st.unbound = unbound;
         st.version = version;
         st.config = config.clone();
         let mut old: Vec<Option<Bound>> = std::mem::take(&mut st.bound)

@@ -11,6 +11,7 @@ mod clock;
 mod cluster;
 mod config;
 mod drain;
+mod egress;
 mod engine;
 mod error;
 mod explain;
@@ -31,6 +32,7 @@ mod stats;
 mod tcp;
 mod telemetry;
 mod tls;
+mod transparent;
 mod worker;
 
 #[cfg(feature = "python")]

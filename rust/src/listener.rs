@@ -16,6 +16,7 @@ use crate::shared::Shared;
 use crate::snapshot::{Listener, ListenerId, Role};
 use crate::stats::{Active, ListenerStats, Refusal};
 use crate::tcp;
+use crate::transparent;
 
 /// Binds with SO_REUSEADDR (quick rebinds after a restart) and a deep backlog.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -69,8 +70,8 @@ pub async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shar
     }
 }
 
-/// One accepted connection: its TLS handshake when the listener has TLS,
-/// then HTTP or TCP as the listener says.
+/// One accepted connection. A transparent listener hands it to the listener
+/// of its original destination (or its egress policy); any other serves it.
 /// `_open` counts it open on the listener until it ends.
 async fn connection(
     tcp: tokio::net::TcpStream,
@@ -78,6 +79,24 @@ async fn connection(
     (id, l, _open): (ListenerId, Arc<Listener>, Active<ListenerStats>),
     shared: Arc<Shared>,
     drain: Drain,
+) {
+    if matches!(l.role, Role::Transparent) {
+        transparent::serve(tcp, peer, l, shared, drain).await
+    } else {
+        serve(tcp, peer, (id, l), shared, drain, None).await
+    }
+}
+
+/// A connection as listener `l` serves it: its TLS handshake when the
+/// listener has TLS, then HTTP or TCP as the listener says. `original`: the
+/// connection's original destination, when a transparent listener handed it over.
+pub async fn serve(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    (id, l): (ListenerId, Arc<Listener>),
+    shared: Arc<Shared>,
+    drain: Drain,
+    original: Option<SocketAddr>,
 ) {
     let (stream, peer_id) = match &l.tls {
         None => (Stream::Plain(tcp), None),
@@ -94,10 +113,13 @@ async fn connection(
     };
     match &l.role {
         Role::Tcp { .. } => {
-            tcp::forward(stream, peer, peer_id, l, shared, drain.abort.clone()).await
+            let abort = drain.abort.clone();
+            tcp::forward(stream, (peer, original), peer_id, l, shared, abort).await
         }
         Role::Http { .. } | Role::Admin => {
             http::server::serve(stream, peer, peer_id, id, l, shared, drain).await;
         }
+        // Handed over only to listeners that serve connections themselves.
+        Role::Transparent => {}
     }
 }

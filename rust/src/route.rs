@@ -27,10 +27,30 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
 }
 
-enum HostMatcher {
+/// A host pattern: exact, or `*.suffix` for any name below the suffix (not
+/// the suffix itself). Both sides are lower-cased by their callers.
+pub enum HostMatcher {
     Exact(String),
     /// `*.example.com` stored as `.example.com`.
     Suffix(String),
+}
+
+// === impl HostMatcher ===
+
+impl HostMatcher {
+    pub fn new(pattern: &str) -> Self {
+        match pattern.strip_prefix('*') {
+            Some(suffix) => HostMatcher::Suffix(suffix.to_string()),
+            None => HostMatcher::Exact(pattern.to_string()),
+        }
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatcher::Exact(h) => h == host,
+            HostMatcher::Suffix(s) => host.ends_with(s.as_str()) && host.len() > s.len(),
+        }
+    }
 }
 
 enum PathMatcher {
@@ -104,10 +124,7 @@ pub fn query_has(query: &str, name: &str, value: &str) -> bool {
 impl Matcher {
     /// Regexes were checked by config validation; a failure here is still an error, never a panic.
     pub fn new(m: &MatchConfig) -> Result<Self, regex::Error> {
-        let host = m.host.as_ref().map(|h| match h.strip_prefix('*') {
-            Some(suffix) => HostMatcher::Suffix(suffix.to_string()),
-            None => HostMatcher::Exact(h.clone()),
-        });
+        let host = m.host.as_deref().map(HostMatcher::new);
         let path = match &m.path {
             PathMatch::Any => PathMatcher::Any,
             PathMatch::Exact(p) => PathMatcher::Exact(p.clone()),
@@ -139,14 +156,7 @@ impl Matcher {
         if self.method.as_ref().is_some_and(|m| m != req.method) {
             return Some(Mismatch::Method);
         }
-        let host_ok = match &self.host {
-            None => true,
-            Some(HostMatcher::Exact(h)) => h == req.host,
-            Some(HostMatcher::Suffix(s)) => {
-                req.host.ends_with(s.as_str()) && req.host.len() > s.len()
-            }
-        };
-        if !host_ok {
+        if !self.host.as_ref().is_none_or(|h| h.matches(req.host)) {
             return Some(Mismatch::Host);
         }
         let path_ok = match &self.path {
@@ -251,6 +261,8 @@ pub struct Route<T> {
     pub response_headers: HeaderModifier,
     pub rewrite: Option<RewriteConfig>,
     pub redirect: Option<RedirectConfig>,
+    /// Answers 403 (an egress denial) by itself.
+    pub deny: bool,
     /// The `match.path_prefix`, which prefix rewrites and redirects replace.
     pub matched_prefix: Option<String>,
     /// A request body over this many bytes gets 413.
@@ -292,6 +304,7 @@ impl<T> Route<T> {
             response_headers: cfg.response_headers.clone(),
             rewrite: cfg.rewrite.clone(),
             redirect: cfg.redirect.clone(),
+            deny: cfg.deny,
             matched_prefix,
             max_request_bytes: cfg.max_request_bytes,
             edges: Default::default(),
@@ -485,5 +498,17 @@ mod tests {
         assert!((share - 0.10).abs() < 0.015, "{share}");
         let zero = routes("    - {backends: [{cluster: a, weight: 0}, {cluster: b, weight: 0}]}");
         assert!(zero[0].pick_backend().is_none());
+    }
+
+    #[test]
+    fn host_patterns_match_exact_names_and_names_below_a_suffix() {
+        let exact = HostMatcher::new("api.example.com");
+        assert!(exact.matches("api.example.com"));
+        assert!(!exact.matches("x.api.example.com"));
+        let suffix = HostMatcher::new("*.example.com");
+        assert!(suffix.matches("api.example.com"));
+        assert!(suffix.matches("a.b.example.com"));
+        assert!(!suffix.matches("example.com"), "not the suffix itself");
+        assert!(!suffix.matches("badexample.com"), "a label boundary");
     }
 }

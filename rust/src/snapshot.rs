@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::cluster::Cluster;
 use crate::config::ListenerLimits;
 use crate::config::{Config, Direction, FaultConfig, ListenerKind, ListenerTls, LogFormat};
+use crate::egress::{self, Egress};
 use crate::error::{ConfigIssue, Error, Result};
 use crate::http::server::{builder as server_builder, ServerBuilder};
 use crate::pki::SpiffeId;
@@ -35,6 +36,8 @@ pub enum Role {
     Tcp {
         backends: Backends<Arc<Cluster>>,
     },
+    /// Each connection goes to the listener of its original destination.
+    Transparent,
     Admin,
 }
 
@@ -59,6 +62,12 @@ pub struct Listener {
     pub limits: ListenerLimits,
     /// HTTP: the server settings built from `limits` (once per snapshot).
     pub server: Option<Arc<ServerBuilder>>,
+    /// http and transparent listeners with an `egress` section.
+    pub egress: Option<Egress>,
+    /// tcp listeners: every connection is closed at once (counted denied).
+    pub deny: bool,
+    /// Its stats show the egress counters (it has egress, deny or a deny route).
+    pub egress_stats: bool,
 }
 
 // === impl Listener ===
@@ -138,6 +147,12 @@ pub struct Snapshot {
     pub tracer: Option<Arc<Tracer>>,
     /// This proxy's service, "namespace/name" ("" for a plain proxy).
     pub me: Arc<str>,
+    /// Every listener, bound or not, by its address: where a transparent
+    /// listener hands a connection with that original destination.
+    pub by_address: HashMap<SocketAddr, ListenerId>,
+    /// Reaches destinations as they are (egress allow_any); made when a
+    /// listener needs it and kept across snapshots.
+    pub passthrough: Option<Arc<Cluster>>,
 }
 
 /// Where each configured listener is bound: `admin` first when configured,
@@ -166,6 +181,8 @@ impl Snapshot {
             clusters: vec![],
             tracer: None,
             me: "".into(),
+            by_address: HashMap::new(),
+            passthrough: None,
         }
     }
 
@@ -203,6 +220,14 @@ impl Snapshot {
             })
         };
 
+        let passthrough = config
+            .listeners
+            .iter()
+            .any(|l| l.egress.is_some())
+            .then(|| {
+                egress::passthrough(previous.passthrough.as_ref(), registry, identity, workers)
+            });
+        let mut by_address = HashMap::new();
         let mut listeners = HashMap::new();
         if let Some((id, address)) = bindings.admin {
             listeners.insert(
@@ -222,6 +247,9 @@ impl Snapshot {
                     unrouted: EdgeTable::default(),
                     limits: ListenerLimits::default(),
                     server: Some(Arc::new(server_builder(&ListenerLimits::default()))),
+                    egress: None,
+                    deny: false,
+                    egress_stats: false,
                 }),
             );
         }
@@ -276,7 +304,18 @@ impl Snapshot {
                         backends: Backends::new(clusters, &weights),
                     }
                 }
+                ListenerKind::Transparent => Role::Transparent,
             };
+            let egress =
+                cfg.egress.as_ref().zip(passthrough.as_ref()).map(|(e, p)| {
+                    Egress::new(e, p, |name| by_name.get(name).map(|c| (*c).clone()))
+                });
+            let deny_routes = match &cfg.kind {
+                ListenerKind::Http { routes } => routes.iter().any(|r| r.deny),
+                _ => false,
+            };
+            by_address.insert(cfg.address, id);
+            by_address.insert(address, id);
             let tls = cfg.tls.as_ref().map(|t| match t {
                 ListenerTls::Strict => ServerTls::mesh(identity, false),
                 ListenerTls::Permissive => ServerTls::mesh(identity, true),
@@ -314,6 +353,12 @@ impl Snapshot {
                     limits: cfg.limits,
                     server: matches!(cfg.kind, ListenerKind::Http { .. })
                         .then(|| Arc::new(server_builder(&cfg.limits))),
+                    egress_stats: egress.is_some()
+                        || cfg.deny
+                        || deny_routes
+                        || cfg.kind == ListenerKind::Transparent,
+                    egress,
+                    deny: cfg.deny,
                 }),
             );
         }
@@ -351,6 +396,8 @@ impl Snapshot {
             clusters,
             tracer,
             me,
+            by_address,
+            passthrough,
         })
     }
 
@@ -361,12 +408,14 @@ impl Snapshot {
             let protocol = match l.role {
                 Role::Http { .. } => "http",
                 Role::Tcp { .. } => "tcp",
+                Role::Transparent => "transparent",
                 Role::Admin => continue,
             };
-            listeners.insert(
-                l.name.clone(),
-                l.stats.to_json(protocol, l.address.to_string()),
-            );
+            let mut v = l.stats.to_json(protocol, l.address.to_string());
+            if l.egress_stats {
+                v["egress"] = l.stats.egress.to_json();
+            }
+            listeners.insert(l.name.clone(), v);
         }
         let mut clusters = Map::new();
         for c in &self.clusters {

@@ -167,6 +167,25 @@ impl Reason for Refusal {
     }
 }
 
+/// What egress control did with a call out of the mesh (the Prometheus
+/// `result` label of `meshctl_egress_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressResult {
+    /// Refused: a 403, or a closed connection (policy, a deny route or listener).
+    Denied,
+    /// Let through to a destination no route or listener claims (allow_any).
+    Passthrough,
+    /// CONNECT tunnels opened.
+    Tunnelled,
+}
+
+impl Reason for EgressResult {
+    const NAMES: &'static [&'static str] = &["denied", "passthrough", "tunnelled"];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Why a TLS handshake failed, on either side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFailure {
@@ -225,6 +244,8 @@ pub struct ListenerStats {
     pub faults_aborted: Counter,
     /// What the listener's limits and HTTP checks refused or cut short.
     pub refusals: Reasons<Refusal>,
+    /// Egress decisions (listeners with `egress` or `deny`, transparent ones).
+    pub egress: Reasons<EgressResult>,
     /// HTTP only: from the request head received to the response head handed
     /// to hyper for writing, local replies included. The body is left out so
     /// that long streams (gRPC streaming, SSE, upgrades) do not swamp it.

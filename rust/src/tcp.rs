@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, Retry};
 use crate::config::RetryPolicy;
+use crate::egress;
 use crate::http::server::source_of;
 use crate::io::{join_streams, Stream};
 use crate::pki::SpiffeId;
 use crate::policy::fault;
 use crate::shared::Shared;
 use crate::snapshot::{Listener, Role};
-use crate::stats::Active;
+use crate::stats::{Active, EgressResult};
 use crate::telemetry::edges::{Outcome, NO_GRPC};
 use crate::telemetry::exchange::{Exchange, Sinks};
 use crate::telemetry::flags;
@@ -26,9 +27,11 @@ use crate::telemetry::flags;
 /// built once rather than per connection.
 static DEFAULT_RETRY: LazyLock<RetryPolicy> = LazyLock::new(RetryPolicy::default);
 
+/// `original`: the connection's original destination, when a transparent
+/// listener handed it over (what an original_destination cluster connects to).
 pub async fn forward(
     inbound: Stream,
-    peer: SocketAddr,
+    (peer, original): (SocketAddr, Option<SocketAddr>),
     peer_id: Option<Arc<SpiffeId>>,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
@@ -57,6 +60,11 @@ pub async fn forward(
             x.finish(true);
         }
     };
+    if listener.deny {
+        let what = format!("{peer} -> {} (deny listener)", listener.address);
+        egress::count(&listener, EgressResult::Denied, &what);
+        return finish(record, flags::DENIED);
+    }
     if listener.authorize(peer_id.as_deref(), None, peer).is_some() {
         // Denied: counted and logged; the connection just closes.
         return finish(record, flags::DENIED);
@@ -105,7 +113,14 @@ pub async fn forward(
         x.destination = edge.labels.destination.clone();
     }
     let hash = cluster.hash_key(None, peer.ip());
-    let Some(mut ep) = cluster.pick(hash) else {
+    let destination;
+    let picked = if cluster.spec.original_destination {
+        destination = original.and_then(|d| cluster.destination(&d.to_string()));
+        destination.as_deref()
+    } else {
+        cluster.pick(hash)
+    };
+    let Some(mut ep) = picked else {
         cluster.stats.no_healthy_endpoint.inc();
         tracing::debug!(listener = %listener.name, cluster = %cluster.name, "no healthy endpoint; closing");
         closed(true);

@@ -30,6 +30,7 @@ LISTENER = {
     "routes": [ROUTE, {"redirect": {"zz": 1, "host": "a"}}],
     "tls": {"zz": 1, "mode": "simple", "certificates": [{"zz": 1}]},
     "authorization": {"zz": 1, "rules": [{"zz": 1, "action": "allow"}]},
+    "egress": {"zz": 1, "policy": "allow_any", "connect": [{"zz": 1, "host": "a", "port": 1}]},
 }
 CLUSTER = {
     "zz": 1,
@@ -74,6 +75,8 @@ SECTIONS: dict[str, Any] = {
     "listeners[0].tls.certificates[0].zz": dp.CertificateConfig,
     "listeners[0].authorization.zz": dp.AuthorizationConfig,
     "listeners[0].authorization.rules[0].zz": dp.AuthorizationRule,
+    "listeners[0].egress.zz": dp.EgressConfig,
+    "listeners[0].egress.connect[0].zz": dp.ConnectRule,
     "clusters[0].zz": dp.ClusterConfig,
     "clusters[0].endpoints[0].zz": dp.EndpointConfig,
     "clusters[0].outlier_detection.zz": dp.OutlierDetectionConfig,
@@ -112,8 +115,11 @@ def test_required_fields_are_the_ones_the_decoder_requires() -> None:
     assert dp.ListenerConfig.__required_keys__ == {"name", "address"}
     assert dp.ListenerTls.__required_keys__ == {"mode"}
     assert dp.AuthorizationRule.__required_keys__ == {"action"}
-    assert dp.ClusterConfig.__required_keys__ == {"name", "endpoints"}
-    assert dp.ClusterTls.__required_keys__ == {"peer_ids"}
+    # endpoints: required unless original_destination; ClusterTls: peer_ids, or server_name and a CA.
+    assert dp.ClusterConfig.__required_keys__ == {"name"}
+    assert dp.ClusterTls.__required_keys__ == set()
+    assert dp.EgressConfig.__required_keys__ == {"policy"}
+    assert dp.ConnectRule.__required_keys__ == {"host", "port"}
     assert dp.BackendConfig.__required_keys__ == {"cluster"}
     assert dp.EndpointConfig.__required_keys__ == {"address"}
     assert dp.AdminConfig.__required_keys__ == {"address"}

@@ -9,16 +9,17 @@ mod probe;
 
 pub use outlier::Outcome;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::uri::Authority;
 use serde_json::{json, Value};
 
 use crate::balance::{hash_bytes, Balancer, Loads, Rtt};
 use crate::clock::now_ms;
-use crate::config::{ClusterConfig, LbPolicy, RetryPolicy, UpstreamProtocol};
+use crate::config::{ClusterConfig, ClusterTls, LbPolicy, RetryPolicy, UpstreamProtocol};
 use crate::http::pool::Pool;
 use crate::resilience::{backoff, Budget};
 use crate::stats::{Active, ClusterStats, EndpointStats, Registry};
@@ -69,6 +70,57 @@ pub struct Cluster {
     /// Endpoints ejected or failing their health check now; lets picks skip
     /// every health read while it is 0.
     down: AtomicUsize,
+    /// original_destination clusters: their endpoints, made per destination.
+    dynamic: Option<Dynamic>,
+}
+
+/// The endpoints of an original_destination cluster, made on first use
+/// (with their pools, so that later calls reuse connections) and kept while
+/// there are few; past `DYNAMIC_MAX` the set starts over.
+struct Dynamic {
+    tls: Option<Arc<ClientTls>>,
+    workers: usize,
+    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
+}
+
+const DYNAMIC_MAX: usize = 1024;
+
+impl Dynamic {
+    fn new(tls: Option<Arc<ClientTls>>, workers: usize) -> Self {
+        Dynamic {
+            tls,
+            workers,
+            endpoints: Mutex::default(),
+        }
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// An endpoint at `address` (host:port) of weight 1, with its own pool
+    /// and stats not kept by the registry.
+    fn new(
+        address: &str,
+        spec: &ClusterConfig,
+        tls: Option<Arc<ClientTls>>,
+        stats: &Arc<ClusterStats>,
+        workers: usize,
+    ) -> Self {
+        Endpoint {
+            // Validation checked host:port; an odd host still must not panic.
+            authority: address
+                .parse()
+                .unwrap_or_else(|_| Authority::from_static("invalid.invalid:1")),
+            address: address.to_string(),
+            weight: 1,
+            zone: None,
+            stats: Arc::default(),
+            pool: Arc::new(Pool::new(address, spec, tls, stats.clone(), workers)),
+            health: outlier::Health::default(),
+            rtt: Rtt::default(),
+        }
+    }
 }
 
 /// The endpoints a balancer sees: a level's members (or all), and whether
@@ -129,33 +181,28 @@ impl Cluster {
             UpstreamProtocol::Http2 => &[b"h2", b"http/1.1"],
             UpstreamProtocol::Http1 => &[b"http/1.1"],
         };
-        let tls = spec
-            .tls
-            .as_ref()
-            .map(|t| Arc::new(ClientTls::mesh(identity, t.peer_ids.clone(), alpn)));
+        let tls = spec.tls.as_ref().map(|t| {
+            Arc::new(match t {
+                ClusterTls::Mesh { peer_ids } => ClientTls::mesh(identity, peer_ids.clone(), alpn),
+                ClusterTls::Origination { server_name, ca } => {
+                    ClientTls::origination(server_name, ca, alpn).unwrap_or_else(|e| {
+                        // The decoder checked both; fail closed all the same (no peer passes).
+                        tracing::error!(cluster = %spec.name, "TLS origination unusable: {e}");
+                        ClientTls::mesh(identity, Vec::new(), alpn)
+                    })
+                }
+            })
+        });
         let stats = registry.cluster(&spec.name);
         let endpoints: Vec<Endpoint> = spec
             .endpoints
             .iter()
-            .map(|e| Endpoint {
-                // Validation checked host:port; an odd host still must not panic.
-                authority: e
-                    .address
-                    .parse()
-                    .unwrap_or_else(|_| Authority::from_static("invalid.invalid:1")),
-                address: e.address.clone(),
-                weight: e.weight,
-                zone: e.zone.clone(),
-                stats: registry.endpoint(&spec.name, &e.address),
-                pool: Arc::new(Pool::new(
-                    &e.address,
-                    spec,
-                    tls.clone(),
-                    stats.clone(),
-                    workers,
-                )),
-                health: outlier::Health::default(),
-                rtt: Rtt::default(),
+            .map(|e| {
+                let mut ep = Endpoint::new(&e.address, spec, tls.clone(), &stats, workers);
+                ep.weight = e.weight;
+                ep.zone = e.zone.clone();
+                ep.stats = registry.endpoint(&spec.name, &e.address);
+                ep
             })
             .collect();
         let balancer = |members: &[usize]| {
@@ -199,6 +246,9 @@ impl Cluster {
             }
         };
         Cluster {
+            dynamic: spec
+                .original_destination
+                .then(|| Dynamic::new(tls, workers)),
             name: spec.name.clone(),
             all: balancer(&everyone),
             levels,
@@ -262,6 +312,32 @@ impl Cluster {
         };
         let i = balancer.pick(&view, hash)?;
         Some(&self.endpoints[view.index(i)])
+    }
+
+    /// An original_destination cluster's endpoint for `address` (host:port);
+    /// None for other clusters, or when `address` is no host:port.
+    pub fn destination(&self, address: &str) -> Option<Arc<Endpoint>> {
+        let dynamic = self.dynamic.as_ref()?;
+        address
+            .parse::<Authority>()
+            .ok()
+            .filter(|a| a.port().is_some())?;
+        let mut endpoints = dynamic.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ep) = endpoints.get(address) {
+            return Some(ep.clone());
+        }
+        if endpoints.len() >= DYNAMIC_MAX {
+            endpoints.clear();
+        }
+        let ep = Arc::new(Endpoint::new(
+            address,
+            &self.spec,
+            dynamic.tls.clone(),
+            &self.stats,
+            dynamic.workers,
+        ));
+        endpoints.insert(address.to_string(), ep.clone());
+        Some(ep)
     }
 
     /// False while an endpoint is ejected or failing its health check.

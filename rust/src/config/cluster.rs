@@ -62,8 +62,11 @@ pub struct ClusterConfig {
     pub circuit_breakers: CircuitBreakers,
     /// How many retries the cluster's requests may add.
     pub retry_budget: RetryBudget,
-    /// Mesh mTLS to the endpoints, which must present one of these identities.
+    /// Mesh mTLS to the endpoints, or TLS origination to a server outside the mesh.
     pub tls: Option<ClusterTls>,
+    /// No endpoints: each call goes to its request's authority or its
+    /// connection's original destination.
+    pub original_destination: bool,
     /// The mesh service behind it ("namespace/name"): the destination in
     /// metrics and spans. Default: the cluster's name.
     pub service: String,
@@ -103,6 +106,7 @@ impl Decoder {
                 "retry_budget",
                 "tls",
                 "service",
+                "original_destination",
             ],
         )?;
         let name = self.name(&f, seen, "cluster");
@@ -145,13 +149,21 @@ impl Decoder {
             }
         };
         let connect_timeout = self.millis(&f, "connect_timeout_ms", 1_000);
-        let tls = f.get("tls").and_then(|t| {
-            self.need_identity(&f.at("tls"));
-            self.cluster_tls(t, &f.at("tls"))
-        });
+        let tls = f.get("tls").and_then(|t| self.cluster_tls(t, &f.at("tls")));
+        let original_destination = self.boolean(&f, "original_destination").unwrap_or(false);
+        if original_destination {
+            for key in ["endpoints", "health_check", "locality"] {
+                if f.get(key).is_some() {
+                    self.err(
+                        f.at(key),
+                        "not allowed with original_destination: each call picks its own destination",
+                    );
+                }
+            }
+        }
         let mut seen_eps = HashSet::new();
         let endpoints = self
-            .list(&f, "endpoints", true)
+            .list(&f, "endpoints", !original_destination)
             .into_iter()
             .filter_map(|(p, v)| {
                 let ep = self.endpoint(v, &p)?;
@@ -198,6 +210,7 @@ impl Decoder {
             circuit_breakers,
             retry_budget,
             tls,
+            original_destination,
         })
     }
 

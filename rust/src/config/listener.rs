@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::authorization::AuthorizationConfig;
 use super::decode::Decoder;
+use super::egress::EgressConfig;
 use super::limits::ListenerLimits;
 use super::route::{BackendConfig, RouteConfig};
 use super::telemetry::{AccessLogConfig, Direction};
@@ -17,7 +18,11 @@ use super::traffic::{FaultConfig, FaultSite, RateLimitConfig};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: String,
+    /// Bound, or (`bind: false`) the original destination a transparent
+    /// listener hands over to this listener.
     pub address: SocketAddr,
+    /// False: no socket; reached only through a transparent listener.
+    pub bind: bool,
     pub kind: ListenerKind,
     pub tls: Option<ListenerTls>,
     pub authorization: Option<AuthorizationConfig>,
@@ -28,6 +33,10 @@ pub struct ListenerConfig {
     pub direction: Direction,
     pub access_log: Option<AccessLogConfig>,
     pub limits: ListenerLimits,
+    /// http and transparent listeners: what unclaimed destinations get.
+    pub egress: Option<EgressConfig>,
+    /// tcp only (then with no backends): every connection is closed at once.
+    pub deny: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,10 +44,13 @@ pub enum ListenerKind {
     Http {
         routes: Vec<RouteConfig>,
     },
-    /// `cluster: NAME` is read as one backend of weight 1.
+    /// `cluster: NAME` is read as one backend of weight 1; empty with `deny`.
     Tcp {
         backends: Vec<BackendConfig>,
     },
+    /// Each connection is served by the listener whose address is its
+    /// original destination (SO_ORIGINAL_DST), else by the egress policy.
+    Transparent,
 }
 
 // === impl Decoder (listener) ===
@@ -68,6 +80,9 @@ impl Decoder {
                 "direction",
                 "access_log",
                 "limits",
+                "bind",
+                "deny",
+                "egress",
             ],
         )?;
         let name = self.name(&f, seen, "listener");
@@ -75,6 +90,14 @@ impl Decoder {
         let protocol = self
             .string(&f, "protocol", false)
             .unwrap_or_else(|| "http".into());
+        let bind = self.boolean(&f, "bind").unwrap_or(true);
+        let deny = self.boolean(&f, "deny").unwrap_or(false);
+        if deny && protocol != "tcp" {
+            self.err(
+                f.at("deny"),
+                "only tcp listeners take deny; http ones take it per route",
+            );
+        }
         let kind = match protocol.as_str() {
             "http" => {
                 if f.get("cluster").is_some() {
@@ -95,6 +118,17 @@ impl Decoder {
                     .filter_map(|(p, v)| self.route(v, &p, clusters))
                     .collect();
                 Some(ListenerKind::Http { routes })
+            }
+            "tcp" if deny => {
+                for key in ["routes", "cluster", "backends"] {
+                    if f.get(key).is_some() {
+                        self.err(
+                            f.at(key),
+                            "not allowed with deny: no connection is forwarded",
+                        );
+                    }
+                }
+                Some(ListenerKind::Tcp { backends: vec![] })
             }
             "tcp" => {
                 if f.get("routes").is_some() {
@@ -132,10 +166,32 @@ impl Decoder {
                     }
                 }
             }
+            "transparent" => {
+                for key in [
+                    "routes",
+                    "cluster",
+                    "backends",
+                    "tls",
+                    "fault",
+                    "authorization",
+                    "rate_limit",
+                ] {
+                    if f.get(key).is_some() {
+                        self.err(
+                            f.at(key),
+                            "transparent listeners hand each connection to the listener of its original destination",
+                        );
+                    }
+                }
+                if !bind {
+                    self.err(f.at("bind"), "a transparent listener must be bound");
+                }
+                Some(ListenerKind::Transparent)
+            }
             other => {
                 self.err(
                     f.at("protocol"),
-                    format!("'{other}' is not one of: http, tcp"),
+                    format!("'{other}' is not one of: http, tcp, transparent"),
                 );
                 // What is given is checked anyway: a bad protocol must not hide other problems.
                 for (p, v) in self.list(&f, "routes", false) {
@@ -183,7 +239,27 @@ impl Decoder {
         let access_log = f
             .get("access_log")
             .and_then(|a| self.access_log(a, &f.at("access_log")));
-        let limits = self.limits(f.get("limits"), &f.at("limits"), protocol == "tcp");
+        let limits = self.limits(
+            f.get("limits"),
+            &f.at("limits"),
+            protocol == "tcp" || protocol == "transparent",
+        );
+        let egress = f.get("egress").and_then(|e| {
+            if protocol != "http" && protocol != "transparent" {
+                self.err(
+                    f.at("egress"),
+                    "only http and transparent listeners take egress",
+                );
+                return None;
+            }
+            self.egress(e, &f.at("egress"), protocol == "http", clusters)
+        });
+        if !bind && address.is_some_and(|a| a.port() == 0) {
+            self.err(
+                f.at("address"),
+                "an unbound listener needs the port it is reached on",
+            );
+        }
         Some(ListenerConfig {
             name: name?,
             address: address?,
@@ -195,6 +271,9 @@ impl Decoder {
             direction,
             access_log,
             limits,
+            egress,
+            deny,
+            bind,
         })
     }
 }
@@ -238,9 +317,9 @@ mod tests {
              clusters: [{name: a, endpoints: []}]\n",
         );
         for want in [
-            "listeners[0].protocol: 'htp' is not one of: http, tcp",
+            "listeners[0].protocol: 'htp' is not one of: http, tcp, transparent",
             "listeners[0].routes[0].backends[0].cluster: unknown cluster 'nope'",
-            "listeners[1].protocol: 'tpc' is not one of: http, tcp",
+            "listeners[1].protocol: 'tpc' is not one of: http, tcp, transparent",
             "listeners[1].cluster: unknown cluster 'gone'",
         ] {
             assert!(
@@ -248,5 +327,29 @@ mod tests {
                 "missing {want:?} in {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn deny_bind_and_transparent_are_checked() {
+        let got = issues(
+            "listeners:\n \
+             - {name: d, address: 127.0.0.1:1, protocol: tcp, deny: true, cluster: a}\n \
+             - {name: h, address: 127.0.0.1:2, deny: true, routes: []}\n \
+             - {name: t, address: 127.0.0.1:3, protocol: transparent, bind: false, routes: []}\n \
+             - {name: v, address: 240.240.0.9:0, bind: false, routes: []}\n \
+             - {name: w, address: 240.240.0.9:80, bind: no, routes: []}\n\
+             clusters: [{name: a, endpoints: []}]\n",
+        );
+        for want in [
+            "listeners[0].cluster: not allowed with deny",
+            "listeners[1].deny: only tcp listeners take deny",
+            "listeners[2].routes: transparent listeners hand each connection",
+            "listeners[2].bind: a transparent listener must be bound",
+            "listeners[3].address: an unbound listener needs the port",
+            "listeners[4].bind: expected true or false",
+        ] {
+            assert!(has(&got, want), "missing {want:?} in {got:?}");
+        }
+        assert_eq!(got.len(), 6, "{got:?}");
     }
 }

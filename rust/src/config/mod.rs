@@ -10,6 +10,7 @@
 mod authorization;
 mod cluster;
 mod decode;
+mod egress;
 mod filter;
 mod health;
 mod limits;
@@ -33,6 +34,7 @@ use crate::pki::Identity;
 pub use authorization::{Action, AuthorizationConfig, RuleConfig};
 pub use cluster::{ClusterConfig, LbPolicy, UpstreamProtocol};
 use decode::{join, Decoder};
+pub use egress::{EgressConfig, EgressPolicy};
 pub use filter::{
     HeaderModifier, PathModifier, RedirectConfig, RewriteConfig, PROXY_OWNED_HEADERS,
 };
@@ -40,9 +42,9 @@ pub use health::{HealthCheckConfig, HealthProbe};
 pub use limits::{ListenerLimits, RESET_WINDOW};
 pub use listener::{ListenerConfig, ListenerKind};
 pub use resilience::{CircuitBreakers, RetryBudget, RetryOn, RetryPolicy};
-pub use route::{path_regex, MatchConfig, PathMatch, RouteConfig};
+pub use route::{path_regex, BackendConfig, MatchConfig, PathMatch, RouteConfig};
 pub use telemetry::{Direction, LogFormat, LogPath, TelemetryConfig, TracingConfig};
-pub use tls::{EdgeCertificates, ListenerTls};
+pub use tls::{ClusterTls, EdgeCertificates, ListenerTls};
 pub use traffic::{AbortAnswer, Bucket, FaultConfig, RateLimitConfig};
 #[cfg(test)]
 pub use traffic::{FaultAbort, FaultDelay, RateLimitOverride};

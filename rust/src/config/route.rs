@@ -18,8 +18,10 @@ use super::traffic::{FaultConfig, FaultSite, MirrorConfig, RateLimitConfig};
 pub struct RouteConfig {
     pub name: Option<String>,
     pub matcher: MatchConfig,
-    /// Empty exactly when `redirect` is set.
+    /// Empty exactly when `redirect` is set or `deny` is true.
     pub backends: Vec<BackendConfig>,
+    /// The route answers 403 (an egress denial) by itself.
+    pub deny: bool,
     pub timeout: Option<Duration>,
     /// Retries of a failed try; the default retries what is safe to.
     pub retry: RetryPolicy,
@@ -103,6 +105,7 @@ impl Decoder {
                 "rewrite",
                 "redirect",
                 "max_request_bytes",
+                "deny",
             ],
         )?;
         let name = self.string(&f, "name", false);
@@ -118,7 +121,25 @@ impl Decoder {
         let redirect = f
             .get("redirect")
             .and_then(|r| self.redirect(r, &f.at("redirect"), has_prefix));
-        let backends = if f.get("redirect").is_some() {
+        let deny = self.boolean(&f, "deny").unwrap_or(false);
+        let backends = if deny {
+            for key in [
+                "backends",
+                "timeout_ms",
+                "retry",
+                "mirrors",
+                "rewrite",
+                "redirect",
+            ] {
+                if f.get(key).is_some() {
+                    self.err(
+                        f.at(key),
+                        "not allowed with deny: the route answers 403 and forwards nothing",
+                    );
+                }
+            }
+            Vec::new()
+        } else if f.get("redirect").is_some() {
             // These contradict a redirect. request_headers is let through with no
             // effect: the Gateway API allows a RequestHeaderModifier beside a redirect.
             for key in ["backends", "timeout_ms", "retry", "mirrors", "rewrite"] {
@@ -166,6 +187,7 @@ impl Decoder {
             name,
             matcher: matcher?,
             backends,
+            deny,
             timeout,
             retry,
             fault,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
 use serde_json::Value;
 
@@ -46,11 +47,20 @@ impl ListenerTls {
     }
 }
 
-/// A cluster's client-side mesh mTLS.
+/// A cluster's client-side TLS: exactly one of the two forms.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterTls {
-    /// The SPIFFE IDs its endpoints may present.
-    pub peer_ids: Vec<String>,
+pub enum ClusterTls {
+    /// Mesh mTLS: its endpoints must present one of these SPIFFE IDs.
+    Mesh { peer_ids: Vec<String> },
+    /// TLS origination to a server outside the mesh: `server_name` is sent
+    /// as SNI and checked against its certificate, which must chain to `ca`.
+    Origination { server_name: String, ca: Vec<u8> },
+}
+
+impl ClusterTls {
+    pub fn is_mesh(&self) -> bool {
+        matches!(self, ClusterTls::Mesh { .. })
+    }
 }
 
 fn unix_now() -> i64 {
@@ -210,9 +220,48 @@ impl Decoder {
     }
 
     pub(super) fn cluster_tls(&mut self, v: &Value, path: &str) -> Option<ClusterTls> {
-        let f = self.object(v, path, &["peer_ids"])?;
+        let f = self.object(v, path, &["peer_ids", "server_name", "ca", "ca_file"])?;
+        let origination = ["server_name", "ca", "ca_file"]
+            .iter()
+            .any(|k| f.get(k).is_some());
+        if !origination {
+            self.need_identity(path);
+            return self.mesh_cluster_tls(&f);
+        }
+        if f.get("peer_ids").is_some() {
+            self.err(
+                f.at("peer_ids"),
+                "give peer_ids (mesh mTLS) or server_name and ca (TLS origination), not both",
+            );
+        }
+        let server_name = self.string(&f, "server_name", true);
+        if let Some(name) = server_name.as_deref() {
+            if ServerName::try_from(name).is_err() {
+                self.err(
+                    f.at("server_name"),
+                    format!("'{name}' is not a host name or IP address"),
+                );
+            }
+        }
+        let ca = self.pem(&f, "ca")?;
+        if let Err(e) = crate::tls::roots(&ca) {
+            let key = if f.get("ca").is_some() {
+                "ca"
+            } else {
+                "ca_file"
+            };
+            self.err(f.at(key), e);
+            return None;
+        }
+        Some(ClusterTls::Origination {
+            server_name: server_name?,
+            ca,
+        })
+    }
+
+    fn mesh_cluster_tls(&mut self, f: &Fields<'_>) -> Option<ClusterTls> {
         let mut peer_ids = Vec::new();
-        for (p, v) in self.list(&f, "peer_ids", true) {
+        for (p, v) in self.list(f, "peer_ids", true) {
             match v.as_str().and_then(SpiffeId::parse) {
                 Some(id) => peer_ids.push(id.as_str().to_string()),
                 None => self.err(p, "expected a SPIFFE ID (spiffe://<trust-domain>/<path>)"),
@@ -224,7 +273,7 @@ impl Decoder {
             }
             return None;
         }
-        Some(ClusterTls { peer_ids })
+        Some(ClusterTls::Mesh { peer_ids })
     }
 }
 
@@ -269,5 +318,37 @@ mod tests {
             has(&got, "identity.roots: required (or give roots_file)"),
             "{got:?}"
         );
+    }
+
+    /// A self-signed CA (P-256, valid until 2126), for the decoder's checks only.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBiTCCAS+gAwIBAgIUPymf7l2MZgp3LAyC/i2smDNZenYwCgYIKoZIzj0EAwIw\nGTEXMBUGA1UEAwwOZWdyZXNzIHRlc3QgQ0EwIBcNMjYxMjAzMTkwMjQxWhgPMjEy\nNjExMDkxOTAyNDFaMBkxFzAVBgNVBAMMDmVncmVzcyB0ZXN0IENBMFkwEwYHKoZI\nzj0CAQYIKoZIzj0DAQcDQgAEgwbwRkoDDriff9acHfPbtjoDolidLOh9L7u/yQa7\nX8PN+2dvuozl8iDzbpSNMvL8psX17GJjLTH/1xpwgnZKSKNTMFEwHQYDVR0OBBYE\nFIzOQE2rxRxG2zLLhqXa/70MEXTUMB8GA1UdIwQYMBaAFIzOQE2rxRxG2zLLhqXa\n/70MEXTUMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgZ35LaTrS\nOuVA8hJUzcxLBunR0YW90e1Gi45ZZUypvzMCIQDAiUn5EI0EcWVkdD01+hvBAwvQ\nk5HWegZiTMha66HaTA==\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn tls_origination_takes_a_server_name_and_roots() {
+        let ca = TEST_CA;
+        let got = issues(&format!(
+            "clusters:\n \
+             - {{name: a, endpoints: [], tls: {{server_name: 'bad name!', ca: 'not pem'}}}}\n \
+             - {{name: b, endpoints: [], tls: {{server_name: x.test}}}}\n \
+             - {{name: c, endpoints: [], tls: {{ca_file: /nonexistent/ca.pem, peer_ids: ['spiffe://td/x']}}}}\n \
+             - {{name: d, endpoints: [], tls: {{server_name: x.test, ca: {ca:?}, ca_file: /x}}}}\n"
+        ));
+        for want in [
+            "clusters[0].tls.server_name: 'bad name!' is not a host name",
+            "clusters[0].tls.ca: no certificate in it",
+            "clusters[1].tls.ca: required (or give ca_file)",
+            "clusters[2].tls.peer_ids: give peer_ids (mesh mTLS) or server_name and ca",
+            "clusters[2].tls.server_name: required",
+            "clusters[2].tls.ca_file: cannot read '/nonexistent/ca.pem'",
+            "clusters[3].tls.ca: give ca or ca_file, not both",
+        ] {
+            assert!(has(&got, want), "missing {want:?} in {got:?}");
+        }
+        assert_eq!(got.len(), 7, "{got:?}");
+        // No identity needed: origination is not mesh mTLS.
+        let good = format!(
+            "clusters: [{{name: a, endpoints: [], tls: {{server_name: x.test, ca: {ca:?}}}}}]\n"
+        );
+        assert_eq!(issues(&good), Vec::<String>::new());
     }
 }

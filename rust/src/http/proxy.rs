@@ -15,6 +15,7 @@ use super::attempt::{
     answer_retriable, attempt, is_grpc, keeps_copy, overflow, overflow_reply, Failed,
 };
 use super::body::{grpc_status, Done, Inbound, ProxyBody};
+use super::egress;
 use super::headers::{
     add_forwarded, ensure_request_id, request_authority, request_host, set_client_identity,
     strip_hop_by_hop, take_h2c, wants_upgrade,
@@ -217,6 +218,10 @@ async fn route(
     if let Some(refused) = rate_limit(listener, listener.rate_limit.as_ref(), conn) {
         return refused;
     }
+    if let Some(answered) = egress::before_routing(listener, conn, &mut req, &mut hop.record).await
+    {
+        return answered;
+    }
     let host = request_host(req.uri(), req.headers());
     let view = RequestView {
         method: req.method(),
@@ -225,22 +230,20 @@ async fn route(
         query: req.uri().query(),
         headers: req.headers(),
     };
-    let Some((index, route)) = routes
+    let route = match routes
         .iter()
         .enumerate()
         .find(|(_, r)| r.matcher.matches(&view))
-    else {
-        listener.stats.no_route.inc();
-        let msg = format!(
-            "meshctl: no route on listener '{}' for {} {}{}\n",
-            listener.name,
-            req.method(),
-            host,
-            req.uri().path()
-        );
-        return local_reply(StatusCode::NOT_FOUND, "no_route", msg);
+    {
+        Some((index, route)) => {
+            hop.route = Some(index);
+            route
+        }
+        None => match egress::unrouted(listener, &req, &host) {
+            Ok(passthrough) => passthrough,
+            Err(reply) => return reply,
+        },
     };
-    hop.route = Some(index);
     if let Some(refused) = over_size(listener, route, &req) {
         return refused;
     }
@@ -253,6 +256,15 @@ async fn route(
         if let Some(answer) = injected.abort {
             return abort_reply(answer);
         }
+    }
+    if route.deny {
+        let what = format!(
+            "{} {host}{} (route '{}')",
+            req.method(),
+            req.uri().path(),
+            route.name
+        );
+        return egress::denied(listener, &what);
     }
     if let Some(redirect) = &route.redirect {
         listener.stats.redirects.inc();
@@ -443,7 +455,14 @@ async fn forward(
         .and_then(|h| req.headers().get(h))
         .map(|v| v.as_bytes());
     let hash = cluster.hash_key(key, conn.peer.ip());
-    let Some(mut ep) = cluster.pick(hash) else {
+    let destination;
+    let picked = if cluster.spec.original_destination {
+        destination = egress::destination(&req).and_then(|d| cluster.destination(&d));
+        destination.as_deref()
+    } else {
+        cluster.pick(hash)
+    };
+    let Some(mut ep) = picked else {
         cluster.stats.no_healthy_endpoint.inc();
         let msg = format!(
             "meshctl: no healthy endpoint in cluster '{}'\n",
@@ -751,7 +770,7 @@ async fn finish(
 
 /// An upgraded connection (WebSocket) with no byte either way for this long
 /// is closed: a TCP listener's default, not the keep-alive idle of HTTP.
-const TUNNEL_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(super) const TUNNEL_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// After a 101, the two upgraded connections are joined byte for byte; the
 /// request stays "active" (for stats and least_request) while the tunnel lives.

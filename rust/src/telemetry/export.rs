@@ -19,8 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status, ResourceSpans, ScopeSpans, Span, Status,
 };
 use prost::Message;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 
@@ -225,16 +224,7 @@ fn span(x: &Exchange) -> Option<Span> {
 fn collector_tls(ca_file: &Path) -> Result<TlsConnector, String> {
     let pem =
         std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("{}: {e}", ca_file.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no certificate in it", ca_file.display()));
-    }
+    let roots = crate::tls::roots(&pem).map_err(|e| format!("{}: {e}", ca_file.display()))?;
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -44,7 +44,7 @@ pub fn of_local_reply(kind: &[u8]) -> u16 {
         b"overflow" => OVERFLOW,
         b"rate_limited" => RATE_LIMITED,
         b"fault" => FAULT_ABORT,
-        b"denied" => DENIED,
+        b"denied" | b"egress_denied" => DENIED,
         b"no_healthy_endpoint" | b"no_backend" => NO_HEALTHY_UPSTREAM,
         _ => 0,
     }

@@ -20,18 +20,26 @@ use super::edges::{EdgeStats, NO_GRPC};
 use super::TelemetryStats;
 use crate::latency::{lower_us, Summary, BUCKETS};
 use crate::snapshot::{Role, Snapshot};
-use crate::stats::{Reason, Refusal, TlsFailure};
+use crate::stats::{EgressResult, Reason, Refusal, TlsFailure};
 
 type Labels = Vec<(&'static str, String)>;
 
 /// The rows `rows(i)` makes for the i-th reason of `R`, each with its `reason` label.
 fn by_reason<R: Reason>(rows: impl Fn(usize) -> Vec<(Labels, f64)>) -> Vec<(Labels, f64)> {
+    by_label::<R>("reason", rows)
+}
+
+/// The rows `rows(i)` makes for the i-th name of `R`, each labelled `label`.
+fn by_label<R: Reason>(
+    label: &'static str,
+    rows: impl Fn(usize) -> Vec<(Labels, f64)>,
+) -> Vec<(Labels, f64)> {
     R::NAMES
         .iter()
         .enumerate()
         .flat_map(|(i, &name)| {
             rows(i).into_iter().map(move |(mut labels, n)| {
-                labels.push(("reason", name.into()));
+                labels.push((label, name.into()));
                 (labels, n)
             })
         })
@@ -373,6 +381,23 @@ impl Collector for Scrape {
             "Requests and connections a listener's limits and HTTP checks refused or cut short.",
             Counter,
             by_reason::<Refusal>(|i| per_listener(None, &|s| s.refusals.at(i))),
+        )?;
+        let egress: Vec<_> = listeners.iter().filter(|l| l.egress_stats).collect();
+        family(
+            enc,
+            "meshctl_egress",
+            "Calls out of the mesh by what egress control did: denied, passed through, tunnelled (CONNECT).",
+            Counter,
+            by_label::<EgressResult>("result", |i| {
+                egress
+                    .iter()
+                    .map(|l| {
+                        let mut labels = self.me();
+                        labels.push(("listener", l.name.clone()));
+                        (labels, l.stats.egress.at(i) as f64)
+                    })
+                    .collect()
+            }),
         )?;
         let mut rows = per_listener(Some(("decision", "accepted")), &|s| {
             s.plaintext_accepted.get()

@@ -1,5 +1,6 @@
-//! Client-side mesh mTLS: what an outbound cluster uses to reach a peer
-//! sidecar, presenting this proxy's SVID and insisting on the peer's.
+//! Client-side TLS of a cluster: mesh mTLS to a peer sidecar (presenting
+//! this proxy's SVID and insisting on the peer's), or TLS origination to a
+//! server outside the mesh (webpki check of its name against given roots).
 
 use std::io;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use crate::pki::provider;
 
 pub struct ClientTls {
     connector: TlsConnector,
+    /// Origination: the name sent and checked, whatever the endpoint's address.
+    server_name: Option<ServerName<'static>>,
 }
 
 // === impl ClientTls ===
@@ -40,15 +43,39 @@ impl ClientTls {
         config.enable_sni = false;
         ClientTls {
             connector: TlsConnector::from(Arc::new(config)),
+            server_name: None,
         }
+    }
+
+    /// TLS origination to a server outside the mesh: its certificate must
+    /// chain to `roots` and name `server_name` (also sent as SNI). The
+    /// decoder checked both, so an error here is one more config error.
+    pub fn origination(server_name: &str, ca: &[u8], alpn: &[&[u8]]) -> Result<ClientTls, String> {
+        let roots = super::roots(ca)?;
+        let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+        let mut config = ClientConfig::builder_with_provider(provider().clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(ClientTls {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name: Some(name),
+        })
     }
 
     /// Handshakes over `tcp` with the endpoint at `host` (its address; it
     /// keys session resumption, so each endpoint resumes its own sessions).
     pub async fn connect(&self, host: &str, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                ServerName::try_from(host.to_string())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+            }
+        };
         self.connector.connect(name, tcp).await
     }
 }

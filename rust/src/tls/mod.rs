@@ -19,6 +19,21 @@ use crate::stats::TlsFailure;
 /// it, so a renewed SVID serves the next connection and no connection drops.
 pub type IdentityCell = Arc<ArcSwapOption<Identity>>;
 
+/// The roots in `pem` (one or more PEM certificates), for a webpki check
+/// of a server outside the mesh; an error says what is wrong with them.
+pub fn roots(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("not PEM: {e}"))?;
+        roots.add(cert).map_err(|e| format!("unusable root: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    Ok(roots)
+}
+
 /// Why a handshake failed, from the error tokio-rustls returned (rustls's
 /// error inside an `io::Error`; an alert from the peer says its reason).
 pub fn failure_reason(e: &std::io::Error) -> TlsFailure {
