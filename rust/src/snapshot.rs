@@ -526,4 +526,26 @@ mod tests {
             true
         );
     }
+
+    #[test]
+    fn every_listener_bound_or_not_is_found_by_its_address() {
+        let registry = Registry::default();
+        let text = "listeners:\n - {name: t, address: '127.0.0.1:0', protocol: transparent, egress: {policy: allow_any}}\n \
+                    - {name: vip, address: '240.240.0.9:80', bind: false, routes: [{backends: [{cluster: a}]}]}\n\
+                    clusters: [{name: a, endpoints: []}]\n";
+        let snap = compile(text, &Snapshot::empty(), &registry);
+        let vip: std::net::SocketAddr = "240.240.0.9:80".parse().unwrap();
+        assert_eq!(snap.by_address.get(&vip), Some(&2));
+        assert!(matches!(snap.listeners[&1].role, Role::Transparent));
+        let passthrough = snap.passthrough.clone().expect("egress needs it");
+        let again = compile(text, &snap, &registry);
+        assert!(
+            Arc::ptr_eq(&passthrough, again.passthrough.as_ref().unwrap()),
+            "the passthrough cluster keeps its pools"
+        );
+        assert_eq!(
+            again.stats()["listeners"]["t"]["egress"],
+            json!({"denied": 0, "passthrough": 0, "tunnelled": 0})
+        );
+    }
 }

@@ -165,4 +165,46 @@ mod tests {
             Some(EgressPolicy::AllowAny)
         );
     }
+
+    #[test]
+    fn deny_routes_forward_nothing() {
+        let got = route_issues(&[
+            "{match: {host: blocked.test}, deny: true, backends: [{cluster: a}], redirect: {host: x}}",
+            "{deny: 1, backends: [{cluster: a}]}",
+        ]);
+        for want in [
+            "listeners[0].routes[0].backends: not allowed with deny",
+            "listeners[0].routes[0].redirect: not allowed with deny",
+            "listeners[0].routes[1].deny: expected true or false",
+        ] {
+            assert!(has(&got, want), "missing {want:?} in {got:?}");
+        }
+        assert_eq!(got.len(), 3, "{got:?}");
+        let c =
+            Config::parse("listeners: [{name: p, address: 127.0.0.1:1, routes: [{deny: true}]}]\n")
+                .unwrap();
+        let ListenerKind::Http { routes } = &c.listeners[0].kind else {
+            panic!()
+        };
+        assert!(routes[0].deny && routes[0].backends.is_empty());
+    }
+
+    #[test]
+    fn original_destination_clusters_take_no_endpoints() {
+        let got = issues(
+            "clusters:\n - {name: a, original_destination: true, endpoints: [{address: 'h:1'}]}\n \
+             - {name: b, original_destination: true}\n - {name: c}\n",
+        );
+        assert_eq!(
+            got.iter()
+                .map(|i| i.split(':').next().unwrap_or(""))
+                .collect::<Vec<_>>(),
+            ["clusters[0].endpoints", "clusters[2].endpoints"],
+            "{got:?}"
+        );
+        assert!(has(
+            &got,
+            "clusters[0].endpoints: not allowed with original_destination"
+        ));
+    }
 }

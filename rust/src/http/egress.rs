@@ -70,6 +70,8 @@ pub async fn before_routing(
 
 /// What a request that no route took gets: the passthrough route under
 /// `allow_any`, a 403 under `registry_only`, a 404 without egress.
+// The Err variant is the reply itself, returned at once: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
 pub fn unrouted<'l>(
     listener: &'l Listener,
     req: &Request<Incoming>,
