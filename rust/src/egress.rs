@@ -104,6 +104,7 @@ pub fn passthrough(
         hash_header: None,
         protocol: UpstreamProtocol::Http1,
         connect_timeout: std::time::Duration::from_secs(5),
+        dns_refresh: std::time::Duration::from_secs(5),
         endpoints: Vec::new(),
         outlier: Default::default(),
         health_check: None,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::config::Config;
+use crate::dns::Answerer;
 use crate::drain::{drain_all, Drain};
 use crate::error::{Error, Result};
 use crate::listener;
@@ -76,6 +77,8 @@ struct State {
     next_id: ListenerId,
     version: u64,
     workers: usize,
+    /// The `dns` section's answerer, when running.
+    dns: Option<Answerer>,
 }
 
 pub struct Engine {
@@ -100,6 +103,7 @@ impl Engine {
                 next_id: 1,
                 version: 0,
                 workers,
+                dns: None,
             }),
         }
     }
@@ -218,6 +222,19 @@ impl Engine {
             plan.push(Placement::Fresh(bound, socket));
         }
 
+        // The DNS answerer's socket: kept while its address stays (records
+        // are read from the snapshot per query), otherwise bound now.
+        let dns_socket = match &config.dns {
+            Some(d) if !st.dns.as_ref().is_some_and(|a| a.serves(d.address)) => {
+                Some(crate::dns::bind(d.address).map_err(|source| Error::Bind {
+                    listener: "dns".into(),
+                    address: d.address,
+                    source,
+                })?)
+            }
+            _ => None,
+        };
+
         let has_admin = config.admin.is_some();
         let mut placed = plan[usize::from(has_admin)..].iter();
         let mut unbound = HashMap::new();
@@ -308,6 +325,14 @@ impl Engine {
             handle.spawn(async move { gone.drain.drain(grace).await });
         }
         st.bound = next;
+        if dns_socket.is_some() || config.dns.is_none() {
+            if let Some(old) = st.dns.take() {
+                old.stop(&self.shared);
+            }
+        }
+        if let Some(bound) = dns_socket {
+            st.dns = Some(Answerer::start(bound, self.shared.clone()));
+        }
         self.shared.registry.config.applied.inc();
         tracing::info!(version, "config applied");
         Ok(version)
@@ -322,6 +347,9 @@ impl Engine {
             st.phase = Phase::Stopped;
             return;
         };
+        if let Some(dns) = st.dns.take() {
+            dns.stop(&self.shared);
+        }
         let drains: Vec<Drain> = st.bound.drain(..).map(|b| b.drain).collect();
         rt.block_on(drain_all(&drains, grace));
         rt.shutdown(Duration::from_secs(1));

@@ -14,6 +14,7 @@ use crate::route::{RequestView, Route};
 pub use crate::bench::h1_client::{parse_head as h1_response_head, take_chunked as h1_chunked};
 pub use crate::bench::h1_client::{Framing as H1Framing, H1Error};
 pub use crate::config::{decode_authorization, Action, ListenerLimits};
+pub use crate::dns::wire::{parse_query as dns_query, reply as dns_reply, Query as DnsQuery};
 pub use crate::http::headers::{
     add_forwarded, request_authority, request_host, set_client_identity, strip_hop_by_hop,
     take_h2c, wants_upgrade,

@@ -128,21 +128,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<'_, T> {
     }
 }
 
-/// Connects to `addr` (host:port) within `timeout`, with TCP_NODELAY set.
+/// Connects to `addr` (host:port) within `timeout`, with TCP_NODELAY set;
+/// a host name goes through the process-wide cache, refreshed every
+/// `dns::DEFAULT_REFRESH` (an engine's clusters use its own cache, see
+/// `dns::Resolver::connect`).
 pub async fn connect(
     addr: &str,
     timeout: std::time::Duration,
 ) -> io::Result<tokio::net::TcpStream> {
-    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+    crate::dns::Resolver::global()
+        .connect(addr, timeout, crate::dns::DEFAULT_REFRESH)
         .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("timed out after {timeout:?}"),
-            )
-        })??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
 }
 
 /// Copies both ways between a downstream and an upstream stream, counting

@@ -10,6 +10,7 @@ mod bench;
 mod clock;
 mod cluster;
 mod config;
+mod dns;
 mod drain;
 mod egress;
 mod engine;

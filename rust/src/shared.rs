@@ -49,6 +49,10 @@ impl Shared {
             self.registry.edges.all(),
             self.registry.telemetry.clone(),
             self.registry.config.counts(),
+            (
+                self.registry.dns.counts.by_result(),
+                self.registry.dns_server.by_result(),
+            ),
             openmetrics,
         )
     }
@@ -63,6 +67,8 @@ impl Shared {
         let snapshot = self.snapshot.load();
         let mut stats = snapshot.stats();
         stats["config"] = self.registry.config.to_json(snapshot.version);
+        stats["dns"] = self.registry.dns.counts.to_json();
+        stats["dns_server"] = self.registry.dns_server.to_json();
         if let Some(identity) = self.identity.load().as_ref() {
             stats["identity"] = serde_json::json!({
                 "spiffe_id": identity.id.as_str(),

@@ -175,6 +175,7 @@ impl Snapshot {
                 clusters: vec![],
                 drain_timeout: std::time::Duration::from_secs(1),
                 telemetry: Default::default(),
+                dns: None,
                 document: Value::Null,
             }),
             listeners: HashMap::new(),

@@ -518,6 +518,10 @@ pub struct Registry {
     pub logs: LogWriters,
     pub taps: Arc<TapHub>,
     pub config: ConfigStats,
+    /// The endpoint-name cache of this data plane, and its counts.
+    pub dns: Arc<crate::dns::Resolver>,
+    /// The `dns` section's answerer.
+    pub dns_server: crate::dns::ServerStats,
 }
 
 impl Default for Registry {
@@ -532,6 +536,8 @@ impl Default for Registry {
             telemetry,
             taps: Arc::default(),
             config: ConfigStats::default(),
+            dns: Arc::default(),
+            dns_server: Default::default(),
         }
     }
 }

@@ -49,6 +49,7 @@ DOCUMENT = {
     "identity": {"zz": 1},
     "listeners": [LISTENER],
     "clusters": [CLUSTER],
+    "dns": {"address": "127.0.0.1:4", "zz": 1},
 }
 
 SECTIONS: dict[str, Any] = {
@@ -85,6 +86,7 @@ SECTIONS: dict[str, Any] = {
     "clusters[0].circuit_breakers.zz": dp.CircuitBreakersConfig,
     "clusters[0].retry_budget.zz": dp.RetryBudgetConfig,
     "clusters[0].tls.zz": dp.ClusterTls,
+    "dns.zz": dp.DnsConfig,
 }
 
 
@@ -100,7 +102,9 @@ def test_every_section_names_the_fields_the_decoder_knows() -> None:
 
 def test_required_fields_are_the_ones_the_decoder_requires() -> None:
     with pytest.raises(ConfigError) as exc:
-        validate_config({"listeners": [{"tls": {}, "authorization": {"rules": [{}]}}], "clusters": [{"tls": {}}]})
+        validate_config(
+            {"listeners": [{"tls": {}, "authorization": {"rules": [{}]}}], "clusters": [{"tls": {}}], "dns": {}}
+        )
     required = {path for path, message in exc.value.errors if message == "required"}
     assert required == {
         "listeners[0].name",
@@ -111,6 +115,7 @@ def test_required_fields_are_the_ones_the_decoder_requires() -> None:
         "clusters[0].name",
         "clusters[0].endpoints",
         "clusters[0].tls.peer_ids",
+        "dns.address",
     }
     assert dp.ListenerConfig.__required_keys__ == {"name", "address"}
     assert dp.ListenerTls.__required_keys__ == {"mode"}
@@ -123,3 +128,4 @@ def test_required_fields_are_the_ones_the_decoder_requires() -> None:
     assert dp.BackendConfig.__required_keys__ == {"cluster"}
     assert dp.EndpointConfig.__required_keys__ == {"address"}
     assert dp.AdminConfig.__required_keys__ == {"address"}
+    assert dp.DnsConfig.__required_keys__ == {"address"}

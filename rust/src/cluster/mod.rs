@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::balance::{hash_bytes, Balancer, Loads, Rtt};
 use crate::clock::now_ms;
 use crate::config::{ClusterConfig, ClusterTls, LbPolicy, RetryPolicy, UpstreamProtocol};
+use crate::dns::Resolver;
 use crate::http::pool::Pool;
 use crate::resilience::{backoff, Budget};
 use crate::stats::{Active, ClusterStats, EndpointStats, Registry};
@@ -79,6 +80,7 @@ pub struct Cluster {
 /// there are few; past `DYNAMIC_MAX` the set starts over.
 struct Dynamic {
     tls: Option<Arc<ClientTls>>,
+    resolver: Arc<Resolver>,
     workers: usize,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
 }
@@ -86,9 +88,10 @@ struct Dynamic {
 const DYNAMIC_MAX: usize = 1024;
 
 impl Dynamic {
-    fn new(tls: Option<Arc<ClientTls>>, workers: usize) -> Self {
+    fn new(tls: Option<Arc<ClientTls>>, resolver: Arc<Resolver>, workers: usize) -> Self {
         Dynamic {
             tls,
+            resolver,
             workers,
             endpoints: Mutex::default(),
         }
@@ -105,6 +108,7 @@ impl Endpoint {
         spec: &ClusterConfig,
         tls: Option<Arc<ClientTls>>,
         stats: &Arc<ClusterStats>,
+        resolver: Arc<Resolver>,
         workers: usize,
     ) -> Self {
         Endpoint {
@@ -116,7 +120,14 @@ impl Endpoint {
             weight: 1,
             zone: None,
             stats: Arc::default(),
-            pool: Arc::new(Pool::new(address, spec, tls, stats.clone(), workers)),
+            pool: Arc::new(Pool::new(
+                address,
+                spec,
+                tls,
+                stats.clone(),
+                resolver,
+                workers,
+            )),
             health: outlier::Health::default(),
             rtt: Rtt::default(),
         }
@@ -198,7 +209,14 @@ impl Cluster {
             .endpoints
             .iter()
             .map(|e| {
-                let mut ep = Endpoint::new(&e.address, spec, tls.clone(), &stats, workers);
+                let mut ep = Endpoint::new(
+                    &e.address,
+                    spec,
+                    tls.clone(),
+                    &stats,
+                    registry.dns.clone(),
+                    workers,
+                );
                 ep.weight = e.weight;
                 ep.zone = e.zone.clone();
                 ep.stats = registry.endpoint(&spec.name, &e.address);
@@ -248,7 +266,7 @@ impl Cluster {
         Cluster {
             dynamic: spec
                 .original_destination
-                .then(|| Dynamic::new(tls, workers)),
+                .then(|| Dynamic::new(tls, registry.dns.clone(), workers)),
             name: spec.name.clone(),
             all: balancer(&everyone),
             levels,
@@ -334,6 +352,7 @@ impl Cluster {
             &self.spec,
             dynamic.tls.clone(),
             &self.stats,
+            dynamic.resolver.clone(),
             dynamic.workers,
         ));
         endpoints.insert(address.to_string(), ep.clone());

@@ -70,11 +70,14 @@ pub struct ClusterConfig {
     /// The mesh service behind it ("namespace/name"): the destination in
     /// metrics and spans. Default: the cluster's name.
     pub service: String,
+    /// How long a resolved endpoint name is used before it is resolved
+    /// again (see `dns::Resolver`).
+    pub dns_refresh: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointConfig {
-    /// `host:port`; an IP literal or a name resolved at connect time.
+    /// `host:port`; an IP literal, or a name resolved through the cache.
     pub address: String,
     pub weight: u32,
     pub zone: Option<String>,
@@ -107,6 +110,7 @@ impl Decoder {
                 "tls",
                 "service",
                 "original_destination",
+                "dns_refresh_ms",
             ],
         )?;
         let name = self.name(&f, seen, "cluster");
@@ -149,6 +153,7 @@ impl Decoder {
             }
         };
         let connect_timeout = self.millis(&f, "connect_timeout_ms", 1_000);
+        let dns_refresh = self.millis(&f, "dns_refresh_ms", 5_000);
         let tls = f.get("tls").and_then(|t| self.cluster_tls(t, &f.at("tls")));
         let original_destination = self.boolean(&f, "original_destination").unwrap_or(false);
         if original_destination {
@@ -203,6 +208,7 @@ impl Decoder {
             hash_header,
             protocol,
             connect_timeout,
+            dns_refresh,
             endpoints,
             outlier,
             health_check,
@@ -248,7 +254,7 @@ mod tests {
     #[test]
     fn accepts_every_cluster_field() {
         let c = Config::parse(
-            "clusters:\n - {name: a, lb: ring_hash, hash_header: X-User, protocol: http2, connect_timeout_ms: 250, \
+            "clusters:\n - {name: a, lb: ring_hash, hash_header: X-User, protocol: http2, connect_timeout_ms: 250, dns_refresh_ms: 750, \
              outlier_detection: {consecutive_gateway_errors: 3, base_ejection_ms: 500}, endpoints: [{address: 'h:1', weight: 2}]}\n",
         )
         .expect("valid");
@@ -257,6 +263,8 @@ mod tests {
         assert_eq!(a.hash_header.as_ref().map(|h| h.as_str()), Some("x-user"));
         assert_eq!(a.protocol, UpstreamProtocol::Http2);
         assert_eq!(a.connect_timeout.as_millis(), 250);
+        assert_eq!(a.dns_refresh.as_millis(), 750);
+        assert_eq!(c.effective()["clusters"][0]["dns_refresh_ms"], 750);
         assert_eq!(a.outlier.consecutive_gateway_errors, 3);
         assert_eq!(a.outlier.base_ejection.as_millis(), 500);
         assert_eq!(a.endpoints[0].weight, 2);
@@ -265,7 +273,7 @@ mod tests {
     #[test]
     fn rejects_bad_clusters_with_paths() {
         let got = cluster_issues(
-            "{name: 'a b', lb: fastest, hash_header: x-user, protocol: h3, connect_timeout_ms: 0, \
+            "{name: 'a b', lb: fastest, hash_header: x-user, protocol: h3, connect_timeout_ms: 0, dns_refresh_ms: 0, \
              outlier_detection: {consecutive_5xx: -1, colour: red}, \
              endpoints: [{address: nowhere}, {address: 'h:1', weight: 0}, {address: 'h:1'}]}",
         );
@@ -275,6 +283,7 @@ mod tests {
             "clusters[0].hash_header: only used with lb: ring_hash",
             "clusters[0].protocol: 'h3' is not one of: http1, http2",
             "clusters[0].connect_timeout_ms: 0 is out of range",
+            "clusters[0].dns_refresh_ms: 0 is out of range",
             "clusters[0].outlier_detection.colour: unknown field",
             "clusters[0].outlier_detection.consecutive_5xx: expected a whole number",
             "clusters[0].endpoints[0].address: 'nowhere' is not a host:port address",
@@ -283,7 +292,7 @@ mod tests {
         ] {
             assert!(has(&got, want), "missing {want:?} in {got:?}");
         }
-        assert_eq!(got.len(), 10, "{got:?}");
+        assert_eq!(got.len(), 11, "{got:?}");
         assert_eq!(
             cluster_issues("{name: a}"),
             ["clusters[0].endpoints: required"]

@@ -10,6 +10,7 @@
 mod authorization;
 mod cluster;
 mod decode;
+mod dns;
 mod egress;
 mod filter;
 mod health;
@@ -34,6 +35,7 @@ use crate::pki::Identity;
 pub use authorization::{Action, AuthorizationConfig, RuleConfig};
 pub use cluster::{ClusterConfig, LbPolicy, UpstreamProtocol};
 use decode::{join, Decoder};
+pub use dns::DnsConfig;
 pub use egress::{EgressConfig, EgressPolicy};
 pub use filter::{
     HeaderModifier, PathModifier, RedirectConfig, RewriteConfig, PROXY_OWNED_HEADERS,
@@ -60,6 +62,8 @@ pub struct Config {
     /// in-flight connections.
     pub drain_timeout: Duration,
     pub telemetry: TelemetryConfig,
+    /// The DNS answerer, when the document has one.
+    pub dns: Option<DnsConfig>,
     /// The document as given, for `/config` (redacted there).
     pub document: Value,
 }
@@ -138,6 +142,7 @@ impl Config {
                 slot["retry_budget"] = cluster.retry_budget.to_json();
                 slot["circuit_breakers"] = cluster.circuit_breakers.to_json();
                 slot["service"] = cluster.service.clone().into();
+                slot["dns_refresh_ms"] = (cluster.dns_refresh.as_millis() as u64).into();
             }
         }
         for (i, l) in self.listeners.iter().enumerate() {
@@ -147,6 +152,9 @@ impl Config {
         }
         if let Some(t) = &self.telemetry.tracing {
             doc["telemetry"]["tracing"] = t.to_json();
+        }
+        if let Some(d) = &self.dns {
+            doc["dns"] = d.to_json();
         }
         doc
     }
@@ -219,6 +227,7 @@ impl Decoder {
                 "clusters",
                 "drain_timeout_ms",
                 "telemetry",
+                "dns",
             ],
         )?;
         let identity = top
@@ -257,6 +266,7 @@ impl Decoder {
             .get("telemetry")
             .and_then(|t| self.telemetry(t, "telemetry"))
             .unwrap_or_default();
+        let dns = top.get("dns").and_then(|d| self.dns(d, "dns"));
 
         Some(Config {
             admin,
@@ -265,6 +275,7 @@ impl Decoder {
             clusters,
             drain_timeout,
             telemetry,
+            dns,
             document: Value::Null,
         })
     }

@@ -153,19 +153,21 @@ pub(super) async fn send(
             cluster.stats.responses.record(status);
             Ok(answer)
         }
-        Err(SendError::Connect(e, unsent)) => {
-            cluster.report(ep, Outcome::ConnectFailure);
-            tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "connect failed: {e}");
-            let msg = format!(
-                "meshctl: upstream connect failure in cluster '{}'\n",
-                cluster.name
-            );
-            Err(Failed {
-                reply: local_reply(StatusCode::BAD_GATEWAY, "connect_failure", msg),
-                unsent,
-                cause: None,
-            })
-        }
+        Err(SendError::Connect(e, unsent)) => Err(unreached(
+            (cluster, ep),
+            &e,
+            unsent,
+            (StatusCode::BAD_GATEWAY, "connect_failure"),
+            "upstream connect failure",
+        )),
+        // As Envoy does: a name that does not resolve is unavailable, not a bad gateway.
+        Err(SendError::Unresolved(e, unsent)) => Err(unreached(
+            (cluster, ep),
+            &e,
+            unsent,
+            (StatusCode::SERVICE_UNAVAILABLE, "dns_failure"),
+            "endpoint host name did not resolve",
+        )),
         Err(SendError::Overflow(limit)) => Err(overflow(cluster, limit).into()),
         Err(SendError::Upstream(e)) => {
             cluster.stats.upstream_errors.inc();
@@ -182,6 +184,25 @@ pub(super) async fn send(
                 }),
             })
         }
+    }
+}
+
+/// A try that never reached the endpoint: counted as a connect failure, the
+/// request handed back for another try.
+fn unreached(
+    (cluster, ep): (&Cluster, &Endpoint),
+    error: &str,
+    unsent: Option<Unsent>,
+    (status, kind): (StatusCode, &'static str),
+    what: &str,
+) -> Failed {
+    cluster.report(ep, Outcome::ConnectFailure);
+    tracing::debug!(cluster = %cluster.name, endpoint = %ep.address, "{what}: {error}");
+    let msg = format!("meshctl: {what} in cluster '{}'\n", cluster.name);
+    Failed {
+        reply: local_reply(status, kind, msg),
+        unsent,
+        cause: None,
     }
 }
 

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::ProxyBody;
 use crate::config::{CircuitBreakers, ClusterConfig, UpstreamProtocol};
+use crate::dns::Resolver;
 use crate::io::Stream;
 use crate::stats::{Active, ClusterStats, TlsFailure};
 use crate::tls::client::ClientTls;
@@ -29,6 +30,8 @@ pub enum SendError {
     /// No connection could be made: nothing was sent, and the request is
     /// handed back (once `send` has it) so that it may go elsewhere.
     Connect(String, Option<Unsent>),
+    /// As `Connect`, because the endpoint's host name did not resolve.
+    Unresolved(String, Option<Unsent>),
     /// A new connection was needed and a circuit breaker (the named limit)
     /// refused it: nothing was sent.
     Overflow(&'static str),
@@ -43,6 +46,7 @@ impl SendError {
     fn unsent(self, req: http::Request<ProxyBody>) -> SendError {
         match self {
             SendError::Connect(why, _) => SendError::Connect(why, Some(Box::new(req))),
+            SendError::Unresolved(why, _) => SendError::Unresolved(why, Some(Box::new(req))),
             other => other,
         }
     }
@@ -62,6 +66,9 @@ struct Slot {
 pub struct Pool {
     address: String,
     connect_timeout: Duration,
+    /// Resolves the endpoint's host name (cached for `dns_refresh`).
+    resolver: Arc<Resolver>,
+    dns_refresh: Duration,
     /// Mesh mTLS to the endpoint, when the cluster asks for it.
     tls: Option<Arc<ClientTls>>,
     slots: Vec<Mutex<Slot>>,
@@ -106,11 +113,14 @@ impl Pool {
         spec: &ClusterConfig,
         tls: Option<Arc<ClientTls>>,
         stats: Arc<ClusterStats>,
+        resolver: Arc<Resolver>,
         workers: usize,
     ) -> Self {
         Pool {
             address: address.to_string(),
             connect_timeout: spec.connect_timeout,
+            resolver,
+            dns_refresh: spec.dns_refresh,
             tls,
             slots: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
             stats,
@@ -126,7 +136,10 @@ impl Pool {
     /// handshake counts against the connect timeout too).
     pub async fn connect_stream(&self) -> std::io::Result<Stream> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        let tcp = crate::io::connect(&self.address, self.connect_timeout).await?;
+        let tcp = self
+            .resolver
+            .connect(&self.address, self.connect_timeout, self.dns_refresh)
+            .await?;
         let Some(tls) = &self.tls else {
             return Ok(Stream::Plain(tcp));
         };
@@ -170,10 +183,13 @@ impl Pool {
             limits.max_connections,
         )
         .ok_or(SendError::Overflow("max_connections"))?;
-        let stream = self
-            .connect_stream()
-            .await
-            .map_err(|e| SendError::Connect(e.to_string(), None))?;
+        let stream = self.connect_stream().await.map_err(|e| {
+            if crate::dns::is_unresolved(&e) {
+                SendError::Unresolved(e.to_string(), None)
+            } else {
+                SendError::Connect(e.to_string(), None)
+            }
+        })?;
         self.stats.connections.inc();
         Ok((TokioIo::new(stream), open))
     }

@@ -39,7 +39,7 @@ pub fn names(flags: u16) -> Vec<&'static str> {
 pub fn of_local_reply(kind: &[u8]) -> u16 {
     match kind {
         b"no_route" => NO_ROUTE,
-        b"connect_failure" | b"upstream_error" => UPSTREAM_FAILURE,
+        b"connect_failure" | b"upstream_error" | b"dns_failure" => UPSTREAM_FAILURE,
         b"timeout" => UPSTREAM_TIMEOUT,
         b"overflow" => OVERFLOW,
         b"rate_limited" => RATE_LIMITED,

@@ -60,7 +60,11 @@ struct Scrape {
     stats: Arc<TelemetryStats>,
     /// Config updates applied and rejected (see `stats::ConfigStats`).
     updates: (u64, u64),
+    dns: DnsRows,
 }
+
+/// Endpoint-name lookups and answerer queries, each as (result, count).
+type DnsRows = ([(&'static str, u64); 3], [(&'static str, u64); 3]);
 
 /// The exposition; OpenMetrics when `openmetrics`.
 pub fn encode(
@@ -68,6 +72,7 @@ pub fn encode(
     edges: Vec<Arc<EdgeStats>>,
     stats: Arc<TelemetryStats>,
     updates: (u64, u64),
+    dns: DnsRows,
     openmetrics: bool,
 ) -> String {
     let mut registry = Registry::default();
@@ -76,6 +81,7 @@ pub fn encode(
         edges,
         stats,
         updates,
+        dns,
     }));
     let mut out = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
@@ -322,6 +328,31 @@ impl Collector for Scrape {
                     (labels, n as f64)
                 })
                 .collect::<Vec<_>>(),
+        )?;
+
+        // === dns ===
+        let by_result = |rows: &[(&'static str, u64)]| -> Vec<(Labels, f64)> {
+            rows.iter()
+                .map(|&(result, n)| {
+                    let mut labels = self.me();
+                    labels.push(("result", result.into()));
+                    (labels, n as f64)
+                })
+                .collect()
+        };
+        family(
+            enc,
+            "meshctl_dns_lookups",
+            "Endpoint host-name lookups (resolved, failed) and connects served from the cache (cached).",
+            Counter,
+            by_result(&self.dns.0),
+        )?;
+        family(
+            enc,
+            "meshctl_dns_queries",
+            "DNS queries to the answerer: answered locally, forwarded upstream, failed (malformed or SERVFAIL).",
+            Counter,
+            by_result(&self.dns.1),
         )?;
 
         // === listeners ===
