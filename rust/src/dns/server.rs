@@ -169,14 +169,15 @@ async fn serve(
             continue;
         };
         if let Some(reply) = local_answer(dns, &query) {
-            send(&socket, &reply, client).await;
+            // Counted before the reply leaves: a client that has it sees it counted.
             stats.answered.inc();
+            send(&socket, &reply, client).await;
             continue;
         }
         let servfail = wire::reply(&query, wire::RCODE_SERVFAIL, &[], 0);
         let Ok(permit) = forwards.clone().try_acquire_owned() else {
-            send(&socket, &servfail, client).await;
             stats.failed.inc();
+            send(&socket, &servfail, client).await;
             continue;
         };
         let upstream: Vec<SocketAddr> = dns
@@ -193,15 +194,15 @@ async fn serve(
             match tokio::time::timeout(FORWARD_TIMEOUT, relay(&packet, &upstream)).await {
                 Ok(Ok(mut answer)) => {
                     wire::set_id(&mut answer, id);
-                    send(&socket, &answer, client).await;
                     stats.forwarded.inc();
+                    send(&socket, &answer, client).await;
                 }
                 failed => {
                     if let Ok(Err(e)) = failed {
                         tracing::debug!("dns: forwarding failed: {e}");
                     }
-                    send(&socket, &servfail, client).await;
                     stats.failed.inc();
+                    send(&socket, &servfail, client).await;
                 }
             }
             drop(permit);
