@@ -47,6 +47,19 @@ with socket.create_connection(("db", 5432), timeout=5) as s:
 """
 
 
+def proxy_user() -> list[str]:
+    """The sidecar's user: uid 1337 (the default) when it may run this Python; else root with gid
+    1337 (its traffic then passes by group), e.g. when Python lives under root's 0700 home."""
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import meshctl"], user=1337, group=1337, extra_groups=[], capture_output=True
+        )
+        ok = probe.returncode == 0
+    except PermissionError:
+        ok = False
+    return [] if ok else ["--proxy-uid", "0", "--proxy-gid", "1337"]
+
+
 class Run:
     """`meshctl run --transparent` on a host, for one service."""
 
@@ -62,7 +75,8 @@ class Run:
         cmd = [sys.executable, "-m", "meshctl", "run", "--transparent", "--service", service]
         cmd += ["--app-port", str(app_port), "--address", host.address, "--control-plane", cp.url]
         cmd += ["--token-file", str(token), "--admin-port", str(self.admin_port), "--cache-dir", str(self.cache)]
-        cmd += ["--exclude-outbound-ports", "9999", "--exclude-inbound-ports", "22", "--", *app]
+        cmd += ["--insecure"]  # (plain HTTP to the control plane across the bridge: a test network)
+        cmd += ["--exclude-outbound-ports", "9999", "--exclude-inbound-ports", "22", *proxy_user(), "--", *app]
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(host.cmd(*cmd), stdout=out, stderr=subprocess.STDOUT)
 
@@ -88,6 +102,7 @@ def mesh(tmp_path: Path) -> Iterator[dict[str, Any]]:
     require_root()
     with Network() as net:
         hosts = {role: net.add(role) for role in ("client", "web", "db")}
+        (tmp_path / "cp").mkdir()
         cp = ControlPlane(
             tmp_path / "cp",
             args=("--host", net.gateway, "--insecure-http", "--outbound-policy", "REGISTRY_ONLY"),

@@ -104,4 +104,4 @@ def _lean(verb: str, summary: str) -> None:
 _lean("proxy", "Run the data plane in the foreground")
 _lean("gateway", "Run the mesh's ingress gateway for a Gateway resource")
 _lean("run", "Run an app behind its sidecar: the app starts once the sidecar is ready")
-_lean("iptables", "Install, show or clean up the transparent-interception rules")
+_lean("iptables", "Install the transparent-interception rules, print them or clean them up")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meshctl.cli import helptext, logs
+from meshctl.cli.iptables import add_interception_arguments, interception
 from meshctl.cli.proxy import _pair, _upstream
 
 if TYPE_CHECKING:
@@ -39,20 +40,6 @@ sidecar."""
 class _Parser(helptext.ArgumentParser):
     def format_usage(self) -> str:
         return super().format_usage().rstrip("\n") + " -- COMMAND...\n"
-
-
-def _ports(text: str) -> tuple[int, ...]:
-    try:
-        ports = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected PORT,PORT,..., got {text!r}") from None
-    if not all(0 < p < 65536 for p in ports):
-        raise argparse.ArgumentTypeError(f"expected ports between 1 and 65535, got {text!r}")
-    return ports
-
-
-def _list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def parser() -> argparse.ArgumentParser:
@@ -110,29 +97,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Redirect the app's TCP (and DNS) through the sidecar with iptables rules, removed when run exits.",
     )
-    t.add_argument(
-        "--outbound-port", type=int, default=15001, metavar="PORT", help="The transparent outbound listener's port."
-    )
-    t.add_argument("--dns-port", type=int, default=15053, metavar="PORT", help="The sidecar's DNS answerer's port.")
-    t.add_argument("--proxy-uid", type=int, default=1337, metavar="UID", help="The uid the sidecar runs as.")
-    t.add_argument("--proxy-gid", type=int, default=1337, metavar="GID", help="The gid the sidecar runs as.")
-    t.add_argument(
-        "--exclude-outbound-ports",
-        type=_ports,
-        default=(),
-        metavar="PORTS",
-        help="Outbound ports left alone, e.g. 22,5432.",
-    )
-    t.add_argument(
-        "--exclude-inbound-ports", type=_ports, default=None, metavar="PORTS", help="Inbound ports left alone."
-    )
-    t.add_argument(
-        "--exclude-outbound-cidrs",
-        type=_list,
-        default=(),
-        metavar="CIDRS",
-        help="Destinations left alone, e.g. 10.0.0.0/8.",
-    )
+    add_interception_arguments(t)
     from meshctl.sidecar.health import add_health_arguments  # (the standard library only)
 
     add_health_arguments(p.add_argument_group("app health (the sidecar probes the app; see `meshctl proxy`)"))
@@ -187,7 +152,8 @@ def _sidecar_args(args: argparse.Namespace, passed: list[str]) -> list[str]:
     if args.token_file is not None and not args.transparent:
         out += ["--token-file", str(args.token_file)]
     if args.transparent:
-        out += ["--transparent-port", str(args.outbound_port), "--dns-port", str(args.dns_port)]
+        out += ["--transparent-port", str(args.outbound_port)]
+        out += [] if args.no_dns else ["--dns-port", str(args.dns_port)]
     from meshctl.sidecar.health import health_options
 
     if (probe := health_options(args)) is not None:  # (ValueError: a usage error)
@@ -219,20 +185,8 @@ def _transparent(args: argparse.Namespace, spec: RunSpec) -> None:
     environment (it may not read root's token file). ValueError: bad usage; OSError: the host."""
     if os.geteuid() != 0:
         raise ValueError("--transparent needs root (it installs iptables rules and runs the sidecar as --proxy-uid)")
-    if args.proxy_uid == 0:
-        raise ValueError("--proxy-uid 0: the sidecar's traffic would be redirected to itself")
-    from meshctl.sidecar.iptables import Interception
-
-    spec.interception = Interception(
-        outbound_port=args.outbound_port,
-        inbound_port=args.inbound_port,
-        dns_port=args.dns_port,
-        proxy_uid=args.proxy_uid,
-        proxy_gid=args.proxy_gid,
-        exclude_outbound_ports=args.exclude_outbound_ports or (),
-        exclude_inbound_ports=args.exclude_inbound_ports or (),
-        exclude_outbound_cidrs=args.exclude_outbound_cidrs or (),
-    )
+    # --proxy-uid 0 is allowed with a --proxy-gid of its own: the sidecar's traffic passes by group.
+    spec.interception = interception(args, inbound_port=args.inbound_port)
     spec.sidecar_user = (args.proxy_uid, args.proxy_gid)
     if args.control_plane:
         token = args.token_file.read_text().strip() if args.token_file else os.environ.get("MESHCTL_TOKEN")

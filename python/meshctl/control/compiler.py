@@ -522,10 +522,8 @@ class _Compiler:
         routes += self.egress().proxy_routes()
         listener: dp.ListenerConfig = {"name": "http-proxy", "address": f"127.0.0.1:{port}", "protocol": "http"}
         listener |= {"routes": routes, "direction": "outbound"}
-        # Interim, until the data plane that knows `egress` is merged (issue 15): a mesh that declares
-        # no egress keeps today's proxy (unknown Host -> 404). Then: always.
-        if self.mesh.external_services or self.mesh.outbound_policy != "ALLOW_ANY":
-            listener["egress"] = self.egress().proxy_egress()
+        # The mesh's outbound policy decides what an unknown Host gets (ALLOW_ANY: it is passed on).
+        listener["egress"] = self.egress().proxy_egress()
         return listener
 
     def egress(self) -> Egress:
