@@ -310,6 +310,8 @@ class ConnectRule(TypedDict, total=False):
     port: Required[int]
     #: A cluster the tunnel goes to; left out: to host:port itself.
     cluster: str
+    #: Refused (403, counted) whatever the policy: a host this caller may not reach.
+    deny: bool
 
 
 class EgressConfig(TypedDict, total=False):

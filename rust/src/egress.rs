@@ -27,12 +27,13 @@ pub struct Egress {
     pub route: Route<Arc<Cluster>>,
 }
 
-/// An allowed CONNECT target.
+/// A CONNECT target: allowed, or refused whatever the policy.
 pub struct ConnectTarget {
     pub host: HostMatcher,
     pub port: u16,
     /// Where the tunnel goes; None: to the CONNECT's own host:port.
     pub cluster: Option<Arc<Cluster>>,
+    pub deny: bool,
 }
 
 // === impl Egress ===
@@ -72,6 +73,7 @@ impl Egress {
                     host: HostMatcher::new(&c.host),
                     port: c.port,
                     cluster: c.cluster.as_deref().and_then(&resolve),
+                    deny: c.deny,
                 })
                 .collect(),
             route: Route::new(0, &route, vec![passthrough.clone()], Vec::new())

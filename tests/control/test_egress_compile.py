@@ -125,10 +125,14 @@ def test_allowed_services_get_routes_and_connect_entries_the_others_deny_routes(
     assert cluster(config, "external/shop/wild/80/original-destination")["original_destination"] is True
     accepted(config)
 
-    # catalog is not in payments' allowedServices: no CONNECT entry (REGISTRY_ONLY refuses it) ...
-    other = compile_sidecar(egress_mesh("REGISTRY_ONLY"), CATALOG)
-    other_egress = listener(other, "http-proxy")["egress"]
-    assert [c["host"] for c in other_egress.get("connect", [])] == ["*.wild.example"]
+    # catalog is not in payments' allowedServices: its CONNECT is refused under either policy ...
+    for policy in ("REGISTRY_ONLY", "ALLOW_ANY"):
+        other = compile_sidecar(egress_mesh(policy), CATALOG)
+        other_egress = listener(other, "http-proxy")["egress"]
+        assert other_egress.get("connect") == [
+            {"host": "api.payments.example", "port": 443, "deny": True},
+            {"host": "*.wild.example", "port": 443},
+        ]
     assert not any(c["name"].startswith("external/default/payments") for c in other["clusters"])
     accepted(other)
 

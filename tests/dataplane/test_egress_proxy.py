@@ -113,6 +113,13 @@ def test_connect_tunnels_by_allow_list(proxy, tmp_path: Path) -> None:
         code, _ = status_and_body(curl(*via, f"https://localhost:{other_port}/"))
         assert code == 200
         assert egress_stats(dp)["tunnelled"] == 2
+        # A denied target is refused under allow_any too (a host this caller may not reach).
+        deny = {"policy": "allow_any", "connect": [{"host": "localhost", "port": int(other_port), "deny": True}]}
+        dp.update({"listeners": [proxy_listener(deny, address=dp.addresses()["egress"])]})
+        r = curl(*via, f"https://localhost:{other_port}/")
+        assert r.returncode != 0 and "403" in r.stderr, r
+        assert status_and_body(curl(*via, f"https://localhost:{allowed_port}/"))[0] == 200
+        assert egress_stats(dp) == {"denied": 2, "passthrough": 0, "tunnelled": 3}
 
 
 def test_deny_routes_and_deny_tcp_listeners(proxy, http_backend) -> None:

@@ -136,18 +136,20 @@ class Egress:
         return [r for _, r in sorted(routes, key=lambda x: x[0])]
 
     def proxy_egress(self) -> dp.EgressConfig:
-        """The policy, and a CONNECT entry per host and HTTPS/TLS/TCP port of the ExternalServices
-        the caller may reach."""
+        """The policy, and a CONNECT entry per host and HTTPS/TLS/TCP port of the ExternalServices:
+        to their endpoints for the ones the caller may reach, refused (`deny`, whatever the
+        policy) for the others."""
         connect: list[dp.ConnectRule] = []
         for ext in self.externals:
-            if not ext.allows(self.caller):
-                continue
+            allowed = ext.allows(self.caller)
             for port in ext.spec.ports:
                 if port.protocol == "HTTP":
                     continue
                 for host in ext.spec.hosts:
                     rule: dp.ConnectRule = {"host": host, "port": port.port}
-                    if not is_wildcard(host):
+                    if not allowed:
+                        rule["deny"] = True
+                    elif not is_wildcard(host):
                         rule["cluster"] = self.cluster(ext, port, host)
                     connect.append(rule)
         out: dp.EgressConfig = {"policy": self.policy}

@@ -37,6 +37,8 @@ pub struct ConnectRule {
     pub port: u16,
     /// Where the tunnel goes; None: to the CONNECT's own host:port.
     pub cluster: Option<String>,
+    /// Refused (403, counted), whatever the policy: a host this caller may not reach.
+    pub deny: bool,
 }
 
 /// A host name as a route or connect rule gives it: letters, digits, `-`
@@ -91,7 +93,7 @@ impl Decoder {
         path: &str,
         clusters: &HashSet<String>,
     ) -> Option<ConnectRule> {
-        let f = self.object(v, path, &["host", "port", "cluster"])?;
+        let f = self.object(v, path, &["host", "port", "cluster", "deny"])?;
         let host = self
             .string(&f, "host", true)
             .map(|h| h.to_ascii_lowercase());
@@ -109,10 +111,15 @@ impl Decoder {
         if let Some(c) = cluster.as_deref().filter(|c| !clusters.contains(*c)) {
             self.err(f.at("cluster"), format!("unknown cluster '{c}'"));
         }
+        let deny = self.boolean(&f, "deny").unwrap_or(false);
+        if deny && cluster.is_some() {
+            self.err(f.at("deny"), "a denied target takes no cluster");
+        }
         Some(ConnectRule {
             host: host?,
             port: port? as u16,
             cluster,
+            deny,
         })
     }
 }
@@ -128,7 +135,7 @@ mod tests {
     fn egress_sections_are_checked_with_their_paths() {
         let got = issues(&format!(
             "listeners:\n \
-             - {{name: p, address: 127.0.0.1:1, routes: [], egress: {{policy: maybe, connect: [{{host: 'bad host', port: 0, cluster: nope}}, {{port: 443}}]}}}}\n \
+             - {{name: p, address: 127.0.0.1:1, routes: [], egress: {{policy: maybe, connect: [{{host: 'bad host', port: 0, cluster: nope}}, {{port: 443}}, {{host: x.example, port: 443, cluster: a, deny: true}}]}}}}\n \
              - {{name: t, address: 127.0.0.1:2, protocol: transparent, egress: {{connect: []}}}}\n \
              - {{name: d, address: 127.0.0.1:3, protocol: tcp, cluster: a, egress: {{policy: allow_any}}}}\n{CLUSTERS}"
         ));
@@ -138,20 +145,21 @@ mod tests {
             "listeners[0].egress.connect[0].port: 0 is out of range",
             "listeners[0].egress.connect[0].cluster: unknown cluster 'nope'",
             "listeners[0].egress.connect[1].host: required",
+            "listeners[0].egress.connect[2].deny: a denied target takes no cluster",
             "listeners[1].egress.policy: required",
             "listeners[1].egress.connect: only http listeners take connect",
             "listeners[2].egress: only http and transparent listeners take egress",
         ] {
             assert!(has(&got, want), "missing {want:?} in {got:?}");
         }
-        assert_eq!(got.len(), 8, "{got:?}");
+        assert_eq!(got.len(), 9, "{got:?}");
     }
 
     #[test]
     fn a_good_egress_section_decodes() {
         let c = Config::parse(&format!(
             "listeners:\n \
-             - {{name: p, address: 127.0.0.1:1, routes: [], egress: {{policy: registry_only, connect: [{{host: '*.Example.com', port: 443, cluster: a}}]}}}}\n \
+             - {{name: p, address: 127.0.0.1:1, routes: [], egress: {{policy: registry_only, connect: [{{host: '*.Example.com', port: 443, cluster: a}}, {{host: no.example, port: 443, deny: true}}]}}}}\n \
              - {{name: t, address: 127.0.0.1:2, protocol: transparent, egress: {{policy: allow_any}}}}\n{CLUSTERS}"
         ))
         .unwrap();
@@ -159,6 +167,7 @@ mod tests {
         assert_eq!(e.policy, EgressPolicy::RegistryOnly);
         assert_eq!(e.connect[0].host, "*.example.com");
         assert_eq!(e.connect[0].cluster.as_deref(), Some("a"));
+        assert!(!e.connect[0].deny && e.connect[1].deny);
         assert_eq!(c.listeners[1].kind, ListenerKind::Transparent);
         assert_eq!(
             c.listeners[1].egress.as_ref().map(|e| e.policy),

@@ -119,7 +119,8 @@ async fn connect(
         x.upstream = Some(address.clone());
     }
     let rule = egress.connect_target(&host, port);
-    if rule.is_none() && egress.policy == EgressPolicy::RegistryOnly {
+    let refused = rule.map_or(egress.policy == EgressPolicy::RegistryOnly, |r| r.deny);
+    if refused {
         return closing(denied(listener, &format!("CONNECT {address}")));
     }
     let passthrough = egress.route.backends.first();
