@@ -37,7 +37,7 @@ COMPOSE: dict[str, Any] = {
     "apps": {
         "web": {"command": backend("web", "orders"), "upstreams": ["orders"], "labels": {"tier": "edge"}},
         "orders": {"command": backend("orders", "stock"), "upstreams": ["stock"]},
-        "stock": {"command": backend("stock")},
+        "stock": {"command": backend("stock"), "httpProxy": False},
     },
     # web takes plaintext from the test (outside the mesh); between sidecars every hop is mTLS.
     "resources": [
@@ -123,6 +123,9 @@ def test_three_services_answer_through_their_sidecars_and_sigint_leaves_nothing(
     for name in ("orders", "stock"):
         tls = get(f"http://127.0.0.1:{up.app(name)['admin_port']}/stats")["listeners"]["inbound"]["tls"]
         assert tls["handshakes"] >= 1 and tls["plaintext_accepted"] == 0, (name, tls)
+    # httpProxy: false -> stock's sidecar has no HTTP proxy listener; the others have one.
+    listeners = {n: get(f"http://127.0.0.1:{up.app(n)['admin_port']}/stats")["listeners"] for n in ("web", "stock")}
+    assert "http-proxy" in listeners["web"] and "http-proxy" not in listeners["stock"]
     # The token files are the owner's alone.
     for token in (up.workdir / "tokens").iterdir():
         assert token.stat().st_mode & 0o777 == 0o600, token

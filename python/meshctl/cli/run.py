@@ -71,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=15080,
         metavar="PORT",
-        help="Port routing to any mesh service by Host (HTTP_PROXY).",
+        help="Port routing to any mesh service by Host (HTTP_PROXY); 0: none.",
     )
     p.add_argument(
         "--admin-port", type=int, metavar="PORT", help="The sidecar's loopback port for /ready, /stats and /config."
@@ -143,7 +143,8 @@ def _sidecar_args(args: argparse.Namespace, passed: list[str]) -> list[str]:
         return ["--config", str(args.config), *out, *passed]
     out = ["--control-plane", args.control_plane, *out, "--service", args.service, "--namespace", args.namespace]
     out += ["--app-port", str(args.app_port), "--address", args.address, "--inbound-port", str(args.inbound_port)]
-    out += ["--http-proxy-port", str(args.http_proxy_port)]
+    if args.http_proxy_port:
+        out += ["--http-proxy-port", str(args.http_proxy_port)]
     out += [a for name, port in args.upstream for a in ("--upstream", f"{name}={port}")]
     out += [a for k, v in args.label for a in ("--label", f"{k}={v}")]
     for flag, value in (("--admin-port", args.admin_port), ("--cache-dir", args.cache_dir)):

@@ -54,6 +54,7 @@ class Instance:
     app_port: int
     inbound_port: int
     admin_port: int
+    #: 0 when the app asked for none (`httpProxy: false`).
     http_proxy_port: int
     #: Upstream as the file names it -> the local port its sidecar listens on for it.
     upstreams: dict[str, int] = field(default_factory=dict)
@@ -208,8 +209,8 @@ class Up:
             app_port=self.ports.take(a.port),
             inbound_port=self.ports.take(),
             admin_port=self.ports.take(),
-            # `meshctl run` always opens one (15080 unless told): each instance needs its own port.
-            http_proxy_port=self.ports.take(),
+            # Each instance needs its own port (`meshctl run` opens 15080 unless told); 0: none.
+            http_proxy_port=self.ports.take() if a.http_proxy else 0,
             upstreams={u: self.ports.take(p) for u, p in a.upstreams.items()},
         )
 
