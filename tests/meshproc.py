@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+import pg
 from helpers import unused_port, wait_until
 
 
@@ -32,6 +33,13 @@ class ControlPlane:
     scheme: str = "http"
     host: str = "127.0.0.1"
     verify: str | None = None
+    #: Its database: an SQLite file in the data dir, unless set, or unless the suite runs its
+    #: PostgreSQL pass (tests/pg.py), when each control plane gets a database of its own.
+    database_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.database_url is None and pg.on_postgres():
+            self.database_url = pg.database()
 
     @property
     def url(self) -> str:
@@ -69,6 +77,8 @@ class ControlPlane:
             "--port",
             str(self.port),
         ]
+        if self.database_url is not None:
+            cmd += ["--database-url", self.database_url]
         cmd += self.args
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
