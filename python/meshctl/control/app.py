@@ -19,6 +19,7 @@ from meshctl.control.db import make_engine, migrate
 from meshctl.control.deps import SESSION_SLOTS
 from meshctl.control.limits import BodyLimit
 from meshctl.control.metrics import Metrics, RequestMetrics
+from meshctl.control.notify import Listener
 from meshctl.control.proxy_config import ConfigDumps
 from meshctl.control.push import Hub
 from meshctl.control.routers import (
@@ -57,6 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrate(settings.db_url)
         app.state.engine = make_engine(settings.db_url)
+        # Before anything reads state that another replica may change: what it announces from
+        # here on is heard (see control/notify.py).
+        app.state.listener = Listener(settings.db_url)
+        await asyncio.to_thread(app.state.listener.start)
         with Session(app.state.engine) as session:
             for role, path in bootstrap_tokens(session, settings.data_dir).items():
                 # The path, never the token: secrets stay out of logs.
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.taps.stop()
         app.state.dumps.stop()
         await app.state.hub.close()
+        await asyncio.to_thread(app.state.listener.stop)
         app.state.engine.dispose()
 
     app = FastAPI(title="meshctl control plane", version=__version__, lifespan=lifespan)
