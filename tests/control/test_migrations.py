@@ -156,11 +156,11 @@ def test_0006_adds_gateways_and_refuses_to_drop_them_on_the_way_down(tmp_path: P
         # A gateway instance (no endpoint) and a sidecar; the column defaults to false for older writers.
         conn.exec_driver_sql(
             "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at,"
-            f" gateway) VALUES (1, '0.0.0.0', 0, 0, '{{}}', {stamp}, 1)"
+            f" gateway, instance) VALUES (1, '0.0.0.0', 0, 0, '{{}}', {stamp}, 1, 'edge-1')"
         )
         conn.exec_driver_sql(
-            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at)"
-            f" VALUES (1, '127.0.0.1', 15006, 8080, '{{}}', {stamp})"
+            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at,"
+            f" instance) VALUES (1, '127.0.0.1', 15006, 8080, '{{}}', {stamp}, '127.0.0.1:15006')"
         )
     # While a Gateway, or a route attached to one, exists, the older release could not read them.
     with pytest.raises(RuntimeError, match="delete the Gateways and the HTTPRoutes attached to them first"):
@@ -192,8 +192,8 @@ def test_0007_records_each_sidecars_svid_expiry_and_back(tmp_path: Path) -> None
         )
         conn.exec_driver_sql(
             "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at,"
-            " gateway, svid_expires_at) VALUES (1, '127.0.0.1', 15006, 8080, '{}', '2026-01-01', '2026-01-01', 0,"
-            " '2026-01-02')"
+            " gateway, svid_expires_at, instance) VALUES (1, '127.0.0.1', 15006, 8080, '{}', '2026-01-01',"
+            " '2026-01-01', 0, '2026-01-02', '127.0.0.1:15006')"
         )
     command.downgrade(alembic_config(url), "0006")
     with engine.connect() as conn:
@@ -372,8 +372,8 @@ def test_0013_adds_labels_to_every_kind_and_drops_them_saying_so(
         assert tuple(conn.exec_driver_sql("SELECT labels, annotations FROM service").one()) == ("{}", "{}")
         conn.exec_driver_sql("UPDATE service SET labels = ?", (json.dumps({"app": "web"}),))
         conn.exec_driver_sql(
-            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at)"
-            " VALUES (1, '127.0.0.1', 15006, 8080, '{}', '2026-01-01', '2026-01-01')"
+            "INSERT INTO sidecar (service_id, address, inbound_port, app_port, upstreams, last_seen, expires_at,"
+            " instance) VALUES (1, '127.0.0.1', 15006, 8080, '{}', '2026-01-01', '2026-01-01', '127.0.0.1:15006')"
         )
         spec = {"ports": json.loads(ports), "mtls": "STRICT"}
         changes = [

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from meshctl import BindError
 from meshctl.cli import helptext, logs
 from meshctl.dataplane_config import AccessLogConfig
+from meshctl.sidecar import instance
 from meshctl.sidecar.health import add_health_arguments, health_options
 from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments, file_edits, sample_percent
 
@@ -116,6 +117,12 @@ def add_member_arguments(group: argparse._ActionsContainer) -> None:
     )
     add_trust_arguments(group)
     group.add_argument("--cache-dir", type=Path, help="Where the last good snapshot and the SVID are kept.")
+    group.add_argument(
+        "--instance-id",
+        type=instance.check,
+        help="This instance's id, unique in its service: the key of its registration. A gateway's is made once"
+        " (host name and random digits) and kept in --cache-dir; a sidecar sends none unless given one.",
+    )
     group.add_argument("--ttl", type=int, default=15, help="Seconds the registration lives without a heartbeat.")
     group.add_argument(
         "--svid-ttl",
@@ -141,6 +148,7 @@ def member_options(args: argparse.Namespace) -> dict[str, Any]:
         "grace": args.grace,
         "ca_file": args.ca_file,
         "ca_hash": args.ca_hash,
+        "instance": args.instance_id,
     }
 
 

@@ -47,6 +47,15 @@ def svid_left(expires_at: str | None) -> Text:
     return Text(api.age((datetime.now(UTC) - timedelta(seconds=left)).isoformat()) + " left")
 
 
+def _address(sc: dict[str, Any]) -> str:
+    """Where it is, and which instance when that says more: a gateway's id (instances of one Gateway
+    may share an address), a sidecar's when it was given one."""
+    if sc.get("gateway"):
+        return f"{sc['address']} (gateway {sc.get('instance') or '-'})"
+    endpoint = f"{sc['address']}:{sc['inbound_port']}"
+    return endpoint if sc.get("instance", endpoint) == endpoint else f"{endpoint} ({sc['instance']})"
+
+
 def sidecar_table(sidecars: list[dict[str, Any]], wide: bool = False) -> Table:
     """`wide` (`-o wide`) adds each sidecar's zone and the meshctl and data-plane versions it runs."""
     from rich.text import Text
@@ -59,7 +68,7 @@ def sidecar_table(sidecars: list[dict[str, Any]], wide: bool = False) -> Table:
             t,
             sc["id"],
             f"{sc['namespace']}/{sc['service']}",
-            f"{sc['address']} (gateway)" if sc.get("gateway") else f"{sc['address']}:{sc['inbound_port']}",
+            _address(sc),
             "yes" if sc["live"] else "no",
             "-" if sc["acked_version"] is None else sc["acked_version"],
             Text(state, style=style),

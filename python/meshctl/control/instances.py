@@ -138,12 +138,56 @@ def resume_leases(session: Session) -> timedelta:
 
 
 def find_sidecar(session: Session, *, svc: Service, address: str, inbound_port: int) -> Sidecar | None:
-    """The instance at this address and inbound port, as registered (live or not)."""
+    """The sidecar whose endpoint is this address and inbound port, as registered (live or not)."""
     return session.exec(
         select(Sidecar).where(
-            Sidecar.service_id == svc.id, Sidecar.address == address, Sidecar.inbound_port == inbound_port
+            Sidecar.service_id == svc.id,
+            Sidecar.address == address,
+            Sidecar.inbound_port == inbound_port,
+            col(Sidecar.gateway).is_(False),
         )
     ).first()
+
+
+def instance_key(data: SidecarRegister) -> str:
+    """The key of a registration: its instance id, or "address:inbound_port" without one (what a
+    member older than instance ids is known by; migration 0017 gave the rows of before that)."""
+    return data.instance or f"{data.address}:{data.inbound_port}"
+
+
+def find_registered(session: Session, *, svc: Service, data: SidecarRegister) -> Sidecar | None:
+    """The row a registration updates: its instance's; else the one it takes the place of. For a
+    sidecar, that is the one at its endpoint (an instance restarted with a new id, or one that
+    sent none before); for a gateway with an id, the row it had before it sent one (keyed by its
+    address: the first gateway there to send an id takes it, with the token it joined with)."""
+    key = instance_key(data)
+    found = session.exec(select(Sidecar).where(Sidecar.service_id == svc.id, Sidecar.instance == key)).first()
+    if found is not None or data.instance is None:
+        return found
+    if not data.gateway:
+        return find_sidecar(session, svc=svc, address=data.address, inbound_port=data.inbound_port)
+    legacy = f"{data.address}:0"
+    return session.exec(select(Sidecar).where(Sidecar.service_id == svc.id, Sidecar.instance == legacy)).first()
+
+
+def _make_room(session: Session, *, svc: Service, sc: Sidecar, data: SidecarRegister) -> None:
+    """Before a sidecar's row takes its (new) endpoint: the endpoint it leaves goes, and another
+    row at the new one (an instance gone from there) is removed."""
+    if data.gateway:
+        return
+    if sc.id is not None and (sc.address, sc.inbound_port) != (data.address, data.inbound_port):
+        old = session.exec(
+            select(Endpoint).where(
+                Endpoint.service_id == svc.id, Endpoint.address == sc.address, Endpoint.port == sc.inbound_port
+            )
+        ).first()
+        if old is not None:
+            session.delete(old)
+            bump(session)
+    other = find_sidecar(session, svc=svc, address=data.address, inbound_port=data.inbound_port)
+    if other is not None and other.id != sc.id:
+        session.delete(other)
+    session.flush()
 
 
 def joined_with(session: Session, *, token_id: int) -> bool:
@@ -152,12 +196,21 @@ def joined_with(session: Session, *, token_id: int) -> bool:
 
 
 def register_sidecar(session: Session, *, svc: Service, data: SidecarRegister, token_id: int | None = None) -> Sidecar:
-    """Registration and heartbeat in one: the sidecar's row and its endpoint (the inbound listener).
-    `token_id` is the token it registered with (the latest heartbeat's)."""
-    sc = find_sidecar(session, svc=svc, address=data.address, inbound_port=data.inbound_port)
+    """Registration and heartbeat in one: the sidecar's row (keyed by its instance, see
+    `find_registered`) and its endpoint (the inbound listener). `token_id` is the token it
+    registered with (the latest heartbeat's)."""
+    sc = find_registered(session, svc=svc, data=data)
     if sc is None:
         assert svc.id is not None
-        sc = Sidecar(service_id=svc.id, address=data.address, inbound_port=data.inbound_port, app_port=data.app_port)
+        sc = Sidecar(
+            service_id=svc.id,
+            instance=instance_key(data),
+            address=data.address,
+            inbound_port=data.inbound_port,
+            app_port=data.app_port,
+        )
+    _make_room(session, svc=svc, sc=sc, data=data)
+    sc.instance, sc.address, sc.inbound_port = instance_key(data), data.address, data.inbound_port
     sc.app_port, sc.upstreams = data.app_port, data.upstreams
     sc.http_proxy_port, sc.admin_port = data.http_proxy_port, data.admin_port
     sc.svid_expires_at, sc.zone = data.svid_expires_at, data.zone

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ValidationInfo, field_validator
 from pydantic import Field as PField
-from sqlalchemy import JSON, Column, ForeignKey, Integer, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, UniqueConstraint, text
 from sqlalchemy import false as sa_false
 from sqlmodel import Field, SQLModel
 
@@ -25,6 +25,9 @@ from meshctl.control.stats.report import TelemetryReport
 #: The largest integer a database column holds (SQLite's INTEGER, a signed 64-bit one): ids and
 #: versions the API takes are bounded by it, so that a larger one is a 422, not the driver's 500.
 DB_INT_MAX = 2**63 - 1
+
+#: An instance id: a hostname-like word of letters, digits, '.', '_', '-' and ':' (at most 128).
+INSTANCE = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 # === Endpoint: one running instance of a service ===
 
@@ -170,6 +173,11 @@ class SidecarRegister(SQLModel):
     service: str = Field(schema_extra={"pattern": NAME})
     #: Where other sidecars reach this one (its inbound listener); a gateway's listeners bind it.
     address: str = Field(min_length=1, max_length=253)
+    #: Which instance this is, unique in its service and stable across its restarts: the key of its
+    #: registration. A gateway sends one by default (`meshctl gateway --instance-id`), so that two
+    #: instances bound to 0.0.0.0 on different hosts are two; without one (older members, sidecars
+    #: not given `--instance-id`), the instance is "address:inbound_port".
+    instance: str | None = Field(default=None, schema_extra={"pattern": INSTANCE})
     #: An ingress gateway (`meshctl gateway`): it serves the Gateway of its service's name, has no
     #: inbound listener nor app, and is no endpoint of its service (nobody routes to it).
     gateway: bool = False
@@ -247,9 +255,23 @@ class SidecarRegister(SQLModel):
 
 
 class Sidecar(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("service_id", "address", "inbound_port"),)
+    __table_args__ = (
+        UniqueConstraint("service_id", "instance", name="uq_sidecar_instance"),
+        # One sidecar per endpoint; gateways (no endpoint, port 0) may share an address.
+        Index(
+            "ix_sidecar_endpoint",
+            "service_id",
+            "address",
+            "inbound_port",
+            unique=True,
+            sqlite_where=text("NOT gateway"),
+            postgresql_where=text("NOT gateway"),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     service_id: int = Field(sa_column=Column(Integer, ForeignKey("service.id", ondelete="CASCADE"), nullable=False))
+    #: `SidecarRegister.instance`, or "address:inbound_port" when it sent none (see `instances.instance_key`).
+    instance: str = Field(max_length=128)
     address: str
     inbound_port: int
     app_port: int
@@ -281,6 +303,8 @@ class SidecarPublic(SQLModel):
     id: int
     namespace: str
     service: str
+    #: Its instance id (see `SidecarRegister.instance`).
+    instance: str
     address: str
     inbound_port: int
     app_port: int

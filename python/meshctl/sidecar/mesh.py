@@ -62,6 +62,7 @@ from meshctl import BindError, ConfigError, DataPlane
 from meshctl.client import ApiClient, ApiError, TrustError, Unreachable
 from meshctl.dataplane_config import AccessLogConfig, CertificateConfig, DataPlaneConfig, ListenerConfig
 from meshctl.secretfile import write_secret
+from meshctl.sidecar import instance
 from meshctl.sidecar.backoff import Backoff
 from meshctl.sidecar.health import HealthMonitor, Probe
 from meshctl.sidecar.identity import Identity, IdentityKeeper
@@ -146,6 +147,9 @@ class SidecarOptions:
     #: its DNS answerer's port (the registration's `transparent` field).
     transparent_port: int | None = None
     dns_port: int | None = None
+    #: Its instance id (`--instance-id`); None: a gateway's is made once and kept in its cache
+    #: directory, a sidecar sends none (see meshctl.sidecar.instance).
+    instance: str | None = None
 
     @property
     def cache_path(self) -> Path:
@@ -175,10 +179,13 @@ class SidecarOptions:
 
     def registration(self) -> dict[str, Any]:
         ports = {"gateway": True} if self.gateway else {"inbound_port": self.inbound_port, "app_port": self.app_port}
+        if self.gateway and self.instance is None:
+            self.instance = instance.kept(self.cache_path.parent)
         return {
             "namespace": self.namespace,
             "service": self.service,
             "address": self.address,
+            **({"instance": self.instance} if self.instance else {}),
             **ports,
             "labels": self.labels,
             **({"zone": self.zone} if self.zone else {}),

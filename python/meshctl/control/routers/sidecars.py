@@ -80,8 +80,8 @@ def register(
     hub: HubDep, session: SessionDep, stats: StatsDep, caller: AnyCaller, data: SidecarRegister
 ) -> SidecarPublic:
     """Registers the sidecar and its endpoint; PUT the same again within the TTL to heartbeat. An
-    expired join token heartbeats (and re-registers, restarting) only the instances (service,
-    address, inbound port) that registered with it: it joins no new one (401)."""
+    expired join token heartbeats (and re-registers, restarting) only the instances (service and
+    instance id, see `instances.find_registered`) that registered with it: it joins no new one (401)."""
     name = f"{data.namespace}/{data.service}"
     if not caller.may_act_as(name) and not caller.joined_only:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this token cannot join as {name}")
@@ -89,7 +89,7 @@ def register(
     if caller.joined_only:
         known = None
         if svc is not None:
-            known = instances.find_sidecar(session, svc=svc, address=data.address, inbound_port=data.inbound_port)
+            known = instances.find_registered(session, svc=svc, data=data)
         if known is None or not caller.may_act_for(name, known.token_id):
             raise caller.expired()
     if svc is None:
