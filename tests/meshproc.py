@@ -36,6 +36,8 @@ class ControlPlane:
     #: Its database: an SQLite file in the data dir, unless set, or unless the suite runs its
     #: PostgreSQL pass (tests/pg.py), when each control plane gets a database of its own.
     database_url: str | None = None
+    #: What its command runs under: a host of tests/netns.py (`Host.cmd`, `ip netns exec NAME`) or none.
+    wrap: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.database_url is None and pg.on_postgres():
@@ -81,7 +83,7 @@ class ControlPlane:
             cmd += ["--database-url", self.database_url]
         cmd += self.args
         with self.log.open("a") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([*self.wrap, *cmd], stdout=out, stderr=subprocess.STDOUT)
         wait_until(self.healthy, timeout=30, what="the control plane to serve")
         return self
 
