@@ -2,7 +2,8 @@
 its own address on a bridge in the root namespace (which reaches them all at
 the bridge's address), loopback up, a default route through the bridge and
 its own ``/etc/netns/<name>/resolv.conf`` (``ip netns exec`` mounts it over
-``/etc/resolv.conf``). Everything is removed at exit, processes first.
+``/etc/resolv.conf``; :meth:`Host.etc` puts more files there, such as its
+own ``hosts``). Everything is removed at exit, processes first.
 
 Needs root (CI runs as root); :func:`require_root` skips otherwise."""
 
@@ -22,11 +23,13 @@ import pytest
 from helpers import wait_until
 
 
-def require_root() -> None:
+def require_root(tools: tuple[str, ...] = ("iptables",)) -> None:
+    """Skip unless root with iproute2, curl (`Host.curl`) and `tools` (those the test uses)."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("network namespaces need root and iproute2")
-    if shutil.which("iptables") is None:
-        pytest.skip("iptables is not installed")
+    for tool in ("curl", *tools):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -50,6 +53,19 @@ class Host:
         if check and done.returncode != 0:
             raise AssertionError(f"{self.name}: {' '.join(args)} -> {done.returncode}: {done.stderr.strip()}")
         return done
+
+    def curl(self, url: str, *args: str, timeout: float = 5) -> tuple[int, str]:
+        """(status, body) of `curl URL` from this host; status 0 when nothing answered over HTTP."""
+        out = self.run(
+            "curl", "-sS", "--max-time", str(timeout), *args, "-o", "-", "-w", "\n%{http_code}", url, check=False
+        )
+        body, _, code = out.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def etc(self, filename: str) -> Path:
+        """Where this host's own /etc/`filename` is kept: `ip netns exec` bind-mounts it over the
+        root's (only when it exists as a command starts: write it before; edit it in place after)."""
+        return Path("/etc/netns") / self.name / filename
 
     def nat_rules(self) -> list[str]:
         """Our interception rules in this namespace (`meshctl.sidecar.iptables`'s chains)."""
@@ -96,11 +112,11 @@ class Network:
         host.run("ip", "addr", "add", f"{host.address}/24", "dev", peer)
         host.run("ip", "link", "set", peer, "up")
         host.run("ip", "route", "add", "default", "via", self.gateway)
-        conf = Path("/etc/netns") / host.name
-        conf.mkdir(parents=True, exist_ok=True)
+        resolv = host.etc("resolv.conf")
+        resolv.parent.mkdir(parents=True, exist_ok=True)
         # No search domains: a mesh name is asked as it is. The server is never reached: the
         # sidecar's answerer takes every query (and fails what it cannot answer).
-        (conf / "resolv.conf").write_text(f"nameserver {self.gateway}\noptions timeout:1 attempts:1\n")
+        resolv.write_text(f"nameserver {self.gateway}\noptions timeout:1 attempts:1\n")
         return host
 
     def __exit__(self, *_: object) -> None:
@@ -110,5 +126,5 @@ class Network:
                     os.kill(pid, signal.SIGKILL)
             wait_until(lambda h=host: not h.pids(), timeout=10, what=f"{host.name}'s processes to end")
             sh("ip", "netns", "del", host.name, check=False)
-            shutil.rmtree(Path("/etc/netns") / host.name, ignore_errors=True)
+            shutil.rmtree(host.etc(""), ignore_errors=True)
         sh("ip", "link", "del", self.bridge, check=False)

@@ -1,24 +1,22 @@
 """Endpoint host names resolved through the data plane's cache: one lookup serves every connect
 within the cluster's `dns_refresh_ms`, the next connect after it starts a refresh, a name that
-does not resolve is a 503 and a counted failure, and (as root, in a network namespace with its
-own /etc/hosts) a changed address is picked up by new connections after the refresh."""
+does not resolve is a 503 and a counted failure, and (as root, in a host of tests/netns.py with
+its own /etc/hosts) a changed address is picked up by new connections after the refresh."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from helpers import HttpBackend, cluster, http_listener, route, wait_until
+from netns import Network, require_root
 
 
 def tcp_proxy(endpoint: str, refresh_ms: int) -> dict[str, Any]:
@@ -83,16 +81,15 @@ def test_a_name_that_does_not_resolve_is_a_503_and_counted(proxy) -> None:
 
 # === a changed address, in a network namespace ===
 
-#: Runs inside the namespace: two backends on the same port of 127.0.0.2 and 127.0.0.3, a TCP
-#: proxy to backend.test:PORT. Prints which one answered, waits for "go" on stdin (the test has
-#: changed the hosts file), then connects until the other one answers, and prints the stats.
+#: Runs inside a host of tests/netns.py (its own /etc/hosts): two backends on the same port of
+#: 127.0.0.2 and 127.0.0.3, a TCP proxy to backend.test:PORT. Prints which one answered, waits
+#: for "go" on stdin (the test has changed the hosts file), then connects until the other one
+#: answers, and prints the stats.
 INNER = textwrap.dedent(
     """
-    import json, subprocess, sys, threading, time, urllib.request
+    import json, sys, threading, time, urllib.request
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from meshctl import DataPlane
-
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -136,28 +133,21 @@ INNER = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create a network namespace")
-@pytest.mark.skipif(shutil.which("ip") is None, reason="needs iproute2 (ip netns)")
 def test_a_changed_address_is_used_after_the_refresh() -> None:
-    name = f"meshctl-dns-{os.getpid()}"
-    hosts = Path("/etc/netns") / name / "hosts"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        hosts.parent.mkdir(parents=True, exist_ok=True)
+    require_root(tools=())
+    with Network() as net:
+        host = net.add("dns")
+        hosts = host.etc("hosts")
         hosts.write_text("127.0.0.1 localhost\n127.0.0.2 backend.test\n")
         inode = hosts.stat().st_ino
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         with subprocess.Popen(
-            ["ip", "netns", "exec", name, sys.executable, "-c", INNER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
+            host.cmd(sys.executable, "-c", INNER), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         ) as inner:
             assert inner.stdin is not None and inner.stdout is not None
             first = json.loads(inner.stdout.readline() or "{}")
             assert first == {"first": "127.0.0.2"}
-            # In place: `ip netns exec` bind-mounts this very file over /etc/hosts.
+            # In place: `ip netns exec` bind-mounted this very file over /etc/hosts.
             with hosts.open("r+") as f:
                 f.write("127.0.0.1 localhost\n127.0.0.3 backend.test\n")
                 f.truncate()
@@ -166,8 +156,5 @@ def test_a_changed_address_is_used_after_the_refresh() -> None:
             inner.stdin.flush()
             result = json.loads(inner.stdout.readline() or "{}")
             assert inner.wait(timeout=30) == 0
-        assert result["seen"][-1] == "127.0.0.3", result
-        assert result["dns"]["lookups"] >= 2 and result["dns"]["failures"] == 0, result
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-        shutil.rmtree(hosts.parent, ignore_errors=True)
+    assert result["seen"][-1] == "127.0.0.3", result
+    assert result["dns"]["lookups"] >= 2 and result["dns"]["failures"] == 0, result

@@ -1,20 +1,19 @@
-"""Transparent interception, data plane only: in a network namespace of the test's own, iptables
+"""Transparent interception, data plane only: in a host of tests/netns.py, iptables
 REDIRECTs outbound TCP (except the proxy's own uid) to a transparent listener, which serves each
 connection as the listener whose address is its original destination (an unbound http listener on
 a VIP, an unbound tcp listener), and applies its egress policy to destinations no listener has.
-Needs root and ``ip netns``."""
+Needs root, ``ip netns``, iptables and setpriv."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,51 +21,31 @@ import pytest
 import yaml
 
 from helpers import wait_until
+from netns import Host, Network, require_root
 
 PROXY_UID = 1337
 PORT = 15001
 ADMIN = "127.0.0.1:15000"
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces, iptables)"
-    for tool in ("ip", "iptables", "setpriv", "curl"):
-        if shutil.which(tool) is None:
-            return f"needs {tool}"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True)
-    if probe.returncode != 0:
-        return "ip netns is unavailable"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
-
-
+@dataclass
 class Namespace:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.procs: list[subprocess.Popen[bytes]] = []
+    """A host of tests/netns.py and the processes the test started in it."""
+
+    host: Host
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.name, *cmd], capture_output=True, text=True, check=check, timeout=60
-        )
+        return self.host.run(*cmd, check=check, timeout=60)
 
     def start(self, *cmd: str, log: Path | None = None) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, *cmd],
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("wb") if log else subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        err = log.open("wb") if log else subprocess.DEVNULL
+        p = subprocess.Popen(self.host.cmd(*cmd), stdout=subprocess.DEVNULL, stderr=err)
         self.procs.append(p)
         return p
 
     def curl(self, url: str) -> tuple[int, str]:
-        r = self.run("curl", "-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", url, check=False)
-        body, _, code = r.stdout.rpartition("\n")
-        return int(code or 0), body
+        return self.host.curl(url, timeout=10)
 
     def stats(self) -> dict[str, Any]:
         code, body = self.curl(f"http://{ADMIN}/stats")
@@ -77,29 +56,27 @@ class Namespace:
 
 @pytest.fixture
 def netns() -> Iterator[Namespace]:
-    ns = Namespace(f"mtest-{uuid.uuid4().hex[:8]}")
-    subprocess.run(["ip", "netns", "add", ns.name], check=True)
-    try:
-        ns.run("ip", "link", "set", "lo", "up")
-        # Every address routes (to lo), so connects to VIPs reach the nat OUTPUT chain.
-        ns.run("ip", "route", "add", "default", "dev", "lo")
+    require_root(tools=("iptables", "setpriv"))
+    with Network() as net:
+        ns = Namespace(net.add("tproxy"))
         # An address outside every listener, with a server behind it, for passthrough.
         ns.run("ip", "addr", "add", "10.77.0.1/32", "dev", "lo")
         ns.run(
             "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "!", "-d", "127.0.0.0/8",
             "-m", "owner", "!", "--uid-owner", str(PROXY_UID), "-j", "REDIRECT", "--to-ports", str(PORT),
         )  # fmt: skip
-        yield ns
-    finally:
-        for p in ns.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+        try:
+            yield ns
+        finally:
+            for p in ns.procs:  # (stopped gently first: the network kills what is left)
+                if p.poll() is None:
+                    p.terminate()
+            for p in ns.procs:
                 try:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
+                    p.kill()
                     p.wait()
-        subprocess.run(["ip", "netns", "del", ns.name], check=False)
 
 
 def config(policy: str) -> dict[str, Any]:

@@ -68,21 +68,18 @@ class Member:
         wait_until(self.ready, timeout=60, what=f"{self.name} on {self.host.name} to be ready")
         return self
 
-    def admin(self, path: str) -> str:
+    def admin(self, path: str) -> tuple[int, str]:
         """GET of its admin listener (loopback of its host)."""
-        url = f"http://127.0.0.1:{self.admin_port}{path}"
-        return self.host.run("curl", "-sS", "--max-time", "5", url, check=False).stdout
+        return self.host.curl(f"http://127.0.0.1:{self.admin_port}{path}")
 
     def ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.log.read_text()}")
-        url = f"http://127.0.0.1:{self.admin_port}/ready"
-        done = self.host.run("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url, check=False)
-        return done.stdout == "200"
+        return self.admin("/ready")[0] == 200
 
     def stats(self) -> dict[str, Any]:
-        return dict(json.loads(self.admin("/stats")))
+        return dict(json.loads(self.admin("/stats")[1]))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -107,7 +104,7 @@ def documents() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    require_root()
+    require_root(tools=())
     with Network() as net:
         a, b, c = net.add("cpa"), net.add("apps"), net.add("edge")
         data = tmp_path / "cp"
@@ -175,7 +172,7 @@ def hosts(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 def curl(host: Host, url: str) -> str:
     """The body `url` answers from `host` ("" when nothing answers)."""
-    return host.run("curl", "-sS", "--max-time", "5", url, check=False).stdout
+    return host.curl(url)[1]
 
 
 def gateways(cp: ControlPlane) -> dict[str, dict[str, Any]]:
