@@ -161,7 +161,9 @@ def discover(url: str, pin: str, *, timeout: float = 10.0) -> str:
 class Trust:
     """How one client verifies the control plane at `url` (see the module doc for the order).
     The SSL context is made on first use, so that a pin's discovery happens when the first
-    request does (Unreachable then, like any request)."""
+    request does (Unreachable then, like any request). One Trust serves every replica of a
+    client with several URLs: they present one serving CA (issue 16), so a pin is discovered
+    from whichever URL the first request goes to, and the context trusts them all."""
 
     def __init__(
         self,
@@ -190,18 +192,20 @@ class Trust:
             return f"the CAs trusted at bootstrap ({self.store})"
         return "the system's trust store" + (f" and {self.extra}" if self.extra and self.extra.exists() else "")
 
-    def context(self) -> ssl.SSLContext:
+    def context(self, url: str | None = None) -> ssl.SSLContext:
+        """The context verifying the control plane; made on first use, a pin being checked
+        against `url` (`self.url` when None), the URL the request goes to."""
         with self._lock:
             if self._context is None:
-                self._context = self._make()
+                self._context = self._make(url or self.url)
             return self._context
 
-    def _make(self) -> ssl.SSLContext:
+    def _make(self, url: str) -> ssl.SSLContext:
         if self.ca_file is not None:
             return context_for(self._read(self.ca_file, "--ca-file"))
         stored = self._read(self.store, "the trust store") if self.store is not None and self.store.exists() else []
         if self.pin is not None and not any(ca_pin(c) == self.pin for c in stored):
-            stored = [discover(self.url, self.pin)]
+            stored = [discover(url, self.pin)]
             self._save(stored)
         if stored:
             self._anchors, self._learning = stored, True

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import urlsplit
 
 import typer
 
 # rich (tables) is imported by the functions that print: `--help` never loads it (issue 13, 14b).
-from meshctl.client import ApiClient, ApiError, TrustError, Unreachable, format_detail
+from meshctl.cli.options import DEFAULT_URL
+from meshctl.client import ApiClient, ApiError, TrustError, Unreachable, format_detail, split_urls
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,8 +43,8 @@ def default_token_file() -> Path:
 class Client(ApiClient):
     """The API client, knowing where its token came from (for a helpful 401)."""
 
-    def __init__(self, url: str, token: str | None, token_source: str | None):
-        super().__init__(url, token, trust=trust_for(url))
+    def __init__(self, urls: list[str], token: str | None, token_source: str | None):
+        super().__init__(urls, token, trust=trust_for(urls))
         self.token_source = token_source
 
 
@@ -63,22 +63,25 @@ class TrustOptions:
 trust_options = TrustOptions()
 
 
-def trust_for(server: str) -> Trust | None:
-    """How the client verifies `server` (see meshctl.trust): --ca-file, --ca-hash, else the
-    system's trust store plus the data dir's tls/ca.pem (the CLI on the control-plane host needs
-    nothing more). Plain http:// to another host is refused without --insecure (a warning with it)."""
+def trust_for(urls: list[str]) -> Trust | None:
+    """How the client verifies the https:// ones of `urls` (see meshctl.trust): --ca-file,
+    --ca-hash (one pin for every replica), else the system's trust store plus the data dir's
+    tls/ca.pem (the CLI on the control-plane host needs nothing more). Plain http:// to another
+    host is refused without --insecure (a warning with it)."""
     from meshctl.trust import Trust, parse_pin, plain_http
 
     o = trust_options
-    try:
-        warning = plain_http(server, insecure=o.insecure)
-    except ValueError as e:
-        fail(f"--server: {e}")
-    if warning:
-        typer.echo(f"{typer.style('warning:', fg='yellow', bold=True)} {warning}", err=True)
+    for url in urls:
+        try:
+            warning = plain_http(url, insecure=o.insecure)
+        except ValueError as e:
+            fail(f"--server: {e}")
+        if warning:
+            typer.echo(f"{typer.style('warning:', fg='yellow', bold=True)} {warning}", err=True)
     if o.ca_file is not None and o.ca_hash is not None:
         fail("give --ca-file or --ca-hash, not both")
-    if not server.startswith("https:"):
+    https = [u for u in urls if u.startswith("https:")]
+    if not https:
         if o.ca_file is not None or o.ca_hash is not None:
             fail("--ca-file and --ca-hash are for an https:// --server")
         return None
@@ -87,7 +90,7 @@ def trust_for(server: str) -> Trust | None:
     except ValueError as e:
         fail(f"--ca-hash: {e}")
     data_dir = Path(os.environ.get("MESHCTL_DATA_DIR") or "~/.meshctl").expanduser()
-    return Trust(server, ca_file=o.ca_file, pin=pin, extra=data_dir / "tls" / "ca.pem")
+    return Trust(https[0], ca_file=o.ca_file, pin=pin, extra=data_dir / "tls" / "ca.pem")
 
 
 def _read_token(path: Path) -> str:
@@ -100,12 +103,14 @@ def _read_token(path: Path) -> str:
     return token
 
 
-def connect(server: str, token: str | None, token_file: Path | None) -> Client:
-    """The client for these options. The token is the first of: --token, --token-file,
-    $MESHCTL_TOKEN, the default token file if it exists; else none (the API answers 401)."""
-    url = urlsplit(server)
-    if url.scheme not in ("http", "https") or not url.netloc:
-        fail(f"--server must be an http:// or https:// URL, not {server!r}")
+def connect(server: str | Sequence[str] | None, token: str | None, token_file: Path | None) -> Client:
+    """The client for these options (`server`: one URL or several, see meshctl.client; None: the
+    default). The token is the first of: --token, --token-file, $MESHCTL_TOKEN, the default token
+    file if it exists; else none (the API answers 401)."""
+    try:
+        server = split_urls(server or DEFAULT_URL)
+    except ValueError as e:
+        fail(f"--server: {e}")
     if token is not None and token_file is not None:
         fail("give --token or --token-file, not both")
     if token is not None:
@@ -120,7 +125,7 @@ def connect(server: str, token: str | None, token_file: Path | None) -> Client:
     return Client(server, None, None)
 
 
-def connect_reading(server: str, token: str | None, token_file: Path | None) -> Client:
+def connect_reading(server: str | Sequence[str] | None, token: str | None, token_file: Path | None) -> Client:
     """`connect` for a verb that only reads: when no token is given (--token, --token-file,
     $MESHCTL_TOKEN) and the data dir holds the read-only token (reader.token), that one rather
     than the admin token, so that looking never risks writing."""

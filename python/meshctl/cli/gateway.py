@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from meshctl.cli import helptext, logs
-from meshctl.cli.proxy import add_member_arguments, check_trust_arguments, member_options
+from meshctl.cli.proxy import URLS_HELP, ControlPlaneUrls, add_member_arguments, check_trust_arguments, member_options
 from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments
 
 HELP = (
@@ -27,7 +27,14 @@ HELP = (
 
 def parser() -> argparse.ArgumentParser:
     p = helptext.argparse_parser("meshctl gateway", HELP)
-    p.add_argument("--control-plane", "--server", metavar="URL", required=True, help="The control plane to follow.")
+    p.add_argument(
+        "--control-plane",
+        "--server",
+        metavar="URL",
+        action=ControlPlaneUrls,
+        required=True,
+        help="The control plane to follow" + URLS_HELP,
+    )
     p.add_argument("--name", required=True, help="The Gateway (and the Service its instances join as).")
     p.add_argument("--namespace", default="default", help="The Gateway's namespace.")
     p.add_argument(

@@ -15,18 +15,38 @@ import typer
 
 # === connection ===
 
-DEFAULT_SERVER = "http://127.0.0.1:15010"
+#: Where the control plane is when neither --server nor $MESHCTL_SERVER says.
+DEFAULT_URL = "http://127.0.0.1:15010"
+#: The default of `Server` (None: `DEFAULT_URL`; a list default would be shared between calls).
+DEFAULT_SERVER: list[str] | None = None
 _PANEL = "Connection"
 
-#: One option, two names: `--control-plane` is what `meshctl proxy` and `gateway` call it.
+
+def _urls(values: list[str] | None) -> list[str] | None:
+    """--server's values checked as the command line is parsed: a bad URL is a usage error naming it."""
+    if not values:
+        return None
+    from meshctl.client import split_urls
+
+    try:
+        return split_urls(values)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+#: One option, two names: `--control-plane` is what `meshctl proxy` and `gateway` call it. Several
+#: URLs (replicas): comma-separated, or the flag repeated; the client fails over (meshctl.client).
 Server = Annotated[
-    str,
+    list[str] | None,
     typer.Option(
         "--server",
         "--control-plane",
         envvar="MESHCTL_SERVER",
         metavar="URL",
-        help="Control-plane URL.",
+        help="Control-plane URL; several (replicas): comma-separated or repeated, tried in turn when one does"
+        " not answer.",
+        show_default=DEFAULT_URL,
+        callback=_urls,
         rich_help_panel=_PANEL,
     ),
 ]

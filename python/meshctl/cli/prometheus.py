@@ -82,7 +82,7 @@ def prometheus_config(
             metavar="URL",
             help="Control-plane URL, as Prometheus reaches it.",
         ),
-    ] = options.DEFAULT_SERVER,
+    ] = options.DEFAULT_URL,
     token_file: Annotated[
         Path | None,
         typer.Option(

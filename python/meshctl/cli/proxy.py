@@ -43,11 +43,35 @@ def _upstream(text: str) -> tuple[str, int]:
     return name, int(port)
 
 
+class ControlPlaneUrls(argparse.Action):
+    """--control-plane URL[,URL...], repeatable: the URLs in order, each once (a list); a bad one
+    is a usage error naming it. Several are replicas of one control plane (see meshctl.client)."""
+
+    def __call__(self, p: argparse.ArgumentParser, ns: argparse.Namespace, value: Any, _opt: Any = None) -> None:
+        from meshctl.client import split_urls  # (the standard library only, imported lazily)
+
+        try:
+            urls = split_urls([*(getattr(ns, self.dest, None) or []), str(value)])
+        except ValueError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+        setattr(ns, self.dest, urls)
+
+
+#: --control-plane's help, said once for proxy, gateway and run.
+URLS_HELP = "; several (replicas): comma-separated or repeated, the next tried at once when one does not answer."
+
+
 def parser() -> argparse.ArgumentParser:
     p = helptext.argparse_parser("meshctl proxy", HELP)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", "-c", type=Path, help="Data-plane config (YAML or JSON).")
-    source.add_argument("--control-plane", "--server", metavar="URL", help="Follow this control plane as a sidecar.")
+    source.add_argument(
+        "--control-plane",
+        "--server",
+        metavar="URL",
+        action=ControlPlaneUrls,
+        help="Follow this control plane as a sidecar" + URLS_HELP,
+    )
     p.add_argument("--workers", type=int, default=0, help="Worker threads (0: one per CPU).")
     p.add_argument("--grace", type=float, default=10.0, help="Seconds to drain in-flight work on SIGINT/SIGTERM.")
     p.add_argument(
@@ -181,15 +205,16 @@ def check_trust_arguments(p: argparse.ArgumentParser, args: argparse.Namespace, 
             args.ca_hash = parse_pin(args.ca_hash)
         except ValueError as e:
             p.error(f"--ca-hash: {e}")
-    https = str(args.control_plane).startswith("https://")
+    https = any(url.startswith("https://") for url in args.control_plane)
     if not https and (args.ca_hash or args.ca_file):
         p.error("--ca-hash and --ca-file are for an https:// --control-plane")
-    try:
-        warning = plain_http(args.control_plane, insecure=args.insecure)
-    except ValueError as e:
-        p.error(f"--control-plane: {e}")
-    if warning:
-        log.warning("%s", warning)
+    for url in args.control_plane:  # (one pin or CA file for every replica: they share a serving CA)
+        try:
+            warning = plain_http(url, insecure=args.insecure)
+        except ValueError as e:
+            p.error(f"--control-plane: {e}")
+        if warning:
+            log.warning("%s", warning)
 
 
 def main(argv: list[str]) -> int:

@@ -120,7 +120,7 @@ def diff(
         _print_change(i == 0, title, c["kind"], sides, (f"revision {rev1}", f"revision {after}"))
 
 
-def _diff_files(filename: list[str], server: str, token: str | None, token_file: Path | None) -> None:
+def _diff_files(filename: list[str], server: list[str] | None, token: str | None, token_file: Path | None) -> None:
     """`diff -f`: a dry run of the apply, each created or configured resource's stored spec against
     the one the apply would store. Exit codes as kubectl diff's."""
     docs, origins = read_documents(filename)

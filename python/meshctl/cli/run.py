@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from meshctl.cli import helptext, logs
 from meshctl.cli.iptables import add_interception_arguments, interception
-from meshctl.cli.proxy import _pair, _upstream
+from meshctl.cli.proxy import URLS_HELP, ControlPlaneUrls, _pair, _upstream
 
 if TYPE_CHECKING:
     from meshctl.sidecar.run import RunSpec
@@ -46,7 +46,13 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="meshctl run", description=HELP, add_help=False, allow_abbrev=False)
     p.add_argument("--help", "-h", action="help", help="Show this message and exit.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--control-plane", "--server", metavar="URL", help="Join the mesh of this control plane.")
+    source.add_argument(
+        "--control-plane",
+        "--server",
+        metavar="URL",
+        action=ControlPlaneUrls,
+        help="Join the mesh of this control plane" + URLS_HELP,
+    )
     source.add_argument(
         "--config", "-c", type=Path, metavar="FILE", help="Run the sidecar from this data-plane config file instead."
     )
@@ -141,7 +147,8 @@ def _sidecar_args(args: argparse.Namespace, passed: list[str]) -> list[str]:
     out = ["--grace", str(args.grace)]
     if args.config is not None:
         return ["--config", str(args.config), *out, *passed]
-    out = ["--control-plane", args.control_plane, *out, "--service", args.service, "--namespace", args.namespace]
+    urls = ",".join(args.control_plane)  # (one value: the sidecar takes a comma-separated list)
+    out = ["--control-plane", urls, *out, "--service", args.service, "--namespace", args.namespace]
     out += ["--app-port", str(args.app_port), "--address", args.address, "--inbound-port", str(args.inbound_port)]
     if args.http_proxy_port:
         out += ["--http-proxy-port", str(args.http_proxy_port)]

@@ -148,7 +148,8 @@ def create(
     typer.echo(f"{describe(made)}; shown this once, only its hash is kept", err=True)
     if made["role"] == "join":
         typer.echo("Join a sidecar with it (the token in a 0600 file):", err=True)
-        typer.echo(f"  {join_command(server, made['service'], serving_ca_hash(client))}", err=True)
+        urls = ",".join(client.urls)  # every replica it was given: the sidecar fails over as the CLI does
+        typer.echo(f"  {join_command(urls, made['service'], serving_ca_hash(client))}", err=True)
 
 
 @app.command("list")

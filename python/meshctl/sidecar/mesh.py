@@ -49,21 +49,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import stat
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from meshctl import BindError, ConfigError, DataPlane
-from meshctl.client import ApiClient, ApiError, TrustError, Unreachable
-from meshctl.dataplane_config import AccessLogConfig, CertificateConfig, DataPlaneConfig, ListenerConfig
+from meshctl.client import ApiClient, ApiError, TrustError, Unreachable, split_urls
+from meshctl.dataplane_config import AccessLogConfig, DataPlaneConfig
 from meshctl.secretfile import write_secret
 from meshctl.sidecar import instance
 from meshctl.sidecar.backoff import Backoff
+from meshctl.sidecar.certfiles import certificate_problems, resolve_certificates
 from meshctl.sidecar.health import HealthMonitor, Probe
 from meshctl.sidecar.identity import Identity, IdentityKeeper
 from meshctl.sidecar.proxy_config import ConfigDumpRelay, config_dump
@@ -112,7 +112,8 @@ def endpoint_health(stats: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]
 
 @dataclass
 class SidecarOptions:
-    control_plane: str
+    #: One URL or several (replicas of one control plane: comma-separated, or a list); see `urls`.
+    control_plane: str | list[str]
     service: str
     app_port: int
     namespace: str = "default"
@@ -166,10 +167,17 @@ class SidecarOptions:
         """The control plane's CAs trusted after bootstrap (see meshctl.trust)."""
         return self.cache_path.parent / "control-plane-ca.pem"
 
+    @property
+    def urls(self) -> list[str]:
+        """The control plane's URLs, the client's failover order (see meshctl.client)."""
+        return split_urls(self.control_plane)
+
     def trust(self) -> Trust | None:
-        if not self.control_plane.startswith("https:"):
+        """One trust for every https:// URL: the replicas share a serving CA (issue 16)."""
+        https = [u for u in self.urls if u.startswith("https:")]
+        if not https:
             return None
-        return Trust(self.control_plane, ca_file=self.ca_file, pin=self.ca_hash, store=self.trust_store)
+        return Trust(https[0], ca_file=self.ca_file, pin=self.ca_hash, store=self.trust_store)
 
     def transparent_registration(self) -> dict[str, Any]:
         """The registration's `transparent` field, when it runs transparent."""
@@ -218,79 +226,14 @@ class SnapshotCache:
         write_secret(self.path, json.dumps({"version": version, "config": config}))
 
 
-# === a gateway's certificate files ===
-
-CERT_FILE_KEYS: tuple[Literal["cert_chain_file", "private_key_file"], ...] = ("cert_chain_file", "private_key_file")
-
-
 class StartRefused(Exception):
     """The sidecar cannot start as configured (a gateway's certificate file is missing)."""
-
-
-def certificate_files(config: DataPlaneConfig) -> list[tuple[str, str, str]]:
-    """(listener, key, path) of every certificate file the listeners' TLS names."""
-    return [
-        (listener.get("name", "?"), k, cert[k])
-        for listener in config.get("listeners", [])
-        for cert in _certificates(listener)
-        for k in CERT_FILE_KEYS
-        if isinstance(cert.get(k), str)
-    ]
-
-
-def _certificates(listener: ListenerConfig) -> list[CertificateConfig]:
-    tls = listener.get("tls")
-    return (tls.get("certificates") or []) if tls else []
-
-
-def _under(cert: CertificateConfig, cert_dir: Path) -> CertificateConfig:
-    """`cert` with its relative file paths under `cert_dir`."""
-    out = cert.copy()
-    for k in CERT_FILE_KEYS:
-        if k in cert and not Path(cert[k]).is_absolute():
-            out[k] = str(cert_dir / cert[k])
-    return out
-
-
-def resolve_certificates(config: DataPlaneConfig, cert_dir: Path) -> DataPlaneConfig:
-    """`config` with the relative certificate paths of its listeners under `cert_dir`."""
-    if "listeners" not in config:
-        return config
-    listeners = []
-    for listener in config["listeners"]:
-        tls = listener.get("tls")
-        if tls is not None and tls.get("certificates"):
-            listener = listener.copy()
-            listener["tls"] = tls | {"certificates": [_under(c, cert_dir) for c in tls["certificates"]]}
-        listeners.append(listener)
-    return config | {"listeners": listeners}
-
-
-def certificate_problems(config: DataPlaneConfig) -> tuple[list[str], list[str]]:
-    """(errors, warnings) about the certificate files of a resolved `config`: a file that is
-    missing or unreadable is an error; a key that others may read, a warning."""
-    errors: list[str] = []
-    warnings: list[str] = []
-    for listener, k, path in certificate_files(config):
-        try:
-            mode = os.stat(path).st_mode
-            with open(path, "rb"):
-                pass
-        except OSError as e:
-            what = "certificate chain" if k == "cert_chain_file" else "private key"
-            errors.append(f"listener {listener}: cannot read the {what} {path}: {e.strerror or e}")
-            continue
-        if k == "private_key_file" and mode & 0o077:
-            warnings.append(
-                f"the private key {path} may be read by group or others (mode {stat.S_IMODE(mode):04o}): chmod 600 it"
-            )
-    return errors, warnings
 
 
 class MeshSidecar:
     def __init__(self, options: SidecarOptions):
         self.opts = options
-        self.api = ApiClient(options.control_plane, options.token, trust=options.trust())
+        self.api = ApiClient(options.urls, options.token, trust=options.trust())
         self.cache = SnapshotCache(options.cache_path)
         self.dataplane: DataPlane | None = None
         self.sidecar_id: int | None = None
@@ -411,6 +354,7 @@ class MeshSidecar:
                     log.warning("%s", warning)
             if errors:
                 raise ValueError("; ".join(errors))
+        self.collector.follow(self.api.url)  # spans go to the replica that answers (failover)
         config = with_access_log(self.collector.apply(config), self.opts.access_log)
         return self._with_identity(config)
 
@@ -457,8 +401,9 @@ class MeshSidecar:
 
     def _watch(self) -> None:
         """Follow the snapshot stream; reconnect with backoff when it breaks."""
-        backoff = Backoff()
+        backoff, at_once = Backoff(), 0.0
         while not self._stop.is_set():
+            opened = False  # a stream that was open and broke: another replica at once (failover)
             try:
                 if self.sidecar_id is None:
                     self.register()
@@ -468,6 +413,9 @@ class MeshSidecar:
                 self._report()
                 path = f"/api/v1/sidecars/{self.sidecar_id}/watch?version={self.version}"
                 for line in self.api.lines(path, timeout=STREAM_IDLE_SECONDS):
+                    if not opened:
+                        opened = True
+                        log.info("watching %s from snapshot %d", self.api.url, self.version)
                     backoff.reset()
                     if self._stop.is_set():
                         return
@@ -485,7 +433,10 @@ class MeshSidecar:
                 why = f"control plane refused: {e}"
             except (ValueError, KeyError) as e:
                 why = f"bad snapshot from the control plane ({e})"
-            if not self._stop.is_set():
+            if opened and len(self.api.urls) > 1 and time.monotonic() - at_once > 5.0:
+                at_once = time.monotonic()  # (at most once in 5 s: a stream that keeps breaking backs off)
+                log.warning("%s; reconnecting at once", why)
+            elif not self._stop.is_set():
                 self._pause(backoff, why)
 
     def _pause(self, backoff: Backoff, why: str) -> None:

@@ -75,6 +75,11 @@ class ControlPlaneCollector:
         self._warned_https = False
         self._lock = threading.Lock()
 
+    def follow(self, url: str) -> None:
+        """Send spans to the control plane at `url` from the next config on (the replica that
+        answers now)."""
+        self.url = f"{url.rstrip('/')}/v1/traces"
+
     def _token_file(self) -> str | None:
         if self.token is None:
             return None

@@ -1,0 +1,219 @@
+"""Replicas and failover (issue 16): three control-plane processes on one
+PostgreSQL database and twenty real sidecars (``meshctl proxy``), each given
+the three URLs in a rotated order, so that each replica is the first choice
+of some. A route change is applied (``meshctl apply`` given the URLs too,
+the dead one first) the moment the replica a third of the sidecars watch is
+killed with SIGKILL. Every sidecar runs the change within 2 s, requests
+through every sidecar keep succeeding before, during and after, no sidecar
+joins again as a new instance, and no revision is duplicated."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+import pg
+from helpers import unused_port, wait_until
+from meshctl.demo.backends import DemoBackend
+from meshproc import ControlPlane, Sidecar, get, http_route, service
+
+SIDECARS = 20
+#: The budget for the change, from the apply's answer to the sidecar running it.
+CHANGE_SECONDS = 2.0
+
+
+def to_subset(version: str) -> dict[str, object]:
+    return http_route("pricing", "pricing", {"backendRefs": [{"name": "pricing", "subset": {"version": version}}]})
+
+
+def clone(first: ControlPlane, data_dir: Path) -> None:
+    """A data dir for another replica, as an operator would provision one: what the first replica
+    keeps on disk (its CA until the CA lives in the database; the key that seals it after), without
+    its log nor an SQLite file."""
+    shutil.copytree(first.data_dir, data_dir, ignore=shutil.ignore_patterns("*.log", "mesh.db*"))
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[list[ControlPlane]]:
+    url = pg.database("failover")
+    first = ControlPlane(tmp_path / "cp0", database_url=url)
+    first.data_dir.mkdir()
+    first.start()
+    planes = [first]
+    for i in (1, 2):
+        clone(first, tmp_path / f"cp{i}")
+        planes.append(ControlPlane(tmp_path / f"cp{i}", database_url=url).start())
+    yield planes
+    for plane in planes:
+        plane.stop(signal.SIGKILL)
+
+
+@dataclass
+class Watch:
+    """Requests through every sidecar's HTTP proxy (Host: pricing), round after round, on a
+    thread: which app answered each, when, and every failure."""
+
+    sidecars: list[Sidecar]
+    #: Per sidecar, when it first answered from pricing-v2 (monotonic).
+    switched: dict[int, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    requests: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for i, sc in enumerate(self.sidecars):
+                assert sc.http_proxy_port is not None
+                status, headers = get("127.0.0.1", sc.http_proxy_port, "/", {"Host": "pricing"})
+                self.requests += 1
+                if status != 200:
+                    self.failures.append(f"sidecar {i}: {status} at {time.monotonic():.3f}")
+                elif headers.get("x-backend") == "pricing-v2":
+                    self.switched.setdefault(i, time.monotonic())
+
+
+def meshctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_sidecars_fail_over_to_another_replica_during_a_route_change(
+    replicas: list[ControlPlane], tmp_path: Path
+) -> None:
+    cp0, cp1, _ = replicas
+    urls = [p.url for p in replicas]
+    v1, v2 = DemoBackend("pricing-v1").start(), DemoBackend("pricing-v2").start()
+    sidecars: list[Sidecar] = []
+    try:
+        cp1.apply(service("frontend"), service("pricing"), to_subset("v1"))
+        tokens = {name: cp1.join_token(name) for name in ("frontend", "pricing")}
+
+        def make(i: int) -> Sidecar:
+            """Sidecar i, its URLs rotated by i: replica i % 3 is its first choice."""
+            first, *others = urls[i % 3 :] + urls[: i % 3]
+            plane = replicas[i % 3]
+            assert plane.url == first
+            workdir = tmp_path / f"sc{i}"
+            workdir.mkdir()
+            common = {"workdir": workdir, "http_proxy_port": unused_port()}
+            common |= {"args": ("--control-plane", ",".join(others))}  # (the flag repeated: one list)
+            if i < 2:
+                app = (v1, v2)[i]
+                port = int(app.address.rsplit(":", 1)[1])
+                version = {"version": f"v{i + 1}"}
+                return Sidecar(plane, "pricing", port, token=tokens["pricing"], labels=version, **common)
+            return Sidecar(plane, "frontend", unused_port(), token=tokens["frontend"], **common)
+
+        sidecars += [make(i) for i in range(SIDECARS)]
+        # 20 processes on 2 shared cores: a few at a time, with generous deadlines.
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda sc: sc.start(), sidecars))
+        ids = {r["id"] for r in cp1.sidecars()}
+        assert len(ids) == SIDECARS
+
+        def all_on_v1() -> bool:
+            return all(
+                get("127.0.0.1", sc.http_proxy_port or 0, "/", {"Host": "pricing"})[1].get("x-backend") == "pricing-v1"
+                for sc in sidecars
+            )
+
+        wait_until(all_on_v1, timeout=60, what="every sidecar to route pricing to v1")
+        revisions_before = cp1.ok("GET", "/api/v1/revisions")
+        generation_before = cp1.ok("GET", "/api/v1/mesh")["generation"]
+
+        watch = Watch(sidecars)
+        watcher = threading.Thread(target=watch.run, name="watch", daemon=True)
+        watcher.start()
+        wait_until(lambda: watch.requests >= 3 * SIDECARS, timeout=30, what="traffic through every sidecar")
+
+        change = tmp_path / "v2.yaml"
+        change.write_text(
+            "kind: HTTPRoute\nmetadata: {name: pricing}\nspec:\n  parentRefs: [{name: pricing}]\n"
+            "  rules: [{backendRefs: [{name: pricing, subset: {version: v2}}]}]\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
+        env |= {"MESHCTL_TOKEN": cp0.token("admin"), "MESHCTL_DATA_DIR": str(tmp_path / "cli")}
+        # The replica a third of the sidecars watch dies as the change is made; the CLI is given it first.
+        assert cp0.proc is not None
+        cp0.proc.kill()
+        out = meshctl("apply", "-f", str(change), "--server", ",".join(urls), env=env)
+        applied = time.monotonic()
+        assert out.returncode == 0, out.stderr
+        cp0.proc.wait(10)
+
+        deadline = applied + CHANGE_SECONDS
+        while len(watch.switched) < SIDECARS and time.monotonic() < deadline + 0.5:
+            time.sleep(0.02)
+        late = {i: round(t - applied, 3) for i, t in watch.switched.items() if t - applied > CHANGE_SECONDS}
+        missing = sorted(set(range(SIDECARS)) - set(watch.switched))
+        assert not missing and not late, (
+            f"not switched within {CHANGE_SECONDS}s: missing {missing}, late {late}\n"
+            + "\n".join(sidecars[i].log.read_text()[-3000:] for i in missing[:2])
+        )
+        took = sorted(round(t - applied, 3) for t in watch.switched.values())
+        print(f"switched after the apply answered: min {took[0]}s, max {took[-1]}s")
+        # The sidecars that watched the killed replica moved to another one without joining again.
+        moved = [sc for i, sc in enumerate(sidecars) if i % 3 == 0]
+        assert all(
+            f"watching {cp1.url}" in sc.log.read_text() or f"watching {replicas[2].url}" in sc.log.read_text()
+            for sc in moved
+        )
+        # Traffic goes on after the change too, then the record is read.
+        rounds = watch.requests
+        wait_until(lambda: watch.requests >= rounds + 2 * SIDECARS, timeout=30, what="traffic after the change")
+        watch.stop.set()
+        watcher.join(30)
+        assert watch.failures == [], watch.failures[:20]
+        assert all(sc.proc is not None and sc.proc.poll() is None for sc in sidecars)
+
+        # Nobody joined again as a new instance: the same 20 rows, each live.
+        rows = cp1.sidecars()
+        assert {r["id"] for r in rows} == ids
+        assert all(r["live"] for r in rows)
+        # One revision for the change; ids distinct and increasing; one new generation at least.
+        revisions = cp1.ok("GET", "/api/v1/revisions")
+        assert len(revisions) == len(revisions_before) + 1
+        numbers = [r["id"] for r in revisions]
+        assert numbers == sorted(set(numbers))
+        generation = cp1.ok("GET", "/api/v1/mesh")["generation"]
+        assert generation > generation_before
+        assert replicas[2].ok("GET", "/api/v1/mesh")["generation"] == generation
+        # And every sidecar ACKs that generation, through the replica it moved to.
+        wait_until(
+            lambda: all(r["acked_version"] == generation for r in cp1.sidecars()),
+            timeout=30,
+            what="every sidecar to ACK the change",
+        )
+    finally:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda sc: sc.stop(), sidecars))
+        v1.stop()
+        v2.stop()
+
+
+def test_a_cli_with_several_urls_reaches_a_live_replica(replicas: list[ControlPlane], tmp_path: Path) -> None:
+    """The CLI given the URLs of the replicas, a dead one first, answers from the next."""
+    cp0, cp1, cp2 = replicas
+    cp0.stop(signal.SIGKILL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
+    env |= {"MESHCTL_TOKEN": cp1.token("admin"), "MESHCTL_DATA_DIR": str(tmp_path / "cli")}
+    env["MESHCTL_SERVER"] = f"{cp0.url},{cp1.url}"
+    out = meshctl("get", "services", "-o", "json", "--server", cp0.url, "--server", cp2.url, env=env)
+    assert out.returncode == 0, out.stderr
+    env["MESHCTL_SERVER"] = f"{cp0.url},{cp1.url}"
+    out = meshctl("get", "services", "-o", "json", env=env)
+    assert out.returncode == 0, out.stderr
+    bad = meshctl("get", "services", "--server", f"{cp1.url},ftp://nowhere", env=env)
+    assert bad.returncode == 2 and "ftp://nowhere" in bad.stderr, bad.stderr
+    assert httpx.get(f"{cp2.url}/healthz", timeout=5).status_code == 200
