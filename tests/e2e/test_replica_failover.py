@@ -217,3 +217,34 @@ def test_a_cli_with_several_urls_reaches_a_live_replica(replicas: list[ControlPl
     bad = meshctl("get", "services", "--server", f"{cp1.url},ftp://nowhere", env=env)
     assert bad.returncode == 2 and "ftp://nowhere" in bad.stderr, bad.stderr
     assert httpx.get(f"{cp2.url}/healthz", timeout=5).status_code == 200
+
+
+def test_proxy_config_through_a_replica_the_sidecar_does_not_poll(replicas: list[ControlPlane], tmp_path: Path) -> None:
+    """`meshctl proxy-config` asked of one replica reaches a sidecar that long-polls another:
+    the request and the dump travel as announcements (control.relay), a dump larger than one
+    notification included."""
+    _, cp1, cp2 = replicas
+    app = DemoBackend("pricing-v1").start()
+    cp1.apply(service("pricing"), service("frontend"))
+    # Enough upstreams that the dump takes several notifications (each holds < 8,000 bytes).
+    cp1.apply(*(service(f"shop{i}") for i in range(40)))
+    upstreams = {f"shop{i}": unused_port() for i in range(40)}
+    port = int(app.address.rsplit(":", 1)[1])
+    workdir = tmp_path / "sc"
+    workdir.mkdir()
+    sc = Sidecar(cp2, "pricing", port, workdir, cp1.join_token("pricing"), upstreams=upstreams)
+    try:
+        sc.start()  # follows cp2 only
+        (row,) = cp1.sidecars()
+        out = httpx.get(f"{cp1.url}/api/v1/sidecars/{row['id']}/proxy-config?timeout=8", headers=cp1.reader, timeout=30)
+        assert out.status_code == 200, out.text
+        dump = out.json()
+        assert dump["sidecar"] == row["id"] and dump["service"] == "pricing"
+        assert len(out.content) > 8000
+        assert len(dump["clusters"]) >= 40 and dump["identity"]["spiffe_id"].endswith("/sa/pricing")
+        # Nobody waits for it: a dump posted to another replica is refused as before (410).
+        late = cp1.call("POST", f"/api/v1/sidecars/{row['id']}/config-dumps/nobody", json={"version": 1})
+        assert late.status_code == 410, late.text
+    finally:
+        sc.stop()
+        app.stop()

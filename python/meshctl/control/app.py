@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.stats = StatsStore()  # the live views' numbers, fed by heartbeats
         app.state.token_cache = {}
         app.state.taps = Taps()
-        app.state.dumps = ConfigDumps()  # meshctl proxy-config
+        app.state.dumps = ConfigDumps(app.state.engine, app.state.listener)  # meshctl proxy-config, any replica
         app.state.hub = Hub(
             app.state.engine,
             trust_domain=settings.trust_domain,

@@ -8,9 +8,10 @@ binds localhost only, so the operator cannot ask them directly. As with tap
 an operator is waiting on it, else 204), builds the dump from its data plane
 and POSTs it to ``/api/v1/sidecars/{id}/config-dumps/{request}``; the
 operator's ``GET /api/v1/sidecars/{id}/proxy-config`` returns it. A request
-lives only in this process's memory and only while its operator waits: with
-several control-plane replicas, the operator and the sidecar must reach the
-same one (as for tap).
+lives only in memory and only while its operator waits. With several
+control-plane replicas on PostgreSQL the operator and the sidecar may reach
+different ones: the request and the dump travel between them as announcements
+(``control.relay``); nothing is stored.
 
 The dump has the sections the CLI shows: listeners, routes (each with its
 listener), clusters, endpoints (each with its cluster and the data plane's
@@ -22,13 +23,20 @@ again (defence in depth).
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import Engine
 
 from meshctl.control.longpoll import wait_ready
+from meshctl.control.notify import Listener
+from meshctl.control.relay import Heard, Parts, Relay
+
+log = logging.getLogger("meshctl.control.proxy_config")
 
 #: How long an operator waits for the sidecar's answer by default, and at most.
 ANSWER_SECONDS = 10.0
@@ -118,14 +126,59 @@ class TooManyWaiting(Exception):
 
 class ConfigDumps:
     """Operators waiting for a sidecar's dump; lives on the server's event loop (`stop` may be
-    called from any thread)."""
+    called from any thread). With an `engine` and a `listener`, requests and answers also travel
+    to and from the other replicas (``control.relay``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine | None = None, listener: Listener | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.closing = False
         self._waiting: dict[int, dict[str, asyncio.Future[ProxyConfigReport]]] = {}
         #: Set (and replaced) when a sidecar is asked: wakes its long-poll.
         self._asked: dict[int, asyncio.Event] = {}
+        #: Requests operators wait for on other replicas: sidecar -> request -> until (loop time).
+        self._remote: dict[int, dict[str, float]] = {}
+        #: Answers from other replicas being put together, by request.
+        self._parts: dict[str, Parts] = {}
+        # (on SQLite one process serves the database: nobody to relay to)
+        on_postgres = engine is not None and engine.dialect.name == "postgresql"
+        self.relay = Relay(engine, listener, self._from_listener) if engine is not None and on_postgres else None
+
+    def _from_listener(self, heard: Heard) -> None:
+        self.loop.call_soon_threadsafe(self._heard, heard)
+
+    def _background(self, send: Callable[..., None], *args: Any) -> None:
+        """A message to the other replicas, sent from a thread; a failure is logged (the local
+        request goes on)."""
+        if self.relay is None:
+            return
+
+        def done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("proxy-config: telling the other replicas failed: %s", f.exception())
+
+        self.loop.run_in_executor(None, send, *args).add_done_callback(done)
+
+    def _wake(self, sidecar_id: int) -> None:
+        if (event := self._asked.pop(sidecar_id, None)) is not None:
+            event.set()
+
+    def _heard(self, h: Heard) -> None:
+        """A message from a replica (this one's own too), on the loop."""
+        waiting = self._waiting.get(h.sidecar, {})
+        if h.kind == "ask" and h.request not in waiting:
+            self._remote.setdefault(h.sidecar, {})[h.request] = self.loop.time() + h.seconds
+            self._wake(h.sidecar)
+        elif h.kind == "done":
+            self._remote.get(h.sidecar, {}).pop(h.request, None)
+            self._parts.pop(h.request, None)
+        elif h.kind == "answer" and (answer := waiting.get(h.request)) is not None and not answer.done():
+            try:
+                doc = self._parts.setdefault(h.request, Parts(h.parts)).add(h)
+                if doc is not None:
+                    self._parts.pop(h.request, None)
+                    answer.set_result(ProxyConfigReport.model_validate(doc))
+            except (ValueError, ValidationError) as e:
+                log.warning("proxy-config: a relayed dump for %s is not readable: %s", h.request, e)
 
     async def ask(self, sidecar_id: int, timeout: float) -> ProxyConfigReport | None:
         """The sidecar's dump, or None when it did not answer within `timeout` seconds (or at shutdown)."""
@@ -135,8 +188,9 @@ class ConfigDumps:
         request_id = secrets.token_hex(8)
         answer: asyncio.Future[ProxyConfigReport] = self.loop.create_future()
         waiting[request_id] = answer
-        if (event := self._asked.pop(sidecar_id, None)) is not None:
-            event.set()
+        self._wake(sidecar_id)
+        if self.relay is not None:  # the sidecar may long-poll another replica
+            self._background(self.relay.ask, sidecar_id, request_id, timeout)
         try:
             return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
@@ -149,9 +203,17 @@ class ConfigDumps:
             waiting.pop(request_id, None)
             if not waiting:
                 self._waiting.pop(sidecar_id, None)
+            self._parts.pop(request_id, None)
+            if self.relay is not None:
+                self._background(self.relay.done, sidecar_id, request_id)
 
     def pending(self, sidecar_id: int) -> list[str]:
-        return [k for k, f in self._waiting.get(sidecar_id, {}).items() if not f.done()]
+        """The requests for this sidecar's dump: waited for here, or on another replica."""
+        now = self.loop.time()
+        remote = self._remote.get(sidecar_id, {})
+        for gone in [k for k, until in remote.items() if until <= now]:
+            del remote[gone]
+        return [k for k, f in self._waiting.get(sidecar_id, {}).items() if not f.done()] + list(remote)
 
     async def wait_asked(self, sidecar_id: int, timeout: float) -> list[str] | None:
         """Ids of the dumps waited for from this sidecar, once there are any; None after `timeout`
@@ -164,12 +226,17 @@ class ConfigDumps:
             closing=lambda: self.closing,
         )
 
-    def answer(self, sidecar_id: int, request_id: str, report: ProxyConfigReport) -> bool:
-        """Hands the dump to its operator; False when nobody waits for it any more."""
+    async def answer(self, sidecar_id: int, request_id: str, report: ProxyConfigReport) -> bool:
+        """Hands the dump to its operator, here or on the replica where it waits; False when
+        nobody waits for it any more."""
         answer = self._waiting.get(sidecar_id, {}).get(request_id)
-        if answer is None or answer.done():
+        if answer is not None and not answer.done():
+            answer.set_result(report)
+            return True
+        if self.relay is None or request_id not in self.pending(sidecar_id):
             return False
-        answer.set_result(report)
+        self._remote[sidecar_id].pop(request_id, None)  # (answered: not listed to the sidecar again)
+        await asyncio.to_thread(self.relay.answer, sidecar_id, request_id, report.model_dump(mode="json"))
         return True
 
     def stop(self) -> None:
@@ -178,6 +245,7 @@ class ConfigDumps:
 
     def _stop(self) -> None:
         self.closing = True
+        self._remote.clear()
         for event in self._asked.values():
             event.set()
         for waiting in self._waiting.values():

@@ -121,5 +121,5 @@ async def dump(
 ) -> None:
     """A config dump for an operator waiting on it."""
     await spec_of(hub, engine, caller, sidecar_id)
-    if not dumps.answer(sidecar_id, request_id, data):
+    if not await dumps.answer(sidecar_id, request_id, data):
         raise HTTPException(status.HTTP_410_GONE, detail=f"config dump {request_id} is no longer waited for")
