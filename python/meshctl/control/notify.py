@@ -18,6 +18,8 @@ Topics (a message on the channel is ``topic:payload``; a topic has no colon):
 - ``tokens``: an API token was revoked or changed (or its service deleted);
   every replica drops its token cache.
 - ``ca``: the CA's state changed (rotation step, new issuer).
+- ``dumps``: ``meshctl proxy-config`` requests and answers between replicas
+  (``control.relay``).
 """
 
 from __future__ import annotations
