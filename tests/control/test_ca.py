@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,14 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
+from cadb import database_of, key_lines, open_ca, rows, url_for
 from helpers import unused_port, wait_until
-from meshctl.control.ca import CaError, CertificateAuthority, RotationRefused, fingerprint
+from meshctl.control.ca import CaError, RotationRefused, fingerprint
 from meshproc import ControlPlane, service
 
 ME = "spiffe://cluster.local/ns/default/sa/pricing"
@@ -169,6 +170,11 @@ def secrets_in(ca_dir: Path) -> list[str]:
     return [p.read_text().splitlines()[1] for p in ca_dir.rglob("*.key")]
 
 
+def secrets_of(cp: ControlPlane) -> list[str]:
+    """A line from the middle of every key the control plane's database holds (opened with its KEK)."""
+    return key_lines(database_of(cp), cp.data_dir / "ca-kek")
+
+
 def assert_never_shown(cp: ControlPlane, secrets: list[str], *texts: str) -> None:
     log = cp.log.read_text()
     assert "PRIVATE KEY" not in log
@@ -213,7 +219,7 @@ def test_an_operators_intermediate_signs_svids_that_verify_up_to_their_root(tmp_
         issuer_pem=(pki / "issuer.pem").read_text() + (pki / "mid.pem").read_text(),
         issuer_key=(pki / "issuer.key").read_text(),
     )
-    (ca_dir / "issuer.key").chmod(0o644)
+    secrets = secrets_in(ca_dir)
     cp = ControlPlane(tmp_path / "cp").start()
     try:
         cp.apply(service("pricing"))
@@ -226,9 +232,12 @@ def test_an_operators_intermediate_signs_svids_that_verify_up_to_their_root(tmp_
         assert chain[1:] == [issuer, mid]  # leaf + issuer chain, never the root
         assert verifies(chain, [root])
         assert openssl_verify(tmp_path, chain, [root]).strip().endswith("leaf.pem: OK")
-        assert not (ca_dir / "root.key").exists()
-        assert stat.S_IMODE((ca_dir / "issuer.key").stat().st_mode) == 0o600  # tightened
-        assert_never_shown(cp, secrets_in(ca_dir), json.dumps(bundle))
+        # Taken into the database: the keys' files removed, the certificates kept as a record.
+        assert not list(ca_dir.rglob("*.key"))
+        (kept,) = (ca_dir / "imported").iterdir()
+        assert sorted(p.name for p in kept.iterdir()) == ["issuer.pem", "root.pem"]
+        assert secrets_of(cp) == secrets  # the issuer's key, sealed; no root key
+        assert_never_shown(cp, secrets, json.dumps(bundle))
     finally:
         cp.stop()
 
@@ -297,17 +306,19 @@ def test_an_unusable_import_refuses_to_start_with_a_clear_message(
 ) -> None:
     place(tmp_path / "ca", **{"root_pem": pem(ROOT), **files})
     text = start_refused(tmp_path)
-    assert "error: the CA in" in text and message in text, text
+    assert "error: the CA cannot be used" in text and message in text, text
     assert not (tmp_path / "mesh.db").exists()  # refused before anything else was touched
 
 
-def test_a_ca_that_expired_since_refuses_to_start(tmp_path: Path) -> None:
-    CertificateAuthority.load_or_create(tmp_path / "ca", "cluster.local")
-    root = x509.load_pem_x509_certificate((tmp_path / "ca" / "root.pem").read_bytes())
-    key = serialization.load_pem_private_key((tmp_path / "ca" / "root.key").read_bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    gone, gone_key = make_ca("Gone", (root, key), not_after=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
-    place(tmp_path / "ca", issuer_pem=pem(gone), issuer_key=key_pem(gone_key))
+def test_an_expired_issuer_refuses_to_start(tmp_path: Path) -> None:
+    gone, gone_key = make_ca("Gone", (ROOT, ROOT_KEY), not_after=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+    place(
+        tmp_path / "ca",
+        root_pem=pem(ROOT),
+        root_key=key_pem(ROOT_KEY),
+        issuer_pem=pem(gone),
+        issuer_key=key_pem(gone_key),
+    )
     assert "remove it and issuer.key to have a new one made from root.key" in start_refused(tmp_path)
 
 
@@ -344,8 +355,7 @@ def register_sidecar(cp: ControlPlane, token: str) -> int:
 
 def test_a_root_rotation_in_three_steps_never_leaves_a_valid_svid_untrusted(cp: ControlPlane, tmp_path: Path) -> None:
     token = cp.join_token("pricing")
-    ca_dir = cp.data_dir / "ca"
-    old_root = x509.load_pem_x509_certificate((ca_dir / "root.pem").read_bytes())
+    (old_root,) = roots_of(get(cp, "/api/v1/identity/bundle"))
     before = svid(cp, token)
     sidecar = register_sidecar(cp, token)
     watch = f"{cp.url}/api/v1/sidecars/{sidecar}/snapshot"
@@ -404,7 +414,7 @@ def test_a_root_rotation_in_three_steps_never_leaves_a_valid_svid_untrusted(cp: 
 
     # ...and a restart midway keeps the phase, the roots and the issuer.
     shown = get(cp, "/api/v1/identity/rotation")
-    secrets = secrets_in(ca_dir)
+    secrets = secrets_of(cp)
     assert len(secrets) == 4  # root, issuer, next-root, next-issuer
     cp.stop()
     cp.start()
@@ -417,12 +427,10 @@ def test_a_root_rotation_in_three_steps_never_leaves_a_valid_svid_untrusted(cp: 
     bundle = get(cp, "/api/v1/identity/bundle")
     assert roots_of(bundle) == [new] and bundle["digest"] != status["bundle_digest"]
     assert verifies(after, [new]) and not verifies(before, [new])
-    assert sorted(p.name for p in ca_dir.glob("next-*")) == []
-    (retired,) = (ca_dir / "retired").iterdir()
-    assert sorted(p.name for p in retired.iterdir()) == ["issuer.pem", "root.pem"]  # certificates, no keys
-    for key in ca_dir.rglob("*.key"):
-        assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert stat.S_IMODE(ca_dir.stat().st_mode) == stat.S_IMODE((ca_dir / "retired").stat().st_mode) == 0o700
+    slots = {r.slot.split(":")[0]: r for r in rows(database_of(cp))}
+    assert sorted(slots) == ["current", "retired"]  # the next slot became the current one
+    assert slots["retired"].root_fingerprint == fingerprint(old_root)
+    assert slots["retired"].root_key is None and slots["retired"].issuer_key is None  # certificates, no keys
     assert_never_shown(cp, secrets, json.dumps(shown), finished.text, json.dumps(bundle))
 
 
@@ -446,7 +454,8 @@ def test_the_operators_next_root_is_used(cp: ControlPlane) -> None:
     # Nothing was issued by the old issuer yet: finishing is safe at once.
     assert rotation(cp, "/finish").status_code == 200
     assert roots_of(get(cp, "/api/v1/identity/bundle")) == [theirs]
-    assert (ca_dir / "root.key").read_text().strip() == key_pem(their_key).strip()
+    assert not list(ca_dir.glob("next-*"))  # taken into the database: certificates kept, keys removed
+    assert key_pem(their_key).splitlines()[1] in secrets_of(cp)
 
 
 def test_meshctl_ca_status_and_rotate(cp: ControlPlane, tmp_path: Path) -> None:
@@ -485,7 +494,7 @@ def test_meshctl_ca_status_and_rotate(cp: ControlPlane, tmp_path: Path) -> None:
 def test_finishing_is_allowed_once_the_old_svids_have_expired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from meshctl.control.ca import authority
 
-    ca = CertificateAuthority.load_or_create(tmp_path / "ca", "cluster.local")
+    ca = open_ca(tmp_path)
     _, expires = ca.issue(csr(), expected=ME, ttl=dt.timedelta(seconds=60))
     ca.start_rotation()
     ca.activate_rotation()
@@ -498,68 +507,80 @@ def test_finishing_is_allowed_once_the_old_svids_have_expired(tmp_path: Path, mo
     assert ca.phase == "idle" and len(ca.bundle()) == 1
 
 
-def test_a_finish_cut_short_is_completed_on_the_next_start(tmp_path: Path) -> None:
-    ca_dir = tmp_path / "ca"
-    ca = CertificateAuthority.load_or_create(ca_dir, "cluster.local")
-    ca.start_rotation()
-    ca.activate_rotation()
-    new_root, new_issuer = ca.next.root, ca.next.issuer  # type: ignore[union-attr]
-    # A crash after the first file took its new name:
-    state = json.loads((ca_dir / "state.json").read_text())
-    (ca_dir / "state.json").write_text(json.dumps({**state, "phase": "finishing", "next_root_key": True}))
-    os.replace(ca_dir / "next-root.pem", ca_dir / "root.pem")
-    again = CertificateAuthority.load_or_create(ca_dir, "cluster.local")
-    assert again.phase == "idle" and again.root == new_root and again.issuer == new_issuer
-    assert not list(ca_dir.glob("next-*"))
+def legacy_files(ca_dir: Path, *, state: dict[str, Any] | None) -> tuple[x509.Certificate, x509.Certificate]:
+    """A CA directory as an earlier release left it (root, issuer, their keys, state.json when
+    `state`, and with a rotation the next-* files): its (root, issuer)."""
+    root, root_key = make_ca("Old Root", path_length=1)
+    issuer, issuer_key = make_ca("Old Issuer", (root, root_key), path_length=0)
+    place(
+        ca_dir, root_pem=pem(root), root_key=key_pem(root_key), issuer_pem=pem(issuer), issuer_key=key_pem(issuer_key)
+    )
+    if state is not None:
+        if state["phase"] != "idle":
+            new, new_key = make_ca("New Root", path_length=1)
+            new_issuer, new_issuer_key = make_ca("New Issuer", (new, new_key), path_length=0)
+            place(ca_dir, next_root_pem=pem(new), next_root_key=key_pem(new_key), next_issuer_pem=pem(new_issuer),
+                  next_issuer_key=key_pem(new_issuer_key))  # fmt: skip
+        (ca_dir / "state.json").write_text(json.dumps(state))
+    return root, issuer
+
+
+def test_an_earlier_releases_rotation_is_imported_with_its_phase(tmp_path: Path) -> None:
+    issued = {"sha256:" + "ab" * 32: "2030-01-01T00:00:00+00:00"}
+    state = {"phase": "activated", "started_at": "2026-01-01T00:00:00+00:00", "activated_at": None,
+             "bundle_generation": 7, "next_root_key": None, "issued": issued}  # fmt: skip
+    root, issuer = legacy_files(tmp_path / "ca", state=state)
+    ca = open_ca(tmp_path)
+    assert ca.phase == "activated" and ca.root == root and ca.issuer == issuer and ca.next is not None
+    assert ca.signing is ca.next and ca.state.issued == issued and ca.state.bundle_generation == 7
+    assert not list((tmp_path / "ca").rglob("*.key")) and not (tmp_path / "ca" / "state.json").exists()
+    (kept,) = (tmp_path / "ca" / "imported").iterdir()
+    assert "state.json" in {p.name for p in kept.iterdir()}
+    again = open_ca(tmp_path)  # imported once: the database's from now on
+    assert (again.view.version, again.state, again.bundle()) == (ca.view.version, ca.state, ca.bundle())
 
 
 def test_a_rotation_state_that_lost_its_new_root_refuses_to_start(tmp_path: Path) -> None:
-    ca = CertificateAuthority.load_or_create(tmp_path / "ca", "cluster.local")
+    ca = open_ca(tmp_path)
     ca.start_rotation()
-    (tmp_path / "ca" / "next-issuer.key").unlink()
-    with pytest.raises(CaError, match="a root rotation is bundled but its new root is unusable"):
-        CertificateAuthority.load_or_create(tmp_path / "ca", "cluster.local")
+    engine = ca.engine
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM caauthority WHERE slot = 'next'"))
+    with pytest.raises(CaError, match="a root rotation is bundled but its new root is missing from the database"):
+        open_ca(tmp_path)
 
 
 def test_svids_from_before_tracking_are_assumed_as_long_as_allowed(tmp_path: Path) -> None:
-    ca_dir = tmp_path / "ca"
-    CertificateAuthority.load_or_create(ca_dir, "cluster.local")
-    (ca_dir / "state.json").unlink()  # as an earlier version left it
-    ca = CertificateAuthority.load_or_create(ca_dir, "cluster.local")
+    legacy_files(tmp_path / "ca", state=None)  # an earlier release's, from before state.json
+    ca = open_ca(tmp_path)
     ca.start_rotation()
     safe = ca.finish_safe_after()
     assert safe is not None and safe > dt.datetime.now(dt.UTC) + dt.timedelta(days=29)
 
 
-def test_recorded_expiries_are_written_at_most_once_a_minute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from meshctl.control.ca import State
-
-    ca = CertificateAuthority.load_or_create(tmp_path / "ca", "cluster.local")
-    writes: list[dict[str, str]] = []
-    real = State.write
-
-    def counted(self: State, path: Path) -> None:
-        writes.append(dict(self.issued))
-        real(self, path)
-
-    monkeypatch.setattr(State, "write", counted)
+def test_recorded_expiries_are_written_at_most_once_a_minute(tmp_path: Path) -> None:
+    ca = open_ca(tmp_path)
+    version = ca.view.version
     _, first = ca.issue(csr(), expected=ME, ttl=dt.timedelta(seconds=60))
     ca.issue(csr(), expected=ME, ttl=dt.timedelta(seconds=59))  # ends before the recorded minute
-    assert len(writes) == 1
-    recorded = dt.datetime.fromisoformat(writes[0][fingerprint(ca.issuer)])
+    assert ca.view.version == version + 1  # one write
+    ca.reload()
+    recorded = dt.datetime.fromisoformat(ca.state.issued[fingerprint(ca.issuer)])
     assert first <= recorded < first + dt.timedelta(seconds=60) and recorded.second == 0
 
 
 def test_a_refused_next_root_leaves_nothing_made_under_it(tmp_path: Path) -> None:
     ca_dir = tmp_path / "ca"
-    ca = CertificateAuthority.load_or_create(ca_dir, "cluster.local")
+    ca = open_ca(tmp_path)
     tight, tight_key = make_ca("Tight Root", path_length=0)
     place(ca_dir, next_root_pem=pem(tight), next_root_key=key_pem(tight_key))
     with pytest.raises(RotationRefused, match=r"path length: next-root\.pem has pathLenConstraint=0"):
         ca.start_rotation()
     assert ca.phase == "idle" and len(ca.bundle()) == 1
+    assert {r.slot for r in rows(url_for(tmp_path))} == {"current"}
     assert not (ca_dir / "next-issuer.pem").exists() and not (ca_dir / "next-issuer.key").exists()
     fixed, fixed_key = make_ca("Roomier Root", path_length=1)
     place(ca_dir, next_root_pem=pem(fixed), next_root_key=key_pem(fixed_key))
     ca.start_rotation()
     assert ca.next is not None and ca.next.root == fixed and ca.next.issuer.issuer == fixed.subject
+    assert not (ca_dir / "next-root.key").exists()  # taken into the database

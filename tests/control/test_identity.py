@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cadb import database_of, key_lines, open_ca, rows
 from meshproc import ControlPlane, service
 
 
@@ -76,14 +77,16 @@ def test_a_csr_for_another_identity_or_a_second_name_is_refused(cp: ControlPlane
     assert httpx.post(f"{cp.url}/api/v1/identity/svid", json={"csr": csr(ME)}).status_code == 401
 
 
-def test_ca_keys_are_0600_files_and_never_served_or_logged(cp: ControlPlane) -> None:
-    ca = cp.data_dir / "ca"
-    for name in ("root.key", "issuer.key"):
-        assert stat.S_IMODE((ca / name).stat().st_mode) == 0o600
-    assert stat.S_IMODE(ca.stat().st_mode) == 0o700
+def test_ca_keys_are_sealed_in_the_database_and_never_served_or_logged(cp: ControlPlane) -> None:
+    url = database_of(cp)
+    sealed = [(r.root_key, r.issuer_key) for r in rows(url)]
+    assert sealed and all(k is not None and k.startswith("v1:") and "PRIVATE" not in k for k in sealed[0])
+    assert stat.S_IMODE((cp.data_dir / "ca-kek").stat().st_mode) == 0o600
+    assert not list(cp.data_dir.rglob("*.key"))  # no key file (the serving key is under tls/ only with TLS)
     bundle = httpx.get(f"{cp.url}/api/v1/identity/bundle", headers=cp.reader).text
     assert "PRIVATE KEY" not in bundle and "PRIVATE KEY" not in cp.log.read_text()
-    secrets = [(ca / n).read_text().strip().splitlines()[1] for n in ("root.key", "issuer.key")]
+    secrets = key_lines(url, cp.data_dir / "ca-kek")
+    assert len(secrets) == 2  # the root's and the issuer's
     assert not any(s in bundle or s in cp.log.read_text() for s in secrets)
 
 
@@ -95,11 +98,9 @@ def test_the_ca_survives_a_restart(cp: ControlPlane) -> None:
     assert ask(cp, cp.join_token("pricing"), {"csr": csr(ME)}).status_code == 200
 
 
-def test_keys_and_files_written_once(tmp_path: Path) -> None:
-    from meshctl.control.ca import CertificateAuthority
-
-    first = CertificateAuthority.load_or_create(tmp_path / "ca", "example.org")
-    again = CertificateAuthority.load_or_create(tmp_path / "ca", "example.org")
+def test_keys_made_once(tmp_path: Path) -> None:
+    first = open_ca(tmp_path, "example.org")
+    again = open_ca(tmp_path, "example.org")
     assert first.root == again.root and first.issuer == again.issuer
     assert first.issuer.issuer == first.root.subject
 

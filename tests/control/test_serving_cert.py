@@ -13,6 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from cadb import open_ca
 from meshctl.control.ca import CertificateAuthority, serving
 from meshctl.control.ca.certs import new_key, now, pem
 from meshctl.trust import Trust, ca_pin, is_loopback, parse_pin, plain_http
@@ -20,7 +21,7 @@ from meshctl.trust import Trust, ca_pin, is_loopback, parse_pin, plain_http
 
 @pytest.fixture
 def ca(tmp_path: Path) -> CertificateAuthority:
-    return CertificateAuthority.load_or_create(tmp_path / "ca", "cluster.local")
+    return open_ca(tmp_path)
 
 
 def _leaf(path: Path) -> x509.Certificate:
@@ -107,7 +108,7 @@ def test_trust_learns_the_bundle_roots_after_a_pin(tmp_path: Path, ca: Certifica
     store.write_text(root)
     trust = Trust("https://127.0.0.1:1", pin=ca_pin(root), store=store)
     trust.context()  # the pinned CA is in the store: no discovery (nothing listens there)
-    other = CertificateAuthority.load_or_create(tmp_path / "other", "cluster.local")
+    other = open_ca(tmp_path / "other")
     trust.learn([root, pem(other.root)])
     assert store.read_text().count("BEGIN CERTIFICATE") == 2
     # Trust made from the store alone (a restart without --ca-hash) has both.

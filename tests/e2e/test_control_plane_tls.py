@@ -68,7 +68,7 @@ def test_serving_ca_is_public_and_pinned_by_its_public_key(cp: ControlPlane) -> 
     assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["tls"] is True
-    assert doc["ca_pem"] == (cp.data_dir / "ca" / "root.pem").read_text()  # the mesh root
+    assert doc["ca_pem"] == cp.call("GET", "/api/v1/identity/bundle").json()["roots"][0]  # the mesh root
     assert doc["ca_hash"] == ca_pin(doc["ca_pem"]) == serving_ca_hash(cp.data_dir)
     assert (cp.data_dir / "tls" / "serving.key").stat().st_mode & 0o777 == 0o600
     # Plain HTTP to this port is no API.
@@ -83,7 +83,7 @@ def test_sidecar_joins_with_the_pin_and_restarts_from_its_store(cp: ControlPlane
         wait_until(lambda: [s for s in cp.sidecars() if s["service"] == "api"], timeout=30, what="api to register")
         stores = list((tmp_path / "cache").glob("*/control-plane-ca.pem"))
         assert len(stores) == 1 and stores[0].stat().st_mode & 0o777 == 0o600
-        assert (cp.data_dir / "ca" / "root.pem").read_text().strip() in stores[0].read_text()
+        assert cp.call("GET", "/api/v1/identity/bundle").json()["roots"][0].strip() in stores[0].read_text()
     finally:
         sidecar.stop()
     # Restarted without --ca-hash: the CA it trusted at bootstrap is enough.

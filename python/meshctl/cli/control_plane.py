@@ -87,6 +87,15 @@ def control_plane(
             help="Serve plain HTTP on a --host other than loopback: tokens and CSRs travel in clear.",
         ),
     ] = False,
+    ca_kek_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="The key-encryption key (0600) that seals the CA's keys in the database; made on the first"
+            " start, and every replica needs a copy of it (MESHCTL_CA_KEK_FILE).",
+            envvar="MESHCTL_CA_KEK_FILE",
+            show_default="ca-kek in the data dir",
+        ),
+    ] = None,
 ) -> None:
     """Serve the control-plane API; migrations run and tokens are made on start."""
     import uvicorn
@@ -110,9 +119,10 @@ def control_plane(
         "tls_key": tls_key,
         "tls_sans": tls_san or None,
         "insecure_http": insecure_http or None,
+        "ca_kek_file": ca_kek_file,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    ca = _check_ca(settings.data_dir / "ca", settings.trust_domain)
+    ca = _check_ca(settings)
     ssl_files = _serving(settings, ca)
     app = create_app(settings)
 
@@ -164,15 +174,29 @@ def _serving(settings: Settings, ca: CertificateAuthority) -> dict[str, Any]:
     return {"ssl_certfile": str(files.cert_file), "ssl_keyfile": str(files.key_file)}
 
 
-def _check_ca(directory: Path, trust_domain: str) -> CertificateAuthority:
-    """The CA's files, checked (and made on first start) before serving: an unusable import is
-    one clear line and exit 1, not a traceback from the server's startup."""
+def _check_ca(settings: Settings) -> CertificateAuthority:
+    """The CA, checked (and made or imported on first start) before serving: an unusable import or
+    key-encryption key is one clear line and exit 1, not a traceback from the server's startup. An
+    import is checked before the database is touched."""
     from meshctl.control.ca import CaError, CertificateAuthority
+    from meshctl.control.ca.files import has_files, read_authority
+    from meshctl.control.db import make_engine, migrate
 
+    directory = settings.data_dir / "ca"
     try:
-        return CertificateAuthority.load_or_create(directory, trust_domain)
+        if has_files(directory, ""):
+            read_authority(directory, "", settings.trust_domain, create=True)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate(settings.db_url)
+        engine = make_engine(settings.db_url)
+        try:
+            return CertificateAuthority.open(
+                engine, settings.trust_domain, kek_file=settings.kek_path, import_dir=directory
+            )
+        finally:
+            engine.dispose()
     except CaError as e:
-        typer.echo(f"{typer.style('error:', fg='red', bold=True)} the CA in {directory} cannot be used: {e}", err=True)
+        typer.echo(f"{typer.style('error:', fg='red', bold=True)} the CA cannot be used: {e}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -189,3 +213,4 @@ def _seconds(flag: str, duration: str | None) -> int | None:
     if seconds < 60:
         raise typer.BadParameter(f"{duration!r} is shorter than 1m", param_hint=flag)
     return seconds
+

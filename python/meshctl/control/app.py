@@ -67,7 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # The path, never the token: secrets stay out of logs.
                 log.info("created the %s API token in %s (mode 0600)", role, path)
         app.state.settings = settings
-        app.state.ca = CertificateAuthority.load_or_create(settings.data_dir / "ca", settings.trust_domain)
+        app.state.ca = CertificateAuthority.open(
+            app.state.engine, settings.trust_domain, kek_file=settings.kek_path, import_dir=settings.data_dir / "ca"
+        )
+        app.state.listener.on("ca", app.state.ca.on_announcement)  # a rotation step on another replica
         app.state.session_slots = asyncio.Semaphore(SESSION_SLOTS)
         app.state.stats = StatsStore()  # the live views' numbers, fed by heartbeats
         app.state.token_cache = {}
@@ -78,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             trust_domain=settings.trust_domain,
             authz_default=settings.authz_default,
             outbound_policy=settings.outbound_policy,
-            bundle=app.state.ca.bundle,
+            bundle=app.state.ca.synced_bundle,
             metrics=metrics,
         )
         # What startup made lives as long as the process: keep it out of the collector's full

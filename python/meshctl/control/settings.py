@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     tls_sans: list[str] = Field(default_factory=list)
     #: Plain HTTP on an address other than loopback (tokens travel in clear; a warning).
     insecure_http: bool = False
+    #: The file with the key-encryption key that seals the CA's keys in the database (see
+    #: control/ca/sealing.py); every replica needs the same one. Default: ``<data-dir>/ca-kek``.
+    ca_kek_file: Path | None = None
 
     @property
     def serves_tls(self) -> bool:
@@ -60,6 +63,10 @@ class Settings(BaseSettings):
         if self.tls or self.tls_cert is not None:
             return True
         return not self.insecure_http and not is_loopback(self.host)
+
+    @property
+    def kek_path(self) -> Path:
+        return self.ca_kek_file or self.data_dir / "ca-kek"
 
     @property
     def db_url(self) -> str:

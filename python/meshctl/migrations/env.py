@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import meshctl.control.ca.store  # registers the CA's tables
 import meshctl.control.kinds.registry  # registers the kinds' tables
 import meshctl.control.models  # noqa: F401  (registers the other tables)
 from meshctl.control.db import make_engine

@@ -125,6 +125,8 @@ class Authority:
     #: The issuer first, then any intermediates above it; never the root.
     chain: tuple[x509.Certificate, ...]
     key: IssuerKey
+    #: The root's key when we have it (we made the root, or the operator gave it); None otherwise.
+    root_key: IssuerKey | None = None
 
     @property
     def issuer(self) -> x509.Certificate:

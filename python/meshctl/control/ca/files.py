@@ -1,7 +1,7 @@
-"""The CA directory on disk: reading and making the root and issuer files, and
-``state.json`` (the rotation phase and the latest expiry of each issuer's
-SVIDs). Keys are written 0600; the module doc of ``meshctl.control.ca`` lists
-the files."""
+"""The CA directory on disk, where a CA comes in (see the package doc): reading
+and checking an operator's (or an earlier release's) root and issuer files,
+making what is missing in memory, ``state.json`` (an earlier release's rotation
+state), and taking the files away once the database holds them."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from meshctl.control.ca.certs import (
     ca_cert,
     fingerprint,
     new_key,
-    pem,
     spki,
 )
 from meshctl.control.ca.checks import SUPPORTED_KEYS, check_key_type, validate
@@ -56,39 +55,57 @@ def read_certs(path: Path) -> list[x509.Certificate]:
 
 def read_key(path: Path) -> IssuerKey:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = path.read_bytes()
+    except OSError:
+        raise CaError(f"{path.name} cannot be read") from None
+    return parse_key(data, path.name)
+
+
+def parse_key(data: bytes, where: str) -> IssuerKey:
+    """A private key from PEM; CaError naming `where`, never quoting the bytes."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise CaError(f"{path.name} is encrypted: give it unencrypted (the file is kept 0600)") from None
-    except (ValueError, OSError, UnsupportedAlgorithm):
+        raise CaError(f"{where} is encrypted: give it unencrypted (the file is kept 0600)") from None
+    except (ValueError, UnsupportedAlgorithm):
         # Never the parser's message: it is about the key's bytes.
-        raise CaError(f"{path.name} is not a PEM private key") from None
+        raise CaError(f"{where} is not a PEM private key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise CaError(f"{path.name} is a {type(key).__name__}: {SUPPORTED_KEYS}")
-    check_key_type(key.public_key(), path.name)
+        raise CaError(f"{where} is a {type(key).__name__}: {SUPPORTED_KEYS}")
+    check_key_type(key.public_key(), where)
     return key
 
 
-def write_key(path: Path, key: IssuerKey) -> None:
-    text = (
+def private_pem(key: IssuerKey) -> str:
+    return (
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         .decode()
         .strip()
     )
-    write_secret(path, text)
 
 
-def load_authority(directory: Path, prefix: str, trust_domain: str, *, create: bool) -> tuple[Authority, bool]:
-    """The root and issuer whose files start with `prefix`; what is missing is made when `create`
-    (a root, then an issuer from its key). Returns (authority, whether the issuer was made now)."""
+def write_key(path: Path, key: IssuerKey) -> None:
+    write_secret(path, private_pem(key))
+
+
+def has_files(directory: Path, prefix: str) -> bool:
+    """Whether an operator (or an earlier release) put a root or an issuer there with `prefix`."""
+    return any((directory / f"{prefix}{n}").exists() for n in FILES)
+
+
+def read_authority(directory: Path, prefix: str, trust_domain: str, *, create: bool) -> tuple[Authority, bool]:
+    """The root and issuer in the files that start with `prefix`, validated; what is missing is made
+    in memory when `create` (a root, then an issuer from its key), never written here: the database
+    keeps the CA. Returns (authority, whether the issuer was made now)."""
     p = {n: directory / f"{prefix}{n}" for n in FILES}
     have = {n: path.exists() for n, path in p.items()}
     name = {n: f"{prefix}{n}" for n in p}
-    made: set[str] = set()
     if have["issuer.pem"] != have["issuer.key"]:
         one, other = ("issuer.pem", "issuer.key") if have["issuer.pem"] else ("issuer.key", "issuer.pem")
         raise CaError(
             f"{name[one]} without {name[other]}: give both (or neither, to have them made from {name['root.key']})"
         )
+    root_key: IssuerKey | None = None
     if not have["root.pem"]:
         if have["issuer.pem"]:
             raise CaError(f"{name['issuer.pem']} without {name['root.pem']}: place the root CA's certificate there")
@@ -97,50 +114,60 @@ def load_authority(directory: Path, prefix: str, trust_domain: str, *, create: b
         if not create:
             raise CaError(f"{name['root.pem']} is missing")
         root_key = new_key()
-        write_key(p["root.key"], root_key)
-        p["root.pem"].write_text(pem(ca_cert(f"{trust_domain} root", root_key, ROOT_DAYS, path_length=1)))
-        have["root.key"] = True
-        made.update(("root.pem", "root.key"))
-    roots = read_certs(p["root.pem"])
-    if len(roots) != 1:
-        raise CaError(
-            f"{name['root.pem']} holds {len(roots)} certificates: give the root alone "
-            f"(intermediates go in {name['issuer.pem']}, after the issuer)"
-        )
-    root = roots[0]
+        root = ca_cert(f"{trust_domain} root", root_key, ROOT_DAYS, path_length=1)
+    else:
+        roots = read_certs(p["root.pem"])
+        if len(roots) != 1:
+            raise CaError(
+                f"{name['root.pem']} holds {len(roots)} certificates: give the root alone "
+                f"(intermediates go in {name['issuer.pem']}, after the issuer)"
+            )
+        root = roots[0]
+        if have["root.key"]:
+            root_key = read_key(p["root.key"])
+            if spki(root_key.public_key()) != spki(root.public_key()):
+                raise CaError(f"{name['root.key']} does not belong to {name['root.pem']}: their public keys differ")
     if not have["issuer.pem"]:
-        if not have["root.key"]:
+        if root_key is None:
             raise CaError(
                 f"{name['root.pem']} has no {name['root.key']} beside it: place the root's key there to have the "
                 f"issuer made from it, or your own intermediate as {name['issuer.pem']} + {name['issuer.key']}"
             )
         if not create:
             raise CaError(f"{name['issuer.pem']} is missing")
-        signer = read_key(p["root.key"])
-        if spki(signer.public_key()) != spki(root.public_key()):
-            raise CaError(f"{name['root.key']} does not belong to {name['root.pem']}: their public keys differ")
-        issuer_key = new_key()
-        issuer = ca_cert(f"{trust_domain} issuer", issuer_key, ISSUER_DAYS, issuer=(root, signer), path_length=0)
-        write_key(p["issuer.key"], issuer_key)
-        p["issuer.pem"].write_text(pem(issuer))
-        made.update(("issuer.pem", "issuer.key"))
-    chain = read_certs(p["issuer.pem"])
-    if chain[-1] == root:  # "up to the root" taken inclusively: the root is the bundle's, not the chain's
-        chain.pop()
-        if not chain:
-            raise CaError(f"{name['issuer.pem']} holds only the root: give the issuer's certificate")
-    for n in ("root.key", "issuer.key"):
-        if p[n].exists() and p[n].stat().st_mode & 0o077:
-            os.chmod(p[n], 0o600)
-            log.warning("%s was readable by others; made it 0600", p[n])
-    try:
-        authority = Authority(root, tuple(chain), read_key(p["issuer.key"]))
-        validate(authority, trust_domain, prefix)
-    except CaError:
-        for n in made:  # made under a root that turned out unusable: a fixed root gets fresh ones
-            p[n].unlink(missing_ok=True)
-        raise
-    return authority, "issuer.pem" in made
+        issuer_key: IssuerKey = new_key()
+        chain = [ca_cert(f"{trust_domain} issuer", issuer_key, ISSUER_DAYS, issuer=(root, root_key), path_length=0)]
+    else:
+        chain = read_certs(p["issuer.pem"])
+        if chain[-1] == root:  # "up to the root" taken inclusively: the root is the bundle's, not the chain's
+            chain.pop()
+            if not chain:
+                raise CaError(f"{name['issuer.pem']} holds only the root: give the issuer's certificate")
+        issuer_key = read_key(p["issuer.key"])
+    authority = Authority(root, tuple(chain), issuer_key, root_key)
+    validate(authority, trust_domain, prefix)
+    return authority, not have["issuer.pem"]
+
+
+def consume(directory: Path, *prefixes: str) -> Path | None:
+    """Files the database took in: their certificates (and an earlier release's ``state.json``)
+    move to ``imported/<time>/`` (a record, 0700), their keys are removed (the database holds them,
+    sealed). The directory, or None if nothing was there."""
+    names = [f"{prefix}{n}" for prefix in prefixes for n in FILES]
+    if "" in prefixes:
+        names.append("state.json")
+    present = [directory / n for n in names if (directory / n).exists()]
+    if not present:
+        return None
+    kept = directory / "imported" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    kept.parent.mkdir(exist_ok=True, mode=0o700)
+    kept.mkdir(mode=0o700)
+    for path in present:
+        if path.name.endswith(".key"):
+            path.unlink()
+        else:
+            os.replace(path, kept / path.name)
+    return kept
 
 
 # === state ===
@@ -148,8 +175,9 @@ def load_authority(directory: Path, prefix: str, trust_domain: str, *, create: b
 
 @dataclass
 class State:
-    """state.json: the rotation's phase ("finishing" only between a finish's first and last file
-    move), and the latest expiry of each issuer's SVIDs. Written whole (atomically), 0600."""
+    """The rotation's phase and the latest expiry of each issuer's SVIDs: what the database's
+    ``castate`` row holds, and an earlier release's ``state.json`` ("finishing" only between a
+    finish's first and last file move there)."""
 
     phase: str = "idle"
     started_at: str | None = None

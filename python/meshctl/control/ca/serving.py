@@ -18,6 +18,12 @@ Files in ``<data-dir>/tls`` (0700):
 
 The pin is ``sha256:`` and the hex SHA-256 of the CA certificate's DER-encoded
 SubjectPublicKeyInfo, as kubeadm's ``--discovery-token-ca-cert-hash``.
+
+Replicas: the mesh CA is the database's, shared by every replica on it, so each
+replica's own leaf (for its own names, its key in its own ``tls/``) chains to the
+one root; one ``--ca-hash`` pin, or one ``ca.pem`` as ``--ca-file``, trusts them
+all. After a root rotation finishes, each replica makes its leaf again on its next
+start (it no longer chains to the current root), and the pin is the new root's.
 """
 
 from __future__ import annotations

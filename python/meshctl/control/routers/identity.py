@@ -32,6 +32,7 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 
 @router.get("/bundle", response_model=TrustBundle)
 def bundle(ca: CaDep, _: MemberCaller) -> TrustBundle:
+    ca.sync()  # another replica may have taken a rotation step
     return TrustBundle(trust_domain=ca.trust_domain, roots=ca.bundle(), digest=ca.bundle_digest())
 
 
@@ -65,14 +66,16 @@ def _pending(session: Session, generation: int | None) -> int:
 
 
 def _status(ca: CertificateAuthority, session: Session) -> RotationStatus:
+    ca.sync()  # the database's state, whichever replica changed it
     info = ca.status()
     pending = _pending(session, info["bundle_generation"]) if info["phase"] == "bundled" else 0
     return RotationStatus.model_validate({**info, "sidecars_pending": pending})
 
 
 def _step(ca: CertificateAuthority, session: Session, change: Callable[[int], None]) -> RotationStatus:
-    """Raise the generation and make the change in one go: the commit (and with it the push to
-    sidecars) happens only if the change did; a refused one (RotationRefused, a 409) changes nothing."""
+    """Raise the generation and make the change in one transaction (the CA's state is in the
+    database): the commit (and with it the push to sidecars and the "ca" announcement to every
+    replica) happens only if the change did; a refused one (RotationRefused, a 409) changes nothing."""
     generation = crud.bump(session)
     try:
         change(generation)
@@ -95,8 +98,9 @@ def rotation(ca: CaDep, session: SessionDep, _: Reader) -> RotationStatus:
 def start_rotation(ca: CaDep, session: SessionDep, _: Admin) -> RotationStatus:
     """Phase 1: a new root (and issuer) joins the bundle; SVIDs still come from the current issuer.
     The operator's `next-root.pem` + `next-root.key` (or + `next-issuer.pem`/`.key`) in the CA
-    directory are used if present; otherwise both are made."""
-    return _step(ca, session, lambda generation: ca.start_rotation(bundle_generation=generation))
+    directory of the replica taking the request are used if present (and taken into the database);
+    otherwise both are made."""
+    return _step(ca, session, lambda generation: ca.start_rotation(session, bundle_generation=generation))
 
 
 @router.post("/rotation/activate", response_model=RotationStatus, responses=_CONFLICT)
@@ -108,6 +112,7 @@ def activate_rotation(
 ) -> RotationStatus:
     """Phase 2: SVIDs come from the new issuer; sidecars move to it as they renew. Refused while a
     live sidecar has not ACKed the generation carrying the new bundle, unless forced."""
+    ca.sync()
     if ca.phase == "bundled" and not force:
         pending = _pending(session, ca.state.bundle_generation)
         if pending:
@@ -116,7 +121,7 @@ def activate_rotation(
                 detail=f"{pending} live sidecar(s) have not ACKed mesh generation {ca.state.bundle_generation}, which "
                 "carries the new root, and would refuse peers' new certificates; activate once they have, or force it",
             )
-    return _step(ca, session, lambda _generation: ca.activate_rotation())
+    return _step(ca, session, lambda _generation: ca.activate_rotation(session))
 
 
 @router.post("/rotation/finish", response_model=RotationStatus, responses=_CONFLICT)
@@ -128,4 +133,4 @@ def finish_rotation(
 ) -> RotationStatus:
     """Phase 3: the old root leaves the bundle. Refused while an SVID from the old issuer may still
     be valid (`finish_safe_after`), unless forced."""
-    return _step(ca, session, lambda generation: ca.finish_rotation(force=force, bundle_generation=generation))
+    return _step(ca, session, lambda generation: ca.finish_rotation(session, force=force, bundle_generation=generation))
