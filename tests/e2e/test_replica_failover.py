@@ -9,6 +9,7 @@ joins again as a new instance, and no revision is duplicated."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -247,4 +248,46 @@ def test_proxy_config_through_a_replica_the_sidecar_does_not_poll(replicas: list
         assert late.status_code == 410, late.text
     finally:
         sc.stop()
+        app.stop()
+
+
+def test_tap_through_a_replica_the_sidecars_do_not_poll(replicas: list[ControlPlane], tmp_path: Path) -> None:
+    """A tap opened on one replica reaches sidecars that long-poll another: the session is
+    announced to it, and the events the sidecar sends there are relayed back."""
+    _, cp1, cp2 = replicas
+    app = DemoBackend("pricing-v1").start()
+    cp1.apply(service("pricing"), service("frontend"))
+    workdir = tmp_path / "sc"
+    workdir.mkdir()
+    port = int(app.address.rsplit(":", 1)[1])
+    backend = Sidecar(cp2, "pricing", port, workdir, cp1.join_token("pricing"))
+    front = Sidecar(
+        cp2, "frontend", unused_port(), workdir, cp1.join_token("frontend"), upstreams={"pricing": unused_port()}
+    )
+    lines: list[dict[str, object]] = []
+
+    def tap() -> None:
+        url = f"{cp1.url}/api/v1/tap/default/frontend?limit=5&seconds=60"
+        with httpx.stream("GET", url, headers=cp1.admin, timeout=90) as r:
+            assert r.status_code == 200, r.read()
+            lines.extend(json.loads(line) for line in r.iter_lines() if line.strip())
+
+    try:
+        backend.start()
+        front.start()
+        frontend_id = next(r["id"] for r in cp1.sidecars() if r["service"] == "frontend")
+        tapping = threading.Thread(target=tap, daemon=True)
+        tapping.start()
+
+        def events() -> bool:
+            get("127.0.0.1", front.upstreams["pricing"], "/tapped")
+            return not tapping.is_alive()
+
+        wait_until(events, timeout=60, what="five tapped requests relayed from the other replica")
+        *seen, end = lines
+        assert end == {"end": {"reason": "limit", "events": 5, "dropped": 0}}
+        assert len(seen) == 5 and all(e["sidecar"] == frontend_id and e["path"] == "/tapped" for e in seen)
+    finally:
+        front.stop()
+        backend.stop()
         app.stop()

@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_slots = asyncio.Semaphore(SESSION_SLOTS)
         app.state.stats = StatsStore()  # the live views' numbers, fed by heartbeats
         app.state.token_cache = {}
-        app.state.taps = Taps()
+        app.state.taps = Taps(app.state.engine, app.state.listener)  # meshctl tap, any replica
         app.state.dumps = ConfigDumps(app.state.engine, app.state.listener)  # meshctl proxy-config, any replica
         app.state.hub = Hub(
             app.state.engine,

@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 
 from meshctl.control.longpoll import wait_ready
 from meshctl.control.notify import Listener
-from meshctl.control.relay import Heard, Parts, Relay
+from meshctl.control.relay import DumpRelay, Heard, Parts
 
 log = logging.getLogger("meshctl.control.proxy_config")
 
@@ -141,7 +141,7 @@ class ConfigDumps:
         self._parts: dict[str, Parts] = {}
         # (on SQLite one process serves the database: nobody to relay to)
         on_postgres = engine is not None and engine.dialect.name == "postgresql"
-        self.relay = Relay(engine, listener, self._from_listener) if engine is not None and on_postgres else None
+        self.relay = DumpRelay(engine, listener, self._from_listener) if engine is not None and on_postgres else None
 
     def _from_listener(self, heard: Heard) -> None:
         self.loop.call_soon_threadsafe(self._heard, heard)
@@ -173,7 +173,7 @@ class ConfigDumps:
             self._parts.pop(h.request, None)
         elif h.kind == "answer" and (answer := waiting.get(h.request)) is not None and not answer.done():
             try:
-                doc = self._parts.setdefault(h.request, Parts(h.parts)).add(h)
+                doc = self._parts.setdefault(h.request, Parts(h.parts)).add(h.index, h.text)
                 if doc is not None:
                     self._parts.pop(h.request, None)
                     answer.set_result(ProxyConfigReport.model_validate(doc))

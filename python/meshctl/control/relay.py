@@ -1,10 +1,18 @@
-"""Messages between replicas for the requests an operator makes of one
-sidecar (``meshctl proxy-config``): the operator may reach replica A while the
-sidecar long-polls replica B. Carried by the notify channel (``control.notify``,
-topic ``dumps``), so nothing is stored: an announcement is heard by every
-replica, this one too, when its transaction commits.
+"""Messages between replicas for what an operator asks of sidecars
+(``meshctl proxy-config``, ``meshctl tap``): the operator may reach replica A
+while the sidecar long-polls replica B. Carried by the notify channel
+(``control.notify``), so nothing is stored: an announcement is heard by every
+replica, this one too, when its transaction commits. A document larger than
+one notification (a NOTIFY payload holds less than 8,000 bytes) is sent as
+parts, all in one transaction: PostgreSQL delivers one transaction's
+notifications together and in order (``chunks``, ``Parts``).
 
-Messages (the topic's payload, fields joined by ``:``):
+Topic ``taps`` (``control.tap``): ``open:<session>:<json>`` (a session opened
+on some replica: service, filters, limit, seconds), ``close:<session>``, and
+``events:<session>:<batch>:<i>:<n>:<text>`` (part `i` of `n` of a sidecar's
+batch, JSON, for the replica that holds the session).
+
+Topic ``dumps`` (proxy-config; fields joined by ``:``):
 
 - ``ask:<sidecar>:<request>:<seconds>``: an operator waits on some replica for
   that sidecar's dump, for up to that long; a replica where the sidecar
@@ -12,9 +20,7 @@ Messages (the topic's payload, fields joined by ``:``):
 - ``done:<sidecar>:<request>``: that operator stopped waiting (answered, timed
   out, gone).
 - ``answer:<sidecar>:<request>:<i>:<n>:<text>``: part `i` of `n` of the dump's
-  JSON (ASCII), all parts sent in one transaction: a NOTIFY payload holds less
-  than 8,000 bytes, and PostgreSQL delivers one transaction's notifications
-  together and in order.
+  JSON (ASCII).
 
 On SQLite (one process per database) announcements do nothing and every
 request stays in its process, as before replicas.
@@ -69,35 +75,46 @@ def parse(payload: str) -> Heard | None:
 
 
 class Relay:
-    """Sends the messages (blocking: call from a thread) and hands what is heard to `on_heard`
-    (in the listener's thread)."""
+    """Sends a topic's messages (blocking: call from a thread) and hands each one heard to
+    `on_heard` (in the listener's thread)."""
 
-    def __init__(self, engine: Engine, listener: Listener | None, on_heard: Callable[[Heard], None]) -> None:
-        self.engine = engine
-        if listener is not None:
-            listener.on(TOPIC, lambda payload: self._heard(payload, on_heard))
+    def __init__(self, engine: Engine, listener: Listener | None, topic: str, on_heard: Callable[[str], None]) -> None:
+        self.engine, self.topic = engine, topic
+        if listener is not None:  # (None: a reconnect; these messages need no resynchronising)
+            listener.on(topic, lambda payload: on_heard(payload) if payload is not None else None)
 
-    @staticmethod
-    def _heard(payload: str | None, on_heard: Callable[[Heard], None]) -> None:
-        if payload is not None and (heard := parse(payload)) is not None:  # (None: a reconnect, nothing to redo)
-            on_heard(heard)
-
-    def _send(self, *payloads: str) -> None:
+    def send(self, *payloads: str) -> None:
         with Session(self.engine) as session:
             for payload in payloads:
-                announce(session, TOPIC, payload)
+                announce(session, self.topic, payload)
             session.commit()
 
+
+def chunks(prefix: str, doc: Any) -> list[str]:
+    """`doc` as JSON in parts, each `prefix:i:n:text`, small enough for one notification."""
+    text = json.dumps(doc, separators=(",", ":"))  # (ASCII: characters are bytes)
+    parts = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
+    return [f"{prefix}:{i}:{len(parts)}:{c}" for i, c in enumerate(parts)]
+
+
+class DumpRelay(Relay):
+    """The ``dumps`` topic: handing parsed messages to `on_heard`."""
+
+    def __init__(self, engine: Engine, listener: Listener | None, on_heard: Callable[[Heard], None]) -> None:
+        def heard(payload: str) -> None:
+            if (message := parse(payload)) is not None:
+                on_heard(message)
+
+        super().__init__(engine, listener, TOPIC, heard)
+
     def ask(self, sidecar: int, request: str, seconds: float) -> None:
-        self._send(f"ask:{sidecar}:{request}:{seconds:g}")
+        self.send(f"ask:{sidecar}:{request}:{seconds:g}")
 
     def done(self, sidecar: int, request: str) -> None:
-        self._send(f"done:{sidecar}:{request}")
+        self.send(f"done:{sidecar}:{request}")
 
     def answer(self, sidecar: int, request: str, doc: dict[str, Any]) -> None:
-        text = json.dumps(doc, separators=(",", ":"))  # (ASCII: characters are bytes)
-        chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
-        self._send(*(f"answer:{sidecar}:{request}:{i}:{len(chunks)}:{c}" for i, c in enumerate(chunks)))
+        self.send(*chunks(f"answer:{sidecar}:{request}", doc))
 
 
 @dataclass
@@ -107,10 +124,9 @@ class Parts:
     parts: int
     texts: dict[int, str] = field(default_factory=dict)
 
-    def add(self, heard: Heard) -> dict[str, Any] | None:
-        """The whole document once every part is in."""
-        self.texts[heard.index] = heard.text
+    def add(self, index: int, text: str) -> Any:
+        """The whole document once every part is in (None until then)."""
+        self.texts[index] = text
         if len(self.texts) < self.parts:
             return None
-        doc: dict[str, Any] = json.loads("".join(self.texts[i] for i in range(self.parts)))
-        return doc
+        return json.loads("".join(self.texts[i] for i in range(self.parts)))

@@ -9,6 +9,12 @@ filters, and POST batches of events to ``/api/v1/sidecars/{id}/tap/{session}``
 until it answers 410 Gone. With no session open, a sidecar costs one parked
 request and its data plane nothing.
 
+With several control-plane replicas on PostgreSQL the operator and the
+sidecars may reach different ones: a session opened on one replica is
+announced to the others (``control.relay``, topic ``taps``), whose sidecars
+list it as theirs; the events they POST there are relayed to the replica that
+holds the session, and its close is announced too. Nothing is stored.
+
 Each session buffers a bounded number of events: when the operator reads
 slower than the sidecars send, events are dropped and counted; a sidecar's
 POST never waits on the operator. Events are redacted here again (defence in
@@ -19,14 +25,21 @@ allow-listed request headers.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import secrets
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import Engine
 
 from meshctl.control.longpoll import wait_ready
+from meshctl.control.notify import Listener
+from meshctl.control.relay import Parts, Relay, chunks
+
+log = logging.getLogger("meshctl.control.tap")
 
 #: The request headers an event may carry; every other header is dropped (the data plane's list).
 ALLOWED_HEADERS = frozenset({"user-agent", "content-type", "content-length", "accept", "x-request-id"})
@@ -146,6 +159,8 @@ class TapSession:
     dropped: int = 0
     sent: int = 0
     closed: bool = False
+    #: Held by another replica (its operator streams there): events are relayed to it.
+    remote: bool = False
 
     def offer(self, *, sidecar: int, events: Iterable[TapEvent], dropped: int) -> None:
         """Queue what a sidecar sent (never waits): what the filter lets through, as far as it fits."""
@@ -173,12 +188,88 @@ class TapSession:
 class Taps:
     """The open sessions; lives on the server's event loop (`stop` may be called from any thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine | None = None, listener: Listener | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.closing = False
         self._sessions: dict[str, TapSession] = {}
         #: Set (and replaced) when a service's sessions change: wakes its sidecars' long-polls.
         self._changed: dict[str, asyncio.Event] = {}
+        #: Relayed batches being put together, by session and batch.
+        self._parts: dict[str, dict[str, Parts]] = {}
+        # (on SQLite one process serves the database: nobody to relay to)
+        on_postgres = engine is not None and engine.dialect.name == "postgresql"
+        self.relay = (
+            Relay(engine, listener, "taps", self._from_listener) if engine is not None and on_postgres else None
+        )
+
+    # === between replicas ===
+
+    def _background(self, *payloads: str) -> None:
+        """Announce to the other replicas from a thread; a failure is logged (the tap goes on here)."""
+        if self.relay is None:
+            return
+
+        def done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("tap: telling the other replicas failed: %s", f.exception())
+
+        self.loop.run_in_executor(None, self.relay.send, *payloads).add_done_callback(done)
+
+    def _from_listener(self, payload: str) -> None:
+        self.loop.call_soon_threadsafe(self._heard, payload)
+
+    def _heard(self, payload: str) -> None:
+        """A message from a replica (this one's own too), on the loop."""
+        kind, _, rest = payload.partition(":")
+        try:
+            if kind == "open":
+                self._opened(*rest.split(":", 1))
+            elif kind == "close" and (session := self._sessions.get(rest)) is not None and session.remote:
+                self.close(session)
+            elif kind == "events":
+                session_id, batch, index, parts, text = rest.split(":", 4)
+                self._relayed(session_id, batch, int(index), int(parts), text)
+        except (ValueError, KeyError, TypeError, ValidationError) as e:
+            log.warning("tap: a relayed %s message is not readable: %s", kind, e)
+
+    def _opened(self, session_id: str, doc: str) -> None:
+        """A session opened on another replica: listed to the sidecars here too."""
+        if session_id in self._sessions:
+            return  # (ours, announced)
+        info = json.loads(doc)
+        self._sessions[session_id] = TapSession(
+            id=session_id,
+            service=info["service"],
+            filter=TapFilter(method=info.get("method"), path=info.get("path"), status=info.get("status")),
+            limit=int(info["limit"]),
+            deadline=self.loop.time() + float(info["seconds"]),
+            remote=True,
+        )
+        self._wake(info["service"])
+
+    def _relayed(self, session_id: str, batch: str, index: int, parts: int, text: str) -> None:
+        """Part of a batch a sidecar sent to another replica for a session held here."""
+        session = self._sessions.get(session_id)
+        if session is None or session.remote:
+            return
+        pending = self._parts.setdefault(session_id, {})
+        doc = pending.setdefault(batch, Parts(parts)).add(index, text)
+        if doc is not None:
+            del pending[batch]
+            events = [TapEvent.model_validate(e) for e in doc["events"]]
+            session.offer(sidecar=int(doc["sidecar"]), events=events, dropped=int(doc["dropped"]))
+
+    async def deliver(self, session: TapSession, *, sidecar: int, batch: TapBatch) -> None:
+        """A sidecar's batch: queued here, or relayed to the replica that holds the session."""
+        if not session.remote or self.relay is None:
+            session.offer(sidecar=sidecar, events=batch.events, dropped=batch.dropped)
+            return
+        doc: dict[str, Any] = {"sidecar": sidecar, "events": [e.model_dump() for e in batch.events]}
+        doc["dropped"] = batch.dropped
+        payloads = chunks(f"events:{session.id}:{secrets.token_hex(4)}", doc)
+        await asyncio.to_thread(self.relay.send, *payloads)
+
+    # === sessions ===
 
     def open(self, *, service: str, filter: TapFilter, limit: int, seconds: float) -> TapSession:
         self._reap()
@@ -193,12 +284,18 @@ class Taps:
         )
         self._sessions[session.id] = session
         self._wake(service)
+        opened = {"service": service, "limit": limit, "seconds": seconds}
+        opened |= {"method": filter.method, "path": filter.path, "status": filter.status}
+        self._background(f"open:{session.id}:{json.dumps(opened)}")
         return session
 
     def close(self, session: TapSession) -> None:
         session.closed = True
+        self._parts.pop(session.id, None)
         if self._sessions.pop(session.id, None) is not None:
             self._wake(session.service)
+            if not session.remote:
+                self._background(f"close:{session.id}")
 
     def get(self, session_id: str) -> TapSession | None:
         return self._sessions.get(session_id)

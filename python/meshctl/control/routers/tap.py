@@ -140,4 +140,4 @@ async def tap_events(
     session = taps.get(session_id)
     if session is None or session.service != spec.key:
         raise HTTPException(status.HTTP_410_GONE, detail=f"tap session {session_id} ended")
-    session.offer(sidecar=sidecar_id, events=data.events, dropped=data.dropped)
+    await taps.deliver(session, sidecar=sidecar_id, batch=data)
