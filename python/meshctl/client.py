@@ -198,8 +198,15 @@ class ApiClient:
         for index in self._order():
             url = self.urls[index]
             try:
+                context = self._context(url)  # (a pin's first use asks this URL for its CA)
+            except TrustError:
+                raise
+            except Unreachable as e:
+                missed.append(str(e))
+                continue
+            try:
                 req = self._request(url, method, path, body)
-                resp = urllib.request.urlopen(req, timeout=timeout, context=self._context(url))
+                resp = urllib.request.urlopen(req, timeout=timeout, context=context)
             except urllib.error.HTTPError as e:
                 error = ApiError(304, None) if e.code == 304 else _api_error(e)
                 if e.code != _MOVE_ON:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import ssl
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from helpers import unused_port
 from meshctl.client import ApiClient, ApiError, TrustError, Unreachable, split_urls
-from meshctl.trust import Trust
+from meshctl.trust import SERVING_CA_PATH, Trust, ca_pin
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -49,6 +50,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         body = b'{"detail": "no"}' if self.server.status >= 400 else b'{"by": "%s"}' % self.server.name.encode()
+        if self.path == SERVING_CA_PATH and self.server.ca_pem:  # what a pin is checked against
+            body = json.dumps({"ca_pem": self.server.ca_pem}).encode()
         self.send_response(self.server.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -67,6 +70,7 @@ class Replica(ThreadingHTTPServer):
     def __init__(self, name: str, context: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.name, self.status, self.hang, self.breaks = name, 200, False, False
+        self.ca_pem = ""
         self.hits: list[str] = []
         if context is not None:
             self.socket = context.wrap_socket(self.socket, server_side=True)
@@ -243,3 +247,23 @@ def test_a_replica_that_resets_the_tls_handshake_is_skipped(servers: list[Replic
     finally:
         good.shutdown()
         good.server_close()
+
+
+def test_one_pin_is_checked_against_the_first_replica_that_answers(tmp_path: Path) -> None:
+    """A pin's CA is asked of the URL the first request goes to; a dead one moves on to the next."""
+    ca_file, ctx = _ca_and_server_context(tmp_path, "mesh")
+    a, b = Replica("a", ctx), Replica("b", ctx)
+    for r in (a, b):
+        r.ca_pem = ca_file.read_text()
+    try:
+        pin = ca_pin(ca_file.read_text())
+        dead = f"https://127.0.0.1:{unused_port()}"
+        api = ApiClient([dead, a.url, b.url], "secret", trust=Trust(dead, pin=pin))
+        assert api.get("/x") == {"by": "a"}
+        assert a.hits == [f"GET {SERVING_CA_PATH}", "GET /x"]
+        a.shutdown()
+        a.server_close()
+        assert api.get("/x") == {"by": "b"} and b.hits == ["GET /x"]  # the CA learnt from a trusts b
+    finally:
+        b.shutdown()
+        b.server_close()

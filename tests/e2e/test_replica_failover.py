@@ -28,6 +28,7 @@ import pytest
 import pg
 from helpers import unused_port, wait_until
 from meshctl.demo.backends import DemoBackend
+from meshctl.trust import ca_pin
 from meshproc import ControlPlane, Sidecar, get, http_route, service
 
 SIDECARS = 20
@@ -39,23 +40,38 @@ def to_subset(version: str) -> dict[str, object]:
     return http_route("pricing", "pricing", {"backendRefs": [{"name": "pricing", "subset": {"version": version}}]})
 
 
-def clone(first: ControlPlane, data_dir: Path) -> None:
-    """A data dir for another replica, as an operator would provision one: what the first replica
-    keeps on disk (its CA until the CA lives in the database; the key that seals it after), without
-    its log nor an SQLite file."""
-    shutil.copytree(first.data_dir, data_dir, ignore=shutil.ignore_patterns("*.log", "mesh.db*"))
+def join(first: ControlPlane, data_dir: Path) -> Path:
+    """Another replica's data dir, as an operator provisions one: the first's key-encryption key
+    (the CA is in the database, sealed under it) and the API tokens it made (the database keeps
+    their hashes; the tests read the files)."""
+    data_dir.mkdir()
+    for f in [first.data_dir / "ca-kek", *first.data_dir.glob("*.token")]:
+        shutil.copy(f, data_dir / f.name)
+    return data_dir
+
+
+def pin(plane: ControlPlane) -> str:
+    """The pin of the serving CA every replica's certificate is issued by."""
+    return ca_pin((plane.data_dir / "tls" / "ca.pem").read_text())
+
+
+def member(plane: ControlPlane) -> tuple[str, ...]:
+    """A sidecar's flags to trust the replicas' serving CA."""
+    return ("--ca-hash", pin(plane))
 
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[ControlPlane]]:
+    """Three replicas serving HTTPS on loopback, one database, one serving CA."""
     url = pg.database("failover")
-    first = ControlPlane(tmp_path / "cp0", database_url=url)
+    first = ControlPlane(tmp_path / "cp0", database_url=url, args=("--tls",), scheme="https")
     first.data_dir.mkdir()
     first.start()
     planes = [first]
     for i in (1, 2):
-        clone(first, tmp_path / f"cp{i}")
-        planes.append(ControlPlane(tmp_path / f"cp{i}", database_url=url).start())
+        plane = ControlPlane(join(first, tmp_path / f"cp{i}"), database_url=url, args=("--tls",), scheme="https")
+        plane.verify = str(first.data_dir / "tls" / "ca.pem")  # (the first's CA file trusts them all)
+        planes.append(plane.start())
     yield planes
     for plane in planes:
         plane.stop(signal.SIGKILL)
@@ -108,7 +124,8 @@ def test_sidecars_fail_over_to_another_replica_during_a_route_change(
             workdir = tmp_path / f"sc{i}"
             workdir.mkdir()
             common = {"workdir": workdir, "http_proxy_port": unused_port()}
-            common |= {"args": ("--control-plane", ",".join(others))}  # (the flag repeated: one list)
+            # The flag repeated (one list); one pin for every replica.
+            common |= {"args": ("--control-plane", ",".join(others), *member(cp0))}
             if i < 2:
                 app = (v1, v2)[i]
                 port = int(app.address.rsplit(":", 1)[1])
@@ -145,6 +162,7 @@ def test_sidecars_fail_over_to_another_replica_during_a_route_change(
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
         env |= {"MESHCTL_TOKEN": cp0.token("admin"), "MESHCTL_DATA_DIR": str(tmp_path / "cli")}
+        env["MESHCTL_CA_HASH"] = pin(cp0)
         # The replica a third of the sidecars watch dies as the change is made; the CLI is given it first.
         assert cp0.proc is not None
         cp0.proc.kill()
@@ -209,6 +227,7 @@ def test_a_cli_with_several_urls_reaches_a_live_replica(replicas: list[ControlPl
     cp0.stop(signal.SIGKILL)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESHCTL_")}
     env |= {"MESHCTL_TOKEN": cp1.token("admin"), "MESHCTL_DATA_DIR": str(tmp_path / "cli")}
+    env["MESHCTL_CA_HASH"] = pin(cp1)  # asked of the first URL that answers
     env["MESHCTL_SERVER"] = f"{cp0.url},{cp1.url}"
     out = meshctl("get", "services", "-o", "json", "--server", cp0.url, "--server", cp2.url, env=env)
     assert out.returncode == 0, out.stderr
@@ -217,7 +236,7 @@ def test_a_cli_with_several_urls_reaches_a_live_replica(replicas: list[ControlPl
     assert out.returncode == 0, out.stderr
     bad = meshctl("get", "services", "--server", f"{cp1.url},ftp://nowhere", env=env)
     assert bad.returncode == 2 and "ftp://nowhere" in bad.stderr, bad.stderr
-    assert httpx.get(f"{cp2.url}/healthz", timeout=5).status_code == 200
+    assert cp2.healthy()
 
 
 def test_proxy_config_through_a_replica_the_sidecar_does_not_poll(replicas: list[ControlPlane], tmp_path: Path) -> None:
@@ -233,11 +252,16 @@ def test_proxy_config_through_a_replica_the_sidecar_does_not_poll(replicas: list
     port = int(app.address.rsplit(":", 1)[1])
     workdir = tmp_path / "sc"
     workdir.mkdir()
-    sc = Sidecar(cp2, "pricing", port, workdir, cp1.join_token("pricing"), upstreams=upstreams)
+    sc = Sidecar(cp2, "pricing", port, workdir, cp1.join_token("pricing"), upstreams=upstreams, args=member(cp2))
     try:
         sc.start()  # follows cp2 only
         (row,) = cp1.sidecars()
-        out = httpx.get(f"{cp1.url}/api/v1/sidecars/{row['id']}/proxy-config?timeout=8", headers=cp1.reader, timeout=30)
+        out = httpx.get(
+            f"{cp1.url}/api/v1/sidecars/{row['id']}/proxy-config?timeout=8",
+            headers=cp1.reader,
+            timeout=30,
+            verify=cp1._verify,
+        )
         assert out.status_code == 200, out.text
         dump = out.json()
         assert dump["sidecar"] == row["id"] and dump["service"] == "pricing"
@@ -260,15 +284,21 @@ def test_tap_through_a_replica_the_sidecars_do_not_poll(replicas: list[ControlPl
     workdir = tmp_path / "sc"
     workdir.mkdir()
     port = int(app.address.rsplit(":", 1)[1])
-    backend = Sidecar(cp2, "pricing", port, workdir, cp1.join_token("pricing"))
+    backend = Sidecar(cp2, "pricing", port, workdir, cp1.join_token("pricing"), args=member(cp2))
     front = Sidecar(
-        cp2, "frontend", unused_port(), workdir, cp1.join_token("frontend"), upstreams={"pricing": unused_port()}
+        cp2,
+        "frontend",
+        unused_port(),
+        workdir,
+        cp1.join_token("frontend"),
+        upstreams={"pricing": unused_port()},
+        args=member(cp2),
     )
     lines: list[dict[str, object]] = []
 
     def tap() -> None:
         url = f"{cp1.url}/api/v1/tap/default/frontend?limit=5&seconds=60"
-        with httpx.stream("GET", url, headers=cp1.admin, timeout=90) as r:
+        with httpx.stream("GET", url, headers=cp1.admin, timeout=90, verify=cp1._verify) as r:
             assert r.status_code == 200, r.read()
             lines.extend(json.loads(line) for line in r.iter_lines() if line.strip())
 

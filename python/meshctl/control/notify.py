@@ -20,6 +20,8 @@ Topics (a message on the channel is ``topic:payload``; a topic has no colon):
 - ``ca``: the CA's state changed (rotation step, new issuer).
 - ``dumps``: ``meshctl proxy-config`` requests and answers between replicas
   (``control.relay``).
+- ``taps``: ``meshctl tap`` sessions opened and closed, and the sidecars'
+  events for them, between replicas (``control.relay``).
 """
 
 from __future__ import annotations
