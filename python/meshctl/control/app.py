@@ -16,7 +16,7 @@ from meshctl import __version__
 from meshctl.control import error_responses, errors
 from meshctl.control.ca import CertificateAuthority
 from meshctl.control.db import make_engine, migrate
-from meshctl.control.deps import SESSION_SLOTS
+from meshctl.control.deps import SESSION_SLOTS, TokenCache
 from meshctl.control.limits import BodyLimit
 from meshctl.control.metrics import Metrics, RequestMetrics
 from meshctl.control.notify import Listener
@@ -73,11 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.listener.on("ca", app.state.ca.on_announcement)  # a rotation step on another replica
         app.state.session_slots = asyncio.Semaphore(SESSION_SLOTS)
         app.state.stats = StatsStore()  # the live views' numbers, fed by heartbeats
-        app.state.token_cache = {}
+        app.state.token_cache = TokenCache()
+        # A token revoked through any replica: forget every check (the next ones read the database).
+        app.state.listener.on("tokens", lambda _: app.state.token_cache.clear())
         app.state.taps = Taps(app.state.engine, app.state.listener)  # meshctl tap, any replica
         app.state.dumps = ConfigDumps(app.state.engine, app.state.listener)  # meshctl proxy-config, any replica
         app.state.hub = Hub(
             app.state.engine,
+            settings.generation_poll_seconds,
+            listener=app.state.listener,
             trust_domain=settings.trust_domain,
             authz_default=settings.authz_default,
             outbound_policy=settings.outbound_policy,

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, SQLModel, col, select
 
+from meshctl.control import notify
 from meshctl.control.errors import Conflict, Invalid, items
 from meshctl.control.kinds import registry
 from meshctl.control.kinds.base import Kind, Loc, Ref
@@ -40,9 +41,27 @@ def bump(session: Session) -> int:
     if raised.rowcount == 0:  # type: ignore[attr-defined]
         session.add(MeshState(id=1, generation=1))
         session.flush()
-    value = session.execute(select(MeshState.generation).where(col(MeshState.id) == 1)).scalar_one()
+    value = int(session.execute(select(MeshState.generation).where(col(MeshState.id) == 1)).scalar_one())
+    _raised(session, value)
+    return value
+
+
+def bump_past(session: Session, seen: int) -> bool:
+    """Raise the generation only if it is still `seen` (a compare-and-set on the row): of several
+    replicas noticing the same change without a write (endpoints expiring), one bumps."""
+    still = (col(MeshState.id) == 1, col(MeshState.generation) == seen)
+    raised = session.execute(sa.update(MeshState).where(*still).values(generation=seen + 1))
+    if raised.rowcount == 0:  # type: ignore[attr-defined]
+        return False
+    _raised(session, seen + 1)
+    return True
+
+
+def _raised(session: Session, value: int) -> None:
+    # This process's watchers are woken after the commit (deps.get_session), every replica's by
+    # the announcement, delivered on commit too.
     session.info["generation"] = value
-    return int(value)
+    notify.announce(session, "generation", str(value))
 
 
 # === revisions ===

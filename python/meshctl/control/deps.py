@@ -103,12 +103,22 @@ class Caller:
         )
 
 
-#: A token check remembered: (the caller, or None for an unknown token; until when, monotonic).
-TokenCache = dict[str, tuple[Caller | None, float]]
+class TokenCache(dict[str, tuple[Caller | None, float]]):
+    """Token checks remembered: token -> (the caller, or None for an unknown token; until when,
+    monotonic). Cleared when a token is revoked or made, here or (announced) on another replica;
+    `epoch` counts the clears, so that a check read before one is not remembered after it."""
+
+    epoch = 0
+
+    def clear(self) -> None:
+        self.epoch += 1
+        super().clear()
+
 
 #: How long a token check is remembered: thousands of long-polls need not each read the database.
-#: A token revoked through another server stops working within this time; an expiring one is
-#: remembered only until it expires.
+#: Replicas on PostgreSQL forget it when a token is revoked anywhere (announced: control/notify.py);
+#: otherwise a token revoked through another server stops working within this time. An expiring
+#: one is remembered only until it expires.
 TOKEN_CACHE_SECONDS = 5.0
 
 
@@ -142,10 +152,12 @@ async def authenticate(request: Request, creds: Credentials) -> Caller:
         if hit is not None and hit[1] > mono:
             caller = hit[0]
         else:
+            epoch = cache.epoch
             caller, valid_for = await run_in_threadpool(_lookup, request.app.state.engine, creds.credentials)
             if len(cache) > 10_000:
                 cache.clear()
-            cache[creds.credentials] = (caller, mono + valid_for)
+            if cache.epoch == epoch:  # (a revocation meanwhile: this answer may be from before it)
+                cache[creds.credentials] = (caller, mono + valid_for)
     if caller is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

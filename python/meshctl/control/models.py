@@ -132,6 +132,17 @@ class MeshState(SQLModel, table=True):
     generation: int = 0
 
 
+class Replica(SQLModel, table=True):
+    """A control-plane process serving from this database, and when it last said so (PostgreSQL
+    only: see control/replicas.py)."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = Field(default_factory=now)
+    seen_at: datetime = Field(default_factory=now)
+
+
 # === Sidecars: runtime state, reported by the sidecars themselves ===
 
 #: At most this many endpoints in one sidecar's `endpoint_health` (it sends the first ones).

@@ -1,16 +1,19 @@
 """Config push: the mesh generation, sidecars long-polling for a newer one,
 and compiled snapshots cached per generation.
 
-Writes in this process publish their new generation at once. A tick each
-second also reads it from the database (another control-plane process may
-have written) and notices endpoints that expired, which happens without a
-write: when the live set differs from the one the cached mesh was loaded
-with, the tick bumps the generation.
+Writes in this process publish their new generation at once; on PostgreSQL,
+writes through every replica are announced (control/notify.py) and each
+replica's Hub advances on them at once. A tick each second also reads the
+generation from the database (the fallback, should an announcement be missed)
+and notices endpoints that expired, which happens without a write: when the
+live set differs from the one the cached mesh was loaded with, the tick bumps
+the generation, once across replicas (see `crud.bump_past`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -20,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from meshctl.control import crud, instances
+from meshctl.control import crud, instances, notify, replicas
 from meshctl.control.compile_egress import transparent_ports
 from meshctl.control.compiler import (
     EndpointView,
@@ -36,6 +39,7 @@ from meshctl.control.kinds.registry import KINDS
 from meshctl.control.kinds.service import Service
 from meshctl.control.metrics import Metrics
 from meshctl.control.models import Endpoint, Sidecar
+from meshctl.control.notify import Listener
 
 log = logging.getLogger("meshctl.control.push")
 
@@ -91,6 +95,7 @@ class Hub:
         outbound_policy: str = "ALLOW_ANY",
         bundle: Callable[[], list[str]] | None = None,
         metrics: Metrics | None = None,
+        listener: Listener | None = None,
     ):
         self.engine, self.tick = engine, tick
         self.trust_domain, self.authz_default = trust_domain, authz_default
@@ -100,10 +105,20 @@ class Hub:
         #: Push latency, watchers and ACKs are counted here (see control/metrics.py).
         self.metrics = metrics or Metrics()
         self.loop = asyncio.get_running_loop()
+        #: Set (from any thread) to poll the database now rather than at the next tick.
+        self._poll_soon = asyncio.Event()
+        #: Sidecars by id, with the service they act as and the token they registered with (an
+        #: expired join token acts only for its own): watches need no database read. A sidecar
+        #: registering with another spec through another replica is announced ("sidecars").
+        self.sidecars: dict[int, tuple[SidecarSpec, str, int | None]] = {}
+        if listener is not None:  # before the generation is read: nothing announced after is missed
+            listener.on("generation", self._heard_generation)
+            listener.on("sidecars", self._heard_sidecar)
         with Session(engine) as session:
-            # Before the first snapshot is compiled: the time this process was not running does
-            # not count against the registrations (see instances.resume_leases).
-            if (gap := instances.resume_leases(session)) > timedelta(0):
+            # Before the first snapshot is compiled: the time no control plane was running does
+            # not count against the registrations (see instances.resume_leases; once across replicas).
+            self.replica, gap = replicas.start(session, tick=tick)
+            if gap > timedelta(0):
                 log.info("registrations resumed: %.0f s since the last heartbeat did not count", gap.total_seconds())
             self.generation = crud.generation(session)
         #: The live endpoints the cached mesh was loaded with.
@@ -114,9 +129,6 @@ class Hub:
         self.closing = False
         self._snapshots: dict[SidecarSpec, bytes] = {}
         self._outbound: dict[tuple[Any, ...], Outbound] = {}
-        #: Sidecars by id, with the service they act as and the token they registered with (an
-        #: expired join token acts only for its own): watches need no database read.
-        self.sidecars: dict[int, tuple[SidecarSpec, str, int | None]] = {}
         #: ACKs POSTed to `status`, written in batches.
         self._acks: dict[int, int] = {}
         self._task = self.loop.create_task(self._run())
@@ -126,6 +138,41 @@ class Hub:
         self._task.cancel()
         self._ack_task.cancel()
         await asyncio.to_thread(self._write_acks, self._acks)
+        if self.replica is not None:
+            await asyncio.to_thread(self._leave, self.replica)
+
+    def _leave(self, replica: str) -> None:
+        with Session(self.engine) as session:
+            replicas.leave(session, replica)
+
+    def _heard_generation(self, payload: str | None) -> None:
+        """An announced generation (listener thread): advance at once; None: poll now."""
+        if payload is None:
+            self.loop.call_soon_threadsafe(self._poll_soon.set)
+        else:
+            self.publish(int(payload))
+
+    def registered(self, session: Session, sidecar_id: int, known: tuple[SidecarSpec, str, int | None]) -> None:
+        """A sidecar registered (or heartbeat) through this replica, `session`'s write committed:
+        remember it; when that differs from what was remembered here (or nothing was), tell every
+        replica to forget what it remembers (a transaction of its own: rare past the first)."""
+        if self.sidecars.get(sidecar_id) != known:
+            notify.announce(session, "sidecars", str(sidecar_id))
+            session.commit()
+        self.sidecars[sidecar_id] = known
+
+    def forget(self, session: Session, sidecar_id: int) -> None:
+        """A sidecar left (its row went, committed): here and on every replica."""
+        self.sidecars.pop(sidecar_id, None)
+        notify.announce(session, "sidecars", str(sidecar_id))
+        session.commit()
+
+    def _heard_sidecar(self, payload: str | None) -> None:
+        """A sidecar re-registered with another spec or left (listener thread): forget it here."""
+        if payload is None:
+            self.loop.call_soon_threadsafe(self.sidecars.clear)
+        else:
+            self.loop.call_soon_threadsafe(self.sidecars.pop, int(payload), None)
 
     def note_ack(self, sidecar_id: int, version: int) -> None:
         self._acks[sidecar_id] = max(version, self._acks.get(sidecar_id, -1))
@@ -229,16 +276,23 @@ class Hub:
 
     def _poll(self) -> int:
         with Session(self.engine) as session:
-            loaded = self._endpoints
-            if loaded is not None and instances.live_endpoints_digest(session) != loaded:
-                self._endpoints = None  # one bump until the next load
-                crud.bump(session)
-                session.commit()
+            mesh, loaded = self._mesh, self._endpoints
+            if mesh is not None and loaded is not None and instances.live_endpoints_digest(session) != loaded:
+                self._endpoints = None  # one try until the next load
+                # Only from the generation the stale mesh has: when another replica bumped (or
+                # anything was written) since, the next load reads the live set anyway.
+                if crud.bump_past(session, mesh.generation):
+                    session.commit()
+            if self.replica is not None:
+                replicas.seen(session, self.replica)
             return crud.generation(session)
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.tick)
+            # The tick, or sooner when the listener reconnected (it may have missed some).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_soon.wait(), self.tick)
+            self._poll_soon.clear()
             try:
                 self._advance(await asyncio.to_thread(self._poll))
             except Exception:  # a database hiccup must not end the tick

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
+from meshctl.control import notify
 from meshctl.control.models import ApiToken
 from meshctl.secretfile import write_secret
 
@@ -52,6 +53,7 @@ def issue_token(
     token = f"mesh-{role}-{secrets.token_urlsafe(32)}"
     row = ApiToken(role=role, scope=scope, name=name, expires_at=expires_at, token_sha256=digest(token))
     session.add(row)
+    notify.announce(session, "tokens")  # replicas that remembered it as unknown forget that
     session.commit()
     session.refresh(row)
     return row, token

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=limits.MAX_REQUEST_BYTES, ge=64 * 1024)
     #: The most documents one apply takes (413 past it).
     apply_max_documents: int = Field(default=limits.MAX_DOCUMENTS, ge=1)
+    #: How often the generation is read from the database besides the announcements of replicas
+    #: on PostgreSQL (their fallback), and expired endpoints are looked for.
+    generation_poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
     #: HTTPS even on a loopback address (elsewhere it is the default).
     tls: bool = False

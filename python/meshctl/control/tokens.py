@@ -17,7 +17,7 @@ from sqlalchemy import delete, exists
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, or_, select
 
-from meshctl.control import crud
+from meshctl.control import crud, notify
 from meshctl.control.errors import Conflict, Invalid
 from meshctl.control.kinds.common import now
 from meshctl.control.kinds.service import Service
@@ -123,6 +123,8 @@ def revoke(session: Session, *, token_id: int, role: str | None = None, service:
     if service is not None:
         stmt = stmt.where(col(ApiToken.scope) == service)
     deleted = session.exec(stmt).rowcount
+    if deleted:
+        notify.announce(session, "tokens")  # every replica forgets its token checks
     session.commit()
     if deleted:
         return True

@@ -13,6 +13,7 @@ from pydantic import Field as PField
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, Session
 
+from meshctl.control import notify
 from meshctl.control.kinds.base import Family, Kind
 from meshctl.control.kinds.common import BODY, NAME, Labelled, NamespacedName, Relabelled, Versioned, VersionInfo, key
 from meshctl.control.kinds.healthcheck import AppHealthCheck
@@ -100,8 +101,11 @@ class ServiceKind(Kind):
         return {"ports": value["ports"], "mtls": value.get("mtls", "STRICT"), "health_check": value.get("healthCheck")}
 
     def on_delete(self, session: Session, row: Any) -> None:
-        for token in join_tokens(session, service=key(row)):
+        tokens = join_tokens(session, service=key(row))
+        for token in tokens:
             session.delete(token)  # its sidecars' tokens go with it
+        if tokens:
+            notify.announce(session, "tokens")  # and every replica forgets its checks of them
 
     def load(self, rows: list[Any]) -> dict[str, Any]:
         return {

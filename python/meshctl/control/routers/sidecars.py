@@ -96,7 +96,7 @@ def register(
         raise Invalid([{"loc": ["body", "service"], "msg": f"service {name} does not exist", "type": "reference"}])
     sc = instances.register_sidecar(session, svc=svc, data=data, token_id=caller.id)
     assert sc.id is not None
-    hub.sidecars[sc.id] = (sidecar_spec(sc, svc), name, sc.token_id)
+    hub.registered(session, sc.id, (sidecar_spec(sc, svc), name, sc.token_id))
     stats.ingest(sidecar=sc.id, service=name, report=data.telemetry)
     return _publics(session, [(sc, svc)])[0]
 
@@ -219,5 +219,5 @@ def deregister(hub: HubDep, session: SessionDep, caller: AnyCaller, sidecar_id: 
     sc, svc = _owned(session, caller, sidecar_id)
     instances.deregister_sidecar(session, sidecar=sc, svc=svc, keep=caller.joined_only)
     if not caller.joined_only:
-        hub.sidecars.pop(sidecar_id, None)
+        hub.forget(session, sidecar_id)
     hub.metrics.forget(sidecar_id)

@@ -42,8 +42,8 @@ def create_token(session: SessionDep, _: Admin, data: TokenCreate) -> TokenIssue
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_LAST_ADMIN)
 def revoke_token(token_cache: TokenCacheDep, session: SessionDep, _: Admin, token_id: RowId) -> None:
-    """Refused at once by this server, within seconds by any other one (they remember token checks
-    briefly). Sidecars already watching keep their stream but can no longer heartbeat nor renew
+    """Refused at once by this server and by every other replica on its PostgreSQL database (they are
+    told at once). Sidecars already watching keep their stream but can no longer heartbeat nor renew
     their SVID. The last live admin token cannot be revoked (409)."""
     if not tokens.revoke(session, token_id=token_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"token {token_id} not found")
