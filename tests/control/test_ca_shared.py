@@ -8,6 +8,7 @@ a real PostgreSQL server (tests/pg.py)."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -25,11 +26,11 @@ from cryptography import x509
 import pg
 from cadb import key_lines, open_ca, rows, scalar
 from helpers import unused_port, wait_until
-from meshctl.control.ca import CaError, CertificateAuthority
+from meshctl.control.ca import CaError, CertificateAuthority, RotationRefused
 from meshctl.control.db import make_engine, migrate
 from meshctl.trust import ca_pin
 from meshproc import ControlPlane, service
-from test_ca import csr, key_pem, make_ca, pem, place, roots_of, verifies
+from test_ca import ME, csr, key_pem, make_ca, pem, place, roots_of, verifies
 
 
 def svid_chain(cp: ControlPlane) -> list[x509.Certificate]:
@@ -145,6 +146,23 @@ def test_every_replica_issues_from_one_ca_and_sees_a_rotation_at_once(replicas: 
     assert refused.status_code == 409 and "may be valid until" in refused.json()["detail"], refused.text
     assert c.call("POST", "/api/v1/identity/rotation/finish", params={"force": "true"}).status_code == 200
     within(1.0, lambda: bundle(a) == [new] and phase(a) == "idle", "A to see the rotation finished")
+
+
+def test_a_step_on_another_replica_never_straddles_signing(tmp_path: Path) -> None:
+    """Two replicas in process: A's view is stale when B activates, yet A signs from the new issuer
+    (its record of the expiry fails its compare-and-set, it reloads and signs again); what A signed
+    before is recorded, so B's finish waits for it."""
+    url = pg.database("castep")
+    a, b = open_ca(tmp_path, url=url), open_ca(tmp_path, url=url)
+    old = a.issue(csr(), expected=ME, ttl=dt.timedelta(seconds=60))[0]
+    b.start_rotation()
+    b.activate_rotation()
+    assert a.phase == "idle"  # no announcement reached it (none is listened for here)
+    chain = x509.load_pem_x509_certificates(a.issue(csr(), expected=ME, ttl=dt.timedelta(seconds=60))[0].encode())
+    assert chain[1] == b.signing.issuer != x509.load_pem_x509_certificates(old.encode())[1]
+    assert a.phase == "activated"
+    with pytest.raises(RotationRefused, match="may be valid until"):
+        b.finish_rotation()
 
 
 def test_one_pin_trusts_every_replicas_serving_certificate(tmp_path: Path) -> None:

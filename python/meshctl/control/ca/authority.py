@@ -236,8 +236,12 @@ class CertificateAuthority:
 
     def synced_bundle(self) -> list[str]:
         """`bundle` after `sync`: what the Hub puts in a new generation's snapshots, so that a bundle
-        another replica changed in that generation is in them."""
-        self.sync()
+        another replica changed in that generation is in them. A CA state that no longer loads is
+        logged, and the bundle this view has is served (the database's own errors propagate)."""
+        try:
+            self.sync()
+        except CaError:
+            log.exception("the CA state in the database cannot be loaded; serving the bundle as it was")
         return self.bundle()
 
     def bundle_digest(self) -> str:
