@@ -1,8 +1,10 @@
-"""Fixtures: real backends and real data planes on 127.0.0.1, stopped after each test; and the
-layer markers, one per folder (tests/dataplane, tests/control, tests/e2e, tests/bench)."""
+"""Fixtures: real backends and real data planes on 127.0.0.1, stopped after each test; the
+layer markers, one per folder (tests/dataplane, tests/control, tests/e2e, tests/bench); and the
+`database` marker of the tests that touch a control plane's database."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,14 +19,24 @@ from meshproc import ControlPlane
 LAYERS = ("dataplane", "control", "e2e", "bench")
 
 
+#: What a test module that touches a control plane's database says (a process, an engine, migrations).
+DATABASE_WORDS = re.compile(r"ControlPlane|module_control_plane|^import pg$|make_engine|migrate\(", re.MULTILINE)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its layer, the folder under tests/ it lives in."""
+    """Mark each test with its layer, the folder under tests/ it lives in; and `database` when its
+    module touches a control plane's database (the PostgreSQL pass in .ci/run runs only those)."""
     here = Path(__file__).parent
+    touches: dict[Path, bool] = {}
     for item in items:
         layer = item.path.relative_to(here).parts[0]
         if layer not in LAYERS:
             raise pytest.UsageError(f"{item.nodeid}: tests live in one of tests/{{{','.join(LAYERS)}}}/")
         item.add_marker(getattr(pytest.mark, layer))
+        if item.path not in touches:
+            touches[item.path] = bool(DATABASE_WORDS.search(item.path.read_text()))
+        if touches[item.path] or "cp" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.database)
 
 
 @pytest.fixture

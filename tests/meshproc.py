@@ -12,11 +12,14 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
+import sqlalchemy.pool
 
 import pg
 from helpers import unused_port, wait_until
@@ -56,6 +59,37 @@ class ControlPlane:
     @property
     def log(self) -> Path:
         return self.data_dir / "control-plane.log"
+
+    @property
+    def database(self) -> str:
+        """Its database's SQLAlchemy URL: the SQLite file in the data dir unless `database_url`."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'mesh.db'}"
+
+    def sql(self, statement: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one SQL statement on its database, around the API (SQLite file or PostgreSQL alike),
+        in a transaction of its own: the rows it returns, or for a write `[(rowcount,)]`.
+        Parameters are named (`:name`); timestamps are passed as naive UTC datetimes."""
+        params = dict(params or {})
+        if self.database.startswith("sqlite"):  # as SQLAlchemy's DateTime stores them there
+            params = {
+                k: v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v for k, v in params.items()
+            }
+        engine = sqlalchemy.create_engine(self.database, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(sqlalchemy.text(statement), params)
+                return [tuple(r) for r in result] if result.returns_rows else [(result.rowcount,)]
+        finally:
+            engine.dispose()
+
+    def tables(self) -> list[str]:
+        """The names of its database's tables."""
+        engine = sqlalchemy.create_engine(self.database, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                return sorted(sqlalchemy.inspect(conn).get_table_names())
+        finally:
+            engine.dispose()
 
     def token(self, role: str) -> str:
         return (self.data_dir / f"{role}.token").read_text().strip()

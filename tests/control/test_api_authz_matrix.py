@@ -25,7 +25,6 @@ holds no data; see routers/ui.py)."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,13 +179,8 @@ def request(op: Operation, mesh: Mesh) -> dict[str, Any]:
 
 
 def snapshot(cp: ControlPlane) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, read from the file itself."""
-    db = sqlite3.connect(f"file:{cp.data_dir / 'mesh.db'}?mode=ro", uri=True)
-    try:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {t: sorted(db.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
-    finally:
-        db.close()
+    """Every row of every table, read from the database itself."""
+    return {t: sorted(cp.sql(f'SELECT * FROM "{t}"'), key=repr) for t in cp.tables()}
 
 
 def call(client: httpx.Client, op: Operation, mesh: Mesh, headers: dict[str, str]) -> httpx.Response:

@@ -5,7 +5,6 @@ for a clean mesh and for states only a database edit makes."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -237,12 +236,9 @@ def test_references_to_what_does_not_exist(cp: ControlPlane) -> None:
     cp.apply(doc("Gateway", "ingress", "default", {"listeners": [{"name": "web", "port": 8080, "protocol": "HTTP"}]}))
     parent = [{"name": "ingress", "kind": "Gateway", "sectionName": "web"}]
     cp.apply(doc("HTTPRoute", "edge", "default", {"parentRefs": parent, "rules": [rule("web")]}))
-    with sqlite3.connect(cp.data_dir / "mesh.db") as db:
-        db.execute("DELETE FROM service WHERE name = 'gone'")
-        db.execute(
-            "UPDATE gateway SET spec = ? WHERE name = 'ingress'",
-            ('{"listeners": [{"name": "other", "port": 8080, "protocol": "HTTP"}]}',),
-        )
+    cp.sql("DELETE FROM service WHERE name = 'gone'")
+    listeners = '{"listeners": [{"name": "other", "port": 8080, "protocol": "HTTP"}]}'
+    cp.sql("UPDATE gateway SET spec = :spec WHERE name = 'ingress'", {"spec": listeners})
     report = check(cp)
     assert about(report, "TrafficPolicy", "default/tp") == [("MC0401", "error", "spec.targetRef")]
     assert about(report, "AuthorizationPolicy", "default/authz") == [("MC0401", "error", "spec.targetRef")]
@@ -255,8 +251,7 @@ def test_references_to_what_does_not_exist(cp: ControlPlane) -> None:
 
 def test_a_stored_spec_that_no_longer_validates(cp: ControlPlane) -> None:
     cp.apply(service("web", "default"), route("web", "default", "web", rule("web")))
-    with sqlite3.connect(cp.data_dir / "mesh.db") as db:
-        db.execute("UPDATE httproute SET spec = ? WHERE name = 'web'", ('{"parentRefs": [], "rules": []}',))
+    cp.sql("UPDATE httproute SET spec = :spec WHERE name = 'web'", {"spec": '{"parentRefs": [], "rules": []}'})
     report = check(cp)
     assert about(report, "HTTPRoute", "default/web") == [("MC0403", "error", "spec.parentRefs")]
     # The mesh analyses need the compiler's input: they are skipped, and say so by their absence.

@@ -1,5 +1,6 @@
-"""Migrations: the shipped scripts build an empty database to head and
-agree with the models; the exported OpenAPI document is current."""
+"""Migrations: the shipped scripts build an empty database to head, agree
+with the models and go back down to base, on SQLite and on PostgreSQL; each
+revision's data moves (on SQLite); the exported OpenAPI document is current."""
 
 from __future__ import annotations
 
@@ -17,14 +18,21 @@ from sqlmodel import SQLModel
 import meshctl.control.kinds.registry  # registers the kinds' tables
 import meshctl.control.models  # registers the other tables
 import meshctl.control.traces.models  # noqa: F401  (registers the trace store's tables)
+import pg
 from meshctl.control import openapi
 from meshctl.control.db import alembic_config, make_engine, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_revision_migrates_up_to_head_and_matches_the_models(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database's URL: an SQLite file, or a PostgreSQL database (tests/pg.py), in either pass."""
+    return f"sqlite:///{tmp_path / 'mesh.db'}" if request.param == "sqlite" else pg.database("migrations")
+
+
+def test_every_revision_migrates_up_to_head_matching_the_models_and_down_to_base(empty_database: str) -> None:
+    url = empty_database
     script = ScriptDirectory.from_config(alembic_config(url))
     revisions = [r.revision for r in script.walk_revisions()][::-1]
     assert revisions, "no migration scripts were shipped"
@@ -36,7 +44,16 @@ def test_every_revision_migrates_up_to_head_and_matches_the_models(tmp_path: Pat
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
         assert {"service", "revision", "apitoken"} <= set(inspect(conn).get_table_names())
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        if engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    # And back, one revision at a time, to an empty database (but alembic's own table).
+    for rev in [*revisions[-2::-1], "base"]:
+        command.downgrade(alembic_config(url), rev)
+        with engine.connect() as conn:
+            assert MigrationContext.configure(conn).get_current_revision() == (None if rev == "base" else rev)
+    with engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
+    migrate(url)  # and up again
     engine.dispose()
 
 

@@ -5,7 +5,6 @@ registered with, and what revoking it does to the sidecar."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -175,9 +174,8 @@ def test_a_sidecar_records_its_token_and_shows_it_revoked_and_its_svid_is_not_re
 
 def expire(cp: ControlPlane, token_id: int) -> None:
     """Make the token's expiry a minute past, in the database (as `expires_in_seconds` would have)."""
-    with sqlite3.connect(cp.data_dir / "mesh.db") as db:
-        past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
-        assert db.execute("UPDATE apitoken SET expires_at = ? WHERE id = ?", (past, token_id)).rowcount == 1
+    past = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=1)
+    assert cp.sql("UPDATE apitoken SET expires_at = :at WHERE id = :id", {"at": past, "id": token_id}) == [(1,)]
 
 
 def sidecar_call(cp: ControlPlane, token: str, method: str, path: str, **kw: Any) -> httpx.Response:

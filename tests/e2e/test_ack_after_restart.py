@@ -8,7 +8,6 @@ while the control plane is down. Real processes: a control plane and a `meshctl 
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from helpers import wait_until
@@ -29,8 +28,7 @@ def test_a_lost_ack_is_sent_again_when_the_watch_reconnects(cp: ControlPlane, tm
 
         wait_until(in_sync, timeout=20, what="the sidecar's ACK")
         cp.stop()
-        with sqlite3.connect(cp.data_dir / "mesh.db") as db:
-            assert db.execute("UPDATE sidecar SET acked_version = NULL").rowcount == 1
+        assert cp.sql("UPDATE sidecar SET acked_version = NULL") == [(1,)]
         cp.start()
         # Nothing changed in the mesh: no new snapshot, so only a re-sent ACK brings it back in sync.
         wait_until(in_sync, timeout=30, what="the sidecar in sync after the restart")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -159,9 +158,10 @@ def test_a_sidecar_keeps_serving_past_its_join_tokens_expiry_until_it_is_revoked
         joined = row()["id"]
         # Its token expires in two seconds (set in the database, as --expires 2s would).
         expires = datetime.now(UTC) + timedelta(seconds=2)
-        with sqlite3.connect(cp.data_dir / "mesh.db") as db:
-            stamp = expires.strftime("%Y-%m-%d %H:%M:%S.%f")
-            db.execute("UPDATE apitoken SET expires_at = ? WHERE id = ?", (stamp, token["id"]))
+        cp.sql(
+            "UPDATE apitoken SET expires_at = :at WHERE id = :id",
+            {"at": expires.replace(tzinfo=None), "id": token["id"]},
+        )
         wait_until(lambda: row()["token_expired"], timeout=30, what="the token to show expired")
 
         # Well past the expiry (the registration lives 5 s without a heartbeat), it still heartbeats.

@@ -122,6 +122,7 @@ def control_plane(
         "ca_kek_file": ca_kek_file,
     }
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    _check_database(settings.db_url)
     ca = _check_ca(settings)
     ssl_files = _serving(settings, ca)
     app = create_app(settings)
@@ -214,3 +215,28 @@ def _seconds(flag: str, duration: str | None) -> int | None:
         raise typer.BadParameter(f"{duration!r} is shorter than 1m", param_hint=flag)
     return seconds
 
+
+def _check_database(url: str) -> None:
+    """A database URL that does not parse, or whose driver is not installed, is a usage error
+    naming the extra to install; a database server that cannot be reached is one line and exit 1:
+    neither is a traceback from the server's startup."""
+    from sqlalchemy.exc import OperationalError
+
+    from meshctl.control.db import DatabaseUrlError, check_url, make_engine
+
+    try:
+        check_url(url)
+    except DatabaseUrlError as e:
+        raise typer.BadParameter(str(e), param_hint="'--database-url' / MESHCTL_DATABASE_URL") from None
+    if url.startswith("sqlite"):
+        return  # (a file: made on start)
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as e:
+        reason = str(e.orig or e).strip().splitlines()[0]
+        typer.echo(f"{typer.style('error:', fg='red', bold=True)} the database cannot be reached: {reason}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()

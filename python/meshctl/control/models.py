@@ -22,9 +22,10 @@ from meshctl.control.kinds.common import NAME, ZONE, now
 from meshctl.control.kinds.healthcheck import AppHealthCheck, Health
 from meshctl.control.stats.report import TelemetryReport
 
-#: The largest integer a database column holds (SQLite's INTEGER, a signed 64-bit one): ids and
-#: versions the API takes are bounded by it, so that a larger one is a 422, not the driver's 500.
-DB_INT_MAX = 2**63 - 1
+#: The largest integer every database's id and version columns hold (PostgreSQL's INTEGER, a signed
+#: 32-bit one; SQLite's is 64-bit): ids and versions the API takes are bounded by it, so that a
+#: larger one is a 422, not the driver's 500.
+DB_INT_MAX = 2**31 - 1
 
 #: An instance id: a hostname-like word of letters, digits, '.', '_', '-' and ':' (at most 128).
 INSTANCE = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"

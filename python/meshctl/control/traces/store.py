@@ -6,11 +6,13 @@ retention goes) and by count (at most ``max_spans`` spans: the traces of the
 oldest-arrived spans go). Both drop whole traces and both read an index
 range, never every row: the summaries by end time, the spans by id.
 
-Portable SQL only (SQLite and PostgreSQL). Concurrent writers of one trace:
-on SQLite the write lock orders them (the summaries are read after the
-spans are written, under it); on PostgreSQL the summaries are read FOR
-UPDATE, and a writer that loses a race to create the same row or span retries
-the whole request."""
+Portable SQL only (SQLite and PostgreSQL). Writers take turns: on SQLite
+the write lock orders them; on PostgreSQL a transaction-scoped advisory lock
+does, across every replica on the database (without it, writers of the same
+traces deadlocked on the span index, and count retention did not see the
+spans of writers at work beside it, so the store outgrew ``max_spans``). The
+summaries are still read FOR UPDATE, and a writer that loses a race to create
+the same row or span retries the whole request."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import Engine, delete, func, insert
+from sqlalchemy import Engine, delete, func, insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -29,6 +31,8 @@ from meshctl.control.traces.models import Span, SpanValues, TraceSummary
 _CHUNK = 500
 #: Tries of a request that lost a race to another writer of the same trace.
 _ATTEMPTS = 3
+#: The advisory lock (PostgreSQL) that trace-store writers take turns on: "meshtrac".
+_WRITERS_LOCK = 0x6D65_7368_7472_6163
 
 T = TypeVar("T")
 
@@ -45,6 +49,8 @@ def write(engine: Engine, spans: list[SpanValues], *, retention: Retention) -> i
     for attempt in range(_ATTEMPTS):
         try:
             with Session(engine) as session:
+                if engine.dialect.name == "postgresql":  # released when the transaction ends
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _WRITERS_LOCK})
                 stored = _add(session, spans)
                 prune(session, retention=retention, now_ns=time.time_ns())
                 session.commit()

@@ -49,9 +49,10 @@ def downgrade() -> None:
     logged: each resource that had any, and how many revisions recorded some."""
     conn = op.get_bind()
     for table in TABLES:
-        rows = conn.execute(
-            sa.text(f"SELECT namespace || '/' || name FROM {table} WHERE labels != '{{}}' OR annotations != '{{}}'")
-        )
+        # As text: PostgreSQL's json type has no equality operator.
+        empty = "CAST({} AS TEXT) != '{{}}'"
+        where = f"{empty.format('labels')} OR {empty.format('annotations')}"
+        rows = conn.execute(sa.text(f"SELECT namespace || '/' || name FROM {table} WHERE {where}"))
         if lost := rows.scalars().all():
             log.warning("0013 downgrade: the labels and annotations of %s %s are lost", table, ", ".join(lost))
         # ALTER TABLE ... DROP COLUMN (SQLite 3.35+), not batch's copy of the table: dropping the
