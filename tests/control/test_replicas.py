@@ -5,6 +5,7 @@ run once, and concurrent writes through several at once."""
 from __future__ import annotations
 
 import queue
+import re
 import shutil
 import threading
 import time
@@ -155,6 +156,12 @@ def snapshot(cp: ControlPlane, sidecar: int, version: int = -1, wait: float = 0)
     )
 
 
+def long_polls(cp: ControlPlane) -> float:
+    """The long-polls waiting on `cp` (its watchers gauge)."""
+    found = re.search(r'^meshctl_control_watchers\{kind="long_poll"\} (\S+)$', cp.call("GET", "/metrics").text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def generation(cp: ControlPlane) -> int:
     return int(cp.ok("GET", "/api/v1/mesh")["generation"])
 
@@ -169,7 +176,7 @@ def test_a_change_through_one_replica_reaches_a_watcher_on_another_at_once(repli
     answered: queue.Queue[tuple[float, httpx.Response]] = queue.Queue()
     watcher = threading.Thread(target=lambda: answered.put((time.monotonic(), snapshot(b, sidecar, held, wait=60))))
     watcher.start()
-    time.sleep(0.3)  # let the long-poll reach the server: it must be waiting when the change lands
+    wait_for(lambda: long_polls(b) == 1, what="the long-poll to wait on b")  # before the change lands
     start = time.monotonic()
     add_service(a, "pricing")
     at, response = answered.get(timeout=30)
@@ -214,13 +221,30 @@ def test_a_token_revoked_through_one_replica_is_refused_by_every_replica_within_
 
 
 def test_a_sidecar_reregistering_through_one_replica_is_seen_so_by_another(replicas: Replicas) -> None:
-    a, b = replicas(2, poll=30)
-    add_service(a, "shop")
-    add_service(a, "pricing")
-    sidecar = register(a, "shop", 15001)["id"]
-    assert b"17777" not in snapshot(b, sidecar).content  # b remembers the sidecar without upstreams
-    register(a, "shop", 15001, upstreams={"pricing": 17777})  # no generation bump: only the spec
-    wait_for(lambda: b"17777" in snapshot(b, sidecar).content, timeout=2, what="b to forget the old spec")
+    url = pg.database("specs")
+    heard: queue.Queue[tuple[str, str | None]] = queue.Queue()
+    listener = notify.Listener(url)  # what the replicas announce, as a third one would hear it
+    for topic in ("sidecars", "tokens"):
+        listener.on(topic, lambda p, topic=topic: heard.put((topic, p)))
+    listener.start()
+    try:
+        a, b = replicas(2, poll=30, url=url)
+        add_service(a, "shop")
+        add_service(a, "pricing")
+        sidecar = register(a, "shop", 15001)["id"]
+        assert heard.get(timeout=10)[0] == "sidecars"  # new to a: the others forget theirs
+        assert b"17777" not in snapshot(b, sidecar).content  # b remembers the sidecar without upstreams
+        register(a, "shop", 15001, upstreams={"pricing": 17777})  # no generation bump: only the spec
+        assert heard.get(timeout=10)[0] == "sidecars"
+        wait_for(lambda: b"17777" in snapshot(b, sidecar).content, timeout=2, what="b to forget the old spec")
+
+        # Heartbeats with the same spec announce nothing: a token made next is the next thing heard.
+        for _ in range(3):
+            register(a, "shop", 15001, upstreams={"pricing": 17777})
+        a.ok("POST", "/api/v1/tokens", json={"role": "reader"})
+        assert heard.get(timeout=10) == ("tokens", "")
+    finally:
+        listener.stop()
 
 
 def expiry(url: str) -> dict[int, datetime]:

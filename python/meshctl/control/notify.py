@@ -19,8 +19,8 @@ Topics (a message on the channel is ``topic:payload``; a topic has no colon):
   every replica drops its token cache.
 - ``ca``: the CA's state changed (rotation step, new issuer).
 - ``sidecars``: a sidecar registered with another spec (or left) through some
-  replica; payload: its id. Every replica forgets what it remembered of it
-  (`push.Hub.sidecars`).
+  replica; payload: its id and the announcing Hub's origin. Every other replica
+  forgets what it remembered of it (`push.Hub.sidecars`).
 - ``dumps``: ``meshctl proxy-config`` requests and answers between replicas
   (``control.relay``).
 - ``taps``: ``meshctl tap`` sessions opened and closed, and the sidecars'

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -111,6 +112,8 @@ class Hub:
         #: expired join token acts only for its own): watches need no database read. A sidecar
         #: registering with another spec through another replica is announced ("sidecars").
         self.sidecars: dict[int, tuple[SidecarSpec, str, int | None]] = {}
+        #: Tells this Hub's own announcements from the others' (payload "id origin").
+        self._origin = uuid.uuid4().hex[:12]
         if listener is not None:  # before the generation is read: nothing announced after is missed
             listener.on("generation", self._heard_generation)
             listener.on("sidecars", self._heard_sidecar)
@@ -157,22 +160,24 @@ class Hub:
         remember it; when that differs from what was remembered here (or nothing was), tell every
         replica to forget what it remembers (a transaction of its own: rare past the first)."""
         if self.sidecars.get(sidecar_id) != known:
-            notify.announce(session, "sidecars", str(sidecar_id))
+            notify.announce(session, "sidecars", f"{sidecar_id} {self._origin}")
             session.commit()
         self.sidecars[sidecar_id] = known
 
     def forget(self, session: Session, sidecar_id: int) -> None:
         """A sidecar left (its row went, committed): here and on every replica."""
         self.sidecars.pop(sidecar_id, None)
-        notify.announce(session, "sidecars", str(sidecar_id))
+        notify.announce(session, "sidecars", f"{sidecar_id} {self._origin}")
         session.commit()
 
     def _heard_sidecar(self, payload: str | None) -> None:
         """A sidecar re-registered with another spec or left (listener thread): forget it here."""
         if payload is None:
             self.loop.call_soon_threadsafe(self.sidecars.clear)
-        else:
-            self.loop.call_soon_threadsafe(self.sidecars.pop, int(payload), None)
+            return
+        sidecar_id, _, origin = payload.partition(" ")
+        if origin != self._origin:  # (what this Hub announced, it remembers already)
+            self.loop.call_soon_threadsafe(self.sidecars.pop, int(sidecar_id), None)
 
     def note_ack(self, sidecar_id: int, version: int) -> None:
         self._acks[sidecar_id] = max(version, self._acks.get(sidecar_id, -1))
