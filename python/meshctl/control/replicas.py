@@ -39,8 +39,11 @@ from meshctl.control.models import Replica
 
 log = logging.getLogger("meshctl.control.replicas")
 
-#: A replica not seen for this long (at least; see `alive_window`) is taken for dead.
-ALIVE_SECONDS = 15.0
+#: A replica not seen for this long (at least; see `alive_window`) is taken for dead. Short, so
+#: that a lone control plane killed and restarted at once still resumes its registrations (a
+#: restart within this window finds its own old row and resumes nothing, which costs nothing as
+#: long as registrations outlive it: a registration heartbeats every ttl/3 seconds).
+ALIVE_SECONDS = 5.0
 
 
 def on_postgres(session: Session) -> bool:
