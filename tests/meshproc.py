@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +68,9 @@ class ControlPlane:
     def sql(self, statement: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run one SQL statement on its database, around the API (SQLite file or PostgreSQL alike),
         in a transaction of its own: the rows it returns, or for a write `[(rowcount,)]`.
-        Parameters are named (`:name`); timestamps are passed as naive UTC datetimes."""
-        params = dict(params or {})
-        if self.database.startswith("sqlite"):  # as SQLAlchemy's DateTime stores them there
-            params = {
-                k: v.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(v, datetime) else v for k, v in params.items()
-            }
+        Parameters are named (`:name`); a datetime parameter is a timestamp (a naive one is UTC)."""
+        sqlite = self.database.startswith("sqlite")
+        params = {k: _timestamp(v, sqlite) if isinstance(v, datetime) else v for k, v in (params or {}).items()}
         engine = sqlalchemy.create_engine(self.database, poolclass=sqlalchemy.pool.NullPool)
         try:
             with engine.begin() as conn:
@@ -118,7 +115,8 @@ class ControlPlane:
         cmd += self.args
         with self.log.open("a") as out:
             self.proc = subprocess.Popen([*self.wrap, *cmd], stdout=out, stderr=subprocess.STDOUT)
-        wait_until(self.healthy, timeout=30, what="the control plane to serve")
+        # (generous: on a loaded machine a first start on PostgreSQL, all migrations, took over 30 s)
+        wait_until(self.healthy, timeout=90, what="the control plane to serve")
         return self
 
     def healthy(self) -> bool:
@@ -159,6 +157,14 @@ class ControlPlane:
         out = subprocess.run([sys.executable, "-m", "meshctl", *args], capture_output=True, text=True, env=env)
         assert out.returncode == 0, out.stderr
         return out.stdout
+
+
+def _timestamp(at: datetime, sqlite: bool) -> datetime | str:
+    """A timestamp parameter as each database's UTCDateTime column holds it: on SQLite the UTC
+    time as text; on PostgreSQL an aware datetime (a naive one would be read in the server's time
+    zone)."""
+    utc = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return utc.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else utc
 
 
 def module_control_plane(*args: str) -> Any:

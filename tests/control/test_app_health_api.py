@@ -18,6 +18,7 @@ from alembic import command
 from sqlalchemy import Engine, inspect
 from sqlmodel import Session
 
+import pg
 from meshctl.control import crud, instances
 from meshctl.control.compiler import SidecarSpec, compile_sidecar
 from meshctl.control.db import alembic_config, make_engine, migrate
@@ -124,7 +125,8 @@ def test_apply_and_the_rest_bodies_keep_the_health_check(cp: ControlPlane) -> No
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
-    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    """The database the gating runs on: an SQLite file, or PostgreSQL in the suite's PostgreSQL pass."""
+    url = pg.database() if pg.on_postgres() else f"sqlite:///{tmp_path / 'mesh.db'}"
     migrate(url)
     return make_engine(url)
 

@@ -174,7 +174,7 @@ def test_a_sidecar_records_its_token_and_shows_it_revoked_and_its_svid_is_not_re
 
 def expire(cp: ControlPlane, token_id: int) -> None:
     """Make the token's expiry a minute past, in the database (as `expires_in_seconds` would have)."""
-    past = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=1)
+    past = datetime.now(UTC) - timedelta(minutes=1)
     assert cp.sql("UPDATE apitoken SET expires_at = :at WHERE id = :id", {"at": past, "id": token_id}) == [(1,)]
 
 

@@ -160,7 +160,7 @@ def test_a_sidecar_keeps_serving_past_its_join_tokens_expiry_until_it_is_revoked
         expires = datetime.now(UTC) + timedelta(seconds=2)
         cp.sql(
             "UPDATE apitoken SET expires_at = :at WHERE id = :id",
-            {"at": expires.replace(tzinfo=None), "id": token["id"]},
+            {"at": expires, "id": token["id"]},
         )
         wait_until(lambda: row()["token_expired"], timeout=30, what="the token to show expired")
 
