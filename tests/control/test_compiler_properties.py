@@ -10,6 +10,7 @@ refusal fails the test too (the generator, or apply, is then wrong)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from meshctl.control import crud
 from meshctl.control.compiler import EndpointView, Mesh, SidecarSpec, compile_sidecar
 from meshctl.control.db import make_engine, migrate
 from meshctl.control.errors import Invalid
+from meshctl.control.fanout import Parts
 from meshctl.control.kinds.common import ApplyDocument
 from meshctl.control.kinds.durations import parse_duration as ms
 from meshctl.control.kinds.routeresilience import RETRIABLE_GRPC
@@ -503,8 +505,10 @@ def test_every_compiled_snapshot_of_a_valid_mesh_is_accepted_by_the_data_plane(
     finally:
         engine.dispose()
     loaded.endpoints = {f"{ns}/{name}": views for (ns, name), views in endpoints.items()}
+    parts = Parts(loaded)  # the push path's serialisation, its shared parts shared across these sidecars
     for sidecar in sidecars:
-        accepted(loaded, sidecar, cert_dir)
+        config = accepted(loaded, sidecar, cert_dir)
+        assert json.loads(parts.config(sidecar)) == json.loads(json.dumps(config)), sidecar
 
 
 def accepted(loaded: Mesh, sidecar: SidecarSpec, cert_dir: Path) -> dict[str, Any]:

@@ -106,11 +106,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     routers = (
+        # First: requests are matched against routes in order, and sidecars' watches and ACKs are
+        # most of them (every sidecar ACKs every snapshot).
+        sidecars.router,
         health.router,
         services.router,
         endpoints.router,
         *specs.routers,
-        sidecars.router,
         sidecars.mesh_router,
         proxy_config.router,
         apply.router,

@@ -556,16 +556,19 @@ class _Compiler:
             listeners += more
         return Outbound(listeners, list(self.clusters.values()), dns)
 
-    def compile(self, outbound: Outbound | None) -> dp.DataPlaneConfig:
-        out = outbound or self.outbound_part()
+    def own_part(self) -> Own:
+        """What is the sidecar's alone: its inbound listener (or a gateway's), their clusters, its
+        telemetry section and access log."""
         self.clusters = {}
         own = self.gateway() if self.sidecar.gateway else [self.inbound()]
-        clusters = {c["name"]: c for c in [*self.clusters.values(), *out.clusters]}  # a gateway's may repeat
         sc = self.sidecar
         instance = EndpointView(sc.address, sc.inbound_port).host_port  # a gateway's port is 0
         section, log = telemetry(self.mesh.telemetry, sc.namespace, sc.service, instance)
-        config: dp.DataPlaneConfig = {"listeners": with_access_log([*own, *out.listeners], log)}
-        config |= {"clusters": list(clusters.values()), "telemetry": section}
+        return Own(own, list(self.clusters.values()), section, log)
+
+    def tail(self, out: Outbound) -> dp.DataPlaneConfig:
+        """The sections after the clusters (dns, admin, identity)."""
+        config: dp.DataPlaneConfig = {}
         if out.dns is not None:
             config["dns"] = out.dns
         if self.sidecar.admin_port:
@@ -574,6 +577,24 @@ class _Compiler:
             # The sidecar adds its own SVID files to this section.
             config["identity"] = {"roots": "".join(self.mesh.trust_bundle)}
         return config
+
+    def compile(self, outbound: Outbound | None) -> dp.DataPlaneConfig:
+        out = outbound or self.outbound_part()
+        own = self.own_part()
+        clusters = {c["name"]: c for c in [*own.clusters, *out.clusters]}  # a gateway's may repeat
+        config: dp.DataPlaneConfig = {"listeners": with_access_log([*own.listeners, *out.listeners], own.log)}
+        config |= {"clusters": list(clusters.values()), "telemetry": own.telemetry}
+        return config | self.tail(out)
+
+
+@dataclass(frozen=True)
+class Own:
+    """The part of a sidecar's config that is its own (see `_Compiler.own_part`)."""
+
+    listeners: list[dp.ListenerConfig]
+    clusters: list[dp.ClusterConfig]
+    telemetry: dp.TelemetryConfig
+    log: dp.AccessLogConfig | None
 
 
 @dataclass(frozen=True)
@@ -665,6 +686,13 @@ def authorization(mesh: Mesh, service: str) -> dp.AuthorizationConfig | None:
                                 r[f] = list(values)
                     rules.append(r)
     return {"default": default, "rules": rules}
+
+
+def compile_own(mesh: Mesh, sidecar: SidecarSpec, outbound: Outbound) -> tuple[Own, dp.DataPlaneConfig]:
+    """The sidecar's own part and its config's tail (dns, admin, identity), for a caller that has
+    its `Outbound` part serialised already (control/fanout.py splices the parts)."""
+    compiler = _Compiler(mesh, sidecar)
+    return compiler.own_part(), compiler.tail(outbound)
 
 
 def compile_sidecar(mesh: Mesh, sidecar: SidecarSpec, outbound: Outbound | None = None) -> dp.DataPlaneConfig:

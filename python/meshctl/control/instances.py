@@ -285,6 +285,17 @@ def record_acks(session: Session, acks: dict[int, int]) -> None:
     session.commit()
 
 
+def carry_nacks(session: Session, nacks: dict[int, tuple[int, str]]) -> None:
+    """NACKs carried to a newer generation (the config it refused is that generation's too): the
+    sidecar's nacked version moves there, when nothing newer was reported since."""
+    for sidecar_id, (version, error) in nacks.items():
+        sc = session.get(Sidecar, sidecar_id)
+        if sc is not None and (sc.nacked_version or -1) < version and (sc.acked_version or -1) < version:
+            sc.nacked_version, sc.last_error = version, error
+            session.add(sc)
+    session.commit()
+
+
 def list_sidecars(session: Session, *, namespace: str | None = None) -> list[tuple[Sidecar, Service]]:
     q = select(Sidecar, Service).where(Sidecar.service_id == Service.id)
     if namespace:

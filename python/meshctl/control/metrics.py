@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -49,6 +49,9 @@ from meshctl import __version__
 from meshctl.control import crud
 from meshctl.control.kinds.common import now
 from meshctl.control.models import Sidecar
+
+if TYPE_CHECKING:
+    from meshctl.control.fanout import Outcome
 
 PREFIX = "meshctl_control_"
 #: Seconds: a push on an idle control plane takes milliseconds; a compile of a large mesh, seconds.
@@ -78,6 +81,12 @@ class Metrics:
         self.watchers = Gauge(f"{PREFIX}watchers", "Open snapshot watches.", ["kind"], registry=r)
         self.acks = Counter(f"{PREFIX}config_acks", "Snapshots sidecars reported applied.", registry=r)
         self.nacks = Counter(f"{PREFIX}config_nacks", "Snapshots sidecars reported refused.", registry=r)
+        self.snapshots = Counter(
+            f"{PREFIX}snapshot_watchers",
+            "Watchers at each compiled generation: woken with a new snapshot, or left waiting (config unchanged).",
+            ["outcome"],
+            registry=r,
+        )
         labels = ["method", "route", "code"]
         self.api_requests = Counter(f"{PREFIX}api_requests", "API requests answered.", labels, registry=r)
         self.api_seconds = Histogram(
@@ -95,6 +104,8 @@ class Metrics:
             self.watchers.labels(kind)
         for stage in ("sent", "acked"):
             self.push_seconds.labels(stage)
+        for outcome in ("pushed", "unchanged"):
+            self.snapshots.labels(outcome)
         #: generation -> when this process first saw it (monotonic seconds).
         self._seen: dict[int, float] = {}
         #: sidecar id -> (version sent, when its push started): the ACK closes it.
@@ -121,6 +132,12 @@ class Metrics:
         if sent is not None and sent[0] == version:  # once per push: a repeated ACK is not timed again
             del self._sent[sidecar_id]
             self.push_seconds.labels("acked").observe(time.monotonic() - sent[1])
+
+    def snapshots_compiled(self, outcome: Outcome | None) -> None:
+        """A generation compiled for every watcher: how many it woke, how many it left waiting."""
+        if outcome is not None:
+            self.snapshots.labels("pushed").inc(outcome.pushed)
+            self.snapshots.labels("unchanged").inc(outcome.unchanged)
 
     def forget(self, sidecar_id: int) -> None:
         self._sent.pop(sidecar_id, None)

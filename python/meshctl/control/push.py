@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -26,15 +25,8 @@ from sqlmodel import Session, col, select
 
 from meshctl.control import crud, instances, notify, replicas
 from meshctl.control.compile_egress import transparent_ports
-from meshctl.control.compiler import (
-    EndpointView,
-    Mesh,
-    Outbound,
-    SidecarSpec,
-    compile_outbound,
-    compile_sidecar,
-    outbound_key,
-)
+from meshctl.control.compiler import EndpointView, Mesh, SidecarSpec
+from meshctl.control.fanout import Fanout, Outcome, Parts, Watch, wake
 from meshctl.control.kinds.common import now
 from meshctl.control.kinds.registry import KINDS
 from meshctl.control.kinds.service import Service
@@ -130,10 +122,14 @@ class Hub:
         self._mesh: Mesh | None = None
         self._mesh_lock = asyncio.Lock()
         self.closing = False
-        self._snapshots: dict[SidecarSpec, bytes] = {}
-        self._outbound: dict[tuple[Any, ...], Outbound] = {}
+        #: Every sidecar's snapshot and the watches waiting on them (see control/fanout.py).
+        self.fanout = Fanout()
+        self._parts: Parts | None = None
+        self._follower: asyncio.Task[None] | None = None
         #: ACKs POSTed to `status`, written in batches.
         self._acks: dict[int, int] = {}
+        #: NACKs carried to a newer generation that left the refused config as it was.
+        self._nacks: dict[int, tuple[int, str]] = {}
         self._task = self.loop.create_task(self._run())
         self._ack_task = self.loop.create_task(self._flush_acks())
 
@@ -180,22 +176,39 @@ class Hub:
             self.loop.call_soon_threadsafe(self.sidecars.pop, int(sidecar_id), None)
 
     def note_ack(self, sidecar_id: int, version: int) -> None:
-        self._acks[sidecar_id] = max(version, self._acks.get(sidecar_id, -1))
         self.metrics.acked(sidecar_id, version)
+        # An ACK of a config this process compiled unchanged at newer generations stands for them.
+        version = self.fanout.note(sidecar_id, self._spec(sidecar_id), version, None)
+        self._acks[sidecar_id] = max(version, self._acks.get(sidecar_id, -1))
+
+    def note_nack(self, sidecar_id: int, version: int, error: str) -> int:
+        """A NACK (written at once by the caller): returns the generation it stands for."""
+        self.metrics.nacks.inc()
+        return self.fanout.note(sidecar_id, self._spec(sidecar_id), version, error)
+
+    def drop_snapshot(self, sidecar_id: int) -> None:
+        """A sidecar deregistered: its snapshot and last report are dropped (from any thread)."""
+        self.loop.call_soon_threadsafe(self.fanout.forget, sidecar_id, self._spec(sidecar_id))
+
+    def _spec(self, sidecar_id: int) -> SidecarSpec | None:
+        known = self.sidecars.get(sidecar_id)
+        return known[0] if known is not None else None
 
     async def _flush_acks(self) -> None:
         while True:
             await asyncio.sleep(ACK_FLUSH_SECONDS)
             acks, self._acks = self._acks, {}
-            if acks:
+            nacks, self._nacks = self._nacks, {}
+            if acks or nacks:
                 try:
-                    await asyncio.to_thread(self._write_acks, acks)
+                    await asyncio.to_thread(self._write_acks, acks, nacks)
                 except Exception:
                     log.exception("recording %d ACKs failed", len(acks))
 
-    def _write_acks(self, acks: dict[int, int]) -> None:
+    def _write_acks(self, acks: dict[int, int], nacks: dict[int, tuple[int, str]] | None = None) -> None:
         with Session(self.engine) as session:
             instances.record_acks(session, acks)
+            instances.carry_nacks(session, nacks or {})
 
     def publish(self, generation: int) -> None:
         self.loop.call_soon_threadsafe(self._advance, generation)
@@ -215,6 +228,11 @@ class Hub:
         self.closing = True
         woken, self._next = self._next, self.loop.create_future()
         woken.set_result(self.generation)
+        for watches in self.fanout.watches.values():
+            for w in watches:
+                wake(w)
+        if self._follower is not None:
+            self._follower.cancel()
 
     async def wait_newer(self, version: int, timeout: float) -> int | None:
         """The generation once it is above `version`, or None after `timeout` seconds (or at shutdown)."""
@@ -229,42 +247,93 @@ class Hub:
                 return None
         return None if self.closing else self.generation
 
-    async def snapshot(self, sidecar: SidecarSpec) -> tuple[int, bytes]:
-        """(version, {"version", "config"} as JSON bytes), compiled once per generation and sidecar."""
-        mesh = await self._current_mesh()
-        body = self._snapshots.get(sidecar)
-        if body is None:  # (JSON without newlines: streams send one snapshot per line)
-            key = outbound_key(sidecar, mesh)
-            outbound = self._outbound.get(key)
-            if outbound is None:  # the costly part, shared by a service's instances
-                outbound = await asyncio.to_thread(compile_outbound, mesh, sidecar)
-            config = compile_sidecar(mesh, sidecar, outbound)
-            body = json.dumps({"version": mesh.generation, "config": config}).encode()
-            if mesh is self._mesh:
-                self._snapshots[sidecar] = body
-                self._outbound[key] = outbound
-        return mesh.generation, body
+    async def next_snapshot(
+        self, sidecar_id: int, sidecar: SidecarSpec, held: int, timeout: float, since: float
+    ) -> tuple[int, bytes] | None:
+        """(version, body) of the snapshot to send a watch of `sidecar_id` holding version `held`,
+        as soon as there is one it does not hold (see control/fanout.py: only a change of its own
+        config wakes it); None after `timeout` seconds or at shutdown. `since` (time.monotonic())
+        is when the watch started waiting, for the push-latency histogram."""
+        if self._follower is None:
+            self._follower = self.loop.create_task(self._follow())
+        deadline = self.loop.time() + timeout
+        watch = Watch(sidecar_id, held)
+        self.fanout.add(sidecar, watch)
+        try:
+            while not self.closing:
+                await self._fresh(sidecar)
+                found = self.fanout.due(sidecar, held)
+                if found is not None:
+                    self.metrics.pushed(sidecar_id, found.version, since)
+                    return found.version, found.body
+                remaining = deadline - self.loop.time()
+                if remaining <= 0:
+                    return None
+                watch.woken = self.loop.create_future()
+                try:
+                    await asyncio.wait_for(watch.woken, remaining)
+                except TimeoutError:
+                    return None
+            return None
+        finally:
+            self.fanout.remove(sidecar, watch)
 
-    async def push(self, sidecar_id: int, sidecar: SidecarSpec, waiting_since: float) -> tuple[int, bytes]:
-        """`snapshot`, for a watch of `sidecar_id` waiting since `waiting_since` (time.monotonic()),
-        timed into the push-latency histogram."""
-        version, body = await self.snapshot(sidecar)
-        self.metrics.pushed(sidecar_id, version, waiting_since)
-        return version, body
+    async def _fresh(self, sidecar: SidecarSpec) -> None:
+        """`sidecar`'s snapshot compiled at the current mesh (a watch that just arrived, or one of
+        a sidecar not watching when the mesh was last compiled)."""
+        mesh = await self._current_mesh()
+        if self.fanout.fresh(sidecar, mesh.generation):
+            return
+        parts = self._parts
+        assert parts is not None
+        if parts.has_outbound(sidecar):
+            config = parts.config(sidecar)
+        else:  # the costly part, shared by a service's instances: off the loop
+            config = await asyncio.to_thread(parts.config, sidecar)
+        if mesh is self._mesh:
+            self._carry(self.fanout.install(mesh.generation, {sidecar: config}, batch=False))
+
+    async def _follow(self) -> None:
+        """Compiles every watched sidecar's snapshot as soon as the generation moves (whether or not
+        any of them changes: only the compile tells)."""
+        while not self.closing:
+            compiled = self._mesh.generation if self._mesh is not None else -1
+            if await self.wait_newer(compiled, 3600) is not None:
+                try:
+                    await self._current_mesh()
+                except Exception:  # a database hiccup: the next generation tries again
+                    log.exception("compiling snapshots failed")
+                    await asyncio.sleep(self.tick)
+
+    def _carry(self, outcome: Outcome) -> None:
+        """The reports of sidecars whose config `outcome`'s generation left as it was stand for it."""
+        for sidecar_id, (generation, error) in outcome.carried.items():
+            if error is None:
+                self._acks[sidecar_id] = max(generation, self._acks.get(sidecar_id, -1))
+            else:
+                self._nacks[sidecar_id] = (generation, error)
 
     async def _current_mesh(self) -> Mesh:
         async with self._mesh_lock:  # one load per generation, however many watchers wake
             if self._mesh is None or self._mesh.generation < self.generation:
                 # Let a burst of writes (a fleet registering, an apply loop) land: one load covers them.
                 await asyncio.sleep(COALESCE_SECONDS)
-                self._mesh = await asyncio.to_thread(self._load)
-                self._snapshots, self._outbound = {}, {}
-                if self._mesh.generation < self.generation:
+                mesh, parts, configs = await asyncio.to_thread(self._load_compiled, self.fanout.watched())
+                self._mesh, self._parts = mesh, parts
+                if mesh.generation < self.generation:
                     # The database is the truth: never promise watchers a version it does not have.
-                    log.warning("generation %d announced, database has %d", self.generation, self._mesh.generation)
-                    self.generation = self._mesh.generation
-                self._advance(self._mesh.generation)
+                    log.warning("generation %d announced, database has %d", self.generation, mesh.generation)
+                    self.generation = mesh.generation
+                self._carry(self.fanout.install(mesh.generation, configs))
+                self.metrics.snapshots_compiled(self.fanout.last)
+                self._advance(mesh.generation)
             return self._mesh
+
+    def _load_compiled(self, specs: list[SidecarSpec]) -> tuple[Mesh, Parts, dict[SidecarSpec, bytes]]:
+        """The mesh, and every watched sidecar's config compiled from it (one thread hop)."""
+        mesh = self._load()
+        parts = Parts(mesh)
+        return mesh, parts, {spec: parts.config(spec) for spec in specs}
 
     def _load(self) -> Mesh:
         with Session(self.engine) as session:

@@ -151,13 +151,14 @@ async def watch(
     version: int = Query(default=-1, description="The version the sidecar holds; only a newer one is sent."),
     wait: float = Query(default=30.0, ge=0, le=300, description="Seconds to hold the request open."),
 ) -> Response:
-    """Long-poll: answers as soon as the mesh generation passes `version`. NACKs go to `status`."""
+    """Long-poll: answers as soon as the sidecar's own snapshot is newer than `version` (a change
+    that leaves its config as it was does not answer). NACKs go to `status`."""
     spec = await spec_of(hub, engine, caller, sidecar_id)
-    since = time.monotonic()
     with hub.metrics.watching("long_poll"):
-        if await hub.wait_newer(version, wait) is None:
-            return Response(status_code=status.HTTP_304_NOT_MODIFIED)
-    return Response((await hub.push(sidecar_id, spec, since))[1], media_type="application/json")
+        found = await hub.next_snapshot(sidecar_id, spec, version, wait, time.monotonic())
+    if found is None:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED)
+    return Response(found[1], media_type="application/json")
 
 
 #: A blank line this often on an idle stream: both ends notice a dead peer, middleboxes keep it open.
@@ -184,10 +185,11 @@ async def watch_stream(
         held, since = version, time.monotonic()
         with hub.metrics.watching("stream"):
             while not hub.closing:
-                if await hub.wait_newer(held, KEEPALIVE_SECONDS) is None:
+                found = await hub.next_snapshot(sidecar_id, spec, held, KEEPALIVE_SECONDS, since)
+                if found is None:
                     yield b"\n"
                     continue
-                held, body = await hub.push(sidecar_id, spec, since)
+                held, body = found
                 yield body + b"\n"
                 since = time.monotonic()
 
@@ -202,12 +204,13 @@ async def report(hub: HubDep, engine: EngineDep, caller: AnyCaller, sidecar_id: 
     if data.error is None:
         hub.note_ack(sidecar_id, data.version)
         return
-    hub.metrics.nacks.inc()
+    # (the generation it stands for: the refused config may be a newer generation's as well)
+    report = data.model_copy(update={"version": hub.note_nack(sidecar_id, data.version, data.error)})
 
     def write() -> None:
         with Session(engine) as session:
             sc, _ = _owned(session, caller, sidecar_id)
-            instances.report(session, sidecar=sc, data=data)
+            instances.report(session, sidecar=sc, data=report)
 
     await run_in_threadpool(write)
 
@@ -218,6 +221,7 @@ def deregister(hub: HubDep, session: SessionDep, caller: AnyCaller, sidecar_id: 
     with an expired join token keeps its row (not live): that instance may come back with it."""
     sc, svc = _owned(session, caller, sidecar_id)
     instances.deregister_sidecar(session, sidecar=sc, svc=svc, keep=caller.joined_only)
+    hub.drop_snapshot(sidecar_id)
     if not caller.joined_only:
         hub.forget(session, sidecar_id)
     hub.metrics.forget(sidecar_id)
