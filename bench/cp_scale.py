@@ -136,5 +136,5 @@ def scale_case(
     url = pg.database("cpbench")
     with ExitStack() as stack:
         cps = [stack.enter_context(control_plane(work, url))]
-        cps += [stack.enter_context(control_plane(work, url, cps[0].token)) for _ in range(replicas - 1)]
+        cps += [stack.enter_context(control_plane(work, url, cps[0])) for _ in range(replicas - 1)]
         return asyncio.run(_run(cps, services, routes, sidecars, changes))

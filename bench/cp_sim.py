@@ -40,6 +40,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from suite import CLK_TCK, free_port  # noqa: E402
 
+#: The 10,000-route applies are one request each: above the default limits (1,000 documents, 4 MiB).
+APPLY_LIMITS = {"MESHCTL_APPLY_MAX_DOCUMENTS": "20000", "MESHCTL_MAX_REQUEST_BYTES": str(64 * 1024 * 1024)}
+
 
 @dataclass
 class ControlPlane:
@@ -75,16 +78,23 @@ class ControlPlane:
 
 
 @contextmanager
-def control_plane(work: Path, database_url: str | None = None, token: str | None = None) -> Iterator[ControlPlane]:
-    """A control plane on a fresh SQLite file, or on `database_url`; `token`: the admin token, for a
-    replica started on a database another made (only the first writes it to its data directory)."""
+def control_plane(
+    work: Path, database_url: str | None = None, first: ControlPlane | None = None
+) -> Iterator[ControlPlane]:
+    """A control plane on a fresh SQLite file, or on `database_url`; `first`: the replica that made
+    the database (its admin token, which only it writes to its data directory, and its CA
+    key-encryption key, which every replica is given)."""
+    token = first.token if first is not None else None
     port = free_port()
     data = work / f"cp-{port}"
     log = (work / f"cp-{port}.log").open("wb")
     args = [sys.executable, "-m", "meshctl", "control-plane", "--data-dir", str(data), "--port", str(port)]
     if database_url:
         args += ["--database-url", database_url]
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MESHCTL_LOG": "warning"})
+    if first is not None:
+        args += ["--ca-kek-file", str(first.work / "ca-kek")]
+    env = {**os.environ, "MESHCTL_LOG": "warning", **APPLY_LIMITS}
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:

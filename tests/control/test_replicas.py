@@ -169,7 +169,9 @@ def generation(cp: ControlPlane) -> int:
 def test_a_change_through_one_replica_reaches_a_watcher_on_another_at_once(replicas: Replicas) -> None:
     a, b = replicas(2, poll=30)  # the poll would take up to 30 s: only the announcement is this fast
     add_service(a, "shop")
-    sidecar = register(b, "shop", 15001)["id"]
+    # (with an HTTP proxy port, every new service changes its config: only a change of its own
+    # config wakes a watcher, see control/fanout.py)
+    sidecar = register(b, "shop", 15001, http_proxy_port=17001)["id"]
     held = snapshot(b, sidecar).json()["version"]
     assert held == generation(a)
 
@@ -275,7 +277,8 @@ def test_registrations_resume_once_and_not_while_another_replica_runs(replicas: 
 def test_concurrent_writes_through_three_replicas_number_everything_once(replicas: Replicas) -> None:
     cps = replicas(3)
     add_service(cps[0], "shop")
-    sidecars = [register(cp, "shop", 15001 + i)["id"] for i, cp in enumerate(cps)]
+    # (HTTP proxy ports: every write below changes their config, so each is theirs to follow)
+    sidecars = [register(cp, "shop", 15001 + i, http_proxy_port=17001 + i)["id"] for i, cp in enumerate(cps)]
     first = generation(cps[0])
     revisions_before = len(cps[0].ok("GET", "/api/v1/revisions"))
     writes = 3 * 10
@@ -310,7 +313,8 @@ def test_concurrent_writes_through_three_replicas_number_everything_once(replica
 def test_an_expiry_seen_by_three_replicas_raises_the_generation_once(replicas: Replicas) -> None:
     cps = replicas(3)
     add_service(cps[0], "shop")
-    sidecars = [register(cp, "shop", 15001 + i)["id"] for i, cp in enumerate(cps)]
+    # (HTTP proxy ports: the expiring endpoint is in their config, so its expiry is theirs to follow)
+    sidecars = [register(cp, "shop", 15001 + i, http_proxy_port=17001 + i)["id"] for i, cp in enumerate(cps)]
     cps[0].ok(
         "PUT", "/api/v1/services/default/shop/endpoints", json={"address": "127.0.0.9", "port": 80, "ttl_seconds": 2}
     )

@@ -116,6 +116,10 @@ class Mesh:
     external_services: list[ExternalView] = field(default_factory=list)
     #: Egress no Service or ExternalService claims: "ALLOW_ANY" | "REGISTRY_ONLY" (the setting).
     outbound_policy: str = "ALLOW_ANY"
+    #: id(route list) -> (that list, routes by the service they attach to): see `attached_to`.
+    route_index: dict[int, tuple[list[RouteView], int, dict[str, list[RouteView]]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -196,10 +200,24 @@ def attached(routes: Iterable[RouteView], service: str) -> list[RouteView]:
     ]
 
 
+def attached_to(mesh: Mesh, routes: list[RouteView], service: str) -> list[RouteView]:
+    """`attached(routes, service)` for one of `mesh`'s route lists, through an index built once per
+    list (compiling every service's listeners would otherwise scan every route for each)."""
+    index = mesh.route_index.get(id(routes))
+    if index is None or index[0] is not routes or index[1] != len(routes):
+        by: dict[str, list[RouteView]] = {}
+        for r in routes:
+            parents = [p for p in r.spec.parent_refs if not getattr(p, "is_gateway", False)]
+            for parent in dict.fromkeys(f"{p.namespace or r.namespace}/{p.name}" for p in parents):
+                by.setdefault(parent, []).append(r)
+        index = mesh.route_index[id(routes)] = (routes, len(routes), by)
+    return list(index[2].get(service, ()))
+
+
 def http_entries(mesh: Mesh, service: str) -> list[Entry]:
     entries = [
         Entry(route, ri, mi, rule, match)
-        for route in attached(mesh.http_routes, service)
+        for route in attached_to(mesh, mesh.http_routes, service)
         for ri, rule in enumerate(route.spec.rules)
         for mi, match in enumerate(rule.matches)
     ]
@@ -208,7 +226,7 @@ def http_entries(mesh: Mesh, service: str) -> list[Entry]:
 
 def tcp_route(mesh: Mesh, service: str) -> RouteView | None:
     """The oldest TCPRoute attached to `service` wins, as for conflicting Gateway API routes."""
-    routes = sorted(attached(mesh.tcp_routes, service), key=lambda r: (r.created_at, r.key))
+    routes = sorted(attached_to(mesh, mesh.tcp_routes, service), key=lambda r: (r.created_at, r.key))
     return routes[0] if routes else None
 
 
