@@ -113,6 +113,20 @@ def list_all(session: Session, model: type[SQLModel], *, namespace: str | None =
     return list(session.exec(q).all())
 
 
+#: Up to this many documents of a kind, an apply reads their rows one by one, not the whole table.
+FEW = 50
+
+
+def _stored(session: Session, kind: str, names: set[str]) -> dict[str, Any]:
+    """The stored rows of `kind` named "ns/name" in `names` (by key): a change of one route in a mesh
+    of 10,000 reads one row, not 10,000."""
+    table = registry.kind(kind).table
+    if len(names) > FEW:
+        return {key(r): r for r in list_all(session, table) if key(r) in names}
+    rows = (get(session, table, namespace=n.split("/", 1)[0], name=n.split("/", 1)[1]) for n in names)
+    return {key(r): r for r in rows if r is not None}
+
+
 # === references ===
 
 
@@ -327,7 +341,10 @@ def apply(
     order = [k.name for k in KINDS]
     parsed.sort(key=lambda p: (order.index(p[1].kind), p[0]))
     given = {d.kind for d in documents}
-    stored = {name: {key(r): r for r in list_all(session, registry.kind(name).table)} for name in given}
+    stored = {
+        name: _stored(session, name, {f"{d.metadata.namespace}/{d.metadata.name}" for d in documents if d.kind == name})
+        for name in given
+    }
     results: dict[int, ApplyResult] = {}
     changes: list[dict[str, Any]] = []
     inserts: dict[str, list[dict[str, Any]]] = {}

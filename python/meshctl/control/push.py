@@ -318,11 +318,12 @@ class Hub:
             if self._mesh is None or self._mesh.generation < self.generation:
                 # Let a burst of writes (a fleet registering, an apply loop) land: one load covers them.
                 await asyncio.sleep(COALESCE_SECONDS)
+                announced = self.generation  # committed before the load reads it (later ones: the next load)
                 mesh, parts, configs = await asyncio.to_thread(self._load_compiled, self.fanout.watched())
                 self._mesh, self._parts = mesh, parts
-                if mesh.generation < self.generation:
+                if mesh.generation < announced:
                     # The database is the truth: never promise watchers a version it does not have.
-                    log.warning("generation %d announced, database has %d", self.generation, mesh.generation)
+                    log.warning("generation %d announced, database has %d", announced, mesh.generation)
                     self.generation = mesh.generation
                 self._carry(self.fanout.install(mesh.generation, configs))
                 self.metrics.snapshots_compiled(self.fanout.last)
