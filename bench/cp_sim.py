@@ -202,8 +202,12 @@ class Watchers:
         self.last = 0.0
         self.errors = 0
         self.tasks: list[asyncio.Task[None]] = []
+        self._registered, self._everyone = 0, asyncio.Event()
+        self._gate = asyncio.Semaphore(64)  # registrations in flight
 
     async def start(self, timeout: float = 120) -> None:
+        """Every watcher registers, then (once all have: a fleet's registrations would otherwise each
+        make the control plane compile for the watchers already there) follows its stream."""
         self.tasks = [asyncio.create_task(self._run(i)) for i in range(self.n)]
         deadline = time.monotonic() + timeout
         while min(self.held()) < 0:  # every watcher holds a snapshot
@@ -219,10 +223,15 @@ class Watchers:
         while True:
             try:
                 if sid is None:
-                    status, raw = await api.request("PUT", "/api/v1/sidecars", self.bodies[i])
+                    async with self._gate:
+                        status, raw = await api.request("PUT", "/api/v1/sidecars", self.bodies[i])
                     if status != 200:
                         raise ConnectionError(f"register: {status} {raw[:200]!r}")
                     sid = json.loads(raw)["id"]
+                    self._registered += 1
+                    if self._registered == self.n:
+                        self._everyone.set()
+                await self._everyone.wait()
                 async for line in watch.stream(f"/api/v1/sidecars/{sid}/watch?version={version}"):
                     if not line:
                         continue  # keep-alive

@@ -55,7 +55,13 @@ def test_control_plane_bench_smoke(tmp_path: Path) -> None:
     assert data["push"]["pushes"] == data["push"]["watchers"] * data["push"]["changes"]
     assert data["push"]["watch_errors"] == 0 and data["hold"]["watch_errors"] == 0
     assert data["apply"]["created"] > data["apply"]["routes"]
-    assert "| apply" in out.stdout
+    one = data["push"]["one_service_change"]  # a change to one service reaches its callers only
+    assert one["watchers_with_new_snapshot"] == one["callers_of_the_service"] == one["server_pushed"]
+    assert one["watchers_without"] == one["server_unchanged"] == data["push"]["watchers"] - one["callers_of_the_service"]
+    assert data["hold"]["kb_per_watcher"] > 0 and data["hold"]["push_cpu_cores"] > 0
+    scale = data["scale"]  # 3 replicas on one PostgreSQL database: every watcher got every change
+    assert scale["replicas"] == 3 and len(scale["replica_p99_ms"]) == 3 and scale["watch_errors"] == 0
+    assert "| apply" in out.stdout and "replicas (PostgreSQL)" in out.stdout
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(), reason="needs HAProxy")
