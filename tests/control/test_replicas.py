@@ -20,20 +20,10 @@ import pytest
 from sqlmodel import Session
 
 import pg
+from helpers import wait_until
 from meshctl.control import notify
 from meshctl.control.db import make_engine
 from meshproc import ControlPlane
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_conninfo_drops_the_driver_and_keeps_parameters() -> None:
@@ -87,7 +77,7 @@ def test_announcement_is_heard_on_commit_only_and_again_after_a_reconnect() -> N
         )
         got = {heard.get(timeout=30), heard.get(timeout=30)}
         assert got == {("generation", None), ("tokens", None)}
-        wait_for(listener.connected.is_set, what="the listener to reconnect")
+        wait_until(listener.connected.is_set, timeout=30, what="the listener to reconnect")
         with Session(engine) as session:
             notify.announce(session, "tokens")
             session.commit()
@@ -178,7 +168,7 @@ def test_a_change_through_one_replica_reaches_a_watcher_on_another_at_once(repli
     answered: queue.Queue[tuple[float, httpx.Response]] = queue.Queue()
     watcher = threading.Thread(target=lambda: answered.put((time.monotonic(), snapshot(b, sidecar, held, wait=60))))
     watcher.start()
-    wait_for(lambda: long_polls(b) == 1, what="the long-poll to wait on b")  # before the change lands
+    wait_until(lambda: long_polls(b) == 1, timeout=30, what="the long-poll to wait on b")  # before the change lands
     start = time.monotonic()
     add_service(a, "pricing")
     at, response = answered.get(timeout=30)
@@ -199,7 +189,7 @@ def test_a_token_revoked_through_one_replica_is_refused_by_every_replica_within_
     start = time.monotonic()
     assert a.call("DELETE", f"/api/v1/tokens/{made['id']}").status_code == 204
     for cp in (b, c):
-        wait_for(
+        wait_until(
             lambda cp=cp: httpx.get(f"{cp.url}/api/v1/services", headers=use).status_code == 401,
             timeout=1.0,
             what=f"{cp.url} to refuse the revoked token",
@@ -215,7 +205,7 @@ def test_a_token_revoked_through_one_replica_is_refused_by_every_replica_within_
         headers=join,
     ).is_success
     assert b.call("DELETE", "/api/v1/services/default/shop").status_code == 204
-    wait_for(
+    wait_until(
         lambda: httpx.get(f"{c.url}/api/v1/sidecars", headers=join).status_code == 401,
         timeout=1.0,
         what="the deleted service's join token to be refused",
@@ -238,7 +228,7 @@ def test_a_sidecar_reregistering_through_one_replica_is_seen_so_by_another(repli
         assert b"17777" not in snapshot(b, sidecar).content  # b remembers the sidecar without upstreams
         register(a, "shop", 15001, upstreams={"pricing": 17777})  # no generation bump: only the spec
         assert heard.get(timeout=10)[0] == "sidecars"
-        wait_for(lambda: b"17777" in snapshot(b, sidecar).content, timeout=2, what="b to forget the old spec")
+        wait_until(lambda: b"17777" in snapshot(b, sidecar).content, timeout=2, what="b to forget the old spec")
 
         # Heartbeats with the same spec announce nothing: a token made next is the next thing heard.
         for _ in range(3):

@@ -60,10 +60,14 @@ def endpoint_health(session: Session, *, svc: Service) -> dict[tuple[str, int], 
     return {(address, port): health for address, port, health in rows}
 
 
+def endpoint_at(session: Session, *, svc: Service, address: str, port: int) -> Endpoint | None:
+    """The service's endpoint at this address and port, live or not."""
+    q = select(Endpoint).where(Endpoint.service_id == svc.id, Endpoint.address == address, Endpoint.port == port)
+    return session.exec(q).first()
+
+
 def _upsert_endpoint(session: Session, *, svc: Service, address: str, port: int, data: EndpointRegister) -> Endpoint:
-    ep = session.exec(
-        select(Endpoint).where(Endpoint.service_id == svc.id, Endpoint.address == address, Endpoint.port == port)
-    ).first()
+    ep = endpoint_at(session, svc=svc, address=address, port=port)
     if ep is None:
         assert svc.id is not None
         ep = Endpoint(service_id=svc.id, address=address, port=port, expires_at=now())
@@ -176,11 +180,7 @@ def _make_room(session: Session, *, svc: Service, sc: Sidecar, data: SidecarRegi
     if data.gateway:
         return
     if sc.id is not None and (sc.address, sc.inbound_port) != (data.address, data.inbound_port):
-        old = session.exec(
-            select(Endpoint).where(
-                Endpoint.service_id == svc.id, Endpoint.address == sc.address, Endpoint.port == sc.inbound_port
-            )
-        ).first()
+        old = endpoint_at(session, svc=svc, address=sc.address, port=sc.inbound_port)
         if old is not None:
             session.delete(old)
             bump(session)
@@ -318,11 +318,7 @@ def live_sidecars(session: Session, *, namespace: str, name: str) -> list[Sideca
 def deregister_sidecar(session: Session, *, sidecar: Sidecar, svc: Service, keep: bool = False) -> None:
     """The sidecar and its endpoint leave. `keep`: its row stays, no longer live, so that the
     same instance may register again with the expired join token it joined with."""
-    ep = session.exec(
-        select(Endpoint).where(
-            Endpoint.service_id == svc.id, Endpoint.address == sidecar.address, Endpoint.port == sidecar.inbound_port
-        )
-    ).first()
+    ep = endpoint_at(session, svc=svc, address=sidecar.address, port=sidecar.inbound_port)
     if ep is not None:
         session.delete(ep)
         bump(session)
