@@ -40,6 +40,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from meshctl.control.ca import CertificateAuthority
+from meshctl.control.db import make_engine, migrate
 from meshctl.sidecar.identity import key_and_csr
 
 HERE = Path(__file__).resolve().parent
@@ -103,7 +104,11 @@ class Pki:
 
 
 def make_pki(work: Path) -> Pki:
-    ca = CertificateAuthority.load_or_create(work / "ca", TRUST_DOMAIN)
+    # The control plane's own CA, on an SQLite file of the run's (keys sealed as in production).
+    work.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{work / 'ca.db'}"
+    migrate(url)
+    ca = CertificateAuthority.open(make_engine(url), TRUST_DOMAIN, kek_file=work / "ca-kek", import_dir=work / "ca")
     roots = work / "roots.pem"
     roots.write_text("".join(ca.bundle()))
 
