@@ -178,9 +178,13 @@ def request(op: Operation, mesh: Mesh) -> dict[str, Any]:
     return kw
 
 
+#: Written by the control plane's own tick, not by requests: each replica's liveness (control/replicas.py).
+OWN_TICK = {"replica"}
+
+
 def snapshot(cp: ControlPlane) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, read from the database itself."""
-    return {t: sorted(cp.sql(f'SELECT * FROM "{t}"'), key=repr) for t in cp.tables()}
+    """Every row of every table a request could write, read from the database itself."""
+    return {t: sorted(cp.sql(f'SELECT * FROM "{t}"'), key=repr) for t in cp.tables() if t not in OWN_TICK}
 
 
 def call(client: httpx.Client, op: Operation, mesh: Mesh, headers: dict[str, str]) -> httpx.Response:
