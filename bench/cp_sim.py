@@ -9,12 +9,12 @@ Applying, when `validate` is on, is the data plane's own validator
 (``meshctl.validate_config``, the Rust decoder `DataPlane.update()` runs
 first) with a real SVID added, as a sidecar adds its own. Real sidecars apply
 in their own processes, side by side; the simulated ones share this one. So
-each watcher notes when its snapshot arrived, lets every other watcher whose
-snapshot arrived at the same moment note its own (one turn of the event
-loop), then applies: a watcher's time to "applied" is its arrival plus its
-own apply time (`got`), not plus the apply time of the watchers queued before
-it in this process. What this process took, applying them one after another,
-is kept too (`serial`).
+each watcher notes when its snapshot arrived and hands it to one applier,
+which applies one snapshot per turn of the event loop (between two, every
+stream that became readable notes its arrival): a watcher's time to
+"applied" is its arrival plus its own apply time (`got`), not plus the apply
+time of the watchers queued before it in this process. What this process
+took, applying them one after another, is kept too (`serial`).
 """
 
 from __future__ import annotations
@@ -206,11 +206,14 @@ class Watchers:
         self.tasks: list[asyncio.Task[None]] = []
         self._registered, self._everyone = 0, asyncio.Event()
         self._gate = asyncio.Semaphore(64)  # registrations in flight
+        #: Snapshots arrived and not applied yet: (watcher, line, arrival, resolved once applied).
+        self._arrivals: asyncio.Queue[tuple[int, bytes, float, asyncio.Future[int]]] = asyncio.Queue()
 
     async def start(self, timeout: float = 120) -> None:
         """Every watcher registers, then (once all have: a fleet's registrations would otherwise each
         make the control plane compile for the watchers already there) follows its stream."""
         self.tasks = [asyncio.create_task(self._run(i)) for i in range(self.n)]
+        self.tasks.append(asyncio.create_task(self._apply()))
         deadline = time.monotonic() + timeout
         while min(self.held()) < 0:  # every watcher holds a snapshot
             if time.monotonic() > deadline:
@@ -238,18 +241,9 @@ class Watchers:
                     if not line:
                         continue  # keep-alive
                     arrived = self.last = time.perf_counter()
-                    await asyncio.sleep(0)  # the others that arrived with it note their arrival first
-                    t0 = time.perf_counter()
-                    snap = orjson.loads(line)
-                    if self.validate:
-                        config = snap["config"]
-                        config["identity"] = {**config.get("identity", {}), **self.svid}
-                        validate_config(config)  # what DataPlane.update() runs first
-                    version = snap["version"]
-                    done = time.perf_counter()
-                    self.got[i][version] = arrived + (done - t0)
-                    self.top[i] = max(self.top[i], version)
-                    self.serial[i][version] = done
+                    applied: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                    self._arrivals.put_nowait((i, line, arrived, applied))
+                    version = await applied
                     await api.request("POST", f"/api/v1/sidecars/{sid}/status", {"version": version})
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as e:
                 self.errors += 1
@@ -259,6 +253,30 @@ class Watchers:
                     c.close()
                 api, watch = Conn(host, int(port), cp.token), Conn(host, int(port), cp.token)
                 await asyncio.sleep(0.2)
+
+    async def _apply(self) -> None:
+        """Applies the arrived snapshots one at a time, one per turn of the event loop: between two,
+        the streams that became readable note their arrival (a sidecar of its own would not wait
+        for the others' validation to receive its snapshot)."""
+        while True:
+            i, line, arrived, applied = await self._arrivals.get()
+            t0 = time.perf_counter()
+            try:
+                snap = orjson.loads(line)
+                if self.validate:
+                    config = snap["config"]
+                    config["identity"] = {**config.get("identity", {}), **self.svid}
+                    validate_config(config)  # what DataPlane.update() runs first
+                version = snap["version"]
+            except Exception as e:  # noqa: BLE001 (handed to the watcher, which counts it)
+                applied.set_exception(ValueError(f"apply: {e}"))
+                continue
+            done = time.perf_counter()
+            self.got[i][version] = arrived + (done - t0)
+            self.top[i] = max(self.top[i], version)
+            self.serial[i][version] = done
+            applied.set_result(version)
+            await asyncio.sleep(0)
 
     def held(self) -> list[int]:
         """The version each watcher holds (-1: none yet)."""

@@ -105,12 +105,18 @@ def get(session: Session, model: type[SQLModel], *, namespace: str, name: str) -
     return session.exec(select(m).where(m.namespace == namespace, m.name == name)).first()
 
 
+def by_name(row: Any) -> tuple[str, str]:
+    """Rows in namespace and name order, by code point on every database (a PostgreSQL collation
+    may put `a-b` after `ab`; the compiler's rule order must not depend on the database)."""
+    return (row.namespace, row.name)
+
+
 def list_all(session: Session, model: type[SQLModel], *, namespace: str | None = None) -> list[Any]:
     m: Any = model
-    q = select(m).order_by(m.namespace, m.name)
+    q = select(m)
     if namespace:
         q = q.where(m.namespace == namespace)
-    return list(session.exec(q).all())
+    return sorted(session.exec(q).all(), key=by_name)
 
 
 #: Up to this many documents of a kind, an apply reads their rows one by one, not the whole table.

@@ -8,6 +8,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, text
@@ -61,7 +62,11 @@ def make_engine(url: str) -> Engine:
         # More connections than request session slots (deps.SESSION_SLOTS) plus the hub's and
         # token checks' short sessions: a request never waits for one.
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, max_overflow=30
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=20,
+            max_overflow=30,
+            json_deserializer=orjson.loads,
         )
 
         @event.listens_for(engine, "connect")
@@ -76,7 +81,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10, json_deserializer=orjson.loads)
 
 
 def alembic_config(url: str) -> AlembicConfig:

@@ -33,6 +33,7 @@ from meshctl.control.kinds.service import Service
 from meshctl.control.metrics import Metrics
 from meshctl.control.models import Endpoint, Sidecar
 from meshctl.control.notify import Listener
+from meshctl.control.rowcache import RowCache
 
 log = logging.getLogger("meshctl.control.push")
 
@@ -46,25 +47,25 @@ def load_mesh(
     trust_domain: str = "cluster.local",
     authz_default: str = "allow",
     outbound_policy: str = "ALLOW_ANY",
+    rows: RowCache | None = None,
 ) -> Mesh:
     """The compiler's input, read in one transaction together with its generation; the
-    settings it carries (trust domain, authorization default, outbound policy) are the caller's."""
+    settings it carries (trust domain, authorization default, outbound policy) are the caller's.
+    `rows`: what the last load read, to read only the rows changed since (see control/rowcache.py)."""
     generation = crud.generation(session)  # first: what is read next is at least this new
     parts: dict[str, Any] = {}
     for kind in KINDS:  # each kind reads its own rows
-        parts.update(kind.load(crud.list_all(session, kind.table)))
+        parts.update(rows.part(session, kind) if rows is not None else kind.load(crud.list_all(session, kind.table)))
     endpoints: dict[str, list[EndpointView]] = {}
     live = (
-        select(Endpoint, Service.namespace, Service.name)
+        select(Endpoint.address, Endpoint.port, Endpoint.weight, Endpoint.labels, Service.namespace, Service.name)
         .where(col(Endpoint.service_id) == col(Service.id), col(Endpoint.expires_at) > now())
         .outerjoin(Sidecar, instances.with_sidecar())
         .where(instances.serving())  # an app that is not healthy (yet) takes no calls
         .order_by(col(Endpoint.id))
     )
-    for ep, namespace, name in session.exec(live).all():
-        endpoints.setdefault(f"{namespace}/{name}", []).append(
-            EndpointView(ep.address, ep.port, ep.weight, dict(ep.labels))
-        )
+    for address, port, weight, labels, namespace, name in session.exec(live).all():  # columns: no ORM objects
+        endpoints.setdefault(f"{namespace}/{name}", []).append(EndpointView(address, port, weight, dict(labels)))
     return Mesh(
         generation=generation,
         trust_domain=trust_domain,
@@ -125,6 +126,8 @@ class Hub:
         #: Every sidecar's snapshot and the watches waiting on them (see control/fanout.py).
         self.fanout = Fanout()
         self._parts: Parts | None = None
+        #: The resources as the last load read them: a load reads only the rows changed since.
+        self.rows = RowCache()
         self._follower: asyncio.Task[None] | None = None
         #: ACKs POSTed to `status`, written in batches.
         self._acks: dict[int, int] = {}
@@ -344,6 +347,7 @@ class Hub:
                 trust_domain=self.trust_domain,
                 authz_default=self.authz_default,
                 outbound_policy=self.outbound_policy,
+                rows=self.rows,
             )
         if self.bundle is not None:
             mesh.trust_bundle = tuple(self.bundle())
