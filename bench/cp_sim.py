@@ -203,6 +203,8 @@ class Watchers:
         #: When the last snapshot arrived at any watcher (perf_counter).
         self.last = 0.0
         self.errors = 0
+        #: ACKs sent and not answered yet.
+        self.acking = 0
         self.tasks: list[asyncio.Task[None]] = []
         self._registered, self._everyone = 0, asyncio.Event()
         self._gate = asyncio.Semaphore(64)  # registrations in flight
@@ -244,7 +246,11 @@ class Watchers:
                     applied: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                     self._arrivals.put_nowait((i, line, arrived, applied))
                     version = await applied
-                    await api.request("POST", f"/api/v1/sidecars/{sid}/status", {"version": version})
+                    self.acking += 1
+                    try:
+                        await api.request("POST", f"/api/v1/sidecars/{sid}/status", {"version": version})
+                    finally:
+                        self.acking -= 1
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as e:
                 self.errors += 1
                 if self.errors <= 5:
@@ -268,7 +274,7 @@ class Watchers:
                     config["identity"] = {**config.get("identity", {}), **self.svid}
                     validate_config(config)  # what DataPlane.update() runs first
                 version = snap["version"]
-            except Exception as e:  # noqa: BLE001 (handed to the watcher, which counts it)
+            except Exception as e:  # (handed to the watcher, which counts it)
                 applied.set_exception(ValueError(f"apply: {e}"))
                 continue
             done = time.perf_counter()
@@ -283,8 +289,9 @@ class Watchers:
         return list(self.top)
 
     async def quiet(self, seconds: float = 0.3) -> list[int]:
-        """Once no snapshot arrived anywhere for `seconds`: the versions held."""
-        while time.perf_counter() - self.last < seconds:
+        """Once no snapshot arrived anywhere for `seconds` and every ACK was answered (a change's
+        latency is measured from a control plane done with the last one): the versions held."""
+        while time.perf_counter() - self.last < seconds or self.acking:
             await asyncio.sleep(0.02)
         return self.held()
 

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from meshctl import __version__
 from meshctl.control import error_responses, errors
+from meshctl.control.ackpath import AckPath
 from meshctl.control.ca import CertificateAuthority
 from meshctl.control.db import make_engine, migrate
 from meshctl.control.deps import SESSION_SLOTS, TokenCache
@@ -105,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Inside the metrics middleware (added after it), so that refusals are counted too.
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    # Outermost: the ACKs it answers skip the rest (it counts them in the same metrics).
+    app.add_middleware(AckPath, metrics=metrics)
     routers = (
         # First: requests are matched against routes in order, and sidecars' watches and ACKs are
         # most of them (every sidecar ACKs every snapshot).

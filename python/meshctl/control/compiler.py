@@ -120,6 +120,11 @@ class Mesh:
     route_index: dict[int, tuple[list[RouteView], int, dict[str, list[RouteView]]]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    #: (service, hosts, zone) -> its compiled routes and the clusters they name: compiled once per
+    #: mesh for every caller (see `_Compiler.http_routes`).
+    service_routes: dict[tuple[Any, ...], tuple[list[dp.RouteConfig], dict[str, dp.ClusterConfig]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True)
@@ -372,12 +377,16 @@ class _Compiler:
     def __init__(self, mesh: Mesh, sidecar: SidecarSpec):
         self.mesh, self.sidecar = mesh, sidecar
         self.clusters: dict[str, dp.ClusterConfig] = {}
+        #: The clusters named while compiling one service's routes, in order (see `http_routes`).
+        self._named: dict[str, None] | None = None
 
     def protocol(self, service: str) -> str:
         return self.mesh.services.get(service, "http")
 
     def cluster(self, service: str, subset: Mapping[str, str]) -> str:
         name = cluster_name(service, subset)
+        if self._named is not None:
+            self._named[name] = None
         if name in self.clusters:
             return name
         endpoints = subset_endpoints(self.mesh, service, subset)
@@ -439,6 +448,28 @@ class _Compiler:
         return r
 
     def http_routes(self, service: str, hosts: list[str | None]) -> list[dp.RouteConfig]:
+        """`service`'s routes for `hosts`; what they compile to depends on nothing of the caller but
+        its zone, so they are compiled once per mesh (every sidecar calling a popular service, and
+        every http-proxy listener, which routes to every service, would otherwise compile them
+        again) and their clusters added to each caller's in the order a compile names them."""
+        key = (service, tuple(hosts), self.sidecar.zone)
+        done = self.mesh.service_routes.get(key)
+        if done is None:
+            outer, self._named = self._named, {}
+            try:
+                routes = self._http_routes(service, hosts)
+                done = self.mesh.service_routes[key] = (routes, {n: self.clusters[n] for n in self._named})
+            finally:
+                if outer is not None:
+                    outer.update(self._named)
+                self._named = outer
+        for name, cluster in done[1].items():
+            self.clusters.setdefault(name, cluster)
+            if self._named is not None:
+                self._named[name] = None
+        return done[0]
+
+    def _http_routes(self, service: str, hosts: list[str | None]) -> list[dp.RouteConfig]:
         entries = http_entries(self.mesh, service)
         if not entries:  # no HTTPRoute: every request goes to the whole service
             cluster = self.cluster(service, {})

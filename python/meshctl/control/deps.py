@@ -5,6 +5,7 @@ reader of ``app.state``: routers take these aliases."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -110,9 +111,39 @@ class TokenCache(dict[str, tuple[Caller | None, float]]):
 
     epoch = 0
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: token -> its lookup in flight: when a check expires under a fleet's burst of requests
+        #: (every sidecar ACKing a change), they all wait for one lookup, not one each.
+        self.pending: dict[str, asyncio.Future[Caller | None]] = {}
+
     def clear(self) -> None:
         self.epoch += 1
+        self.pending.clear()
         super().clear()
+
+    async def caller(self, engine: Engine, token: str) -> Caller | None:
+        """Who `token` is (see `_lookup`): remembered, or read from the database."""
+        hit = self.get(token)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        pending = self.pending.get(token)
+        if pending is None:
+            pending = self.pending[token] = asyncio.ensure_future(self._look_up(engine, token))
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, engine: Engine, token: str) -> Caller | None:
+        epoch = self.epoch
+        try:
+            caller, valid_for = await run_in_threadpool(_lookup, engine, token)
+        finally:
+            if self.epoch == epoch:  # (after a clear, a newer lookup may be pending: leave it)
+                self.pending.pop(token, None)
+        if self.epoch == epoch:  # (a revocation meanwhile: this answer may be from before it)
+            if len(self) > 10_000:
+                super().clear()
+            self[token] = (caller, time.monotonic() + valid_for)
+        return caller
 
 
 #: How long a token check is remembered: thousands of long-polls need not each read the database.
@@ -147,17 +178,7 @@ async def authenticate(request: Request, creds: Credentials) -> Caller:
     caller = None
     if creds:
         cache: TokenCache = request.app.state.token_cache
-        mono = time.monotonic()
-        hit = cache.get(creds.credentials)
-        if hit is not None and hit[1] > mono:
-            caller = hit[0]
-        else:
-            epoch = cache.epoch
-            caller, valid_for = await run_in_threadpool(_lookup, request.app.state.engine, creds.credentials)
-            if len(cache) > 10_000:
-                cache.clear()
-            if cache.epoch == epoch:  # (a revocation meanwhile: this answer may be from before it)
-                cache[creds.credentials] = (caller, mono + valid_for)
+        caller = await cache.caller(request.app.state.engine, creds.credentials)
     if caller is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

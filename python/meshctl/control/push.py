@@ -20,8 +20,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from meshctl.control import crud, instances, notify, replicas
 from meshctl.control.compile_egress import transparent_ports
@@ -58,13 +59,17 @@ def load_mesh(
         parts.update(rows.part(session, kind) if rows is not None else kind.load(crud.list_all(session, kind.table)))
     endpoints: dict[str, list[EndpointView]] = {}
     live = (
-        select(Endpoint.address, Endpoint.port, Endpoint.weight, Endpoint.labels, Service.namespace, Service.name)
+        sa.select(
+            *(col(c) for c in (Endpoint.address, Endpoint.port, Endpoint.weight, Endpoint.labels)),
+            col(Service.namespace),
+            col(Service.name),
+        )
         .where(col(Endpoint.service_id) == col(Service.id), col(Endpoint.expires_at) > now())
         .outerjoin(Sidecar, instances.with_sidecar())
         .where(instances.serving())  # an app that is not healthy (yet) takes no calls
         .order_by(col(Endpoint.id))
     )
-    for address, port, weight, labels, namespace, name in session.exec(live).all():  # columns: no ORM objects
+    for address, port, weight, labels, namespace, name in session.execute(live).all():  # columns: no ORM objects
         endpoints.setdefault(f"{namespace}/{name}", []).append(EndpointView(address, port, weight, dict(labels)))
     return Mesh(
         generation=generation,
