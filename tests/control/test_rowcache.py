@@ -1,6 +1,7 @@
 """Mesh loads through the row cache (control/rowcache.py) read only the rows
 changed since the last load, and compile to exactly what a load of every row
-compiles to, through creates, updates, deletes, a rollback and a resource
+compiles to (each taking what still holds of the last load's compiled routes,
+control/compile_memo.py), through creates, updates, deletes, a rollback and a resource
 deleted and made again under its name. On a real database: an SQLite file, or
 PostgreSQL in the suite's PostgreSQL pass."""
 
@@ -17,7 +18,7 @@ from sqlmodel import Session
 
 import pg
 from meshctl.control import crud, history
-from meshctl.control.compiler import SidecarSpec, compile_sidecar
+from meshctl.control.compiler import EndpointView, SidecarSpec, compile_sidecar
 from meshctl.control.db import make_engine, migrate
 from meshctl.control.kinds.common import ApplyDocument
 from meshctl.control.kinds.registry import BY_NAME
@@ -25,6 +26,7 @@ from meshctl.control.push import load_mesh
 from meshctl.control.rowcache import RowCache
 from meshproc import http_route, service
 
+LEAST_REQUEST = {"targetRef": {"name": "api"}, "loadBalancer": {"type": "LeastRequest"}}
 CALLER = SidecarSpec("default", "web", "127.0.0.1", 15001, 9001, upstreams=(("api", 16001), ("db", 16002)))
 
 
@@ -61,13 +63,41 @@ def compiled(engine: Engine, rows: RowCache | None) -> bytes:
         return orjson.dumps(compile_sidecar(load_mesh(session, rows=rows), CALLER), option=orjson.OPT_SORT_KEYS)
 
 
-def test_a_cached_load_compiles_as_a_full_one_and_reads_only_what_changed(engine: Engine) -> None:
-    rows = RowCache()
+class Chain:
+    """Meshes loaded one after another as the push hub loads them: through one row cache, each
+    taking what still holds of the last one's compiled routes (`Mesh.earlier`)."""
 
-    def check(read: int) -> None:
-        rows.read = 0
-        assert compiled(engine, rows) == compiled(engine, None)
-        assert rows.read == read
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.rows, self.last = engine, RowCache(), None
+
+    def compiled(self, endpoints: dict[str, list[EndpointView]] | None = None) -> bytes:
+        with Session(self.engine) as session:
+            mesh = load_mesh(session, rows=self.rows)
+        if endpoints is not None:
+            mesh.endpoints = endpoints
+        if self.last is not None:
+            mesh.earlier = self.last.service_routes
+        self.last = mesh
+        return orjson.dumps(compile_sidecar(mesh, CALLER), option=orjson.OPT_SORT_KEYS)
+
+
+def fresh(engine: Engine, endpoints: dict[str, list[EndpointView]] | None = None) -> bytes:
+    with Session(engine) as session:
+        mesh = load_mesh(session)
+    if endpoints is not None:
+        mesh.endpoints = endpoints
+    return orjson.dumps(compile_sidecar(mesh, CALLER), option=orjson.OPT_SORT_KEYS)
+
+
+def test_a_cached_load_compiles_as_a_full_one_and_reads_only_what_changed(engine: Engine) -> None:
+    chain = Chain(engine)
+
+    def check(read: int, endpoints: dict[str, list[EndpointView]] | None = None) -> bytes:
+        chain.rows.read = 0
+        got = chain.compiled(endpoints)
+        assert got == fresh(engine, endpoints)
+        assert chain.rows.read == read
+        return got
 
     apply(engine, service("web"), service("api"), service("db"), split(0))
     check(read=4)  # the first load reads every row
@@ -76,13 +106,17 @@ def test_a_cached_load_compiles_as_a_full_one_and_reads_only_what_changed(engine
     check(read=1)
     apply(engine, {**service("db"), "metadata": {"name": "db", "labels": {"tier": "data"}}})
     check(read=1)
+    # Endpoints are no rows of a kind: a new one changes the clusters, so the routes compile again.
+    v2 = {"default/api": [EndpointView("127.0.0.1", 19002, labels={"v": "2"})]}
+    assert b"19002" in check(read=0, endpoints=v2)
+    assert b"19002" not in check(read=0)
     delete(engine, "HTTPRoute", "api-split")
-    check(read=0)  # a row gone: nothing to read, the kind loaded again without it
-    assert b"api-split" not in compiled(engine, rows)
+    assert b"api-split" not in check(read=0)  # a row gone: nothing to read, the kind loaded again without it
     apply(engine, split(70))  # made again under the same name: a new row
     check(read=1)
+    apply(engine, {"kind": "TrafficPolicy", "metadata": {"name": "api-lb"}, "spec": LEAST_REQUEST})
+    assert b"least_request" in check(read=1)  # a policy of a backend: its clusters, then the routes, anew
     with Session(engine) as session:
         first = history.list_revisions(session)[0]
-        history.rollback(session, revision=first)  # routes back to 0 % on v2, labels off
-    check(read=2)
-    assert b'"weight":100' in compiled(engine, rows)
+        history.rollback(session, revision=first)  # routes back to 0 % on v2, labels and policy gone
+    assert b'"weight":100' in check(read=2)

@@ -47,6 +47,7 @@ from typing import Any, Literal, TypeVar
 from meshctl import dataplane_config as dp
 from meshctl.control.compile_egress import Egress, TransparentSpec, vips
 from meshctl.control.compile_fields import present
+from meshctl.control.compile_memo import RoutesDone, reusable
 from meshctl.control.compile_policy import add_cluster_policy, rate_limit
 from meshctl.control.compile_route import resilience
 from meshctl.control.compile_telemetry import telemetry, with_access_log
@@ -122,9 +123,9 @@ class Mesh:
     )
     #: (service, hosts, zone) -> its compiled routes and the clusters they name: compiled once per
     #: mesh for every caller (see `_Compiler.http_routes`).
-    service_routes: dict[tuple[Any, ...], tuple[list[dp.RouteConfig], dict[str, dp.ClusterConfig]]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    service_routes: dict[tuple[Any, ...], RoutesDone] = field(default_factory=dict, repr=False, compare=False)
+    #: The previous mesh's `service_routes` (the push hub sets it): reused where still valid.
+    earlier: dict[tuple[Any, ...], RoutesDone] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -378,7 +379,7 @@ class _Compiler:
         self.mesh, self.sidecar = mesh, sidecar
         self.clusters: dict[str, dp.ClusterConfig] = {}
         #: The clusters named while compiling one service's routes, in order (see `http_routes`).
-        self._named: dict[str, None] | None = None
+        self._named: dict[str, tuple[str, Mapping[str, str]]] | None = None
 
     def protocol(self, service: str) -> str:
         return self.mesh.services.get(service, "http")
@@ -386,34 +387,9 @@ class _Compiler:
     def cluster(self, service: str, subset: Mapping[str, str]) -> str:
         name = cluster_name(service, subset)
         if self._named is not None:
-            self._named[name] = None
-        if name in self.clusters:
-            return name
-        endpoints = subset_endpoints(self.mesh, service, subset)
-        c: dp.ClusterConfig = {
-            "name": name,
-            "endpoints": [e.config() for e in endpoints],
-            "service": service,
-        }
-        policy = self.mesh.policies.get(service)
-        spec = policy[1] if policy else None
-        if self.protocol(service) != "tcp":
-            # HTTP/2 between sidecars: one mTLS connection per peer pair carries every request.
-            c["protocol"] = (spec.protocol if spec else None) or "http2"
-        # Endpoints are the service's sidecars: mTLS, and they must prove to be that service.
-        peer_namespace, peer_service = service.split("/", 1)
-        c["tls"] = {"peer_ids": [spiffe_id(self.mesh.trust_domain, peer_namespace, peer_service)]}
-        if spec and spec.load_balancer:
-            lb = spec.load_balancer
-            c["lb"] = _LB_POLICIES[lb.type]
-            if lb.hash_on and lb.hash_on.header:
-                c["hash_header"] = lb.hash_on.header.lower()
-        if spec and spec.connect_timeout_ms:
-            c["connect_timeout_ms"] = spec.connect_timeout_ms
-        if spec and spec.connection_pool and (limits := circuit_breakers(spec.connection_pool)):
-            c["circuit_breakers"] = limits
-        add_cluster_policy(c, spec, self.sidecar.zone)
-        self.clusters[name] = c
+            self._named[name] = (service, subset)
+        if name not in self.clusters:
+            self.clusters[name] = cluster_config(self.mesh, service, subset, self.sidecar.zone)
         return name
 
     def backends(self, refs: list[BackendRef], namespace: str) -> list[dp.BackendConfig]:
@@ -455,19 +431,25 @@ class _Compiler:
         key = (service, tuple(hosts), self.sidecar.zone)
         done = self.mesh.service_routes.get(key)
         if done is None:
-            outer, self._named = self._named, {}
-            try:
-                routes = self._http_routes(service, hosts)
-                done = self.mesh.service_routes[key] = (routes, {n: self.clusters[n] for n in self._named})
-            finally:
-                if outer is not None:
-                    outer.update(self._named)
-                self._named = outer
-        for name, cluster in done[1].items():
+            views = tuple(attached_to(self.mesh, self.mesh.http_routes, service))
+            mesh, zone = self.mesh, self.sidecar.zone
+            done = reusable(mesh.earlier.get(key), views, lambda svc, sub: cluster_config(mesh, svc, sub, zone))
+            if done is None:
+                outer, self._named = self._named, {}
+                try:
+                    routes = self._http_routes(service, hosts)
+                    named = {n: (svc, sub, self.clusters[n]) for n, (svc, sub) in self._named.items()}
+                    done = RoutesDone(routes, named, views)
+                finally:
+                    if outer is not None:
+                        outer.update(self._named)
+                    self._named = outer
+            self.mesh.service_routes[key] = done
+        for name, (svc, sub, cluster) in done.clusters.items():
             self.clusters.setdefault(name, cluster)
             if self._named is not None:
-                self._named[name] = None
-        return done[0]
+                self._named[name] = (svc, sub)
+        return done.routes
 
     def _http_routes(self, service: str, hosts: list[str | None]) -> list[dp.RouteConfig]:
         entries = http_entries(self.mesh, service)
@@ -671,9 +653,31 @@ def compile_outbound(mesh: Mesh, sidecar: SidecarSpec) -> Outbound:
 
 def cluster_config(mesh: Mesh, service: str, subset: Mapping[str, str], zone: str | None = None) -> dp.ClusterConfig:
     """The cluster a calling sidecar in `zone` gets for `service` ("ns/name") and `subset`, as
-    compiled into its config (for `explain`)."""
-    compiler = _Compiler(mesh, SidecarSpec("", "", "", 0, 0, zone=zone))
-    return compiler.clusters[compiler.cluster(service, subset)]
+    compiled into its config (and shown by `explain`)."""
+    c: dp.ClusterConfig = {
+        "name": cluster_name(service, subset),
+        "endpoints": [e.config() for e in subset_endpoints(mesh, service, subset)],
+        "service": service,
+    }
+    policy = mesh.policies.get(service)
+    spec = policy[1] if policy else None
+    if mesh.services.get(service, "http") != "tcp":
+        # HTTP/2 between sidecars: one mTLS connection per peer pair carries every request.
+        c["protocol"] = (spec.protocol if spec else None) or "http2"
+    # Endpoints are the service's sidecars: mTLS, and they must prove to be that service.
+    peer_namespace, peer_service = service.split("/", 1)
+    c["tls"] = {"peer_ids": [spiffe_id(mesh.trust_domain, peer_namespace, peer_service)]}
+    if spec and spec.load_balancer:
+        lb = spec.load_balancer
+        c["lb"] = _LB_POLICIES[lb.type]
+        if lb.hash_on and lb.hash_on.header:
+            c["hash_header"] = lb.hash_on.header.lower()
+    if spec and spec.connect_timeout_ms:
+        c["connect_timeout_ms"] = spec.connect_timeout_ms
+    if spec and spec.connection_pool and (limits := circuit_breakers(spec.connection_pool)):
+        c["circuit_breakers"] = limits
+    add_cluster_policy(c, spec, zone)
+    return c
 
 
 _WithPath = TypeVar("_WithPath", dp.RewriteConfig, dp.RedirectConfig)

@@ -341,6 +341,8 @@ class Hub:
     def _load_compiled(self, specs: list[SidecarSpec]) -> tuple[Mesh, Parts, dict[SidecarSpec, bytes]]:
         """The mesh, and every watched sidecar's config compiled from it (one thread hop)."""
         mesh = self._load()
+        if self._mesh is not None:  # what is still valid of the last compile is taken again
+            mesh.earlier = self._mesh.service_routes
         parts = Parts(mesh)
         return mesh, parts, {spec: parts.config(spec) for spec in specs}
 
