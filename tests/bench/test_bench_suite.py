@@ -65,6 +65,14 @@ def test_control_plane_bench_smoke(tmp_path: Path) -> None:
     assert "| apply" in out.stdout and "replicas (PostgreSQL)" in out.stdout
 
 
+def test_ack_cost_bench_smoke() -> None:
+    script = SUITE.parent / "cp_ack.py"
+    out = subprocess.run([sys.executable, str(script), "300"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(out.stdout)  # (every ACK answered 204, or the script fails)
+    assert data["requests"] == 300 and data["wall_us_per_ack"] > 0
+
+
 @pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(), reason="needs HAProxy")
 def test_mtls_bench_smoke(tmp_path: Path) -> None:
     script = SUITE.parent / "mtls.py"
