@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col
 
 from meshctl.control import crud, instances, notify, replicas
+from meshctl.control.collector import Collector
 from meshctl.control.compile_egress import transparent_ports
 from meshctl.control.compiler import EndpointView, Mesh, SidecarSpec
 from meshctl.control.fanout import Fanout, Outcome, Parts, Watch, wake
@@ -138,10 +139,13 @@ class Hub:
         self._acks: dict[int, int] = {}
         #: NACKs carried to a newer generation that left the refused config as it was.
         self._nacks: dict[int, tuple[int, str]] = {}
+        #: Full garbage collections when no push waits for them (see control/collector.py).
+        self.collector = Collector()
         self._task = self.loop.create_task(self._run())
         self._ack_task = self.loop.create_task(self._flush_acks())
 
     async def close(self) -> None:
+        self.collector.close()
         self._task.cancel()
         self._ack_task.cancel()
         await asyncio.to_thread(self._write_acks, self._acks)
@@ -336,6 +340,7 @@ class Hub:
                 self._carry(self.fanout.install(mesh.generation, configs))
                 self.metrics.snapshots_compiled(self.fanout.last)
                 self._advance(mesh.generation)
+                self.collector.loaded()
             return self._mesh
 
     def _load_compiled(self, specs: list[SidecarSpec]) -> tuple[Mesh, Parts, dict[SidecarSpec, bytes]]:
