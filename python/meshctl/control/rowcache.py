@@ -6,7 +6,7 @@ and three JSON columns each) took a second on SQLite and 1.5-3 s on
 PostgreSQL, for a change of one route. A load through this cache reads every
 row's key, ``(id, resource_version, created_at)``, and only the rows whose key
 is new; a kind none of whose rows changed keeps what ``Kind.load`` made of
-them.
+them, and a kind with a changed row parses only the changed rows' specs again.
 
 Every write of a resource raises its ``resource_version`` (``crud._write``,
 ``history.rollback``); a row deleted and written again gets a new id, or on
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from meshctl.control.crud import by_name
-from meshctl.control.kinds.base import Kind
+from meshctl.control.kinds.base import ROW_SPECS, Kind
 
 #: Changed rows are read by id, this many per query (under every database's parameter limit).
 CHUNK = 500
@@ -38,6 +38,8 @@ class _Held:
 
     rows: dict[int, tuple[Key, Any]] = field(default_factory=dict)
     part: dict[str, Any] | None = None
+    #: id(row) -> (row, its parsed spec), for the rows held (see `Kind.parse`).
+    specs: dict[int, tuple[Any, Any]] = field(default_factory=dict)
 
 
 class RowCache:
@@ -64,7 +66,13 @@ class RowCache:
                 rows[row.id] = ((row.resource_version, row.created_at), row)
         self.read += len(changed)
         held.rows = rows
-        held.part = kind.load(sorted((row for _, row in rows.values()), key=by_name))
+        kept = {id(row) for _, row in rows.values()}
+        held.specs = {i: entry for i, entry in held.specs.items() if i in kept}
+        token = ROW_SPECS.set(held.specs)  # a row unchanged since the last load is not parsed again
+        try:
+            held.part = kind.load(sorted((row for _, row in rows.values()), key=by_name))
+        finally:
+            ROW_SPECS.reset(token)
         return held.part
 
 

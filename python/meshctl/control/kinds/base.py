@@ -6,6 +6,7 @@ push ask it instead of testing which kind they hold."""
 from __future__ import annotations
 
 import types
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, cast
 
@@ -35,6 +36,9 @@ Loc = list[str | int]
 #: never changed after parsing). Cleared when it grows past PARSED_MAX (a mesh of that many rows).
 _PARSED: dict[tuple[str, bytes], Any] = {}
 PARSED_MAX = 100_000
+#: Set by the row cache (control/rowcache.py) around `Kind.load`: id(row) -> (row, its spec), kept
+#: from one load to the next for the rows it still holds.
+ROW_SPECS: ContextVar[dict[int, tuple[Any, Any]] | None] = ContextVar("ROW_SPECS", default=None)
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,20 @@ class Kind:
 
     def parse(self, row: Any) -> Any:
         """A stored resource's spec, validated (once per content: every generation's mesh load parses
-        every row, and validating 10,000 routes again each time was most of a load)."""
+        every row, and validating 10,000 routes again each time was most of a load). Within a
+        load through the row cache (`ROW_SPECS` set), once per row object: those rows are read
+        once and never written."""
+        by_row = ROW_SPECS.get()
+        if by_row is not None:
+            known = by_row.get(id(row))
+            if known is not None and known[0] is row:
+                return known[1]
+            spec = self._parse(row)
+            by_row[id(row)] = (row, spec)
+            return spec
+        return self._parse(row)
+
+    def _parse(self, row: Any) -> Any:
         recorded = self.recorded(row)
         try:
             content = (self.name, orjson.dumps(recorded, option=orjson.OPT_SORT_KEYS))
