@@ -47,11 +47,22 @@ def route(*clusters: str | tuple[str, int], **match: Any) -> dict[str, Any]:
     return r
 
 
+#: Ports unused_port has handed out in this process: the kernel may pick a released port again at
+#: once, and a test starting 20 sidecars (80 ports) would then give two of them one port.
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def unused_port() -> int:
-    """A port nothing listens on (bound then released; nobody else binds on loopback here)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on (bound then released), never one this process was given before."""
+    with _HANDED_OUT_LOCK:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 class _Handler(BaseHTTPRequestHandler):
