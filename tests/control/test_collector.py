@@ -1,13 +1,16 @@
 """The control plane's full garbage collections (control/collector.py): none
 starts by itself while a Collector runs, however much is allocated; one runs
 once the mesh is quiet after a load, and at the latest after MAX_SECONDS when
-loads keep coming. Observed with CPython's own gc callbacks."""
+loads keep coming; what a load leaves alive is frozen, out of those passes,
+until the reclaim. Observed with CPython's own gc callbacks and weak
+references."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,3 +73,46 @@ def test_loads_that_keep_coming_do_not_put_it_off_for_ever(monkeypatch: pytest.M
         return c.runs
 
     assert asyncio.run(scenario()) >= 2
+
+
+class Node:
+    """An object in a reference cycle: only a full collection that walks it frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_load_freezes_what_is_alive_until_the_reclaim(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collector, "QUIET_SECONDS", 0.05)
+    monkeypatch.setattr(collector, "RECLAIM_SECONDS", 3600.0)
+
+    async def next_run(c: Collector) -> None:
+        runs, deadline = c.runs, time.monotonic() + 10
+        while c.runs == runs and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert c.runs == runs + 1
+
+    async def scenario() -> None:
+        c = Collector()
+        try:
+            before = Node()
+            alive_at_load = weakref.ref(before)
+            c.loaded()  # `before` is frozen with the rest of what is alive
+            assert gc.get_freeze_count() > 0
+            after = Node()
+            made_since = weakref.ref(after)
+            del before, after  # both garbage now, each held only by its own cycle
+            await next_run(c)
+            # The quiet pass walked what was made since the load, not the frozen heap.
+            assert made_since() is None
+            assert alive_at_load() is not None and c.reclaims == 0
+            monkeypatch.setattr(collector, "RECLAIM_SECONDS", 0.0)
+            c.loaded()
+            await next_run(c)
+            assert c.reclaims == 1 and alive_at_load() is None  # thawed, collected
+            assert gc.get_freeze_count() > 0  # and what lives frozen again
+        finally:
+            c.close()
+            gc.unfreeze()  # (this test process goes on without the control plane's rules)
+
+    asyncio.run(scenario())
