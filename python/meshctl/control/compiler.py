@@ -126,6 +126,8 @@ class Mesh:
     service_routes: dict[tuple[Any, ...], RoutesDone] = field(default_factory=dict, repr=False, compare=False)
     #: The previous mesh's `service_routes` (the push hub sets it): reused where still valid.
     earlier: dict[tuple[Any, ...], RoutesDone] = field(default_factory=dict, repr=False, compare=False)
+    #: (service, subset, zone) -> its cluster, compiled once per mesh (see `mesh_cluster`).
+    clusters: dict[tuple[Any, ...], dp.ClusterConfig] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -389,7 +391,7 @@ class _Compiler:
         if self._named is not None:
             self._named[name] = (service, subset)
         if name not in self.clusters:
-            self.clusters[name] = cluster_config(self.mesh, service, subset, self.sidecar.zone)
+            self.clusters[name] = mesh_cluster(self.mesh, service, subset, self.sidecar.zone)
         return name
 
     def backends(self, refs: list[BackendRef], namespace: str) -> list[dp.BackendConfig]:
@@ -433,7 +435,7 @@ class _Compiler:
         if done is None:
             views = tuple(attached_to(self.mesh, self.mesh.http_routes, service))
             mesh, zone = self.mesh, self.sidecar.zone
-            done = reusable(mesh.earlier.get(key), views, lambda svc, sub: cluster_config(mesh, svc, sub, zone))
+            done = reusable(mesh.earlier.get(key), views, lambda svc, sub: mesh_cluster(mesh, svc, sub, zone))
             if done is None:
                 outer, self._named = self._named, {}
                 try:
@@ -649,6 +651,16 @@ def outbound_key(sidecar: SidecarSpec, mesh: Mesh | None = None) -> tuple[Any, .
 
 def compile_outbound(mesh: Mesh, sidecar: SidecarSpec) -> Outbound:
     return _Compiler(mesh, sidecar).outbound_part()
+
+
+def mesh_cluster(mesh: Mesh, service: str, subset: Mapping[str, str], zone: str | None) -> dp.ClusterConfig:
+    """`cluster_config`, once per mesh: the callers of a service share its cluster (the compiled
+    configs are never changed once made; the routes a service compiles to share them already)."""
+    key = (service, tuple(sorted(subset.items())), zone)
+    c = mesh.clusters.get(key)
+    if c is None:
+        c = mesh.clusters[key] = cluster_config(mesh, service, subset, zone)
+    return c
 
 
 def cluster_config(mesh: Mesh, service: str, subset: Mapping[str, str], zone: str | None = None) -> dp.ClusterConfig:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from meshctl.control.crud import by_name
-from meshctl.control.kinds.base import ROW_SPECS, Kind
+from meshctl.control.kinds.base import ROW_MEMO, Kind
 
 #: Changed rows are read by id, this many per query (under every database's parameter limit).
 CHUNK = 500
@@ -36,10 +37,11 @@ Key = tuple[int, datetime]
 class _Held:
     """One kind's rows as last read, by id, and what `Kind.load` made of them."""
 
-    rows: dict[int, tuple[Key, Any]] = field(default_factory=dict)
+    #: id -> (key, row, its order: `crud.by_name`, read once rather than at every sort).
+    rows: dict[int, tuple[Key, Any, tuple[str, str]]] = field(default_factory=dict)
     part: dict[str, Any] | None = None
-    #: id(row) -> (row, its parsed spec), for the rows held (see `Kind.parse`).
-    specs: dict[int, tuple[Any, Any]] = field(default_factory=dict)
+    #: What a load made of each row held, kept for the next (see `kinds.base.per_row`).
+    memo: dict[tuple[str, int], tuple[Any, Any]] = field(default_factory=dict)
 
 
 class RowCache:
@@ -54,7 +56,8 @@ class RowCache:
     def part(self, session: Session, kind: Kind) -> dict[str, Any]:
         """`kind.load(rows)` of the kind's rows as `session` sees them, reading only changed rows."""
         table: Any = kind.table
-        keys = session.execute(sa.select(table.id, table.resource_version, table.created_at)).all()
+        # Core, not the ORM: three columns of every row, at 10,000 rows a third of the ORM's time.
+        keys = session.connection().execute(sa.select(table.id, table.resource_version, table.created_at)).all()
         held = self._held.setdefault(kind.name, _Held())
         changed = [i for i, version, created in keys if _key(held, i) != (version, created)]
         if not changed and len(keys) == len(held.rows) and held.part is not None:
@@ -63,16 +66,16 @@ class RowCache:
         rows = {i: entry for i, entry in held.rows.items() if i in live}
         for start in range(0, len(changed), CHUNK):
             for row in session.exec(select(table).where(col(table.id).in_(changed[start : start + CHUNK]))).all():
-                rows[row.id] = ((row.resource_version, row.created_at), row)
+                rows[row.id] = ((row.resource_version, row.created_at), row, by_name(row))
         self.read += len(changed)
         held.rows = rows
-        kept = {id(row) for _, row in rows.values()}
-        held.specs = {i: entry for i, entry in held.specs.items() if i in kept}
-        token = ROW_SPECS.set(held.specs)  # a row unchanged since the last load is not parsed again
+        kept = {id(row) for _, row, _ in rows.values()}
+        held.memo = {k: entry for k, entry in held.memo.items() if k[1] in kept}
+        token = ROW_MEMO.set(held.memo)  # a row unchanged since the last load is not parsed again
         try:
-            held.part = kind.load(sorted((row for _, row in rows.values()), key=by_name))
+            held.part = kind.load([row for _, row, _ in sorted(rows.values(), key=itemgetter(2))])
         finally:
-            ROW_SPECS.reset(token)
+            ROW_MEMO.reset(token)
         return held.part
 
 

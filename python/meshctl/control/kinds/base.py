@@ -6,9 +6,10 @@ push ask it instead of testing which kind they hold."""
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, cast
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
 import orjson
 from pydantic import BaseModel
@@ -36,9 +37,25 @@ Loc = list[str | int]
 #: never changed after parsing). Cleared when it grows past PARSED_MAX (a mesh of that many rows).
 _PARSED: dict[tuple[str, bytes], Any] = {}
 PARSED_MAX = 100_000
-#: Set by the row cache (control/rowcache.py) around `Kind.load`: id(row) -> (row, its spec), kept
-#: from one load to the next for the rows it still holds.
-ROW_SPECS: ContextVar[dict[int, tuple[Any, Any]] | None] = ContextVar("ROW_SPECS", default=None)
+T = TypeVar("T")
+#: Set by the row cache (control/rowcache.py) around `Kind.load`: (what, id(row)) -> (row, what was
+#: made of it: its spec, its route view), kept from one load to the next for the rows it still holds.
+ROW_MEMO: ContextVar[dict[tuple[str, int], tuple[Any, Any]] | None] = ContextVar("ROW_MEMO", default=None)
+
+
+def per_row(row: Any, what: str, make: Callable[[Any], T]) -> T:
+    """`make(row)`; within a load through the row cache (`ROW_MEMO` set), once per row object and
+    `what`: those rows are read once and never written, and at 10,000 routes remaking everything
+    of every unchanged row was most of a load."""
+    memo = ROW_MEMO.get()
+    if memo is None:
+        return make(row)
+    known = memo.get((what, id(row)))
+    if known is not None and known[0] is row:
+        return cast(T, known[1])
+    value = make(row)
+    memo[(what, id(row))] = (row, value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -167,18 +184,9 @@ class Kind:
 
     def parse(self, row: Any) -> Any:
         """A stored resource's spec, validated (once per content: every generation's mesh load parses
-        every row, and validating 10,000 routes again each time was most of a load). Within a
-        load through the row cache (`ROW_SPECS` set), once per row object: those rows are read
-        once and never written."""
-        by_row = ROW_SPECS.get()
-        if by_row is not None:
-            known = by_row.get(id(row))
-            if known is not None and known[0] is row:
-                return known[1]
-            spec = self._parse(row)
-            by_row[id(row)] = (row, spec)
-            return spec
-        return self._parse(row)
+        every row, and validating 10,000 routes again each time was most of a load; once per row
+        object within the row cache's loads, `per_row`)."""
+        return per_row(row, "spec", self._parse)
 
     def _parse(self, row: Any) -> Any:
         recorded = self.recorded(row)
@@ -264,5 +272,10 @@ def by_target(rows: list[Any], kind: Kind) -> list[tuple[str, str, Any]]:
 
 
 def route_views(rows: list[Any], kind: Kind) -> list[RouteView]:
-    """Stored route rows as the compiler reads them."""
-    return [RouteView(r.namespace, r.name, r.created_at, kind.parse(r)) for r in rows]
+    """Stored route rows as the compiler reads them (the same view of an unchanged row from one
+    row-cache load to the next: `compile_memo` then knows it at once)."""
+
+    def view(r: Any) -> RouteView:
+        return RouteView(r.namespace, r.name, r.created_at, kind.parse(r))
+
+    return [per_row(r, "view", view) for r in rows]
