@@ -120,3 +120,23 @@ def test_a_cached_load_compiles_as_a_full_one_and_reads_only_what_changed(engine
         first = history.list_revisions(session)[0]
         history.rollback(session, revision=first)  # routes back to 0 % on v2, labels and policy gone
     assert b'"weight":100' in check(read=2)
+
+
+def test_an_unchanged_row_keeps_its_view_and_spec_from_one_load_to_the_next(engine: Engine) -> None:
+    chain = Chain(engine)
+    other = http_route("db-route", "db", {"backendRefs": [{"name": "db"}]})
+    apply(engine, service("web"), service("api"), service("db"), split(0), other)
+    chain.compiled()
+    assert chain.last is not None
+    before = {v.key: v for v in chain.last.http_routes}
+    apply(engine, split(30))
+    chain.compiled()
+    after = {v.key: v for v in chain.last.http_routes}
+    assert after["default/db-route"] is before["default/db-route"]  # not made again
+    changed = after["default/api-split"]
+    assert changed is not before["default/api-split"] and changed.spec is not before["default/api-split"].spec
+    # Outside the row cache nothing is kept: a plain load makes its own views.
+    with Session(engine) as session:
+        plain = {v.key: v for v in load_mesh(session).http_routes}
+    assert plain["default/db-route"] is not after["default/db-route"]
+    assert plain["default/db-route"] == after["default/db-route"]
