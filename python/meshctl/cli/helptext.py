@@ -20,24 +20,34 @@ library only: the proxy imports it.
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import textwrap
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 
-@dataclass
 class Section:
-    """A titled list of (names and placeholder, help) rows."""
+    """A titled list of (names and placeholder, help) rows. (A plain class: `dataclasses` imports
+    `inspect`, most of a megabyte in every proxy.)"""
 
-    title: str
-    rows: list[tuple[str, str]] = field(default_factory=list)
+    def __init__(self, title: str, rows: list[tuple[str, str]] | None = None) -> None:
+        self.title = title
+        self.rows = rows if rows is not None else []
 
 
 def width() -> int:
     """The terminal's width ($COLUMNS first), between 60 and 120; 100 when there is no terminal."""
-    return max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    # (as shutil.get_terminal_size, which a proxy would import, with bz2 and lzma, only for this)
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(1).columns
+        except OSError:
+            columns = 0
+    return max(60, min(columns or 100, 120))
 
 
 def extras(

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from meshctl import BindError
 from meshctl.cli import helptext, logs
-from meshctl.dataplane_config import AccessLogConfig
 from meshctl.sidecar import instance
 from meshctl.sidecar.health import add_health_arguments, health_options
 from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments, file_edits, sample_percent
 
 if TYPE_CHECKING:
+    from meshctl.dataplane_config import AccessLogConfig
     from meshctl.sidecar.mesh import MeshSidecar
 
 HELP = (

@@ -11,11 +11,13 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from meshctl import DataPlane
-from meshctl.dataplane_config import DataPlaneConfig
 from meshctl.sidecar.telemetry import Edit, reopen_logs
+
+if TYPE_CHECKING:
+    from meshctl.dataplane_config import DataPlaneConfig
 
 log = logging.getLogger("meshctl.proxy")
 
@@ -58,7 +60,7 @@ class FileConfigProxy:
             raise ValueError(f"{self.path} is not YAML: {e}") from None
         if not isinstance(doc, dict):
             raise ValueError(f"{self.path}: expected a mapping of sections")
-        return self.edit(cast(DataPlaneConfig, doc))
+        return self.edit(cast("DataPlaneConfig", doc))
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:
