@@ -41,6 +41,9 @@ def test_suite_smoke(tmp_path: Path) -> None:
         "generator_meshctl_bench_over_wrk",
     }
     assert summary["memory"]["conns_1000_mb"] > summary["memory"]["idle_mb"] > 0
+    # Under the 50-connection load (before the 1,000 connections): more than idle, less than those.
+    assert summary["memory"]["idle_mb"] < medians["l7/meshctl"]["rss_mb"] < summary["memory"]["conns_1000_mb"]
+    assert "under_load_mb<=25" in summary["memory_targets"]
     assert (tmp_path / "latest.png").read_bytes()[:4] == b"\x89PNG"
     assert "| meshctl |" in out.stdout
 
