@@ -21,7 +21,11 @@ __all__ = [
     "Tap",
     "__version__",
     "authorize",
+    "certificates_der",
+    "key_and_csr",
+    "leaf_certificate",
     "match_route",
+    "public_key_info",
     "regex_error",
     "validate_config",
 ]
@@ -99,6 +103,10 @@ def authorize(
     path: str | None = None,
 ) -> AuthorizationDecision: ...
 def regex_error(pattern: str) -> str | None: ...
+def key_and_csr(spiffe_id: str) -> tuple[str, str]: ...
+def leaf_certificate(chain_pem: str) -> tuple[str | None, int, int, str]: ...
+def certificates_der(pem: str) -> list[bytes]: ...
+def public_key_info(der: bytes) -> bytes: ...
 
 @final
 class Bench:

@@ -1,6 +1,6 @@
 """Trust in the control plane's HTTPS certificate, for every client of the API:
 sidecars, gateways and the CLI. Standard library only at import (the sidecar
-stays lean); ``cryptography`` is imported when a pin is computed.
+stays lean).
 
 Where trust comes from, first match wins (``Trust``):
 
@@ -95,12 +95,10 @@ def parse_pin(text: str) -> str:
 
 def ca_pin(cert_pem: str) -> str:
     """The pin of the (first) certificate in `cert_pem`: sha256 of its DER SubjectPublicKeyInfo."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
+    from meshctl import _core  # (read by the data plane's library: no `cryptography` in a sidecar)
 
-    cert = x509.load_pem_x509_certificate(cert_pem.encode())
-    der = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(der).hexdigest()
+    der = _core.certificates_der(cert_pem)[0]
+    return "sha256:" + hashlib.sha256(_core.public_key_info(der)).hexdigest()
 
 
 def split_pems(text: str) -> list[str]:

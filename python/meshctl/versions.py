@@ -8,19 +8,44 @@ reports ``agent()`` in its registration (``SidecarPublic.version``), so that
 from __future__ import annotations
 
 import platform
-from importlib import metadata
+from pathlib import Path
 
 from meshctl import _core
+
+
+def beside(package_dir: Path) -> str | None:
+    """The version in the dist-info beside `package_dir` (a wheel install): what importlib.metadata
+    reads, without importing it (zipfile, email, csv...: ~2.4 MB of every sidecar's memory)."""
+    for dist in package_dir.parent.glob("meshctl-*.dist-info"):
+        try:
+            with (dist / "METADATA").open(encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("Version:"):
+                        return line.partition(":")[2].strip()
+                    if not line.strip():  # the headers end
+                        break
+        except OSError:
+            continue
+    return None
+
+
+def package_version() -> str:
+    """The meshctl package's installed version."""
+    found = beside(Path(__file__).resolve().parent)
+    if found is not None:
+        return found
+    from importlib import metadata  # an editable install: the dist-info is elsewhere
+
+    try:
+        return metadata.version("meshctl")
+    except metadata.PackageNotFoundError:  # run from a source tree without an install
+        return _core.__version__
 
 
 def versions() -> dict[str, str]:
     """{"meshctl", "data_plane", "python"}. The two differ only in an editable install whose
     extension was not rebuilt: the package's from its metadata, the data plane's from the extension."""
-    try:
-        package = metadata.version("meshctl")
-    except metadata.PackageNotFoundError:  # run from a source tree without an install
-        package = _core.__version__
-    return {"meshctl": package, "data_plane": _core.__version__, "python": platform.python_version()}
+    return {"meshctl": package_version(), "data_plane": _core.__version__, "python": platform.python_version()}
 
 
 def agent() -> str:

@@ -45,6 +45,8 @@ mod python_bench;
 #[cfg(feature = "python")]
 mod python_explain;
 #[cfg(feature = "python")]
+mod python_pki;
+#[cfg(feature = "python")]
 mod python_util;
 
 pub use bench::backend::{BenchBackend, Kind as BackendKind};
@@ -62,5 +64,6 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     dataplane::init_pymodule(m)?;
     python_bench::init_pymodule(m)?;
+    python_pki::init_pymodule(m)?;
     python_explain::init_pymodule(m)
 }

@@ -183,6 +183,21 @@ def test_version_reports_client_server_and_data_plane(cp: ControlPlane) -> None:
     assert down.returncode == 1 and "client" in down.stdout and "cannot reach" in down.stderr
 
 
+def test_the_package_version_is_read_beside_the_package_as_importlib_reads_it(tmp_path: Path) -> None:
+    from importlib import metadata
+
+    from meshctl.versions import beside, package_version
+
+    assert package_version() == metadata.version("meshctl")  # a wheel install (CI) or an editable one
+    package = tmp_path / "site" / "meshctl"
+    package.mkdir(parents=True)
+    assert beside(package) is None  # (an editable install: the dist-info is elsewhere)
+    dist = tmp_path / "site" / "meshctl-9.8.7.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.4\nName: meshctl\nVersion: 9.8.7\n\nVersion: 0\n")
+    assert beside(package) == "9.8.7"
+
+
 def _register(cp: ControlPlane, port: int, **extra: Any) -> Any:
     body = {"namespace": "surface", "service": "catalog", "address": "127.0.0.1", "inbound_port": port}
     return cp.ok("PUT", "/api/v1/sidecars", json={**body, "app_port": 9000, **extra})

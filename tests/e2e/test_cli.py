@@ -173,3 +173,14 @@ def test_the_file_fed_proxy_loads_no_http_client_or_cli_stack() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_control_plane_fed_sidecar_loads_no_second_tls_library() -> None:
+    """A sidecar fed by a control plane needs Python's ssl for the API; its key, CSR and the
+    certificates it reads are the data plane's (`cryptography` was ~10 MB more of each sidecar),
+    and its version is read without importlib.metadata (~2.4 MB)."""
+    heavy = ("cryptography", "importlib.metadata", "typer", "rich", "fastapi", "pydantic", "httpx")
+    probe = f"import sys, meshctl.sidecar.mesh; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -14,10 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
+from meshctl import _core
 from meshctl.client import ApiClient, ApiError, Unreachable
 from meshctl.secretfile import write_secret
 from meshctl.spiffe import spiffe_id
@@ -49,18 +46,13 @@ class Identity:
 
 
 def key_and_csr(spiffe_id: str) -> tuple[str, str]:
-    """A new EC P-256 key (PKCS#8 PEM) and a CSR (PEM) whose only name is the URI SAN `spiffe_id`."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([]))
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
+    """A new EC P-256 key (PKCS#8 PEM) and a CSR (PEM) whose only name is the URI SAN `spiffe_id`.
+    (Made by the data plane's library: `cryptography` would cost every sidecar ~16 MB.)"""
+    return _core.key_and_csr(spiffe_id)
+
+
+def _utc(seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
 def request_identity(api: ApiClient, *, namespace: str, service: str, ttl_seconds: int | None = None) -> Identity:
@@ -72,15 +64,8 @@ def request_identity(api: ApiClient, *, namespace: str, service: str, ttl_second
     identity = spiffe_id(bundle["trust_domain"], namespace, service)
     key_pem, csr_pem = key_and_csr(identity)
     svid = api.post("/api/v1/identity/svid", {"csr": csr_pem, "ttl_seconds": ttl_seconds}, timeout=10)
-    leaf = x509.load_pem_x509_certificates(svid["certificate_chain"].encode())[0]
-    return Identity(
-        identity,
-        key_pem,
-        svid["certificate_chain"],
-        bundle["roots"],
-        leaf.not_valid_before_utc,
-        leaf.not_valid_after_utc,
-    )
+    _, not_before, not_after, _ = _core.leaf_certificate(svid["certificate_chain"])
+    return Identity(identity, key_pem, svid["certificate_chain"], bundle["roots"], _utc(not_before), _utc(not_after))
 
 
 def load_identity(directory: Path) -> Identity | None:
@@ -88,10 +73,10 @@ def load_identity(directory: Path) -> Identity | None:
     try:
         svid = (directory / SVID_FILE).read_text()
         roots = (directory / ROOTS_FILE).read_text()
-        leaf = x509.load_pem_x509_certificates(svid.encode())[0]
-        spiffe_id = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uri = spiffe_id.get_values_for_type(x509.UniformResourceIdentifier)[0]
-    except (OSError, ValueError, IndexError, x509.ExtensionNotFound):
+        uri, not_before, not_after, _ = _core.leaf_certificate(svid)
+    except (OSError, ValueError):
+        return None
+    if uri is None:
         return None
     key_start = svid.index("-----BEGIN PRIVATE KEY-----") if "-----BEGIN PRIVATE KEY-----" in svid else 0
     identity = Identity(
@@ -99,8 +84,8 @@ def load_identity(directory: Path) -> Identity | None:
         svid[key_start:],
         svid[:key_start],
         [roots],
-        leaf.not_valid_before_utc,
-        leaf.not_valid_after_utc,
+        _utc(not_before),
+        _utc(not_after),
     )
     return identity if identity.usable() else None
 

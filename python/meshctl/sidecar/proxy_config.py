@@ -21,9 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
+from meshctl import _core
 from meshctl.client import ApiClient, ApiError, Unreachable
 from meshctl.sidecar.backoff import Backoff
 
@@ -72,20 +70,19 @@ def sections(config: dict[str, Any], stats: dict[str, Any], bound: dict[str, str
 def bundle_digest(pem: str) -> dict[str, Any] | None:
     """How many roots `pem` holds and the SHA-256 of their DER, concatenated (None if unreadable)."""
     try:
-        roots = x509.load_pem_x509_certificates(pem.encode())
+        roots = _core.certificates_der(pem)  # (not `cryptography`: ~10 MB of every sidecar's memory)
     except ValueError:
         return None
-    der = b"".join(r.public_bytes(Encoding.DER) for r in roots)
-    return {"roots": len(roots), "sha256": hashlib.sha256(der).hexdigest()}
+    return {"roots": len(roots), "sha256": hashlib.sha256(b"".join(roots)).hexdigest()}
 
 
 def identity_summary(identity: Identity, bundle_pem: str | None) -> dict[str, Any]:
     """The SVID in use, and the trust bundle its peers are checked with: `bundle_pem` when the
     control plane sent one in the config, else the roots that came with the SVID."""
-    leaf = x509.load_pem_x509_certificates(identity.chain_pem.encode())[0]
+    serial = _core.leaf_certificate(identity.chain_pem)[3]
     return {
         "spiffe_id": identity.spiffe_id,
-        "serial": format(leaf.serial_number, "x"),
+        "serial": serial,
         "not_before": identity.not_before.isoformat(),
         "not_after": identity.not_after.isoformat(),
         "trust_bundle": bundle_digest(bundle_pem or "".join(identity.roots_pem)),

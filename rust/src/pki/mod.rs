@@ -3,6 +3,8 @@
 //! config decoder and the TLS run time, which build on these types.
 
 pub mod identity;
+#[cfg(any(feature = "python", test))] // (only Python asks for these)
+pub mod request;
 pub mod spiffe;
 
 use std::sync::{Arc, OnceLock};
