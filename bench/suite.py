@@ -1,11 +1,14 @@
 """The peer benchmark suite: the same load, interleaved in rounds, through
-direct / meshctl / HAProxy / nginx, reported as medians and ratios.
+direct / meshctl / HAProxy / nginx, reported as medians and ratios; one L7
+hop with two workers (meshctl `--workers 2`, HAProxy `nbthread 2`); then the
+mTLS pairs (bench/mtls.py), so that one command gives every table.
 
-    python bench/suite.py                 # full run: 5 rounds x 10 s per case (about 15 minutes)
+    python bench/suite.py                 # full run: 5 rounds x 10 s per case (about 25 minutes)
     python bench/suite.py --smoke         # 1 round x 2 s per case, results in a temp dir (CI)
+    python bench/suite.py --no-mtls       # without the mTLS pairs
 
-Writes bench/results/latest.json, bench/results/latest.png and the table in
-bench/README.md. Everything runs on 127.0.0.1 and stops by itself.
+Writes bench/results/latest.json, bench/results/latest.png, bench/results/mtls.json
+and the tables in bench/README.md. Everything runs on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
@@ -145,6 +148,66 @@ class Stack:
             p.stop()
 
 
+def start_meshctl(st: Stack, name: str, *, workers: int, be_http: int, be_sink: int | None = None) -> tuple[int, int]:
+    """`meshctl proxy --workers N` with an HTTP listener to `be_http` and, given `be_sink`, a TCP
+    listener to it: (http port, tcp port or 0)."""
+    http_port = free_port()
+    listeners: list[dict[str, Any]] = [
+        {"name": "web", "address": f"127.0.0.1:{http_port}", "routes": [{"backends": [{"cluster": "be"}]}]}
+    ]
+    clusters: list[dict[str, Any]] = [{"name": "be", "endpoints": [{"address": f"127.0.0.1:{be_http}"}]}]
+    tcp_port = 0
+    if be_sink is not None:
+        tcp_port = free_port()
+        listeners.append({"name": "l4", "address": f"127.0.0.1:{tcp_port}", "protocol": "tcp", "cluster": "sink"})
+        clusters.append({"name": "sink", "endpoints": [{"address": f"127.0.0.1:{be_sink}"}]})
+    (st.work / f"{name}.yaml").write_text(json.dumps({"listeners": listeners, "clusters": clusters}))
+    argv = ["env", "MESHCTL_LOG=warn", *MESHCTL, "proxy", "--config", f"{name}.yaml", "--workers", str(workers)]
+    st.spawn(name, [*argv, "--no-watch"], http_port)
+    if tcp_port:
+        wait_port(tcp_port)
+    return http_port, tcp_port
+
+
+def start_haproxy(st: Stack, name: str, *, threads: int, be_http: int, be_sink: int | None = None) -> tuple[int, int]:
+    """HAProxy with `nbthread` threads, as `start_meshctl` (connection reuse; L4 with splice)."""
+    http_port = free_port()
+    config = f"""
+        global
+            nbthread {threads}
+            maxconn 4000
+        defaults
+            timeout connect 5s
+            timeout client 60s
+            timeout server 60s
+        frontend web
+            mode http
+            bind 127.0.0.1:{http_port}
+            default_backend be
+        backend be
+            mode http
+            http-reuse always
+            server s1 127.0.0.1:{be_http}
+        """
+    tcp_port = 0
+    if be_sink is not None:
+        tcp_port = free_port()
+        config += f"""
+        frontend l4
+            mode tcp
+            bind 127.0.0.1:{tcp_port}
+            option splice-auto
+            default_backend sink
+        backend sink
+            mode tcp
+            option splice-auto
+            server s1 127.0.0.1:{be_sink}
+        """
+    (st.work / f"{name}.cfg").write_text(textwrap.dedent(config))
+    st.spawn(name, [tool("haproxy"), "-f", f"{name}.cfg", "-db"], http_port)
+    return http_port, tcp_port
+
+
 def start_stack(work: Path) -> Stack:
     st = Stack(work)
     be_http, be_sink = free_port(), free_port()
@@ -156,61 +219,15 @@ def start_stack(work: Path) -> Stack:
     wait_port(be_sink)
     st.http["direct"], st.tcp["direct"] = be_http, be_sink
 
-    # meshctl: one worker thread, HTTP/1.1 upstream keep-alive (its default).
-    m_http, m_tcp = free_port(), free_port()
-    (work / "meshctl.yaml").write_text(
-        json.dumps(
-            {
-                "listeners": [
-                    {"name": "web", "address": f"127.0.0.1:{m_http}", "routes": [{"backends": [{"cluster": "be"}]}]},
-                    {"name": "l4", "address": f"127.0.0.1:{m_tcp}", "protocol": "tcp", "cluster": "sink"},
-                ],
-                "clusters": [
-                    {"name": "be", "endpoints": [{"address": f"127.0.0.1:{be_http}"}]},
-                    {"name": "sink", "endpoints": [{"address": f"127.0.0.1:{be_sink}"}]},
-                ],
-            }
-        )
-    )
-    env_quiet = ["env", "MESHCTL_LOG=warn"]
-    st.spawn(
-        "meshctl", [*env_quiet, *MESHCTL, "proxy", "--config", "meshctl.yaml", "--workers", "1", "--no-watch"], m_http
-    )
-    wait_port(m_tcp)
+    # meshctl: one worker thread, HTTP/1.1 upstream keep-alive (its default), and L4; HAProxy the
+    # same with one thread (connection reuse, L4 with splice). Then each with two workers, L7 only,
+    # for the scaling factor on the two cores.
+    m_http, m_tcp = start_meshctl(st, "meshctl", workers=1, be_http=be_http, be_sink=be_sink)
     st.http["meshctl"], st.tcp["meshctl"] = m_http, m_tcp
-
-    # HAProxy: one thread, connection reuse, L4 with splice.
-    h_http, h_tcp = free_port(), free_port()
-    (work / "haproxy.cfg").write_text(
-        textwrap.dedent(f"""
-        global
-            nbthread 1
-            maxconn 4000
-        defaults
-            timeout connect 5s
-            timeout client 60s
-            timeout server 60s
-        frontend web
-            mode http
-            bind 127.0.0.1:{h_http}
-            default_backend be
-        backend be
-            mode http
-            http-reuse always
-            server s1 127.0.0.1:{be_http}
-        frontend l4
-            mode tcp
-            bind 127.0.0.1:{h_tcp}
-            option splice-auto
-            default_backend sink
-        backend sink
-            mode tcp
-            option splice-auto
-            server s1 127.0.0.1:{be_sink}
-        """)
-    )
-    st.spawn("haproxy", [tool("haproxy"), "-f", "haproxy.cfg", "-db"], h_http)
+    h_http, h_tcp = start_haproxy(st, "haproxy", threads=1, be_http=be_http, be_sink=be_sink)
     st.http["haproxy"], st.tcp["haproxy"] = h_http, h_tcp
+    st.http["meshctl-w2"] = start_meshctl(st, "meshctl-w2", workers=2, be_http=be_http)[0]
+    st.http["haproxy-t2"] = start_haproxy(st, "haproxy-t2", threads=2, be_http=be_http)[0]
 
     # nginx: one worker, upstream keep-alive.
     n_http = free_port()
@@ -246,8 +263,9 @@ def start_stack(work: Path) -> Stack:
 # === load ===
 
 
-def bench(url: str, *args: str) -> dict[str, Any]:
-    out = subprocess.run([*MESHCTL, "bench", url, "--json", "--threads", "1", *args], capture_output=True, text=True)
+def bench(url: str, *args: str, threads: int = 1) -> dict[str, Any]:
+    argv = [*MESHCTL, "bench", url, "--json", "--threads", str(threads), *args]
+    out = subprocess.run(argv, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"meshctl bench {url} failed: {out.stderr[-2000:]}")
     report: dict[str, Any] = json.loads(out.stdout)
@@ -314,6 +332,12 @@ def run_rounds(st: Stack, plan: Plan) -> dict[str, list[dict[str, Any]]]:
         cases[f"l7/{name}"] = lambda url=url, proc=proc: measured(proc, lambda: bench(url, "-c", c, "-d", s))
         cases[f"rate/{name}"] = lambda url=url, proc=proc: measured(
             proc, lambda: bench(url, "-c", "50", "-d", s, "--rps", str(plan.fixed_rps))
+        )
+    # Two workers, and a generator of two threads (one would hold them back).
+    for name, proxy in (("meshctl", "meshctl-w2"), ("haproxy", "haproxy-t2")):
+        url = f"http://127.0.0.1:{st.http[proxy]}/"
+        cases[f"l7w2/{name}"] = lambda url=url, p=st.procs[proxy]: measured(
+            p, lambda: bench(url, "-c", c, "-d", s, threads=2)
         )
     cases["l7/direct-wrk"] = lambda: {
         "rps": wrk(f"http://127.0.0.1:{st.http['direct']}/", plan.connections, plan.seconds)
@@ -398,6 +422,10 @@ def summarize(results: dict[str, list[dict[str, Any]]], memory: dict[str, float]
         "p99_at_rate_meshctl_over_haproxy": ratio("rate/meshctl", "rate/haproxy", "p99_ms"),
         "l4_mbps_meshctl_over_haproxy": ratio("l4/meshctl", "l4/haproxy", "mbps"),
         "generator_meshctl_bench_over_wrk": ratio("l7/direct", "l7/direct-wrk", "rps"),
+        "l7_2workers_rps_meshctl_over_haproxy": ratio("l7w2/meshctl", "l7w2/haproxy", "rps"),
+        # The scaling factor: two workers (generator two threads) over one (generator one thread).
+        "scaling_2workers_meshctl": ratio("l7w2/meshctl", "l7/meshctl", "rps"),
+        "scaling_2workers_haproxy": ratio("l7w2/haproxy", "l7/haproxy", "rps"),
     }
     targets = {
         "l7_rps_meshctl_over_haproxy": (">=", 1.05),
@@ -405,6 +433,7 @@ def summarize(results: dict[str, list[dict[str, Any]]], memory: dict[str, float]
         "p99_at_rate_meshctl_over_haproxy": ("<=", 1.2),
         "l4_mbps_meshctl_over_haproxy": (">=", 1.0),
         "generator_meshctl_bench_over_wrk": (">=", 1.0),
+        "l7_2workers_rps_meshctl_over_haproxy": (">=", 1.05),
     }
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -449,6 +478,16 @@ def markdown(s: dict[str, Any]) -> str:
         rss = f"{r['rss_mb']:.1f}" if "rss_mb" in r else "-"
         lines.append(f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.3f} | {cpu} | {rss} |")
     lines.append(f"| direct, wrk (generator check) | {m['l7/direct-wrk']['rps']:.0f} | - | - | - |")
+    lines += [
+        "",
+        f"| L7, two workers (HAProxy nbthread 2), generator two threads, {s['plan']['connections']} connections "
+        "| rps | p99 ms | proxy CPU s / 100k req | scaling over one worker |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in ("meshctl", "haproxy"):
+        r = m[f"l7w2/{name}"]
+        scaling = s["ratios"][f"scaling_2workers_{name}"]
+        lines.append(f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.3f} | {r['cpu_s_per_100k']:.2f} | {scaling:.2f} x |")
     lines += [
         "",
         f"| Fixed rate {s['plan']['fixed_rps']} rps, 50 connections | achieved rps | p99 ms |",
@@ -551,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bulk-connections", type=int, default=4)
     ap.add_argument("--smoke", action="store_true", help="one round, two seconds per case, results in --out only")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--no-mtls", action="store_true", help="without the mTLS pairs (bench/mtls.py)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.rounds, args.seconds = 1, 2.0
@@ -574,7 +614,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke:
         write_readme_table(table)
     print(table)
-    return 0
+    if args.no_mtls:
+        return 0
+    import mtls  # (it imports this module: here, not at the top)
+
+    shared = ["--rounds", str(args.rounds), "--seconds", str(args.seconds), "--out", str(args.out)]
+    return mtls.main([*shared, "--smoke"] if args.smoke else shared)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,22 @@
-"""Short smokes of the benchmarks (the peer suite, the mTLS pairs: one round,
-two seconds a case; the control plane with small numbers): every case runs and
-the report has every number the full run records."""
+"""Short smokes of the benchmarks (the peer suite with its two-worker cases and
+the mTLS pairs it runs after them: one round, two seconds a case; the control
+plane with small numbers): every case runs and the report has every number the
+full run records."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 SUITE = Path(__file__).resolve().parents[2] / "bench" / "suite.py"
 
 
 def test_suite_smoke(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, str(SUITE), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+        [sys.executable, str(SUITE), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900
     )
     assert out.returncode == 0, out.stderr[-3000:]
     data = json.loads((tmp_path / "latest.json").read_text())
@@ -32,6 +31,9 @@ def test_suite_smoke(tmp_path: Path) -> None:
         assert medians[f"l7/{case}"]["rss_mb"] > 0, case
     for case in ("direct", "meshctl", "haproxy"):
         assert medians[f"l4/{case}"]["mbps"] > 100, case
+    for case in ("meshctl", "haproxy"):  # two workers each
+        assert medians[f"l7w2/{case}"]["rps"] > 1000 and medians[f"l7w2/{case}"]["errors"] == 0, case
+        assert summary["ratios"][f"scaling_2workers_{case}"] > 0, case
     assert set(summary["ratios"]) >= {
         "l7_rps_meshctl_over_haproxy",
         "l7_rps_meshctl_over_nginx",
@@ -39,13 +41,16 @@ def test_suite_smoke(tmp_path: Path) -> None:
         "p99_at_rate_meshctl_over_haproxy",
         "l4_mbps_meshctl_over_haproxy",
         "generator_meshctl_bench_over_wrk",
+        "l7_2workers_rps_meshctl_over_haproxy",
     }
     assert summary["memory"]["conns_1000_mb"] > summary["memory"]["idle_mb"] > 0
     # Under the 50-connection load (before the 1,000 connections): more than idle, less than those.
     assert summary["memory"]["idle_mb"] < medians["l7/meshctl"]["rss_mb"] < summary["memory"]["conns_1000_mb"]
     assert "under_load_mb<=25" in summary["memory_targets"]
     assert (tmp_path / "latest.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| meshctl |" in out.stdout
+    assert "| meshctl |" in out.stdout and "two workers" in out.stdout
+    check_mtls(json.loads((tmp_path / "mtls.json").read_text())["summary"])
+    assert "| meshctl pair, HTTP/2 between the proxies |" in out.stdout
 
 
 def test_control_plane_bench_smoke(tmp_path: Path) -> None:
@@ -76,23 +81,12 @@ def test_ack_cost_bench_smoke() -> None:
     assert data["requests"] == 300 and data["wall_us_per_ack"] > 0
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists(), reason="needs HAProxy")
-def test_mtls_bench_smoke(tmp_path: Path) -> None:
-    script = SUITE.parent / "mtls.py"
-    out = subprocess.run(
-        [sys.executable, str(script), "--smoke", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    data = json.loads((tmp_path / "mtls.json").read_text())
-    summary = data["summary"]
-    medians = summary["medians"]
+def check_mtls(summary: dict[str, Any]) -> None:
+    """The mTLS pairs' report (bench/mtls.py, run by the suite)."""
+    medians, checks = summary["medians"], summary["tls_checks"]
     # Both server sides were checked: TLS 1.3, a client certificate needed.
     for side in ("meshctl", "haproxy"):
-        assert summary["tls_checks"][side] == {
-            "protocol": "TLSv1.3",
-            "with_client_cert": True,
-            "without_client_cert_refused": True,
-        }
+        assert checks[side] == {"protocol": "TLSv1.3", "with_client_cert": True, "without_client_cert_refused": True}
     for case in ("direct", "meshctl-h2", "meshctl-h1", "haproxy"):
         assert medians[f"l7/{case}"]["rps"] > 500, case
         assert medians[f"l7/{case}"]["errors"] == 0, case
@@ -115,4 +109,3 @@ def test_mtls_bench_smoke(tmp_path: Path) -> None:
         "added_p99_ms_at_rate_meshctl_h1",
         "handshakes_meshctl_over_haproxy",
     }
-    assert "| meshctl pair, HTTP/2 between the proxies |" in out.stdout
