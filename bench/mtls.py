@@ -145,6 +145,9 @@ class Group:
     def rss_mb(self) -> float:
         return sum(p.rss_mb() for p in self.procs)
 
+    def tree(self) -> list[int]:
+        return [pid for p in self.procs for pid in p.tree()]
+
 
 @dataclass
 class Server:
