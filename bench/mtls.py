@@ -142,9 +142,6 @@ class Group:
     def cpu_seconds(self) -> float:
         return sum(p.cpu_seconds() for p in self.procs)
 
-    def rss_mb(self) -> float:
-        return sum(p.rss_mb() for p in self.procs)
-
     def tree(self) -> list[int]:
         return [pid for p in self.procs for pid in p.tree()]
 

@@ -294,8 +294,6 @@ class Metered(Protocol):
 
     def cpu_seconds(self) -> float: ...
 
-    def rss_mb(self) -> float: ...
-
 
 def measured(proc: Metered | None, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Runs a load and adds the proxy's CPU seconds over it and its largest RSS while it ran
@@ -319,7 +317,7 @@ def measured(proc: Metered | None, run: Callable[[], dict[str, Any]]) -> dict[st
         done.set()
         sampler.join()
     result["proxy_cpu_s"] = proc.cpu_seconds() - cpu0
-    result["proxy_rss_mb"] = max([*peak, proc.rss_mb()])
+    result["proxy_rss_mb"] = max([*peak, rss_mb(pids)])
     return result
 
 

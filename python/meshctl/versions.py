@@ -7,6 +7,7 @@ reports ``agent()`` in its registration (``SidecarPublic.version``), so that
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def beside(package_dir: Path) -> str | None:
     return None
 
 
+@functools.cache
 def package_version() -> str:
-    """The meshctl package's installed version."""
+    """The meshctl package's installed version (read once: a sidecar reports it at every heartbeat)."""
     found = beside(Path(__file__).resolve().parent)
     if found is not None:
         return found

@@ -169,10 +169,7 @@ def test_the_file_fed_proxy_loads_no_http_client_or_cli_stack() -> None:
     the data plane's TypedDicts are for annotations)."""
     heavy = ("ssl", "urllib.request", "typer", "rich", "fastapi", "secrets", "hashlib", "dataclasses", "shutil")
     heavy += ("meshctl.dataplane_config",)
-    probe = f"import sys, meshctl.cli.proxy; print(sorted(m for m in {heavy!r} if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert loaded_by("meshctl.cli.proxy", heavy) == "[]"
 
 
 def test_the_control_plane_fed_sidecar_loads_no_second_tls_library() -> None:
@@ -180,7 +177,12 @@ def test_the_control_plane_fed_sidecar_loads_no_second_tls_library() -> None:
     certificates it reads are the data plane's (`cryptography` was ~10 MB more of each sidecar),
     and its version is read without importlib.metadata (~2.4 MB)."""
     heavy = ("cryptography", "importlib.metadata", "typer", "rich", "fastapi", "pydantic", "httpx")
-    probe = f"import sys, meshctl.sidecar.mesh; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    assert loaded_by("meshctl.sidecar.mesh", heavy) == "[]"
+
+
+def loaded_by(module: str, modules: tuple[str, ...]) -> str:
+    """Which of `modules` a fresh interpreter has loaded once it imported `module` (printed list)."""
+    probe = f"import sys, {module}; print(sorted(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    return out.stdout.strip()
