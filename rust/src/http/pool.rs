@@ -12,6 +12,7 @@ use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::ProxyBody;
+use super::coalesce::Coalesce;
 use crate::config::{CircuitBreakers, ClusterConfig, UpstreamProtocol};
 use crate::dns::Resolver;
 use crate::io::Stream;
@@ -169,7 +170,7 @@ impl Pool {
     /// A new HTTP connection within the cluster's circuit breakers: the
     /// request waits for it as a pending request, and the connection holds
     /// the returned guard for as long as it is open.
-    async fn connect(&self) -> Result<(TokioIo<Stream>, OpenConnection), SendError> {
+    async fn connect(&self) -> Result<(Stream, OpenConnection), SendError> {
         let limits = &self.limits;
         let _pending = Active::try_enter(
             &self.stats,
@@ -191,13 +192,13 @@ impl Pool {
             }
         })?;
         self.stats.connections.inc();
-        Ok((TokioIo::new(stream), open))
+        Ok((stream, open))
     }
 
     async fn connect_http1(&self) -> Result<http1::SendRequest<ProxyBody>, SendError> {
         let (io, open) = self.connect().await?;
         let (sender, conn) = http1::Builder::new()
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| SendError::Connect(e.to_string(), None))?;
         tokio::spawn(async move {
@@ -214,7 +215,7 @@ impl Pool {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
-            .handshake(io)
+            .handshake(TokioIo::new(Coalesce::http2(io)))
             .await
             .map_err(|e| SendError::Connect(e.to_string(), None))?;
         tokio::spawn(async move {
@@ -274,7 +275,9 @@ impl Pool {
                 },
             }
         }
-        let mut sender = match self.connect_http1().await {
+        // Boxed: a new connection is the cold path, and its handshake futures
+        // would otherwise swell every request's future.
+        let mut sender = match Box::pin(self.connect_http1()).await {
             Ok(sender) => sender,
             Err(e) => return Err(e.unsent(req)),
         };
@@ -313,7 +316,7 @@ impl Pool {
                 }
             }
         }
-        let mut sender = match self.connect_http2().await {
+        let mut sender = match Box::pin(self.connect_http2()).await {
             Ok(sender) => sender,
             Err(e) => return Err(e.unsent(req)),
         };

@@ -286,7 +286,19 @@ async fn route(
         x.destination = edge.labels.destination.clone();
     }
     hop.edge = Some(edge.clone());
-    let forwarded = forward(listener, route, cluster, conn, req, &edge, &mut hop.record);
+    // Boxed: a future is copied whole each time it is made or moved (hyper
+    // moves the request's into its connection, and spawns a task with it per
+    // HTTP/2 stream), and forwarding is most of its size (profiled: memmove
+    // was the top user-space symbol).
+    let forwarded = Box::pin(forward(
+        listener,
+        route,
+        cluster,
+        conn,
+        req,
+        &edge,
+        &mut hop.record,
+    ));
     match route.timeout {
         None => forwarded.await,
         Some(limit) => match tokio::time::timeout(limit, forwarded).await {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::coalesce::Coalesce;
 use super::guard::{ConnState, Guarded};
 use super::{admin, cause, proxy};
 use crate::config::ListenerLimits;
@@ -114,7 +115,7 @@ pub async fn serve(
         }
     });
     let io = Guarded::new(
-        stream,
+        Coalesce::server(stream),
         state.clone(),
         listener.stats.clone(),
         listener.limits,
