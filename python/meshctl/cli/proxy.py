@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from meshctl import BindError
 from meshctl.cli import helptext, logs
@@ -19,7 +18,10 @@ from meshctl.sidecar import instance
 from meshctl.sidecar.health import add_health_arguments, health_options
 from meshctl.sidecar.telemetry import access_log_option, add_access_log_arguments, file_edits, sample_percent
 
+TYPE_CHECKING = False  # (typing's, without importing typing: see meshctl.cli.helptext)
 if TYPE_CHECKING:
+    from typing import Any
+
     from meshctl.dataplane_config import AccessLogConfig
     from meshctl.sidecar.mesh import MeshSidecar
 

@@ -11,11 +11,11 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, cast
 
 from meshctl import DataPlane
 from meshctl.sidecar.telemetry import Edit, reopen_logs
 
+TYPE_CHECKING = False  # (typing's, without importing typing: see meshctl.cli.helptext)
 if TYPE_CHECKING:
     from meshctl.dataplane_config import DataPlaneConfig
 
@@ -55,12 +55,12 @@ class FileConfigProxy:
         import yaml  # only then: the proxy stays lean
 
         try:
-            doc = yaml.safe_load(text)
+            doc: DataPlaneConfig = yaml.safe_load(text)  # its fields checked by the data plane
         except yaml.YAMLError as e:
             raise ValueError(f"{self.path} is not YAML: {e}") from None
         if not isinstance(doc, dict):
             raise ValueError(f"{self.path}: expected a mapping of sections")
-        return self.edit(cast("DataPlaneConfig", doc))
+        return self.edit(doc)
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:

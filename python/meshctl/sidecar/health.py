@@ -32,7 +32,10 @@ import argparse
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # (typing's, without importing typing: see meshctl.cli.helptext)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("meshctl.sidecar.health")
 
@@ -42,17 +45,24 @@ UNKNOWN, HEALTHY, UNHEALTHY = "unknown", "healthy", "unhealthy"
 MAX_SECONDS = 3600.0
 
 
-class Probe(NamedTuple):
-    """One app health check: `http_path` for an HTTP GET, None for a TCP connect. (A NamedTuple:
-    `dataclasses` imports `inspect`, most of a megabyte in every proxy.)"""
+class Probe:
+    """One app health check: `http_path` for an HTTP GET, None for a TCP connect. (A plain class:
+    `dataclasses` imports `inspect` and `NamedTuple` imports `typing`, 0.4-1 MB in every proxy.)"""
 
-    http_path: str | None = None
-    #: On 127.0.0.1; None: the sidecar's app port.
-    port: int | None = None
-    interval: float = 5.0
-    timeout: float = 1.0
-    healthy_threshold: int = 1
-    unhealthy_threshold: int = 3
+    __slots__ = ("healthy_threshold", "http_path", "interval", "port", "timeout", "unhealthy_threshold")
+
+    def __init__(
+        self,
+        http_path: str | None = None,
+        port: int | None = None,  # on 127.0.0.1; None: the sidecar's app port
+        interval: float = 5.0,
+        timeout: float = 1.0,
+        healthy_threshold: int = 1,
+        unhealthy_threshold: int = 3,
+    ) -> None:
+        self.http_path, self.port = http_path, port
+        self.interval, self.timeout = interval, timeout
+        self.healthy_threshold, self.unhealthy_threshold = healthy_threshold, unhealthy_threshold
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> Probe:

@@ -23,11 +23,11 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from meshctl import DataPlane
 from meshctl.secretfile import write_secret
 
+TYPE_CHECKING = False  # (typing's, without importing typing: see meshctl.cli.helptext)
 if TYPE_CHECKING:  # annotations only: the TypedDicts would cost every proxy ~1 MB at run time
     from meshctl.dataplane_config import AccessLogConfig, AccessLogFormat, DataPlaneConfig
 
