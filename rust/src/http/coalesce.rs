@@ -19,6 +19,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes held back before a write goes out regardless.
 const LIMIT: usize = 64 * 1024;
 
+/// The largest buffer a connection keeps between writes (a gateway may hold
+/// thousands of HTTP/2 connections).
+const KEPT: usize = 16 * 1024;
+
 /// The client preface every HTTP/2 connection starts with (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -76,7 +80,7 @@ impl<S: AsyncWrite + Unpin> Coalesce<S> {
         }
         self.held.clear();
         self.sent = 0;
-        if self.held.capacity() > LIMIT {
+        if self.held.capacity() > KEPT {
             // A burst's buffer is not kept by an idle connection.
             self.held = Vec::new();
         }
