@@ -16,6 +16,8 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::io::read_seen;
+
 /// Bytes held back before a write goes out regardless.
 const LIMIT: usize = 64 * 1024;
 
@@ -104,20 +106,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.io).poll_read(cx, buf);
-        if this.mode == Mode::Undecided {
-            let read = &buf.filled()[before..];
-            if !read.is_empty() {
+        let mode = &mut this.mode;
+        read_seen(&mut this.io, cx, buf, |read| {
+            if *mode == Mode::Undecided && !read.is_empty() {
                 let n = read.len().min(PREFACE.len());
-                this.mode = if read[..n] == PREFACE[..n] {
+                *mode = if read[..n] == PREFACE[..n] {
                     Mode::On
                 } else {
                     Mode::Off
                 };
             }
-        }
-        res
+        })
     }
 }
 
