@@ -7,6 +7,7 @@ the contract's shape; tests/e2e/test_sidecar_sync.py runs the real one."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,6 +16,8 @@ import httpx
 
 from helpers import unused_port
 from meshctl.client import ApiClient
+from meshctl.control.proxy_config import ConfigDumps, ProxyConfigReport
+from meshctl.control.relay import Heard
 from meshctl.sidecar.proxy_config import ConfigDumpRelay, sections
 from meshproc import ControlPlane, module_control_plane, service
 
@@ -140,3 +143,31 @@ def test_sections_cut_the_config_and_join_endpoint_health() -> None:
         },
         {"cluster": "b", "address": "10.0.0.2:5432", "health": {}},
     ]
+
+
+class _Unheard:
+    """The announcements' sender (PostgreSQL's NOTIFY, tested with replicas in test_replicas.py):
+    here nothing is sent, and what is heard is handed in by the test."""
+
+    def ask(self, *_: Any) -> None: ...
+
+    def done(self, *_: Any) -> None: ...
+
+
+def test_a_replicas_own_ask_heard_after_the_answer_is_not_taken_for_another_operator() -> None:
+    """Every replica hears its own announcements, some after the request they announce was
+    answered here: such an echo must not be listed to the sidecar as a request of another
+    replica's operator (the sidecar built a dump nobody read: 5 dumps for 3 operators once)."""
+
+    async def scenario() -> list[str]:
+        dumps = ConfigDumps()
+        dumps.relay = _Unheard()  # type: ignore[assignment]
+        waiting = asyncio.create_task(dumps.ask(7, timeout=5))
+        await asyncio.sleep(0)
+        (request,) = dumps.pending(7)
+        assert await dumps.answer(7, request, ProxyConfigReport(version=1))
+        assert await waiting is not None
+        dumps._heard(Heard("ask", 7, request, seconds=5))  # the echo of its own ask
+        return dumps.pending(7)
+
+    assert asyncio.run(scenario()) == []

@@ -139,6 +139,10 @@ class ConfigDumps:
         self._remote: dict[int, dict[str, float]] = {}
         #: Answers from other replicas being put together, by request.
         self._parts: dict[str, Parts] = {}
+        #: Requests asked here -> until when (loop time) their own announcement may still come back:
+        #: every replica hears its own, and one heard after the request ended here would look like
+        #: another replica's operator waiting (the sidecar would build a dump nobody reads).
+        self._mine: dict[str, float] = {}
         # (on SQLite one process serves the database: nobody to relay to)
         on_postgres = engine is not None and engine.dialect.name == "postgresql"
         self.relay = DumpRelay(engine, listener, self._from_listener) if engine is not None and on_postgres else None
@@ -165,7 +169,7 @@ class ConfigDumps:
     def _heard(self, h: Heard) -> None:
         """A message from a replica (this one's own too), on the loop."""
         waiting = self._waiting.get(h.sidecar, {})
-        if h.kind == "ask" and h.request not in waiting:
+        if h.kind == "ask" and h.request not in waiting and h.request not in self._mine:
             self._remote.setdefault(h.sidecar, {})[h.request] = self.loop.time() + h.seconds
             self._wake(h.sidecar)
         elif h.kind == "done":
@@ -190,6 +194,10 @@ class ConfigDumps:
         waiting[request_id] = answer
         self._wake(sidecar_id)
         if self.relay is not None:  # the sidecar may long-poll another replica
+            now = self.loop.time()
+            for gone in [k for k, until in self._mine.items() if until <= now]:
+                del self._mine[gone]
+            self._mine[request_id] = now + timeout
             self._background(self.relay.ask, sidecar_id, request_id, timeout)
         try:
             return await asyncio.wait_for(answer, timeout)
