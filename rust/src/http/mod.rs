@@ -5,7 +5,6 @@ pub mod admin;
 mod admission;
 mod attempt;
 pub mod body;
-mod coalesce;
 mod egress;
 mod guard;
 pub mod headers;

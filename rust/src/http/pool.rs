@@ -12,7 +12,6 @@ use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::ProxyBody;
-use super::coalesce::Coalesce;
 use crate::config::{CircuitBreakers, ClusterConfig, UpstreamProtocol};
 use crate::dns::Resolver;
 use crate::io::Stream;
@@ -215,7 +214,7 @@ impl Pool {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
-            .handshake(TokioIo::new(Coalesce::http2(io)))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| SendError::Connect(e.to_string(), None))?;
         tokio::spawn(async move {

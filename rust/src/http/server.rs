@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::coalesce::Coalesce;
 use super::guard::{ConnState, Guarded};
 use super::{admin, cause, proxy};
 use crate::config::ListenerLimits;
@@ -115,7 +114,7 @@ pub async fn serve(
         }
     });
     let io = Guarded::new(
-        Coalesce::server(stream),
+        stream,
         state.clone(),
         listener.stats.clone(),
         listener.limits,
