@@ -73,29 +73,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for Metered<'_, T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        read_seen(&mut this.inner, cx, buf, |read| {
-            if !read.is_empty() {
-                this.meter.record(read.len() as u64);
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            let n = buf.filled().len() - before;
+            if n > 0 {
+                this.meter.record(n as u64);
                 this.activity.touch();
             }
-        })
+        }
+        res
     }
-}
-
-/// Reads from `io` into `buf`, then shows `seen` the bytes this read added
-/// (only when it completed without error).
-pub(crate) fn read_seen<T: AsyncRead + Unpin>(
-    io: &mut T,
-    cx: &mut Context<'_>,
-    buf: &mut ReadBuf<'_>,
-    seen: impl FnOnce(&[u8]),
-) -> Poll<io::Result<()>> {
-    let before = buf.filled().len();
-    let res = Pin::new(io).poll_read(cx, buf);
-    if let Poll::Ready(Ok(())) = res {
-        seen(&buf.filled()[before..]);
-    }
-    res
 }
 
 /// The writing calls of a wrapper that changes only how it reads (or shuts

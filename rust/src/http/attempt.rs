@@ -97,12 +97,11 @@ pub(super) async fn attempt(
     policy: &RetryPolicy,
     verdict: Option<&Verdict>,
 ) -> Result<Answer, Failed> {
-    // Made where it is awaited (see `proxy::route`): one copy in the future.
-    let sent = || send(cluster, ep, request, protocol, verdict);
+    let sent = send(cluster, ep, request, protocol, verdict);
     let Some(limit) = policy.per_try_timeout else {
-        return sent().await;
+        return sent.await;
     };
-    match tokio::time::timeout(limit, sent()).await {
+    match tokio::time::timeout(limit, sent).await {
         Ok(done) => done,
         Err(_) => {
             cluster.stats.timeouts.inc();

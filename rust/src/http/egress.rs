@@ -54,8 +54,7 @@ pub async fn before_routing(
 ) -> Option<Response<ProxyBody>> {
     let egress = listener.egress.as_ref()?;
     if req.method() == Method::CONNECT {
-        // Boxed: a tunnel's future is large, and every request's would carry it.
-        return Some(Box::pin(connect(listener, egress, conn, req, record)).await);
+        return Some(connect(listener, egress, conn, req, record).await);
     }
     if req.version() < Version::HTTP_2 && req.uri().scheme().is_some() {
         let host = req

@@ -169,7 +169,7 @@ impl Pool {
     /// A new HTTP connection within the cluster's circuit breakers: the
     /// request waits for it as a pending request, and the connection holds
     /// the returned guard for as long as it is open.
-    async fn connect(&self) -> Result<(Stream, OpenConnection), SendError> {
+    async fn connect(&self) -> Result<(TokioIo<Stream>, OpenConnection), SendError> {
         let limits = &self.limits;
         let _pending = Active::try_enter(
             &self.stats,
@@ -191,13 +191,13 @@ impl Pool {
             }
         })?;
         self.stats.connections.inc();
-        Ok((stream, open))
+        Ok((TokioIo::new(stream), open))
     }
 
     async fn connect_http1(&self) -> Result<http1::SendRequest<ProxyBody>, SendError> {
         let (io, open) = self.connect().await?;
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
+            .handshake(io)
             .await
             .map_err(|e| SendError::Connect(e.to_string(), None))?;
         tokio::spawn(async move {
@@ -214,7 +214,7 @@ impl Pool {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
-            .handshake(TokioIo::new(io))
+            .handshake(io)
             .await
             .map_err(|e| SendError::Connect(e.to_string(), None))?;
         tokio::spawn(async move {
