@@ -1,8 +1,10 @@
-"""Helpers shared by the tests: config builders, waiting on conditions, and an
-HTTP backend that records every request exactly as it arrived and answers as told."""
+"""Helpers shared by the tests: config builders, waiting on conditions, an HTTP backend that
+records every request exactly as it arrived and answers as told, and a raw TCP upstream that runs
+a script per connection."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -154,3 +156,40 @@ class HttpBackend:
 def header_values(seen: dict[str, Any], name: str) -> list[str]:
     """Every value of header `name` (lower-case) in an HttpBackend record, in order."""
     return [v for k, v in seen["headers"] if k == name]
+
+
+Script = Callable[[socket.socket, int], None]
+
+
+class ScriptedUpstream:
+    """Runs `script(conn, index)` for each connection it accepts; records the requests' heads."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                index = self.connections
+            threading.Thread(target=self._run, args=(conn, index), daemon=True).start()
+
+    def _run(self, conn: socket.socket, index: int) -> None:
+        with conn, contextlib.suppress(EOFError, OSError):
+            self.script(conn, index)
+
+    def close(self) -> None:
+        self.sock.close()

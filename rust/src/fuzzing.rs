@@ -15,12 +15,17 @@ pub use crate::bench::h1_client::{parse_head as h1_response_head, take_chunked a
 pub use crate::bench::h1_client::{Framing as H1Framing, H1Error};
 pub use crate::config::{decode_authorization, Action, ListenerLimits};
 pub use crate::dns::wire::{parse_query as dns_query, reply as dns_reply, Query as DnsQuery};
+pub use crate::http::h1::codec::{
+    parse_head as upstream_head, Chunked as UpstreamChunked, Decoded as UpstreamDecoded,
+    Framing as UpstreamFraming,
+};
 pub use crate::http::headers::{
     add_forwarded, request_authority, request_host, set_client_identity, strip_hop_by_hop,
     take_h2c, wants_upgrade,
 };
 pub use crate::http::strict::{
-    check as h1_request_head, reply as refusal_reply, Framing as H1RequestFraming, Head as H1Head,
+    check as h1_request_head, reply as refusal_reply, ChunkScan, Framing as H1RequestFraming,
+    Head as H1Head,
 };
 pub use crate::pki::identity::{certificates, certified_key, validity, Identity};
 pub use crate::pki::SpiffeId;

@@ -19,45 +19,24 @@ from typing import Any
 
 import pytest
 
-from helpers import HttpBackend, cluster, header_values, http_listener, route, wait_until
+from helpers import HttpBackend, ScriptedUpstream, cluster, header_values, http_listener, route, wait_until
 from meshctl import DataPlane
 from pki import TestPki
 
 MakeProxy = Callable[..., DataPlane]
 
 
-class RawUpstream:
+class RawUpstream(ScriptedUpstream):
     """A TCP server that records every byte each connection sends it and answers nothing."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
         self.received = bytearray()
-        self.connections = 0
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(self._read)
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
+    def _read(self, conn: socket.socket, _: int) -> None:
+        while data := conn.recv(65536):
             with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                with self.lock:
-                    self.received += data
-
-    def close(self) -> None:
-        self.sock.close()
+                self.received += data
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@
 //! methods may go again after bytes could have reached the upstream.
 
 use http::{header, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use std::time::Instant;
 
-use super::body::{grpc_status, ProxyBody, Verdict};
+use super::body::{grpc_status, Inner, ProxyBody, Verdict};
 use super::local_reply;
-use super::pool::{Checkin, SendError, Unsent};
+use super::pool::{SendError, Unsent};
 use super::proxy::refusal_reply;
 use crate::cluster::{Cluster, Endpoint, Outcome};
 use crate::config::{LbPolicy, RetryOn, RetryPolicy, UpstreamProtocol};
@@ -33,7 +32,7 @@ pub(super) fn is_grpc(headers: &http::HeaderMap) -> bool {
 /// True when an upstream answer is one the policy retries: a listed or
 /// 5xx/gateway status, or a listed gRPC status in a trailers-only answer
 /// (how gRPC servers answer an error before any message).
-pub(super) fn answer_retriable(policy: &RetryPolicy, resp: &Response<Incoming>) -> bool {
+pub(super) fn answer_retriable(policy: &RetryPolicy, resp: &Response<Inner>) -> bool {
     if policy.retries_status(resp.status().as_u16()) {
         return true;
     }
@@ -85,7 +84,7 @@ impl From<Response<ProxyBody>> for Failed {
     }
 }
 
-pub(super) type Answer = (Response<Incoming>, Option<Checkin>);
+pub(super) type Answer = Response<Inner>;
 
 /// One try, within the policy's per-try timeout (up to the response head).
 /// `verdict`: where the client's request body reports its faults, if checked.
@@ -148,7 +147,7 @@ pub(super) async fn send(
             if cluster.spec.lb == LbPolicy::PeakEwma {
                 ep.rtt.observe(took);
             }
-            let status = answer.0.status().as_u16();
+            let status = answer.status().as_u16();
             cluster.report(ep, Outcome::Answer(status));
             cluster.stats.responses.record(status);
             Ok(answer)
@@ -208,8 +207,9 @@ fn unreached(
 
 /// True when an HTTP/2 upstream refused the stream (REFUSED_STREAM): it
 /// processed nothing of the request.
-fn refused_stream(e: &hyper::Error) -> bool {
-    super::cause::<h2::Error>(e).is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+fn refused_stream(e: &super::body::BoxError) -> bool {
+    super::cause::<h2::Error>(e.as_ref())
+        .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
 }
 
 /// A circuit breaker's refusal: at once, counted, naming the limit.

@@ -27,7 +27,44 @@ pub type Guards = Box<dyn Send>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A frame read ahead of the server's first poll (`None`: the body had ended).
-type Peeked = Option<Result<Frame<Bytes>, hyper::Error>>;
+type Peeked = Option<Result<Frame<Bytes>, BoxError>>;
+
+/// Where a streamed body's bytes come from: a client's request or an
+/// HTTP/2 (or upgradable) upstream's answer through hyper, or an HTTP/1.1
+/// upstream's answer through our own client.
+pub enum Inner {
+    Hyper(Incoming),
+    H1(Box<super::h1::Body>),
+}
+
+impl Body for Inner {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            Inner::H1(b) => Pin::new(b.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::Hyper(b) => b.is_end_stream(),
+            Inner::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inner::Hyper(b) => b.size_hint(),
+            Inner::H1(b) => b.size_hint(),
+        }
+    }
+}
 
 /// What went wrong with a request body on the client's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +181,7 @@ impl Inbound {
 
     fn frame(
         &mut self,
-        frame: Option<Result<Frame<Bytes>, hyper::Error>>,
+        frame: Option<Result<Frame<Bytes>, BoxError>>,
     ) -> Option<Result<Frame<Bytes>, BoxError>> {
         self.moved = true;
         match frame? {
@@ -170,7 +207,7 @@ impl Inbound {
 #[allow(clippy::large_enum_variant)]
 pub enum ProxyBody {
     Streamed {
-        inner: Incoming,
+        inner: Inner,
         meter: Meter,
         _guards: Option<Guards>,
         peeked: Option<Peeked>,
@@ -188,7 +225,7 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn streamed(inner: Incoming, meter: Meter, guards: Option<Guards>) -> Self {
+    pub fn streamed(inner: Inner, meter: Meter, guards: Option<Guards>) -> Self {
         ProxyBody::Streamed {
             inner,
             meter,
@@ -331,7 +368,7 @@ impl Body for ProxyBody {
                 };
                 let frame = match inbound {
                     Some(i) => i.frame(polled),
-                    None => polled.map(|r| r.map_err(BoxError::from)),
+                    None => polled,
                 };
                 if let Some(Ok(f)) = &frame {
                     if let Some(data) = f.data_ref() {

@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
-use super::strict::{self, Framing, Head, H2_PREFACE};
+use super::strict::{self, ChunkScan, Framing, Head, H2_PREFACE};
 use crate::config::{ListenerLimits, RESET_WINDOW};
 use crate::io::forward_writes;
 use crate::stats::{ListenerStats, Refusal};
@@ -151,8 +151,10 @@ enum Mode {
     Head,
     /// Inside a body of known length: this many bytes to go.
     Body(u64),
-    /// Inside a chunked body: unchecked until the connection is idle again.
-    Chunked,
+    /// Inside a chunked body, followed to its end; framing the scan cannot
+    /// follow (which hyper refuses) is unchecked until the connection is
+    /// idle again.
+    Chunked(ChunkScan),
     /// After an upgrade: not HTTP any more.
     Tunnel,
     /// Prior-knowledge HTTP/2 (h2's own limits apply); only idleness is watched.
@@ -241,7 +243,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Guarded<S> {
                     Framing::Empty => (Mode::Head, len),
                     Framing::Length(n) if n > rest => (Mode::Body(n - rest), all),
                     Framing::Length(n) => (Mode::Head, len + n as usize),
-                    Framing::Chunked => (Mode::Chunked, all),
+                    Framing::Chunked => {
+                        let mut scan = ChunkScan::default();
+                        match scan.feed(&self.acc[len..]) {
+                            Some(end) => (Mode::Head, len + end),
+                            None => (Mode::Chunked(scan), all),
+                        }
+                    }
                     Framing::Tunnel => (Mode::Tunnel, all),
                 };
                 true
@@ -355,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
                         Poll::Ready(Ok(_)) => continue,
                     }
                 }
-                Mode::Chunked if this.conn.idle() => {
+                Mode::Chunked(ChunkScan::Lost) if this.conn.idle() => {
                     this.mode = Mode::Head;
                     continue;
                 }
@@ -370,16 +378,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
                     if n > 0 {
                         this.last_read = Instant::now();
                     }
-                    if let Mode::Body(rest) = this.mode {
-                        if n < rest {
-                            this.mode = Mode::Body(rest - n);
-                        } else {
-                            // The body ends in this read: what follows is the next head.
-                            let end = before + rest as usize;
-                            this.acc.extend_from_slice(&buf.filled()[end..]);
-                            buf.set_filled(end);
-                            this.mode = Mode::Head;
+                    // Where the body ends in this read, if it does: what follows
+                    // is the next head.
+                    let end = match &mut this.mode {
+                        Mode::Body(rest) if n < *rest => {
+                            *rest -= n;
+                            None
                         }
+                        Mode::Body(rest) => Some(*rest as usize),
+                        Mode::Chunked(scan) if *scan != ChunkScan::Lost => {
+                            scan.feed(&buf.filled()[before..])
+                        }
+                        _ => None,
+                    };
+                    if let Some(end) = end {
+                        let end = before + end;
+                        this.acc.extend_from_slice(&buf.filled()[end..]);
+                        buf.set_filled(end);
+                        this.mode = Mode::Head;
                     }
                     return Poll::Ready(Ok(()));
                 }

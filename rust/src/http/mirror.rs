@@ -88,10 +88,9 @@ async fn copy(cluster: &Cluster, replay: &Replay, limit: Duration) {
     let request = Request::from_parts(parts, body);
     // The one try function: the same counters and outlier accounting as the
     // primary's tries; a failure's reply is simply dropped.
-    if let Ok((resp, checkin)) = send(cluster, ep, request, cluster.spec.protocol, None).await {
+    if let Ok(resp) = send(cluster, ep, request, cluster.spec.protocol, None).await {
         // Read to the end, so that the connection can serve again.
         let _ = resp.into_body().collect().await;
-        drop(checkin);
     }
 }
 

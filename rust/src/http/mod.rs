@@ -7,6 +7,7 @@ mod attempt;
 pub mod body;
 mod egress;
 mod guard;
+pub(crate) mod h1;
 pub mod headers;
 pub mod mirror;
 pub mod pool;

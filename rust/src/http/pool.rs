@@ -1,9 +1,10 @@
 //! Upstream connections per endpoint and per worker thread. HTTP/1.1
-//! connections are checked out for one exchange and come back when the
-//! response body is done; an HTTP/2 connection is shared by every request of
-//! its worker. A worker only touches its own slot, so the slot locks are
-//! never contended.
+//! connections are checked out for one exchange (our own client, in the
+//! request's task) and come back when the response body ends; an HTTP/2
+//! connection is shared by every request of its worker. A worker only
+//! touches its own slot, so the slot locks are never contended.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,9 @@ use hyper::client::conn::{http1, http2};
 use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::body::ProxyBody;
+use super::body::{BoxError, Inner, ProxyBody};
+use super::h1::{self, Conn};
+use super::headers::wants_upgrade;
 use crate::config::{CircuitBreakers, ClusterConfig, UpstreamProtocol};
 use crate::dns::Resolver;
 use crate::io::Stream;
@@ -36,7 +39,7 @@ pub enum SendError {
     /// refused it: nothing was sent.
     Overflow(&'static str),
     /// The exchange failed after the request went out (or may have).
-    Upstream(hyper::Error),
+    Upstream(BoxError),
 }
 
 /// A request that never left, body untouched.
@@ -53,13 +56,20 @@ impl SendError {
 }
 
 struct Idle {
-    sender: http1::SendRequest<ProxyBody>,
+    conn: Box<Conn>,
     since: Instant,
+}
+
+impl Idle {
+    fn expired(&self) -> bool {
+        self.since.elapsed() > MAX_IDLE
+    }
 }
 
 #[derive(Default)]
 struct Slot {
-    http1: Vec<Idle>,
+    /// Oldest first: taken from the back, expired from the front.
+    http1: VecDeque<Idle>,
     http2: Option<http2::SendRequest<ProxyBody>>,
 }
 
@@ -78,29 +88,31 @@ pub struct Pool {
     limits: CircuitBreakers,
 }
 
-/// Puts an HTTP/1.1 connection back into its slot when dropped (with the
-/// response body, once it has been read to the end or abandoned).
-pub struct Checkin {
+/// Where an HTTP/1.1 connection goes back when its exchange is over.
+pub struct Home {
     pool: Arc<Pool>,
     slot: usize,
-    sender: Option<http1::SendRequest<ProxyBody>>,
 }
 
-impl Drop for Checkin {
-    fn drop(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            if sender.is_closed() {
-                return;
-            }
-            let mut slot = self.pool.slots[self.slot]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if slot.http1.len() < MAX_IDLE_PER_SLOT {
-                slot.http1.push(Idle {
-                    sender,
-                    since: Instant::now(),
-                });
-            }
+// === impl Home ===
+
+impl Home {
+    pub fn put(self, conn: Box<Conn>) {
+        let mut slot = self.pool.slot(self.slot);
+        // One look at the oldest per check-in keeps closed and expired
+        // connections from piling up at the bottom of a busy slot.
+        if slot
+            .http1
+            .front_mut()
+            .is_some_and(|old| old.expired() || !old.conn.still_usable())
+        {
+            slot.http1.pop_front();
+        }
+        if slot.http1.len() < MAX_IDLE_PER_SLOT {
+            slot.http1.push_back(Idle {
+                conn,
+                since: Instant::now(),
+            });
         }
     }
 }
@@ -130,6 +142,21 @@ impl Pool {
 
     fn slot_index(&self) -> usize {
         crate::worker::index() % self.slots.len()
+    }
+
+    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Slot> {
+        self.slots[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the idle HTTP/1.1 connections that expired or that their
+    /// upstream closed, in every slot: before a circuit breaker refuses a
+    /// connection, the dead ones it counts must go.
+    fn sweep(&self) {
+        for index in 0..self.slots.len() {
+            self.slot(index)
+                .http1
+                .retain_mut(|idle| !idle.expired() && idle.conn.still_usable());
+        }
     }
 
     /// A new connection to the endpoint, TLS included when configured (the
@@ -169,7 +196,7 @@ impl Pool {
     /// A new HTTP connection within the cluster's circuit breakers: the
     /// request waits for it as a pending request, and the connection holds
     /// the returned guard for as long as it is open.
-    async fn connect(&self) -> Result<(TokioIo<Stream>, OpenConnection), SendError> {
+    async fn connect(&self) -> Result<(Stream, OpenConnection), SendError> {
         let limits = &self.limits;
         let _pending = Active::try_enter(
             &self.stats,
@@ -177,12 +204,19 @@ impl Pool {
             limits.max_pending_requests,
         )
         .ok_or(SendError::Overflow("max_pending_requests"))?;
-        let open = Active::try_enter(
-            &self.stats,
-            |s| &s.active_connections,
-            limits.max_connections,
-        )
-        .ok_or(SendError::Overflow("max_connections"))?;
+        let enter = || {
+            Active::try_enter(
+                &self.stats,
+                |s| &s.active_connections,
+                limits.max_connections,
+            )
+        };
+        let open = enter()
+            .or_else(|| {
+                self.sweep();
+                enter()
+            })
+            .ok_or(SendError::Overflow("max_connections"))?;
         let stream = self.connect_stream().await.map_err(|e| {
             if crate::dns::is_unresolved(&e) {
                 SendError::Unresolved(e.to_string(), None)
@@ -191,13 +225,15 @@ impl Pool {
             }
         })?;
         self.stats.connections.inc();
-        Ok((TokioIo::new(stream), open))
+        Ok((stream, open))
     }
 
-    async fn connect_http1(&self) -> Result<http1::SendRequest<ProxyBody>, SendError> {
+    /// A connection through hyper's client, for a request that may switch
+    /// protocols (the upgraded connection leaves the pool for good).
+    async fn connect_upgradable(&self) -> Result<http1::SendRequest<ProxyBody>, SendError> {
         let (io, open) = self.connect().await?;
         let (sender, conn) = http1::Builder::new()
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| SendError::Connect(e.to_string(), None))?;
         tokio::spawn(async move {
@@ -214,7 +250,7 @@ impl Pool {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| SendError::Connect(e.to_string(), None))?;
         tokio::spawn(async move {
@@ -226,71 +262,74 @@ impl Pool {
         Ok(sender)
     }
 
-    /// An idle HTTP/1.1 connection of this worker, ready for a request.
-    async fn idle_http1(&self, slot: usize) -> Option<http1::SendRequest<ProxyBody>> {
-        loop {
-            let idle = self.slots[slot]
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .http1
-                .pop()?;
-            if idle.since.elapsed() > MAX_IDLE || idle.sender.is_closed() {
-                continue;
+    /// An idle HTTP/1.1 connection of this worker that can take a request
+    /// (the newest first: the likeliest to be warm and still open).
+    async fn idle_http1(&self, slot: usize) -> Option<Box<Conn>> {
+        std::future::poll_fn(|cx| {
+            let mut s = self.slot(slot);
+            while let Some(idle) = s.http1.pop_back() {
+                if idle.expired() {
+                    continue;
+                }
+                let mut conn = idle.conn;
+                if conn.usable(cx) {
+                    return std::task::Poll::Ready(Some(conn));
+                }
             }
-            let mut sender = idle.sender;
-            if sender.ready().await.is_ok() {
-                return Some(sender);
-            }
-        }
+            std::task::Poll::Ready(None)
+        })
+        .await
     }
 
-    /// Sends `req` upstream; the response, and the guard that returns the
-    /// connection to the pool when the response body is dropped.
+    /// Sends `req` upstream; the response, its body streaming from the
+    /// connection (which goes back to the pool when the body is done).
     pub async fn send(
         self: &Arc<Self>,
         req: http::Request<ProxyBody>,
         protocol: UpstreamProtocol,
-    ) -> Result<(Response<hyper::body::Incoming>, Option<Checkin>), SendError> {
+    ) -> Result<Response<Inner>, SendError> {
         match protocol {
+            UpstreamProtocol::Http1 if upgradable(&req) => self.send_upgradable(req).await,
             UpstreamProtocol::Http1 => self.send_http1(req).await,
-            UpstreamProtocol::Http2 => self.send_http2(req).await.map(|r| (r, None)),
+            UpstreamProtocol::Http2 => self.send_http2(req).await.map(|r| r.map(Inner::Hyper)),
         }
     }
 
     async fn send_http1(
         self: &Arc<Self>,
         req: http::Request<ProxyBody>,
-    ) -> Result<(Response<hyper::body::Incoming>, Option<Checkin>), SendError> {
+    ) -> Result<Response<Inner>, SendError> {
         let slot = self.slot_index();
-        let mut req = req;
-        // A pooled connection may have been closed by the server just now; a
-        // request it never sent is retried once on a fresh connection.
-        if let Some(mut sender) = self.idle_http1(slot).await {
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(self.checkin(slot, sender)))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(SendError::Upstream(e.into_error())),
-                },
-            }
-        }
-        // Boxed: a new connection is the cold path, and its handshake futures
-        // would otherwise swell every request's future.
-        let mut sender = match Box::pin(self.connect_http1()).await {
-            Ok(sender) => sender,
-            Err(e) => return Err(e.unsent(req)),
+        let conn = match self.idle_http1(slot).await {
+            Some(conn) => conn,
+            // Boxed: a new connection is the cold path, and its handshake
+            // futures would otherwise swell every request's future.
+            None => match Box::pin(self.connect()).await {
+                Ok((io, open)) => Conn::new(io, open),
+                Err(e) => return Err(e.unsent(req)),
+            },
         };
-        match sender.send_request(req).await {
-            Ok(resp) => Ok((resp, Some(self.checkin(slot, sender)))),
+        let home = Home {
+            pool: self.clone(),
+            slot,
+        };
+        match h1::send(conn, req, home).await {
+            Ok(resp) => Ok(resp.map(Inner::H1)),
             Err(e) => Err(SendError::Upstream(e)),
         }
     }
 
-    fn checkin(self: &Arc<Self>, slot: usize, sender: http1::SendRequest<ProxyBody>) -> Checkin {
-        Checkin {
-            pool: self.clone(),
-            slot,
-            sender: Some(sender),
+    async fn send_upgradable(
+        &self,
+        req: http::Request<ProxyBody>,
+    ) -> Result<Response<Inner>, SendError> {
+        let mut sender = match Box::pin(self.connect_upgradable()).await {
+            Ok(sender) => sender,
+            Err(e) => return Err(e.unsent(req)),
+        };
+        match sender.send_request(req).await {
+            Ok(resp) => Ok(resp.map(Inner::Hyper)),
+            Err(e) => Err(SendError::Upstream(e.into())),
         }
     }
 
@@ -299,10 +338,12 @@ impl Pool {
         req: http::Request<ProxyBody>,
     ) -> Result<Response<hyper::body::Incoming>, SendError> {
         let slot = self.slot_index();
-        let shared = {
-            let s = self.slots[slot].lock().unwrap_or_else(|e| e.into_inner());
-            s.http2.as_ref().filter(|h| !h.is_closed()).cloned()
-        };
+        let shared = self
+            .slot(slot)
+            .http2
+            .as_ref()
+            .filter(|h| !h.is_closed())
+            .cloned();
         let mut req = req;
         if let Some(mut sender) = shared {
             if sender.ready().await.is_ok() {
@@ -310,7 +351,7 @@ impl Pool {
                     Ok(resp) => return Ok(resp),
                     Err(mut e) => match e.take_message() {
                         Some(unsent) => req = unsent,
-                        None => return Err(SendError::Upstream(e.into_error())),
+                        None => return Err(SendError::Upstream(e.into_error().into())),
                     },
                 }
             }
@@ -319,11 +360,15 @@ impl Pool {
             Ok(sender) => sender,
             Err(e) => return Err(e.unsent(req)),
         };
-        self.slots[slot]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .http2 = Some(sender.clone());
-        sender.ready().await.map_err(SendError::Upstream)?;
-        sender.send_request(req).await.map_err(SendError::Upstream)
+        self.slot(slot).http2 = Some(sender.clone());
+        let upstream = |e: hyper::Error| SendError::Upstream(e.into());
+        sender.ready().await.map_err(upstream)?;
+        sender.send_request(req).await.map_err(upstream)
     }
+}
+
+/// True for a request that may switch protocols on its connection: an
+/// upgrade (WebSocket) or a CONNECT.
+fn upgradable<B>(req: &http::Request<B>) -> bool {
+    req.method() == http::Method::CONNECT || wants_upgrade(req.headers())
 }

@@ -14,7 +14,7 @@ use super::admission::{abort_reply, rate_limit};
 use super::attempt::{
     answer_retriable, attempt, is_grpc, keeps_copy, overflow, overflow_reply, Failed,
 };
-use super::body::{grpc_status, Done, Inbound, ProxyBody};
+use super::body::{grpc_status, Done, Inbound, Inner, ProxyBody};
 use super::egress;
 use super::headers::{
     add_forwarded, ensure_request_id, request_authority, request_host, set_client_identity,
@@ -22,7 +22,6 @@ use super::headers::{
 };
 use super::local_reply;
 use super::mirror;
-use super::pool::Checkin;
 use super::replay::Replay;
 use super::server::ConnInfo;
 use crate::cluster::{Cluster, Endpoint, Retry};
@@ -528,7 +527,7 @@ async fn forward(
     }
     let mut retries = 0;
     let mut _retry_slot = None;
-    let (resp, checkin) = loop {
+    let resp = loop {
         let (again, last) = match attempt(
             cluster,
             ep,
@@ -539,7 +538,7 @@ async fn forward(
         )
         .await
         {
-            Ok(answer) if !(idempotent && answer_retriable(policy, &answer.0)) => break answer,
+            Ok(answer) if !(idempotent && answer_retriable(policy, &answer)) => break answer,
             Ok(answer) => (replay.as_ref().and_then(|r| r.again()), Err(answer)),
             Err(Failed {
                 reply,
@@ -594,7 +593,7 @@ async fn forward(
         conn,
         downstream,
         resp,
-        ((in_flight, ep_active), checkin),
+        (in_flight, ep_active),
     )
     .await
 }
@@ -673,7 +672,7 @@ fn prepare(
         Some(&edge),
     );
     meter.record = record_bytes;
-    let mut body = ProxyBody::streamed(body, meter, None);
+    let mut body = ProxyBody::streamed(Inner::Hyper(body), meter, None);
     if !body.is_end_stream() {
         let checks = Inbound::new(
             route.max_request_bytes,
@@ -731,16 +730,16 @@ pub(super) fn set_target(
 
 /// Step 3: the response for the client. A 101 joins the two upgraded
 /// connections in a tunnel; anything else streams back metered, with the
-/// route's response edits. `held` (the active-request guards and the pool
-/// check-in) lives as long as the body or the tunnel.
+/// route's response edits. `held` (the active-request guards) lives as long
+/// as the body or the tunnel.
 async fn finish(
     listener: &Arc<Listener>,
     route: &Route<Arc<Cluster>>,
     cluster: &Arc<Cluster>,
     conn: &ConnInfo,
     downstream: Downstream,
-    mut resp: Response<Incoming>,
-    held: (ActiveGuards, Option<Checkin>),
+    mut resp: Response<Inner>,
+    held: ActiveGuards,
 ) -> Response<ProxyBody> {
     let edge = &downstream.edge;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -21,7 +21,7 @@ pub enum Framing {
     /// No body: the next head follows at once.
     Empty,
     Length(u64),
-    /// A chunked body: the next head is found by hyper alone.
+    /// A chunked body: its end is found by `ChunkScan`.
     Chunked,
     /// An upgrade or CONNECT: what follows may be anything.
     Tunnel,
@@ -157,12 +157,130 @@ pub fn reply(refusal: Refusal, why: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Follows a chunked request body through the bytes that pass, to find
+/// where it ends and the next head begins (RFC 9112 section 7.1). Only the
+/// framing is read; the data is skipped by count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkScan {
+    /// In a chunk-size: the size so far and its digits.
+    Size(u64, u8),
+    /// In chunk extensions (or the whitespace before them).
+    Ext(u64),
+    /// The LF ending a chunk-size line.
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line, or of the final blank line.
+    Line,
+    InLine,
+    LineLf,
+    EndLf,
+    /// The body ended.
+    Done,
+    /// Framing hyper will refuse (or reads otherwise): not followed further.
+    Lost,
+}
+
+impl Default for ChunkScan {
+    fn default() -> Self {
+        ChunkScan::Size(0, 0)
+    }
+}
+
+impl ChunkScan {
+    /// Reads `bytes` on: the offset just past the body's end when it ends
+    /// within them.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut at = 0;
+        while at < bytes.len() {
+            if let ChunkScan::Data(left) = *self {
+                let take = (bytes.len() - at).min(usize::try_from(left).unwrap_or(usize::MAX));
+                at += take;
+                let left = left - take as u64;
+                *self = if left == 0 {
+                    ChunkScan::DataCr
+                } else {
+                    ChunkScan::Data(left)
+                };
+                continue;
+            }
+            let b = bytes[at];
+            at += 1;
+            *self = match (*self, b) {
+                (ChunkScan::Size(n, d), _) if b.is_ascii_hexdigit() && d < 15 => ChunkScan::Size(
+                    n * 16 + u64::from(char::from(b).to_digit(16).unwrap_or(0)),
+                    d + 1,
+                ),
+                (ChunkScan::Size(n, d), b';' | b' ' | b'\t') if d > 0 => ChunkScan::Ext(n),
+                (ChunkScan::Size(n, d), b'\r') if d > 0 => ChunkScan::SizeLf(n),
+                (ChunkScan::Ext(n), b'\r') => ChunkScan::SizeLf(n),
+                (ChunkScan::Ext(_), b'\n') => ChunkScan::Lost,
+                (ChunkScan::Ext(n), _) => ChunkScan::Ext(n),
+                (ChunkScan::SizeLf(0), b'\n') => ChunkScan::Line,
+                (ChunkScan::SizeLf(n), b'\n') => ChunkScan::Data(n),
+                (ChunkScan::DataCr, b'\r') => ChunkScan::DataLf,
+                (ChunkScan::DataLf, b'\n') => ChunkScan::Size(0, 0),
+                (ChunkScan::Line, b'\r') => ChunkScan::EndLf,
+                (ChunkScan::Line | ChunkScan::InLine, b'\n') => ChunkScan::Lost,
+                (ChunkScan::InLine, b'\r') => ChunkScan::LineLf,
+                (ChunkScan::Line | ChunkScan::InLine, _) => ChunkScan::InLine,
+                (ChunkScan::LineLf, b'\n') => ChunkScan::Line,
+                (ChunkScan::EndLf, b'\n') => {
+                    *self = ChunkScan::Done;
+                    return Some(at);
+                }
+                (ChunkScan::Done, _) => return Some(at - 1),
+                _ => ChunkScan::Lost,
+            };
+            if *self == ChunkScan::Lost {
+                return None;
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn head(text: &str) -> Head {
         check(text.as_bytes(), &ListenerLimits::default())
+    }
+
+    #[test]
+    fn chunk_scan_finds_the_body_end_across_any_split() {
+        let body = b"5;name=v\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-t: 1\r\n\r\n";
+        let wire = [&body[..], b"GET /next HTTP/1.1\r\n"].concat();
+        for cut in 0..wire.len() {
+            let mut scan = ChunkScan::default();
+            let end = match scan.feed(&wire[..cut]) {
+                Some(end) => end,
+                None => cut + scan.feed(&wire[cut..]).expect("the end"),
+            };
+            assert_eq!(end, body.len(), "cut at {cut}");
+        }
+        // Without trailers, and a chunk-size with whitespace before its extension.
+        assert_eq!(
+            ChunkScan::default().feed(b"3 ;x\r\nabc\r\n0\r\n\r\nrest"),
+            Some(16)
+        );
+    }
+
+    #[test]
+    fn chunk_scan_stops_following_what_is_not_chunked() {
+        for bad in [
+            &b"5\nhello\n0\n\n"[..],
+            b"x\r\n",
+            b"\r\n",
+            b"3\r\nabcXY",
+            b"1234567890abcdef0\r\n",
+        ] {
+            let mut scan = ChunkScan::default();
+            assert_eq!(scan.feed(bad), None);
+            assert_eq!(scan, ChunkScan::Lost, "{bad:?}");
+        }
     }
 
     #[test]
