@@ -149,9 +149,10 @@ impl Pool {
     }
 
     /// Closes the idle HTTP/1.1 connections that expired or that their
-    /// upstream closed, in every slot: before a circuit breaker refuses a
-    /// connection, the dead ones it counts must go.
-    fn sweep(&self) {
+    /// upstream closed, in every slot: now and then (the cluster's sweeps),
+    /// and before a circuit breaker refuses a connection that the dead
+    /// ones count against.
+    pub fn sweep(&self) {
         for index in 0..self.slots.len() {
             self.slot(index)
                 .http1
