@@ -162,13 +162,12 @@ Script = Callable[[socket.socket, int], None]
 
 
 class ScriptedUpstream:
-    """Runs `script(conn, index)` for each connection it accepts; records the requests' heads."""
+    """Runs `script(conn, index)` for each connection it accepts (counted, from 1)."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.connections = 0
-        self.heads: list[bytes] = []
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 

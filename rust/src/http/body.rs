@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use tokio::time::Sleep;
@@ -29,42 +29,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A frame read ahead of the server's first poll (`None`: the body had ended).
 type Peeked = Option<Result<Frame<Bytes>, BoxError>>;
 
-/// Where a streamed body's bytes come from: a client's request or an
-/// HTTP/2 (or upgradable) upstream's answer through hyper, or an HTTP/1.1
-/// upstream's answer through our own client.
-pub enum Inner {
-    Hyper(Incoming),
-    H1(Box<super::h1::Body>),
-}
-
-impl Body for Inner {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
-            Inner::H1(b) => Pin::new(b.as_mut()).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Inner::Hyper(b) => b.is_end_stream(),
-            Inner::H1(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Inner::Hyper(b) => b.size_hint(),
-            Inner::H1(b) => b.size_hint(),
-        }
-    }
-}
+/// Where a streamed body's bytes come from: `Left`, hyper's (a client's
+/// request, or an HTTP/2 or upgradable upstream's answer); `Right`, our own
+/// HTTP/1.1 client's answer.
+pub type Inner = Either<Incoming, Box<super::h1::Body>>;
 
 /// What went wrong with a request body on the client's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -68,7 +68,7 @@ impl Idle {
 
 #[derive(Default)]
 struct Slot {
-    /// Oldest first: taken from the back, expired from the front.
+    /// Oldest first: taken from the back (the newest, likeliest still open).
     http1: VecDeque<Idle>,
     http2: Option<http2::SendRequest<ProxyBody>>,
 }
@@ -97,17 +97,10 @@ pub struct Home {
 // === impl Home ===
 
 impl Home {
+    /// (Closed and expired connections at the bottom of a slot are left to
+    /// the cluster's sweeps, not looked for on every check-in.)
     pub fn put(self, conn: Box<Conn>) {
         let mut slot = self.pool.slot(self.slot);
-        // One look at the oldest per check-in keeps closed and expired
-        // connections from piling up at the bottom of a busy slot.
-        if slot
-            .http1
-            .front_mut()
-            .is_some_and(|old| old.expired() || !old.conn.still_usable())
-        {
-            slot.http1.pop_front();
-        }
         if slot.http1.len() < MAX_IDLE_PER_SLOT {
             slot.http1.push_back(Idle {
                 conn,
@@ -292,7 +285,7 @@ impl Pool {
         match protocol {
             UpstreamProtocol::Http1 if upgradable(&req) => self.send_upgradable(req).await,
             UpstreamProtocol::Http1 => self.send_http1(req).await,
-            UpstreamProtocol::Http2 => self.send_http2(req).await.map(|r| r.map(Inner::Hyper)),
+            UpstreamProtocol::Http2 => self.send_http2(req).await.map(|r| r.map(Inner::Left)),
         }
     }
 
@@ -315,7 +308,7 @@ impl Pool {
             slot,
         };
         match h1::send(conn, req, home).await {
-            Ok(resp) => Ok(resp.map(Inner::H1)),
+            Ok(resp) => Ok(resp.map(Inner::Right)),
             Err(e) => Err(SendError::Upstream(e)),
         }
     }
@@ -329,7 +322,7 @@ impl Pool {
             Err(e) => return Err(e.unsent(req)),
         };
         match sender.send_request(req).await {
-            Ok(resp) => Ok(resp.map(Inner::Hyper)),
+            Ok(resp) => Ok(resp.map(Inner::Left)),
             Err(e) => Err(SendError::Upstream(e.into())),
         }
     }

@@ -672,7 +672,7 @@ fn prepare(
         Some(&edge),
     );
     meter.record = record_bytes;
-    let mut body = ProxyBody::streamed(Inner::Hyper(body), meter, None);
+    let mut body = ProxyBody::streamed(Inner::Left(body), meter, None);
     if !body.is_end_stream() {
         let checks = Inbound::new(
             route.max_request_bytes,

@@ -200,7 +200,7 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Malfor
         let value = HeaderValue::from_bytes(h.value).map_err(|_| Malformed::Head)?;
         if name == header::CONTENT_LENGTH {
             for part in h.value.split(|&b| b == b',') {
-                let n = parse_length(trim(part)).ok_or(Malformed::Length)?;
+                let n = parse_length(part.trim_ascii()).ok_or(Malformed::Length)?;
                 if length.is_some_and(|l| l != n) {
                     return Err(Malformed::Length);
                 }
@@ -211,11 +211,11 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Malfor
             chunked = h
                 .value
                 .rsplit(|&b| b == b',')
-                .map(trim)
+                .map(<[u8]>::trim_ascii)
                 .find(|c| !c.is_empty())
                 .map(|c| c.eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
-            for token in h.value.split(|&b| b == b',').map(trim) {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
@@ -249,10 +249,6 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Malfor
         framing,
         keep_alive,
     }))
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    s.trim_ascii()
 }
 
 /// 1*DIGIT, and no more than fits.

@@ -305,14 +305,13 @@ pub async fn send(
     let head = std::future::poll_fn(|cx| resp.exchange.poll_head(cx)).await?;
     resp.keep_alive = head.keep_alive;
     resp.framing = match head.framing {
-        Framing::Length(0) => {
-            resp.exchange.finish(head.keep_alive);
-            In::Done
-        }
         Framing::Length(n) => In::Length(n),
         Framing::Chunked => In::Chunked(Chunked::default()),
         Framing::Close => In::Close,
     };
+    if resp.framing == In::Length(0) {
+        resp.end(true);
+    }
     let mut response = Response::new(resp);
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
@@ -340,9 +339,11 @@ pub struct Body {
 // === impl Body ===
 
 impl Body {
-    fn done(&mut self) {
+    /// The body is over; `whole`: it ended where its framing said, so the
+    /// connection may serve again (if the upstream keeps it open).
+    fn end(&mut self, whole: bool) {
         self.framing = In::Done;
-        self.exchange.finish(self.keep_alive);
+        self.exchange.finish(whole && self.keep_alive);
     }
 
     /// The next piece in the buffer, if there is one.
@@ -357,7 +358,7 @@ impl Body {
                 let data = buf.split_to(take).freeze();
                 *left -= take as u64;
                 if *left == 0 {
-                    self.done();
+                    self.end(true);
                 }
                 Ok(Some(Frame::data(data)))
             }
@@ -365,11 +366,11 @@ impl Body {
                 Decoded::Data(data) => Ok(Some(Frame::data(data))),
                 // Trailers are the last frame: a server may not ask again.
                 Decoded::Trailers(t) => {
-                    self.done();
+                    self.end(true);
                     Ok(Some(Frame::trailers(t)))
                 }
                 Decoded::End => {
-                    self.done();
+                    self.end(true);
                     Ok(None)
                 }
                 Decoded::More => Ok(None),
@@ -394,8 +395,7 @@ impl hyper::body::Body for Body {
                 return Poll::Ready(None);
             }
             if let Err(e) = this.exchange.write(cx) {
-                this.exchange.finish(false);
-                this.framing = In::Done;
+                this.end(false);
                 return Poll::Ready(Some(Err(e)));
             }
             match this.take() {
@@ -403,8 +403,7 @@ impl hyper::body::Body for Body {
                 Ok(None) if this.framing == In::Done => return Poll::Ready(None),
                 Ok(None) => {}
                 Err(e) => {
-                    this.exchange.finish(false);
-                    this.framing = In::Done;
+                    this.end(false);
                     return Poll::Ready(Some(Err(e)));
                 }
             }
@@ -415,8 +414,7 @@ impl hyper::body::Body for Body {
                 Ok(n) if n > 0 => {}
                 // The end of a body that runs to the close.
                 Ok(_) if this.framing == In::Close => {
-                    this.framing = In::Done;
-                    this.exchange.finish(false);
+                    this.end(false);
                     return Poll::Ready(None);
                 }
                 read => {
@@ -431,7 +429,7 @@ impl hyper::body::Body for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.framing, In::Done | In::Length(0))
+        self.framing == In::Done
     }
 
     fn size_hint(&self) -> SizeHint {
