@@ -1,10 +1,13 @@
 """The transparent-interception rules (``meshctl.sidecar.iptables``): what
 they say, and, as root in a network namespace made here, that installing
-twice leaves one set, and that removing leaves nothing of ours (chains,
-jumps, the VIP route) and nothing else touched."""
+twice leaves one set, that removing leaves nothing of ours (chains,
+jumps, the VIP route) and nothing else touched, and that a connection open
+before the rules keeps its path while new ones are redirected."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
 
 import pytest
@@ -21,7 +24,7 @@ def test_rules_exclude_the_sidecar_loopback_ports_and_cidrs() -> None:
     ).rules()
     out = [r for r in rules if r.startswith("-A MESHCTL_OUTPUT")]
     # Exclusions come before the redirect, which is last.
-    assert out[-1] == "-A MESHCTL_OUTPUT -p tcp -j REDIRECT --to-ports 15001"
+    assert out[-1] == "-A MESHCTL_OUTPUT -p tcp --syn -j REDIRECT --to-ports 15001"
     for rule in (
         "-m owner --uid-owner 1337 -j RETURN",
         "-m owner --gid-owner 1337 -j RETURN",
@@ -69,3 +72,60 @@ def test_install_twice_then_cleanup_leaves_nothing_of_ours() -> None:
         assert host.run("iptables", "-t", "nat", "-S").stdout == before
         assert "240.240.0.0/16" not in host.run("ip", "route").stdout
         assert "nothing of ours" in host.run(*meshctl, "--cleanup").stdout
+
+
+#: In the namespace: connect to the root namespace, say when connected, then echo one line back.
+EARLY = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+print("connected", flush=True)
+s.sendall(b"echo:" + s.recv(100))
+print("sent", flush=True)
+"""
+
+#: In the namespace, on the inbound port: what a redirected connection reaches.
+INBOUND = """
+import socket
+s = socket.create_server(("0.0.0.0", 15006))
+print("listening", flush=True)
+c, _ = s.accept()
+c.sendall(b"redirected")
+"""
+
+
+def test_a_connection_open_before_the_rules_keeps_its_path() -> None:
+    """Found with `meshctl run --transparent`: the sidecar's stream from the control plane, opened
+    before the rules, stopped receiving when they went in (conntrack took the connection up at its
+    next packet and the inbound rule redirected it), so the sidecar missed every snapshot until
+    the stream timed out. Here: an app connection open before the rules carries data both ways
+    after them (inbound, then outbound: the app is no sidecar, no owner rule lets it pass), and
+    a connection opened after them is redirected."""
+    require_root()
+    with Network() as net, socket.create_server((net.gateway, 0)) as server:
+        host = net.add("ipt")
+        server.settimeout(10)
+        port = server.getsockname()[1]
+        early = subprocess.Popen(
+            host.cmd(sys.executable, "-c", EARLY, net.gateway, str(port)), stdout=subprocess.PIPE, text=True
+        )
+        inbound = subprocess.Popen(host.cmd(sys.executable, "-c", INBOUND), stdout=subprocess.PIPE, text=True)
+        try:
+            assert early.stdout is not None and inbound.stdout is not None
+            conn, _ = server.accept()
+            assert early.stdout.readline().strip() == "connected"
+            assert inbound.stdout.readline().strip() == "listening"
+            host.run(sys.executable, "-m", "meshctl", "iptables")  # (nothing listens on 15001)
+
+            with conn:
+                conn.settimeout(10)
+                conn.sendall(b"ping")
+                assert conn.recv(100) == b"echo:ping"
+            assert early.wait(10) == 0
+
+            # A new connection to any port of the host reaches the inbound port instead.
+            with socket.create_connection((host.address, 8080), timeout=10) as new:
+                assert new.recv(100) == b"redirected"
+        finally:
+            for proc in (early, inbound):
+                proc.kill()
+                proc.wait()

@@ -12,6 +12,7 @@ its rules; a ``run`` killed with SIGKILL leaves them to ``meshctl iptables
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -171,13 +172,6 @@ def test_unchanged_apps_talk_through_their_sidecars(mesh: dict[str, Any]) -> Non
         bypass.kill()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="control-plane push race (found 2026-12-04, not fixed): when the client's sidecar "
-    "registers before db's, about half the time it never gets the snapshot with db's endpoint "
-    "(it applies snapshot 3 and nothing after), so the call is refused; see the closing note of "
-    "issue 17's third part",
-)
 def test_a_tcp_service_by_name_and_port(mesh: dict[str, Any]) -> None:
     client, runs = mesh["hosts"]["client"], mesh["runs"]
     # Its app may still be starting (the fixture waits for the interception rules, which come
@@ -189,6 +183,27 @@ def test_a_tcp_service_by_name_and_port(mesh: dict[str, Any]) -> None:
     )
     assert runs["db"].stats()["listeners"]["inbound"]["tls"]["handshakes"] >= 1
     assert runs["client"].stats()["listeners"]["transparent-outbound"]["connections"] >= 1
+
+
+def applied(run: Run) -> int:
+    """The newest snapshot `run`'s sidecar applied from the control plane (-1: none yet)."""
+    found = re.findall(r"snapshot (\d+) from control plane applied", run.log.read_text())
+    return max(map(int, found), default=-1)
+
+
+def test_a_change_reaches_every_sidecar_after_its_rules_went_in(mesh: dict[str, Any]) -> None:
+    """Each sidecar's stream from the control plane was opened before `run` installed its rules:
+    a change made now must reach every sidecar on it at once (the rules once redirected the
+    stream's next packet, which cut it; the sidecar learned nothing until its 40 s idle timeout)."""
+    cp: ControlPlane = mesh["cp"]
+    runs: dict[str, Run] = mesh["runs"]
+    before = {name: applied(run) for name, run in runs.items()}
+    cp.apply({"kind": "Service", "metadata": {"name": "cache"}, "spec": {"ports": [{"port": 6379, "protocol": "tcp"}]}})
+    wait_until(
+        lambda: all(applied(run) > before[name] for name, run in runs.items()),
+        timeout=15,
+        what="every sidecar to apply the snapshot with the new service",
+    )
 
 
 def test_rules_go_with_run_and_leftovers_are_cleaned_up(mesh: dict[str, Any]) -> None:

@@ -17,7 +17,8 @@ In the app's network namespace, in the ``nat`` table:
   DNS answerer, which answers mesh names with their virtual addresses and
   forwards the rest (loopback resolvers included).
 
-IPv4 only. The rules live in chains of our own, so that removing them is
+Only connections opened after the rules are redirected (see `OPENING`): one
+open before keeps going where it went. IPv4 only. The rules live in chains of our own, so that removing them is
 exact: ``remove`` deletes our jumps and chains and nothing else, and
 ``meshctl iptables --cleanup`` does the same for rules a killed ``meshctl
 run`` left behind. Installing goes through one ``iptables-restore --noflush``
@@ -39,6 +40,13 @@ PROXY_ID = 1337
 #: Where the control plane puts mesh services' virtual addresses (`meshctl.control.vips`): always
 #: redirected, even when routed through loopback (the route `install` adds when there is none).
 VIP_NETWORK = "240.240.0.0/16"
+#: What a redirect matches: a connection's opening packet only. Connection tracking starts in a
+#: namespace with its first NAT rule, and takes up a connection open before then at whatever
+#: packet comes next (nf_conntrack_tcp_loose); redirecting that one would cut the connection
+#: (the sidecar's own stream from the control plane, opened before `run` installs the rules, was
+#: cut so, and missed every snapshot until it timed out). Matched on the SYN, such a connection
+#: keeps its path; the NAT table sees only a connection's first packet anyway.
+OPENING = "-p tcp --syn"
 
 
 class InterceptionError(Exception):
@@ -93,14 +101,14 @@ class Interception:
         if self.inbound:
             lines.append("-A PREROUTING -p tcp -j MESHCTL_INBOUND")
             lines += [f"-A MESHCTL_INBOUND -p tcp --dport {p} -j RETURN" for p in self.exclude_inbound_ports]
-            lines.append(f"-A MESHCTL_INBOUND -p tcp -j REDIRECT --to-ports {self.inbound_port}")
+            lines.append(f"-A MESHCTL_INBOUND {OPENING} -j REDIRECT --to-ports {self.inbound_port}")
         lines.append("-A OUTPUT -p tcp -j MESHCTL_OUTPUT")
         out = [
             *self._owner(),
             f"-o lo ! -d {VIP_NETWORK} -j RETURN",
             *(f"-d {c} -j RETURN" for c in self.exclude_outbound_cidrs),
             *(f"-p tcp --dport {p} -j RETURN" for p in self.exclude_outbound_ports),
-            f"-p tcp -j REDIRECT --to-ports {self.outbound_port}",
+            f"{OPENING} -j REDIRECT --to-ports {self.outbound_port}",
         ]
         lines += [f"-A MESHCTL_OUTPUT {r}" for r in out]
         if self.dns_port is not None:
