@@ -166,6 +166,7 @@ impl Engine {
         };
         let handle = rt.handle().clone();
         let _enter = handle.enter();
+        let workers = rt.handles().clone();
 
         // Which sockets stay, which are new; bind the new ones before touching anything.
         let mut wanted: Vec<(Slot, SocketAddr)> = Vec::new();
@@ -309,6 +310,7 @@ impl Engine {
                         b.id,
                         self.shared.clone(),
                         d.clone(),
+                        workers.clone(),
                     ));
                     tracing::info!("listener '{}' serving on {}", b.slot.label(), b.local);
                     next.push(b);

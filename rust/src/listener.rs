@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 
 use crate::drain::Drain;
 use crate::http;
 use crate::io::Stream;
 use crate::shared::Shared;
 use crate::snapshot::{Listener, ListenerId, Role};
-use crate::stats::{Active, ListenerStats, Refusal};
+use crate::stats::{Active, ListenerStats, Refusal, WorkerLoad};
 use crate::tcp;
 use crate::transparent;
 
@@ -28,7 +29,20 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-pub async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shared>, drain: Drain) {
+/// Accepts on `listener` (on worker 0) and gives each connection to the
+/// worker with the fewest open (`workers`, in worker order), where it stays:
+/// its TLS, requests and upstream connections run there. The kernel's own
+/// spreading (every worker waiting on the socket) was tried: the first
+/// worker woke first and took every connection while it was not busy.
+pub async fn accept_loop(
+    listener: TcpListener,
+    id: ListenerId,
+    shared: Arc<Shared>,
+    drain: Drain,
+    workers: Arc<[Handle]>,
+) {
+    let loads = shared.registry.workers.loads(workers.len());
+    let here = crate::worker::index();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -60,26 +74,65 @@ pub async fn accept_loop(listener: TcpListener, id: ListenerId, shared: Arc<Shar
             continue;
         };
         l.stats.connections.inc();
-        drain.tracker.spawn(connection(
-            stream,
-            peer,
-            (id, l, open),
-            shared.clone(),
-            drain.clone(),
-        ));
+        let (worker, load) = (loads.iter().enumerate())
+            .min_by_key(|(_, w)| w.active.get())
+            .expect("a worker at least");
+        load.accepted.inc();
+        let opened = Opened {
+            id,
+            listener: l,
+            open,
+            on_worker: Active::enter(load, |w| &w.active),
+        };
+        let (shared, d) = (shared.clone(), drain.clone());
+        if worker == here {
+            drain
+                .tracker
+                .spawn(connection(stream, peer, opened, shared, d));
+            continue;
+        }
+        // To another worker: its own runtime watches the socket from now on.
+        let moved = match stream.into_std() {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::warn!(%peer, "handing a connection to worker {worker} failed: {e}");
+                continue;
+            }
+        };
+        let adopted = async move {
+            match tokio::net::TcpStream::from_std(moved) {
+                Ok(stream) => connection(stream, peer, opened, shared, d).await,
+                Err(e) => tracing::warn!(%peer, "worker {worker} could not take a connection: {e}"),
+            }
+        };
+        drain.tracker.spawn_on(adopted, &workers[worker]);
     }
+}
+
+/// An accepted connection's place: its listener, and what counts it open
+/// (on the listener and on its worker) until it ends.
+struct Opened {
+    id: ListenerId,
+    listener: Arc<Listener>,
+    open: Active<ListenerStats>,
+    on_worker: Active<WorkerLoad>,
 }
 
 /// One accepted connection. A transparent listener hands it to the listener
 /// of its original destination (or its egress policy); any other serves it.
-/// `_open` counts it open on the listener until it ends.
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    (id, l, _open): (ListenerId, Arc<Listener>, Active<ListenerStats>),
+    opened: Opened,
     shared: Arc<Shared>,
     drain: Drain,
 ) {
+    let Opened {
+        id,
+        listener: l,
+        open: _open,
+        on_worker: _on_worker,
+    } = opened;
     if matches!(l.role, Role::Transparent) {
         transparent::serve(tcp, peer, l, shared, drain).await
     } else {

@@ -1,6 +1,14 @@
-//! The data plane's tokio runtime. One worker gets a current-thread runtime
-//! on a dedicated thread (no work-stealing bookkeeping on every wake-up);
-//! more get the multi-thread scheduler.
+//! The data plane's tokio runtimes: one current-thread runtime per worker,
+//! each on a thread of its own with its own I/O driver and timers (thread
+//! per core, as HAProxy's threads and Envoy's workers are). A connection is
+//! given to one worker (see `listener::accept_loop`) and stays there with
+//! everything it starts (upstream connections, timers), so no work-stealing
+//! bookkeeping runs on a wake-up and no request's state crosses threads.
+//! Measured against tokio's multi-thread scheduler with two workers: see
+//! bench/README.md, profiling log item 16.
+//!
+//! Worker 0's handle is the runtime's for everything else (the engine's own
+//! tasks, drains, the DNS answerer, health checks and sweeps).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,93 +18,99 @@ use std::time::Duration;
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio_util::sync::CancellationToken;
 
-enum Kind {
-    Multi(Runtime),
-    Single {
-        runtime: Arc<Runtime>,
-        driver: JoinHandle<()>,
-        stop: CancellationToken,
-    },
+/// One worker: its runtime, the thread that drives it, and what stops it.
+struct Worker {
+    runtime: Arc<Runtime>,
+    driver: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 pub struct Workers {
-    kind: Kind,
-    handle: Handle,
+    workers: Vec<Worker>,
+    handles: Arc<[Handle]>,
 }
+
+// === impl Workers ===
 
 impl Workers {
     pub fn new(workers: usize) -> std::io::Result<Self> {
-        if workers <= 1 {
-            let runtime = Arc::new(Builder::new_current_thread().enable_all().build()?);
-            let stop = CancellationToken::new();
-            let (rt, token) = (runtime.clone(), stop.clone());
-            let driver = std::thread::Builder::new()
-                .name("meshctl-worker".into())
-                .spawn(move || rt.block_on(token.cancelled()))?;
-            let handle = runtime.handle().clone();
-            return Ok(Workers {
-                kind: Kind::Single {
-                    runtime,
-                    driver,
-                    stop,
-                },
-                handle,
-            });
+        let mut started = Vec::new();
+        for index in 0..workers.max(1) {
+            match Worker::start(index) {
+                Ok(w) => started.push(w),
+                Err(e) => {
+                    Workers::stop(started);
+                    return Err(e);
+                }
+            }
         }
-        let runtime = Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("meshctl-worker")
-            .on_thread_start(crate::worker::numbering())
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
+        let handles = started.iter().map(|w| w.runtime.handle().clone());
         Ok(Workers {
-            kind: Kind::Multi(runtime),
-            handle,
+            handles: handles.collect(),
+            workers: started,
         })
     }
 
+    /// Worker 0's runtime: where the engine spawns what is not a connection.
     pub fn handle(&self) -> &Handle {
-        &self.handle
+        &self.handles[0]
     }
 
-    /// Runs `f` to completion from a thread outside the runtime.
+    /// Every worker's runtime, in worker order (accept loops hand
+    /// connections to them).
+    pub fn handles(&self) -> &Arc<[Handle]> {
+        &self.handles
+    }
+
+    /// Runs `f` to completion from a thread outside the runtimes (worker 0's
+    /// driver thread keeps its I/O and timers turning meanwhile).
     pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        match &self.kind {
-            Kind::Multi(rt) => rt.block_on(f),
-            // The driver thread keeps the I/O and timers turning meanwhile.
-            Kind::Single { .. } => self.handle.block_on(f),
-        }
+        self.handle().block_on(f)
     }
 
-    /// Stops the runtime, waiting up to `timeout` for its tasks to unwind.
+    /// Stops the runtimes, waiting up to `timeout` for each one's tasks to unwind.
     pub fn shutdown(self, timeout: Duration) {
-        match self.kind {
-            Kind::Multi(rt) => rt.shutdown_timeout(timeout),
-            Kind::Single {
-                runtime,
-                driver,
-                stop,
-            } => {
-                stop.cancel();
-                let _ = driver.join();
-                if let Ok(rt) = Arc::try_unwrap(runtime) {
-                    rt.shutdown_timeout(timeout);
-                }
+        for w in self.workers {
+            w.stop.cancel();
+            let _ = w.driver.join();
+            if let Ok(rt) = Arc::try_unwrap(w.runtime) {
+                rt.shutdown_timeout(timeout);
             }
         }
     }
 
     /// Stops without waiting (for drops).
     pub fn shutdown_background(self) {
-        match self.kind {
-            Kind::Multi(rt) => rt.shutdown_background(),
-            Kind::Single { runtime, stop, .. } => {
-                stop.cancel();
-                if let Ok(rt) = Arc::try_unwrap(runtime) {
-                    rt.shutdown_background();
-                }
+        Workers::stop(self.workers);
+    }
+
+    fn stop(workers: Vec<Worker>) {
+        for w in workers {
+            w.stop.cancel();
+            if let Ok(rt) = Arc::try_unwrap(w.runtime) {
+                rt.shutdown_background();
             }
         }
+    }
+}
+
+// === impl Worker ===
+
+impl Worker {
+    fn start(index: usize) -> std::io::Result<Self> {
+        let runtime = Arc::new(Builder::new_current_thread().enable_all().build()?);
+        let stop = CancellationToken::new();
+        let (rt, token) = (runtime.clone(), stop.clone());
+        let driver = std::thread::Builder::new()
+            .name(format!("meshctl-worker{index}"))
+            .spawn(move || {
+                crate::worker::set_index(index);
+                rt.block_on(token.cancelled())
+            })?;
+        Ok(Worker {
+            runtime,
+            driver,
+            stop,
+        })
     }
 }

@@ -53,6 +53,7 @@ impl Shared {
                 self.registry.dns.counts.by_result(),
                 self.registry.dns_server.by_result(),
             ),
+            self.registry.workers.counts(),
             openmetrics,
         )
     }
@@ -69,6 +70,7 @@ impl Shared {
         stats["config"] = self.registry.config.to_json(snapshot.version);
         stats["dns"] = self.registry.dns.counts.to_json();
         stats["dns_server"] = self.registry.dns_server.to_json();
+        stats["workers"] = self.registry.workers.to_json();
         if let Some(identity) = self.identity.load().as_ref() {
             stats["identity"] = serde_json::json!({
                 "spiffe_id": identity.id.as_str(),

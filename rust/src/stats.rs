@@ -476,6 +476,45 @@ impl ConfigStats {
     }
 }
 
+/// One worker's connections: accepted in all, and open now.
+#[derive(Debug, Default)]
+pub struct WorkerLoad {
+    pub accepted: Counter,
+    pub active: Counter,
+}
+
+/// The workers' loads (see `runtime`), by worker index: accept loops give
+/// each connection to the worker with the fewest open.
+#[derive(Debug, Default)]
+pub struct WorkerStats(Mutex<Vec<Arc<WorkerLoad>>>);
+
+impl WorkerStats {
+    /// The loads of `workers` workers, made on first use (an accept loop asks once).
+    pub fn loads(&self, workers: usize) -> Vec<Arc<WorkerLoad>> {
+        let mut loads = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if loads.len() < workers {
+            loads.resize_with(workers, Arc::default);
+        }
+        loads[..workers].to_vec()
+    }
+
+    /// (accepted, open) per worker.
+    pub fn counts(&self) -> Vec<(u64, u64)> {
+        let loads = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        loads
+            .iter()
+            .map(|w| (w.accepted.get(), w.active.get()))
+            .collect()
+    }
+
+    pub fn to_json(&self) -> Value {
+        let rows = self.counts().into_iter();
+        let row =
+            |(accepted, active)| json!({"connections": accepted, "active_connections": active});
+        Value::Array(rows.map(row).collect())
+    }
+}
+
 /// Holds a gauge up while alive: ties "active" counts to object lifetimes.
 pub struct Active<T> {
     stats: Arc<T>,
@@ -522,6 +561,7 @@ pub struct Registry {
     pub dns: Arc<crate::dns::Resolver>,
     /// The `dns` section's answerer.
     pub dns_server: crate::dns::ServerStats,
+    pub workers: WorkerStats,
 }
 
 impl Default for Registry {
@@ -538,6 +578,7 @@ impl Default for Registry {
             config: ConfigStats::default(),
             dns: Arc::default(),
             dns_server: Default::default(),
+            workers: WorkerStats::default(),
         }
     }
 }

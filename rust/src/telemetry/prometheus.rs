@@ -61,6 +61,8 @@ struct Scrape {
     /// Config updates applied and rejected (see `stats::ConfigStats`).
     updates: (u64, u64),
     dns: DnsRows,
+    /// Connections (accepted, open), by worker.
+    workers: Vec<(u64, u64)>,
 }
 
 /// Endpoint-name lookups and answerer queries, each as (result, count).
@@ -73,6 +75,7 @@ pub fn encode(
     stats: Arc<TelemetryStats>,
     updates: (u64, u64),
     dns: DnsRows,
+    workers: Vec<(u64, u64)>,
     openmetrics: bool,
 ) -> String {
     let mut registry = Registry::default();
@@ -82,6 +85,7 @@ pub fn encode(
         stats,
         updates,
         dns,
+        workers,
     }));
     let mut out = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
@@ -677,6 +681,29 @@ impl Collector for Scrape {
             "Access-log lines written, and dropped (queue full or write error).",
             Counter,
             rows,
+        )?;
+        let by_worker = |value: fn(&(u64, u64)) -> u64| -> Vec<(Labels, f64)> {
+            (self.workers.iter().enumerate())
+                .map(|(worker, counts)| {
+                    let mut labels = self.me();
+                    labels.push(("worker", worker.to_string()));
+                    (labels, value(counts) as f64)
+                })
+                .collect()
+        };
+        family(
+            enc,
+            "meshctl_worker_connections",
+            "Connections given to each worker (it serves them to their end).",
+            Counter,
+            by_worker(|c| c.0),
+        )?;
+        family(
+            enc,
+            "meshctl_worker_active_connections",
+            "Connections open on each worker.",
+            Gauge,
+            by_worker(|c| c.1),
         )?;
         family(
             enc,
