@@ -51,9 +51,7 @@ def labels(worker: int) -> str:
 
 def test_stop_drains_requests_in_flight_on_every_worker(backend, proxy) -> None:
     slow = backend("slow")
-    dp = proxy(
-        {"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [slow.address])]}, 2
-    )
+    dp = proxy({"listeners": [http_listener("web", [route("one")])], "clusters": [cluster("one", [slow.address])]}, 2)
     url = f"http://{dp.addresses()['web']}/?ms=800"
     results: list[int] = []
     lock = threading.Lock()
