@@ -127,6 +127,7 @@ impl Engine {
             }
         }
         let runtime = Workers::new(st.workers)?;
+        runtime.handle().spawn(sweep(self.shared.clone()));
         let config = st.config.clone();
         st.phase = Phase::Running(runtime);
         if let Err(e) = self.apply(&mut st, config) {
@@ -398,6 +399,22 @@ impl Engine {
                 .map(|(n, a)| (n, Value::String(a.to_string())))
                 .collect::<Map<_, _>>(),
         )
+    }
+}
+
+/// How often idle upstream connections are looked over.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Every `SWEEP_EVERY`, the current config's clusters close the idle
+/// upstream connections their upstreams closed (see `Cluster::sweep`). One
+/// task for the data plane; it ends with the runtime.
+async fn sweep(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let snapshot = shared.snapshot.load_full();
+        for cluster in snapshot.clusters.iter().chain(&snapshot.passthrough) {
+            cluster.sweep();
+        }
     }
 }
 

@@ -18,11 +18,11 @@ In the app's network namespace, in the ``nat`` table:
   forwards the rest (loopback resolvers included).
 
 Only connections opened after the rules are redirected (see `OPENING`): one
-open before keeps going where it went. IPv4 only. The rules live in chains of our own, so that removing them is
-exact: ``remove`` deletes our jumps and chains and nothing else, and
-``meshctl iptables --cleanup`` does the same for rules a killed ``meshctl
-run`` left behind. Installing goes through one ``iptables-restore --noflush``
-so a mistake leaves nothing half-installed.
+open before keeps going where it went. IPv4 only. The rules live in chains
+of our own, so that removing them is exact: ``remove`` deletes our jumps
+and chains and nothing else, and ``meshctl iptables --cleanup`` does the
+same for rules a killed ``meshctl run`` left behind. Installing goes through
+one ``iptables-restore --noflush`` so a mistake leaves nothing half-installed.
 """
 
 from __future__ import annotations

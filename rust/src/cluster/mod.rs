@@ -176,7 +176,6 @@ impl Cluster {
     ) -> Arc<Self> {
         let cluster = Arc::new(Cluster::new(spec, registry, identity, workers));
         probe::start(&cluster);
-        start_sweeps(&cluster);
         cluster
     }
 
@@ -465,38 +464,26 @@ impl Cluster {
     }
 }
 
-/// How often a cluster's idle upstream connections are looked over.
-const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+// === impl Cluster (sweeps) ===
 
-/// Closes idle upstream connections that their upstream closed (or that
-/// expired) within `SWEEP_EVERY`, rather than when a request would have
-/// taken them: a quiet pool would otherwise keep them half-closed, and
-/// counted as open. The task holds the cluster weakly and stops with it.
-fn start_sweeps(cluster: &Arc<Cluster>) {
-    // Snapshots are compiled inside the proxy's runtime; unit tests may not be.
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let cluster = Arc::downgrade(cluster);
-    runtime.spawn(async move {
-        loop {
-            tokio::time::sleep(SWEEP_EVERY).await;
-            let Some(c) = cluster.upgrade() else { return };
-            for ep in &c.endpoints {
+impl Cluster {
+    /// Closes the idle upstream connections that their upstream closed (or
+    /// that expired), of every endpoint: the engine's sweep calls it now and
+    /// then, so that a quiet pool does not keep them half-closed and counted
+    /// as open until a request would have taken them.
+    pub fn sweep(&self) {
+        for ep in &self.endpoints {
+            ep.pool.sweep();
+        }
+        if let Some(d) = &self.dynamic {
+            let endpoints: Vec<Arc<Endpoint>> = (d.endpoints.lock())
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for ep in endpoints {
                 ep.pool.sweep();
             }
-            if let Some(d) = &c.dynamic {
-                let endpoints: Vec<Arc<Endpoint>> = d
-                    .endpoints
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .cloned()
-                    .collect();
-                for ep in endpoints {
-                    ep.pool.sweep();
-                }
-            }
         }
-    });
+    }
 }
